@@ -1,0 +1,1 @@
+"""The HTTP edge: validates, records jobs, waits for them, maps results."""

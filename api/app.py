@@ -1,0 +1,45 @@
+"""create_app(): the FastAPI application, run by `idmirror api` under uvicorn."""
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from prometheus_client import REGISTRY
+
+from api import errors
+from api.routes import agents, health, jobs, users
+from api.waiter import JobWaiter
+from identity.db import libpq_url, session_factory
+from identity.ledger import NOTIFY_CHANNEL
+from identity.metrics import LedgerCollector
+from identity.settings import get_settings
+
+_collector: LedgerCollector | None = None
+
+
+def _register_collector() -> None:
+    global _collector
+    if _collector is None:
+        _collector = LedgerCollector(session_factory())
+        REGISTRY.register(_collector)
+
+
+def create_app() -> FastAPI:
+    settings = get_settings()
+    logging.getLogger("identity").setLevel(settings.log_level)
+    waiter = JobWaiter(libpq_url(settings.require_database_url()), NOTIFY_CHANNEL)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await waiter.start()
+        yield
+        await waiter.stop()
+
+    app = FastAPI(title="idmirror", version="1", lifespan=lifespan)
+    app.state.waiter = waiter
+    errors.install(app)
+    for router in (users.router, agents.internal, agents.public, jobs.router, health.router):
+        app.include_router(router)
+    _register_collector()
+    return app

@@ -1,0 +1,69 @@
+"""PUT/DELETE /v1/internal/agents/{slug}@{user_slug}; GET /v1/agents."""
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
+from sqlalchemy.orm import Session
+
+from api.deps import Paging, read_session, require_token
+from api.writes import WriteOptions, submit, write_options
+from identity import agents
+from identity.keys import SLUG_RE, AgentRef
+from identity.schemas import AgentUpsert
+from identity.settings import get_settings
+
+internal = APIRouter(
+    prefix="/v1/internal/agents", tags=["agents"], dependencies=[Depends(require_token)]
+)
+public = APIRouter(prefix="/v1/agents", tags=["agents"], dependencies=[Depends(require_token)])
+
+
+@internal.put("/{agent_key}")
+async def put_agent(
+    agent_key: str,
+    body: AgentUpsert,
+    request: Request,
+    options: WriteOptions = Depends(write_options),
+) -> Response:
+    """Create or replace an agent by {slug}@{user_slug}."""
+    sub = agents.upsert_submission(
+        agent_key,
+        body,
+        options.idempotency_key,
+        allow_private_webhooks=get_settings().allow_private_webhooks,
+    )
+    return await submit(request, sub, options)
+
+
+@internal.delete("/{agent_key}")
+async def delete_agent(
+    agent_key: str, request: Request, options: WriteOptions = Depends(write_options)
+) -> Response:
+    """Soft-delete an agent; its tombstone keeps older writes out."""
+    return await submit(
+        request, agents.delete_submission(agent_key, options.idempotency_key), options
+    )
+
+
+@public.get("/{ref}")
+def get_agent(
+    ref: str, include_deleted: bool = False, session: Session = Depends(read_session)
+) -> dict[str, Any]:
+    return agents.get_agent(session, AgentRef.parse(ref), include_deleted=include_deleted)
+
+
+@public.get("")
+def list_agents(
+    user_slug: str | None = Query(None, pattern=SLUG_RE.pattern, max_length=64),
+    include_deleted: bool = False,
+    paging: Paging = Depends(),
+    session: Session = Depends(read_session),
+) -> dict[str, Any]:
+    return agents.list_agents(
+        session,
+        limit=paging.limit,
+        cursor=paging.cursor,
+        user_slug=user_slug,
+        include_deleted=include_deleted,
+    )

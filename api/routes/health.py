@@ -1,0 +1,51 @@
+"""/healthz, /readyz and /metrics: no token, for probes and scrapers."""
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+from starlette.concurrency import run_in_threadpool
+
+from identity.db import session_factory
+from identity.queue import get_dispatcher
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+def _database_ok() -> bool:
+    try:
+        with session_factory()() as session:
+            session.execute(text("SELECT 1"))
+        return True
+    except Exception:  # any failure means "not ready"; the reason is in the database log
+        return False
+
+
+@router.get("/readyz")
+async def readyz() -> JSONResponse:
+    database = await run_in_threadpool(_database_ok)
+    broker = await run_in_threadpool(get_dispatcher().ping)
+    ready = database and broker
+    checks = {"database": "ok" if database else "down", "broker": "ok" if broker else "down"}
+    if ready:
+        return JSONResponse({"status": "ready", "checks": checks})
+    body = {
+        "error": {
+            "code": "not_ready",
+            "message": "a dependency is unreachable",
+            "status": 503,
+            "details": {"checks": checks},
+        }
+    }
+    return JSONResponse(body, status_code=503)
+
+
+@router.get("/metrics")
+async def metrics() -> Response:
+    body = await run_in_threadpool(generate_latest)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,56 @@
+"""GET /v1/jobs, POST /v1/jobs/{id}/retry."""
+
+import uuid
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import Paging, read_session, require_token
+from api.writes import WriteOptions, submit, write_options
+from identity import ledger
+from identity.db import transaction
+from identity.errors import JobNotFound
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(require_token)])
+
+
+def _job_id(raw: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise JobNotFound("no job has this id", job_id=raw) from None
+
+
+@router.get("/{job_id}")
+def get_job(job_id: str, session: Session = Depends(read_session)) -> dict[str, Any]:
+    return ledger.get_job(session, _job_id(job_id))
+
+
+@router.get("")
+def list_jobs(
+    status: Literal["pending", "applied", "failed"] | None = None,
+    key: str | None = Query(None, max_length=300),
+    kind: str | None = Query(None, max_length=64),
+    paging: Paging = Depends(),
+    session: Session = Depends(read_session),
+) -> dict[str, Any]:
+    return ledger.list_jobs(
+        session, limit=paging.limit, cursor=paging.cursor, status=status, key=key, kind=kind
+    )
+
+
+def _resubmission(job_id: uuid.UUID) -> ledger.Submission:
+    with transaction() as session:
+        return ledger.resubmission(session, job_id)
+
+
+@router.post("/{job_id}/retry")
+async def retry_job(
+    job_id: str, request: Request, options: WriteOptions = Depends(write_options)
+) -> Response:
+    """Submit a failed job's payload again as a new job on the same key."""
+    sub = await run_in_threadpool(_resubmission, _job_id(job_id))
+    return await submit(request, sub, options)

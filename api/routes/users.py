@@ -1,0 +1,47 @@
+"""PUT/GET/DELETE /v1/internal/users."""
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+from sqlalchemy.orm import Session
+
+from api.deps import Paging, read_session, require_token
+from api.writes import WriteOptions, submit, write_options
+from identity import users
+from identity.keys import UserKey
+from identity.schemas import UserUpsert
+
+router = APIRouter(
+    prefix="/v1/internal/users", tags=["users"], dependencies=[Depends(require_token)]
+)
+
+
+@router.put("/{user_id}")
+async def put_user(
+    user_id: str, body: UserUpsert, request: Request, options: WriteOptions = Depends(write_options)
+) -> Response:
+    """Create or replace a user by the integrator's UUID."""
+    return await submit(
+        request, users.upsert_submission(user_id, body, options.idempotency_key), options
+    )
+
+
+@router.delete("/{user_id}")
+async def delete_user(
+    user_id: str, request: Request, options: WriteOptions = Depends(write_options)
+) -> Response:
+    """Delete a user and, by cascade, its agents."""
+    return await submit(request, users.delete_submission(user_id, options.idempotency_key), options)
+
+
+@router.get("/{user_id}")
+def get_user(user_id: str, session: Session = Depends(read_session)) -> dict[str, Any]:
+    return users.get_user(session, UserKey.parse(user_id).user_id)
+
+
+@router.get("")
+def list_users(
+    paging: Paging = Depends(), session: Session = Depends(read_session)
+) -> dict[str, Any]:
+    return users.list_users(session, limit=paging.limit, cursor=paging.cursor)

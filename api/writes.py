@@ -1,0 +1,98 @@
+"""The one path every write takes: accept a job, queue its drain, wait for it, answer."""
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Header, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import Counter
+from starlette.concurrency import run_in_threadpool
+
+from identity import ledger
+from identity.db import transaction
+from identity.errors import ValidationFailed
+from identity.queue import get_dispatcher
+from identity.settings import get_settings
+
+JOBS_ACCEPTED = Counter("idmirror_jobs_accepted", "Jobs accepted into the ledger", ["kind"])
+_WAIT_RE = re.compile(r"^\s*wait\s*=\s*(\d+(?:\.\d+)?)\s*$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class WriteOptions:
+    respond_async: bool
+    wait_seconds: float
+    idempotency_key: str | None
+
+
+def write_options(
+    prefer: str | None = Header(None), idempotency_key: str | None = Header(None)
+) -> WriteOptions:
+    """Read `Prefer: respond-async`, `Prefer: wait=N` and `Idempotency-Key`."""
+    settings = get_settings()
+    respond_async, wait = False, settings.sync_wait_seconds
+    for preference in (prefer or "").split(","):
+        if preference.strip().lower() == "respond-async":
+            respond_async = True
+        elif match := _WAIT_RE.match(preference):
+            wait = min(float(match.group(1)), settings.max_wait_seconds)
+    if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
+        raise ValidationFailed(
+            "Idempotency-Key must be 1 to 255 characters",
+            errors=[{"loc": "header.Idempotency-Key", "message": "1 to 255 characters"}],
+        )
+    return WriteOptions(respond_async, 0.0 if respond_async else wait, idempotency_key)
+
+
+def _accept_and_queue(sub: ledger.Submission) -> tuple[ledger.Accepted, bool]:
+    settings = get_settings()
+    with transaction() as session:
+        accepted = ledger.accept(session, sub, idempotency_ttl_hours=settings.idempotency_ttl_hours)
+    if accepted.reused:
+        return accepted, True
+    JOBS_ACCEPTED.labels(sub.kind).inc()
+    return accepted, get_dispatcher().request_drain(sub.key)
+
+
+def _load(job_id: str) -> dict[str, Any]:
+    with transaction() as session:
+        return ledger.get_job(session, job_id)
+
+
+def job_response(job: dict[str, Any]) -> Response:
+    """200 with the result, the error envelope of a failed job, or 202 for a pending one."""
+    headers = {"Idmirror-Job-Id": job["id"]}
+    if job["status"] == "applied":
+        return JSONResponse(job["result"], status_code=200, headers=headers)
+    if job["status"] == "failed":
+        error = job["error"]
+        return JSONResponse({"error": error}, status_code=error["status"], headers=headers)
+    headers["Location"] = f"/v1/jobs/{job['id']}"
+    return JSONResponse(job, status_code=202, headers=headers)
+
+
+async def submit(request: Request, sub: ledger.Submission, options: WriteOptions) -> Response:
+    """Record the write; unless asked not to, wait for its job to finish."""
+    waiter = request.app.state.waiter
+    job_id = str(sub.job_id)
+    if options.wait_seconds > 0:
+        waiter.register(job_id)  # before the job exists, so its notification cannot be missed
+    try:
+        accepted, queued = await run_in_threadpool(_accept_and_queue, sub)
+    except BaseException:
+        waiter.forget(job_id)
+        raise
+    job = accepted.job
+    if job["id"] != job_id:  # an Idempotency-Key named an earlier job
+        waiter.forget(job_id)
+    if job["status"] != "pending" or not queued or options.wait_seconds <= 0:
+        waiter.forget(job["id"])
+        return job_response(job)
+
+    async def is_done() -> bool:
+        return (await run_in_threadpool(_load, job["id"]))["status"] != "pending"
+
+    if await waiter.wait(job["id"], options.wait_seconds, is_done):
+        job = await run_in_threadpool(_load, job["id"])
+    return job_response(job)

@@ -1,0 +1,36 @@
+"""Celery settings, all derived from identity.settings."""
+
+from identity.settings import get_settings
+
+_settings = get_settings()
+
+broker_url = _settings.redis_url
+broker_connection_retry_on_startup = True
+broker_transport_options = {
+    # A lost worker's unacknowledged messages come back after this; the sweeper is faster.
+    "visibility_timeout": 600,
+    "socket_timeout": 5,
+    "socket_connect_timeout": 2,
+}
+# An API request must not hang on a broker that is down: the job is durable, the sweeper
+# sends the message later.
+task_publish_retry_policy = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2}
+
+task_ignore_result = True
+task_acks_late = True
+task_reject_on_worker_lost = True
+task_serializer = "json"
+accept_content = ["json"]
+worker_prefetch_multiplier = 4
+worker_hijack_root_logger = False
+worker_send_task_events = True
+task_send_sent_event = True
+imports = ("tasks.drain", "tasks.sweep")
+
+beat_schedule = {
+    "sweep-stray-jobs": {
+        "task": "identity.sweep",
+        "schedule": _settings.sweep_interval_seconds,
+        "options": {"expires": _settings.sweep_interval_seconds * 2},
+    },
+}

@@ -1,0 +1,1 @@
+"""The `idmirror` command line."""

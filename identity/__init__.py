@@ -1,0 +1,1 @@
+"""The idmirror domain: identities, the job ledger and how jobs are applied."""

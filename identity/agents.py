@@ -1,0 +1,208 @@
+"""Agents: addressed by {slug}@{user_slug}, soft-deleted with tombstones."""
+
+import json
+import secrets
+import string
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from identity.errors import AgentNotFound, UserNotFound
+from identity.keys import AgentKey, AgentRef
+from identity.ledger import Applied, PendingJob, Submission
+from identity.pagination import decode_cursor, page
+from identity.schemas import AgentUpsert
+from identity.tombstones import set_tombstone, tombstone_version
+from identity.webhooks import check_webhook_url
+
+AGENT_COLUMNS = (
+    "a.id, a.slug, a.user_id, u.slug AS user_slug, a.display_name, a.webhook_url, a.metadata, "
+    "a.name, a.description, a.visibility, a.version, a.created_at, a.updated_at, a.deleted_at"
+)
+_ID_ALPHABET = string.ascii_letters + string.digits
+
+
+def new_agent_id() -> str:
+    return "agt_" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(12))
+
+
+def agent_out(row: Any, **extra: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "slug": row.slug,
+        "user_id": str(row.user_id),
+        "user_slug": row.user_slug,
+        "display_name": row.display_name,
+        "webhook_url": row.webhook_url,
+        "metadata": row.metadata,
+        "name": row.name,
+        "description": row.description,
+        "visibility": row.visibility,
+        "version": row.version,
+        "created_at": row.created_at.isoformat(),
+        "updated_at": row.updated_at.isoformat(),
+        "deleted_at": row.deleted_at.isoformat() if row.deleted_at else None,
+        **extra,
+    }
+
+
+def _latest(session: Session, key: AgentKey, *, include_deleted: bool) -> Any:
+    """The live agent for a key, else (if asked) its most recent tombstone."""
+    return session.execute(
+        text(
+            f"SELECT {AGENT_COLUMNS} FROM agents a JOIN users u ON u.id = a.user_id "
+            "WHERE u.slug = :user_slug AND a.slug = :slug "
+            "AND (:include_deleted OR a.deleted_at IS NULL) "
+            "ORDER BY a.deleted_at IS NULL DESC, a.version DESC LIMIT 1"
+        ),
+        {"user_slug": key.user_slug, "slug": key.slug, "include_deleted": include_deleted},
+    ).one_or_none()
+
+
+def _owner_id(session: Session, key: AgentKey) -> Any:
+    owner = session.execute(
+        text("SELECT id FROM users WHERE slug = :slug"), {"slug": key.user_slug}
+    ).scalar_one_or_none()
+    if owner is None:
+        raise UserNotFound(
+            f"no user has slug {key.user_slug!r}; upsert the user first", user_slug=key.user_slug
+        )
+    return owner
+
+
+# Writes only when the body differs from the live agent and is not older than it.
+_UPSERT = text(
+    """
+    INSERT INTO agents AS a (id, user_id, slug, display_name, webhook_url, metadata, version,
+                             created_at, updated_at)
+    VALUES (:id, :user_id, :slug, :display_name, :webhook_url, CAST(:metadata AS jsonb), :version,
+            clock_timestamp(), clock_timestamp())
+    ON CONFLICT (user_id, slug) WHERE deleted_at IS NULL DO UPDATE
+        SET display_name = excluded.display_name, webhook_url = excluded.webhook_url,
+            metadata = excluded.metadata, version = excluded.version,
+            updated_at = clock_timestamp()
+        WHERE a.version <= excluded.version
+          AND (a.display_name, a.webhook_url, a.metadata)
+              IS DISTINCT FROM (excluded.display_name, excluded.webhook_url, excluded.metadata)
+    RETURNING a.id, (xmax = 0) AS inserted
+    """
+)
+
+
+def upsert_agent(session: Session, job: PendingJob) -> Applied:
+    """Create or replace an agent's mirrored fields; a write newer than a tombstone starts afresh."""
+    key = AgentKey.parse(job.key.removeprefix("agent:"))
+    body = AgentUpsert.model_validate(job.payload)
+    owner = _owner_id(session, key)
+    current = _latest(session, key, include_deleted=True)
+    live = current if current is not None and current.deleted_at is None else None
+    if live is None and (tombstone_version(session, job.key) or -1) > job.version:
+        result = agent_out(current, created=False) if current is not None else {}
+        return Applied("superseded", {**result, "outcome": "superseded"})
+    try:
+        with session.begin_nested():
+            written = session.execute(
+                _UPSERT,
+                {
+                    "id": new_agent_id(),
+                    "user_id": owner,
+                    "slug": key.slug,
+                    "display_name": body.display_name,
+                    "webhook_url": body.webhook_url,
+                    "metadata": json.dumps(body.metadata),
+                    "version": job.version,
+                },
+            ).one_or_none()
+    except IntegrityError:  # the owner was deleted after we looked it up
+        raise UserNotFound(f"no user has slug {key.user_slug!r}", user_slug=key.user_slug) from None
+    if written is not None:
+        outcome = "created" if written.inserted else "updated"
+        row = _latest(session, key, include_deleted=False)
+        return Applied(outcome, agent_out(row, created=written.inserted, outcome=outcome))
+    outcome = "superseded" if live.version > job.version else "unchanged"
+    return Applied(outcome, agent_out(live, created=False, outcome=outcome))
+
+
+def delete_agent(session: Session, job: PendingJob) -> Applied:
+    """Soft-delete: the row stays as a tombstone and the key remembers the delete's version."""
+    key = AgentKey.parse(job.key.removeprefix("agent:"))
+    live = _latest(session, key, include_deleted=False)
+    if live is not None and live.version > job.version:
+        return Applied("superseded", {"id": live.id, "outcome": "superseded"})
+    set_tombstone(session, job.key, job.version)
+    if live is None:
+        return Applied("unchanged", {"outcome": "unchanged"})
+    session.execute(
+        text(
+            "UPDATE agents SET deleted_at = clock_timestamp(), updated_at = clock_timestamp(), "
+            "version = :version WHERE id = :id"
+        ),
+        {"id": live.id, "version": job.version},
+    )
+    return Applied("deleted", {"id": live.id, "outcome": "deleted"})
+
+
+def get_agent(session: Session, ref: AgentRef, *, include_deleted: bool = False) -> dict[str, Any]:
+    if ref.key is not None:
+        row = _latest(session, ref.key, include_deleted=include_deleted)
+    else:
+        row = session.execute(
+            text(
+                f"SELECT {AGENT_COLUMNS} FROM agents a JOIN users u ON u.id = a.user_id "
+                "WHERE a.id = :id AND (:include_deleted OR a.deleted_at IS NULL)"
+            ),
+            {"id": ref.agent_id, "include_deleted": include_deleted},
+        ).one_or_none()
+    if row is None:
+        raise AgentNotFound("no agent matches this ref", ref=ref.agent_id or ref.key.path)  # type: ignore[union-attr]
+    return agent_out(row)
+
+
+def list_agents(
+    session: Session,
+    *,
+    limit: int,
+    cursor: str | None,
+    user_slug: str | None = None,
+    include_deleted: bool = False,
+) -> dict[str, Any]:
+    after = decode_cursor(cursor, 1)
+    rows = session.execute(
+        text(
+            f"SELECT {AGENT_COLUMNS} FROM agents a JOIN users u ON u.id = a.user_id "
+            "WHERE (CAST(:user_slug AS text) IS NULL OR u.slug = :user_slug) "
+            "AND (:include_deleted OR a.deleted_at IS NULL) "
+            "AND (CAST(:after AS text) IS NULL OR a.id > :after) ORDER BY a.id LIMIT :limit"
+        ),
+        {
+            "user_slug": user_slug,
+            "include_deleted": include_deleted,
+            "after": after[0] if after else None,
+            "limit": limit + 1,
+        },
+    ).all()
+    return page([agent_out(r) for r in rows], limit, ["id"])
+
+
+def upsert_submission(
+    raw_key: str, body: AgentUpsert, idempotency_key: str | None, *, allow_private_webhooks: bool
+) -> Submission:
+    key = AgentKey.parse(raw_key)
+    if body.webhook_url is not None:
+        check_webhook_url(body.webhook_url, allow_private=allow_private_webhooks)
+    return Submission(
+        key=str(key),
+        kind="agent.upsert",
+        payload=body.model_dump(mode="json"),
+        explicit_version=body.explicit_version(),
+        idempotency_key=idempotency_key,
+    )
+
+
+def delete_submission(raw_key: str, idempotency_key: str | None) -> Submission:
+    key = AgentKey.parse(raw_key)
+    return Submission(
+        key=str(key), kind="agent.delete", payload={}, idempotency_key=idempotency_key
+    )

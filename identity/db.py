@@ -1,0 +1,60 @@
+"""Engine and session factory; one pool per process, disposed after fork."""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from identity.settings import get_settings
+
+
+def sqlalchemy_url(url: str) -> str:
+    """Use the psycopg 3 driver whatever scheme the operator wrote."""
+    for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def libpq_url(url: str) -> str:
+    """The same URL in the form psycopg.connect() takes."""
+    return "postgresql://" + sqlalchemy_url(url)[len("postgresql+psycopg://") :]
+
+
+_engine: Engine | None = None
+_sessionmaker: sessionmaker[Session] | None = None
+
+
+def get_engine() -> Engine:
+    global _engine
+    if _engine is None:
+        settings = get_settings()
+        _engine = create_engine(
+            sqlalchemy_url(settings.require_database_url()),
+            pool_size=20,
+            max_overflow=20,
+            pool_pre_ping=True,
+            pool_recycle=1800,
+        )
+    return _engine
+
+
+def session_factory() -> sessionmaker[Session]:
+    global _sessionmaker
+    if _sessionmaker is None:
+        _sessionmaker = sessionmaker(get_engine(), expire_on_commit=False)
+    return _sessionmaker
+
+
+@contextmanager
+def transaction() -> Iterator[Session]:
+    """One session, one transaction: commits on success, rolls back on error."""
+    with session_factory().begin() as session:
+        yield session
+
+
+def dispose_after_fork() -> None:
+    """Drop connections inherited from the parent process without closing them under it."""
+    if _engine is not None:
+        _engine.dispose(close=False)

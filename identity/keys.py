@@ -1,0 +1,85 @@
+"""Identity keys as value objects: the ledger's unit of order and locking."""
+
+import re
+import uuid
+from dataclasses import dataclass
+
+from identity.errors import InvalidAgentKey, InvalidAgentRef, InvalidUserId
+
+SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
+AGENT_ID_RE = re.compile(r"^agt_[A-Za-z0-9]{12}$")
+
+
+def is_slug(value: str) -> bool:
+    return bool(SLUG_RE.fullmatch(value))
+
+
+@dataclass(frozen=True)
+class UserKey:
+    """`user:<uuid>`: the integrator's own UUID for a user."""
+
+    user_id: uuid.UUID
+
+    @classmethod
+    def parse(cls, raw: str) -> "UserKey":
+        try:
+            return cls(uuid.UUID(raw))
+        except (ValueError, AttributeError, TypeError):
+            raise InvalidUserId(f"{raw!r} is not a UUID", user_id=raw) from None
+
+    def __str__(self) -> str:
+        return f"user:{self.user_id}"
+
+
+@dataclass(frozen=True)
+class AgentKey:
+    """`agent:<slug>@<user_slug>`: an agent addressed by its slug and its owner's slug."""
+
+    slug: str
+    user_slug: str
+
+    @classmethod
+    def parse(cls, raw: str) -> "AgentKey":
+        parts = raw.split("@")
+        if len(parts) != 2 or not all(is_slug(p) for p in parts):
+            raise InvalidAgentKey(
+                "an agent key is {slug}@{user_slug}: exactly one '@' between two valid slugs",
+                key=raw,
+            )
+        return cls(parts[0], parts[1])
+
+    @property
+    def path(self) -> str:
+        return f"{self.slug}@{self.user_slug}"
+
+    def __str__(self) -> str:
+        return f"agent:{self.path}"
+
+
+def parse_ledger_key(raw: str) -> UserKey | AgentKey:
+    """Parse the string form a task receives."""
+    kind, _, rest = raw.partition(":")
+    if kind == "user":
+        return UserKey.parse(rest)
+    if kind == "agent":
+        return AgentKey.parse(rest)
+    raise ValueError(f"unknown ledger key {raw!r}")
+
+
+@dataclass(frozen=True)
+class AgentRef:
+    """How read routes name an agent: its opaque id or its key."""
+
+    agent_id: str | None = None
+    key: AgentKey | None = None
+
+    @classmethod
+    def parse(cls, raw: str) -> "AgentRef":
+        if AGENT_ID_RE.fullmatch(raw):
+            return cls(agent_id=raw)
+        if "@" in raw:
+            return cls(key=AgentKey.parse(raw))
+        raise InvalidAgentRef(
+            "an agent ref is an id (agt_ and 12 letters or digits) or {slug}@{user_slug}",
+            ref=raw,
+        )

@@ -1,0 +1,386 @@
+"""The durable job ledger: accepting writes, draining them per key in order, finding strays.
+
+Every write becomes a `jobs` row before anything else happens. A key's jobs take a sequence
+number from `key_heads` in the accepting transaction, so sequence order is commit order, and
+are applied by `drain` under a transaction-scoped advisory lock on the key, in that order.
+"""
+
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.orm import Session
+
+from identity import metrics
+from identity.errors import IdempotencyKeyReused, IdmirrorError, JobNotFailed, JobNotFound
+from identity.pagination import decode_cursor, page
+
+log = logging.getLogger(__name__)
+
+NOTIFY_CHANNEL = "idmirror_jobs"
+JOB_COLUMNS = (
+    "id, key, seq, kind, status, outcome, attempts, accepted_at, finished_at, result, error"
+)
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A validated write, ready to be recorded."""
+
+    key: str
+    kind: str
+    payload: dict[str, Any]
+    explicit_version: int | None = None
+    idempotency_key: str | None = None
+    job_id: uuid.UUID = field(default_factory=uuid.uuid4)
+
+    def request_hash(self) -> str:
+        canonical = json.dumps([self.kind, self.key, self.payload], sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Accepted:
+    job: dict[str, Any]
+    reused: bool
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What an applier did: the outcome and the body the client is answered with."""
+
+    outcome: str
+    result: dict[str, Any]
+
+
+@dataclass
+class PendingJob:
+    id: uuid.UUID
+    key: str
+    seq: int
+    kind: str
+    payload: dict[str, Any]
+    version: int
+    accepted_at: datetime
+
+
+Applier = Callable[[Session, PendingJob], Applied]
+
+
+def job_out(row: Any) -> dict[str, Any]:
+    """The public form of a job row."""
+    return {
+        "id": str(row.id),
+        "key": row.key,
+        "seq": row.seq,
+        "kind": row.kind,
+        "status": row.status,
+        "outcome": row.outcome,
+        "attempts": row.attempts,
+        "accepted_at": row.accepted_at.isoformat(),
+        "finished_at": row.finished_at.isoformat() if row.finished_at else None,
+        "result": row.result,
+        "error": row.error,
+    }
+
+
+_ACCEPT = text(
+    f"""
+    WITH head AS (
+        INSERT INTO key_heads (key, last_seq, last_version)
+        VALUES (:key, 1, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint)
+        ON CONFLICT (key) DO UPDATE
+            SET last_seq = key_heads.last_seq + 1,
+                last_version = greatest(key_heads.last_version + 1, excluded.last_version)
+        RETURNING last_seq, last_version
+    )
+    INSERT INTO jobs (id, key, seq, kind, payload, payload_hash, version)
+    SELECT :id, :key, head.last_seq, :kind, :payload, :hash,
+           coalesce(CAST(:version AS bigint), head.last_version)
+    FROM head
+    RETURNING {JOB_COLUMNS}
+    """
+)
+
+
+def accept(session: Session, sub: Submission, *, idempotency_ttl_hours: float) -> Accepted:
+    """Record a write as a pending job, or return the job an Idempotency-Key already names."""
+    request_hash = sub.request_hash()
+    if sub.idempotency_key is not None:
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 1))"),
+            {"k": "idem:" + sub.idempotency_key},
+        )
+        previous = session.execute(
+            text(
+                "SELECT request_hash, job_id FROM idempotency_keys WHERE key = :k "
+                "AND created_at > now() - make_interval(secs => :ttl)"
+            ),
+            {"k": sub.idempotency_key, "ttl": idempotency_ttl_hours * 3600},
+        ).one_or_none()
+        if previous is not None:
+            if previous.request_hash != request_hash:
+                raise IdempotencyKeyReused(
+                    "this Idempotency-Key was used with a different request",
+                    idempotency_key=sub.idempotency_key,
+                    job_id=str(previous.job_id),
+                )
+            return Accepted(job=get_job(session, previous.job_id), reused=True)
+
+    row = session.execute(
+        _ACCEPT,
+        {
+            "id": sub.job_id,
+            "key": sub.key,
+            "kind": sub.kind,
+            "payload": json.dumps(sub.payload),
+            "hash": request_hash,
+            "version": sub.explicit_version,
+        },
+    ).one()
+    if sub.idempotency_key is not None:
+        session.execute(
+            text(
+                "INSERT INTO idempotency_keys (key, request_hash, job_id) VALUES (:k, :h, :j) "
+                "ON CONFLICT (key) DO UPDATE SET request_hash = excluded.request_hash, "
+                "job_id = excluded.job_id, created_at = now()"
+            ),
+            {"k": sub.idempotency_key, "h": request_hash, "j": sub.job_id},
+        )
+    return Accepted(job=job_out(row), reused=False)
+
+
+def get_job(session: Session, job_id: uuid.UUID | str) -> dict[str, Any]:
+    row = session.execute(
+        text(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = :id"), {"id": job_id}
+    ).one_or_none()
+    if row is None:
+        raise JobNotFound("no job has this id", job_id=str(job_id))
+    return job_out(row)
+
+
+def list_jobs(
+    session: Session,
+    *,
+    limit: int,
+    cursor: str | None,
+    status: str | None = None,
+    key: str | None = None,
+    kind: str | None = None,
+) -> dict[str, Any]:
+    """Newest first, filtered by any of status, key and kind."""
+    after = decode_cursor(cursor, 2)
+    rows = session.execute(
+        text(
+            f"""
+            SELECT {JOB_COLUMNS} FROM jobs
+            WHERE (CAST(:status AS text) IS NULL OR status = :status)
+              AND (CAST(:key AS text) IS NULL OR key = :key)
+              AND (CAST(:kind AS text) IS NULL OR kind = :kind)
+              AND (CAST(:after_at AS timestamptz) IS NULL
+                   OR (accepted_at, id) < (CAST(:after_at AS timestamptz), CAST(:after_id AS uuid)))
+            ORDER BY accepted_at DESC, id DESC
+            LIMIT :limit
+            """
+        ),
+        {
+            "status": status,
+            "key": key,
+            "kind": kind,
+            "after_at": after[0] if after else None,
+            "after_id": after[1] if after else None,
+            "limit": limit + 1,
+        },
+    ).all()
+    return page([job_out(r) for r in rows], limit, ["accepted_at", "id"])
+
+
+def resubmission(session: Session, job_id: uuid.UUID | str) -> Submission:
+    """A new submission carrying a failed job's payload, for POST /v1/jobs/{id}/retry."""
+    row = session.execute(
+        text("SELECT key, kind, status, payload FROM jobs WHERE id = :id"), {"id": job_id}
+    ).one_or_none()
+    if row is None:
+        raise JobNotFound("no job has this id", job_id=str(job_id))
+    if row.status != "failed":
+        raise JobNotFailed(f"only failed jobs can be retried; this one is {row.status}")
+    source = row.payload.get("source_updated_at")
+    version = None
+    if source is not None:
+        version = int(datetime.fromisoformat(source).timestamp() * 1_000_000)
+    return Submission(key=row.key, kind=row.kind, payload=row.payload, explicit_version=version)
+
+
+# --- draining -------------------------------------------------------------------------------
+
+TRANSIENT_ERRORS = (OperationalError, InterfaceError)
+
+
+@dataclass
+class DrainReport:
+    applied: int = 0
+    failed: int = 0
+    keys: int = 0
+    more: bool = False
+
+
+def _lock_key(session: Session, key: str, *, wait: bool) -> bool:
+    function = "pg_advisory_xact_lock" if wait else "pg_try_advisory_xact_lock"
+    got = session.execute(
+        text(f"SELECT {function}(hashtextextended(:key, 0))"), {"key": key}
+    ).scalar()
+    return wait or bool(got)
+
+
+def _pending(session: Session, key: str, limit: int) -> list[PendingJob]:
+    rows = session.execute(
+        text(
+            "SELECT id, key, seq, kind, payload, version, accepted_at FROM jobs "
+            "WHERE key = :key AND status = 'pending' ORDER BY seq LIMIT :limit"
+        ),
+        {"key": key, "limit": limit},
+    ).all()
+    return [PendingJob(*row) for row in rows]
+
+
+def _finish(
+    session: Session,
+    job: PendingJob,
+    *,
+    outcome: str | None,
+    result: dict[str, Any] | None,
+    error: dict[str, Any] | None,
+) -> datetime:
+    return session.execute(
+        text(
+            "UPDATE jobs SET status = :status, outcome = :outcome, result = :result, "
+            "error = :error, attempts = attempts + 1, finished_at = clock_timestamp() "
+            "WHERE id = :id AND status = 'pending' RETURNING finished_at"
+        ),
+        {
+            "id": job.id,
+            "status": "failed" if error else "applied",
+            "outcome": outcome,
+            "result": json.dumps(result) if result is not None else None,
+            "error": json.dumps(error) if error is not None else None,
+        },
+    ).scalar_one()
+
+
+def _apply_one(
+    session: Session, job: PendingJob, appliers: dict[str, Applier]
+) -> tuple[str, float]:
+    """Apply a job in a savepoint; a job that fails for good is marked failed, not retried."""
+    try:
+        with session.begin_nested():
+            applied = appliers[job.kind](session, job)
+    except TRANSIENT_ERRORS:
+        raise
+    except IdmirrorError as exc:
+        finished = _finish(session, job, outcome=None, result=None, error=exc.envelope())
+        status = "failed"
+    except (DBAPIError, ValueError, KeyError, TypeError) as exc:
+        log.exception("job %s (%s on %s) failed unexpectedly", job.id, job.kind, job.key)
+        error = {
+            "code": "internal_error",
+            "message": f"the job could not be applied: {type(exc).__name__}",
+            "status": 500,
+            "details": {},
+        }
+        finished = _finish(session, job, outcome=None, result=None, error=error)
+        status = "failed"
+    else:
+        finished = _finish(session, job, outcome=applied.outcome, result=applied.result, error=None)
+        status = applied.outcome
+    return status, (finished - job.accepted_at).total_seconds()
+
+
+def drain(
+    session: Session, key: str, appliers: dict[str, Applier], *, batch_size: int
+) -> DrainReport:
+    """Apply pending jobs of `key`, then of other keys whose lock is free, up to `batch_size`.
+
+    Waits for `key`'s lock (a job of that key may have committed after the holder looked);
+    other keys are only taken when their lock is free, so two drains never wait on each other.
+    """
+    report = DrainReport()
+    finished: list[tuple[str, str, float]] = []
+    done_ids: list[str] = []
+
+    def run(jobs: list[PendingJob]) -> None:
+        for job in jobs:
+            status, latency = _apply_one(session, job, appliers)
+            finished.append((job.kind, status, latency))
+            done_ids.append(str(job.id))
+        report.keys += 1
+
+    _lock_key(session, key, wait=True)
+    own = _pending(session, key, batch_size)
+    run(own)
+    report.more = len(own) == batch_size
+
+    budget = batch_size - len(own)
+    if budget > 0:
+        others = session.execute(
+            text("SELECT DISTINCT key FROM jobs WHERE status = 'pending' AND key <> :key LIMIT :n"),
+            {"key": key, "n": min(budget, 100)},
+        ).scalars()
+        for other in list(others):
+            if budget <= 0:
+                break
+            if _lock_key(session, other, wait=False):
+                jobs = _pending(session, other, budget)
+                run(jobs)
+                budget -= len(jobs)
+
+    report.failed = sum(1 for _, status, _ in finished if status == "failed")
+    report.applied = len(finished) - report.failed
+    if finished:
+        metrics.record_finished(session, finished)
+        _notify(session, done_ids)
+    return report
+
+
+def _notify(session: Session, job_ids: list[str]) -> None:
+    """Wake API waiters; Postgres delivers the notification only if this transaction commits."""
+    chunk = 200  # 200 ids of 37 characters stay below the 8000-byte payload limit
+    for start in range(0, len(job_ids), chunk):
+        session.execute(
+            text("SELECT pg_notify(:channel, :ids)"),
+            {"channel": NOTIFY_CHANNEL, "ids": ",".join(job_ids[start : start + chunk])},
+        )
+
+
+def stale_keys(session: Session, *, older_than_seconds: float, limit: int = 1000) -> list[str]:
+    """Keys with a job pending for longer than a drain message should take to arrive."""
+    return list(
+        session.execute(
+            text(
+                "SELECT key FROM jobs WHERE status = 'pending' "
+                "AND accepted_at < clock_timestamp() - make_interval(secs => :age) "
+                "GROUP BY key ORDER BY min(accepted_at) LIMIT :limit"
+            ),
+            {"age": older_than_seconds, "limit": limit},
+        ).scalars()
+    )
+
+
+def pending_count(session: Session) -> int:
+    return int(
+        session.execute(text("SELECT count(*) FROM jobs WHERE status = 'pending'")).scalar_one()
+    )
+
+
+def forget_idempotency_keys(session: Session, *, ttl_hours: float) -> int:
+    result = session.execute(
+        text("DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => :ttl)"),
+        {"ttl": ttl_hours * 3600},
+    )
+    return int(getattr(result, "rowcount", 0) or 0)

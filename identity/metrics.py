@@ -1,0 +1,90 @@
+"""Counters that outlive processes: workers add to rows in their own transactions, and
+/metrics reads them, so the figures are the same whichever API process is scraped."""
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import text
+from sqlalchemy.orm import Session, sessionmaker
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+_ADD = text(
+    "INSERT INTO metric_counters (name, labels, value) VALUES (:name, :labels, :value) "
+    "ON CONFLICT (name, labels) DO UPDATE SET value = metric_counters.value + excluded.value"
+)
+
+
+def _labels(**labels: str) -> str:
+    return json.dumps(labels, sort_keys=True)
+
+
+def add(session: Session, increments: Iterable[tuple[str, str, float]]) -> None:
+    """Add to counters; rows are touched in a fixed order so concurrent writers never deadlock."""
+    rows = [{"name": n, "labels": lb, "value": v} for n, lb, v in sorted(increments)]
+    if rows:
+        session.execute(_ADD, rows)
+
+
+def record_finished(session: Session, finished: list[tuple[str, str, float]]) -> None:
+    """Count finished jobs by kind and outcome, and their accept-to-finish latency."""
+    totals: Counter[tuple[str, str, float]] = Counter()
+    for kind, outcome, latency in finished:
+        totals[("jobs_finished_total", _labels(kind=kind, outcome=outcome), 0.0)] += 1
+        for bound in LATENCY_BUCKETS:
+            if latency <= bound:
+                totals[("job_latency_seconds_bucket", _labels(le=str(bound)), 0.0)] += 1
+        totals[("job_latency_seconds_sum", "{}", 0.0)] += latency
+        totals[("job_latency_seconds_count", "{}", 0.0)] += 1
+    add(session, [(name, labels, value) for (name, labels, _), value in totals.items()])
+
+
+def record_sweep(session: Session, reenqueued: int) -> None:
+    add(session, [("sweeper_reenqueued_total", "{}", float(reenqueued))])
+
+
+class LedgerCollector(Collector):
+    """Reads the counters and the pending-job gauge from Postgres at scrape time."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
+        with self._sessions() as session:
+            rows = session.execute(text("SELECT name, labels, value FROM metric_counters")).all()
+            pending = session.execute(
+                text("SELECT count(*) FROM jobs WHERE status = 'pending'")
+            ).scalar_one()
+        values = {(r.name, r.labels): r.value for r in rows}
+
+        finished = CounterMetricFamily(
+            "idmirror_jobs_finished", "Jobs that reached a final status", labels=["kind", "outcome"]
+        )
+        reenqueued = CounterMetricFamily(
+            "idmirror_sweeper_reenqueued", "Drain messages the sweeper sent for stray jobs"
+        )
+        for (name, labels), value in values.items():
+            parsed = json.loads(labels)
+            if name == "jobs_finished_total":
+                finished.add_metric([parsed["kind"], parsed["outcome"]], value)
+        reenqueued.add_metric([], values.get(("sweeper_reenqueued_total", "{}"), 0.0))
+
+        buckets = [
+            (str(b), values.get(("job_latency_seconds_bucket", _labels(le=str(b))), 0.0))
+            for b in LATENCY_BUCKETS
+        ]
+        count = values.get(("job_latency_seconds_count", "{}"), 0.0)
+        latency = HistogramMetricFamily(
+            "idmirror_job_latency_seconds", "Time from accept to final status"
+        )
+        latency.add_metric(
+            [],
+            buckets + [("+Inf", count)],
+            sum_value=values.get(("job_latency_seconds_sum", "{}"), 0.0),
+        )
+        gauge = GaugeMetricFamily("idmirror_jobs_pending", "Jobs waiting to be applied")
+        gauge.add_metric([], float(pending))
+        yield from (finished, reenqueued, latency, gauge)

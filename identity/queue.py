@@ -1,0 +1,65 @@
+"""Sending drain messages, at most one queued per key.
+
+A per-key flag in Redis (SET NX with a TTL) says "a drain message for this key is on its way".
+The API sets it after its transaction commits and sends a message only when it set the flag; the
+drain task clears it before it looks for pending jobs. A job committed while the flag is up is
+therefore seen by the drain that clears it. Messages that never arrive (broker down, Redis
+flushed, worker killed) leave jobs pending past the sweeper's threshold, and it sends them again.
+"""
+
+import logging
+from functools import lru_cache
+
+import redis
+from celery import Celery
+from kombu.exceptions import OperationalError as KombuOperationalError
+
+from identity.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+DRAIN_TASK = "identity.drain_key"
+_FLAG_PREFIX = "idmirror:queued:"
+
+
+class Dispatcher:
+    """Producer side of the queue: one Redis client and one Celery app per process."""
+
+    def __init__(self, redis_url: str, flag_seconds: int) -> None:
+        self._redis = redis.Redis.from_url(
+            redis_url, socket_timeout=2, socket_connect_timeout=1, health_check_interval=30
+        )
+        self._celery = Celery("idmirror")
+        self._celery.config_from_object("celeryconfig")
+        self._celery.conf.broker_url = redis_url
+        self._flag_seconds = flag_seconds
+
+    def request_drain(self, key: str) -> bool:
+        """Make sure a drain of `key` is queued. False if the broker could not be reached."""
+        flag = _FLAG_PREFIX + key
+        try:
+            if self._redis.set(flag, 1, nx=True, ex=self._flag_seconds):
+                try:
+                    self._celery.send_task(DRAIN_TASK, args=[key])
+                except BaseException:
+                    self._redis.delete(flag)
+                    raise
+            return True
+        except (redis.RedisError, KombuOperationalError, OSError) as exc:
+            log.warning("could not queue a drain of %s (the sweeper will): %s", key, exc)
+            return False
+
+    def clear_flag(self, key: str) -> None:
+        self._redis.delete(_FLAG_PREFIX + key)
+
+    def ping(self) -> bool:
+        try:
+            return bool(self._redis.ping())
+        except (redis.RedisError, OSError):
+            return False
+
+
+@lru_cache
+def get_dispatcher() -> Dispatcher:
+    settings = get_settings()
+    return Dispatcher(settings.require_redis_url(), settings.queued_flag_seconds)

@@ -1,0 +1,61 @@
+"""Request bodies. Validated at the edge; stored in the ledger as their JSON form."""
+
+import json
+from datetime import datetime
+from typing import Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, field_validator
+
+from identity.keys import SLUG_RE
+
+MAX_AGENT_METADATA_BYTES = 16 * 1024
+MAX_USER_METADATA_BYTES = 64 * 1024
+
+
+def to_version(moment: datetime) -> int:
+    """A version is a moment in whole microseconds since the epoch."""
+    return int(moment.timestamp() * 1_000_000)
+
+
+def _check_metadata_size(value: dict[str, Any], limit: int) -> dict[str, Any]:
+    size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+    if size > limit:
+        raise ValueError(f"metadata is {size} bytes serialised; the limit is {limit}")
+    return value
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+    source_updated_at: AwareDatetime | None = None
+
+    def explicit_version(self) -> int | None:
+        return to_version(self.source_updated_at) if self.source_updated_at else None
+
+
+class UserUpsert(Body):
+    """PUT /v1/internal/users/{user_id}."""
+
+    email: EmailStr
+    slug: str = Field(pattern=SLUG_RE.pattern, max_length=64)
+    plan: str = Field("free", min_length=1, max_length=64)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    external_owner: str | None = Field(None, max_length=64)
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_size(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return _check_metadata_size(value, MAX_USER_METADATA_BYTES)
+
+
+class AgentUpsert(Body):
+    """PUT /v1/internal/agents/{slug}@{user_slug}."""
+
+    display_name: str = Field(min_length=1, max_length=255)
+    webhook_url: str | None = Field(None, max_length=2048)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_size(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return _check_metadata_size(value, MAX_AGENT_METADATA_BYTES)

@@ -1,0 +1,142 @@
+"""Users: the integrator's own UUIDs, mirrored with versions and tombstones."""
+
+import json
+import uuid
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from identity.errors import SlugTaken, UserNotFound
+from identity.keys import UserKey
+from identity.ledger import Applied, PendingJob, Submission
+from identity.pagination import decode_cursor, page
+from identity.schemas import UserUpsert
+from identity.tombstones import set_tombstone, tombstone_version
+
+USER_COLUMNS = "id, email, slug, plan, metadata, external_owner, version, created_at, updated_at"
+
+
+def user_out(row: Any, **extra: Any) -> dict[str, Any]:
+    return {
+        "id": str(row.id),
+        "email": row.email,
+        "slug": row.slug,
+        "plan": row.plan,
+        "metadata": row.metadata,
+        "external_owner": row.external_owner,
+        "version": row.version,
+        "created_at": row.created_at.isoformat(),
+        "updated_at": row.updated_at.isoformat(),
+        **extra,
+    }
+
+
+def _select(session: Session, user_id: uuid.UUID) -> Any:
+    return session.execute(
+        text(f"SELECT {USER_COLUMNS} FROM users WHERE id = :id"), {"id": user_id}
+    ).one_or_none()
+
+
+# Writes only when the body differs from what is stored and is not older than it.
+_UPSERT = text(
+    f"""
+    INSERT INTO users AS u (id, email, slug, plan, metadata, external_owner, version,
+                            created_at, updated_at)
+    VALUES (:id, :email, :slug, :plan, CAST(:metadata AS jsonb), :external_owner, :version,
+            clock_timestamp(), clock_timestamp())
+    ON CONFLICT (id) DO UPDATE
+        SET email = excluded.email, slug = excluded.slug, plan = excluded.plan,
+            metadata = excluded.metadata, external_owner = excluded.external_owner,
+            version = excluded.version, updated_at = clock_timestamp()
+        WHERE u.version <= excluded.version
+          AND (u.email, u.slug, u.plan, u.metadata, u.external_owner)
+              IS DISTINCT FROM
+              (excluded.email, excluded.slug, excluded.plan, excluded.metadata,
+               excluded.external_owner)
+    RETURNING {USER_COLUMNS}, (xmax = 0) AS inserted
+    """
+)
+
+
+def upsert_user(session: Session, job: PendingJob) -> Applied:
+    """Create or replace a user's mirrored fields; older and identical writes change nothing."""
+    key = UserKey.parse(job.key.removeprefix("user:"))
+    body = UserUpsert.model_validate(job.payload)
+    existing = _select(session, key.user_id)
+    if existing is None and (tombstone_version(session, job.key) or -1) > job.version:
+        return Applied(
+            "superseded", {"id": str(key.user_id), "created": False, "outcome": "superseded"}
+        )
+    try:
+        with session.begin_nested():
+            row = session.execute(
+                _UPSERT,
+                {
+                    "id": key.user_id,
+                    "email": body.email,
+                    "slug": body.slug,
+                    "plan": body.plan,
+                    "metadata": json.dumps(body.metadata),
+                    "external_owner": body.external_owner,
+                    "version": job.version,
+                },
+            ).one_or_none()
+    except IntegrityError:
+        raise SlugTaken(f"slug {body.slug!r} belongs to another user", slug=body.slug) from None
+    if row is not None:
+        outcome = "created" if row.inserted else "updated"
+        return Applied(outcome, user_out(row, created=row.inserted, outcome=outcome))
+    outcome = "superseded" if existing.version > job.version else "unchanged"
+    return Applied(outcome, user_out(existing, created=False, outcome=outcome))
+
+
+def delete_user(session: Session, job: PendingJob) -> Applied:
+    """Remove a user and, by cascade, its agents; remember the delete so stale writes stay out."""
+    key = UserKey.parse(job.key.removeprefix("user:"))
+    existing = _select(session, key.user_id)
+    if existing is not None and existing.version > job.version:
+        return Applied("superseded", {"id": str(key.user_id), "outcome": "superseded"})
+    set_tombstone(session, job.key, job.version)
+    if existing is None:
+        return Applied("unchanged", {"id": str(key.user_id), "outcome": "unchanged"})
+    session.execute(text("DELETE FROM users WHERE id = :id"), {"id": key.user_id})
+    return Applied("deleted", {"id": str(key.user_id), "outcome": "deleted"})
+
+
+def get_user(session: Session, user_id: uuid.UUID) -> dict[str, Any]:
+    row = _select(session, user_id)
+    if row is None:
+        raise UserNotFound("no user has this id", user_id=str(user_id))
+    return user_out(row)
+
+
+def list_users(session: Session, *, limit: int, cursor: str | None) -> dict[str, Any]:
+    after = decode_cursor(cursor, 1)
+    rows = session.execute(
+        text(
+            f"SELECT {USER_COLUMNS} FROM users "
+            "WHERE CAST(:after AS uuid) IS NULL OR id > CAST(:after AS uuid) ORDER BY id LIMIT :limit"
+        ),
+        {"after": after[0] if after else None, "limit": limit + 1},
+    ).all()
+    return page([user_out(r) for r in rows], limit, ["id"])
+
+
+def upsert_submission(
+    raw_user_id: str, body: UserUpsert, idempotency_key: str | None
+) -> Submission:
+    key = UserKey.parse(raw_user_id)
+    return Submission(
+        key=str(key),
+        kind="user.upsert",
+        payload=body.model_dump(mode="json"),
+        explicit_version=body.explicit_version(),
+        idempotency_key=idempotency_key,
+    )
+
+
+def delete_submission(raw_user_id: str, idempotency_key: str | None) -> Submission:
+    key = UserKey.parse(raw_user_id)
+    return Submission(key=str(key), kind="user.delete", payload={}, idempotency_key=idempotency_key)

@@ -1,0 +1,33 @@
+"""identity.drain_key: apply a key's pending jobs in order."""
+
+from typing import Any
+
+from celery import shared_task
+
+from identity.appliers import APPLIERS
+from identity.db import transaction
+from identity.ledger import TRANSIENT_ERRORS, drain
+from identity.queue import get_dispatcher
+from identity.settings import get_settings
+
+
+@shared_task(
+    name="identity.drain_key",
+    acks_late=True,
+    autoretry_for=TRANSIENT_ERRORS,
+    retry_backoff=True,
+    retry_backoff_max=30,
+    retry_jitter=True,
+    max_retries=10,
+)
+def drain_key(key: str) -> dict[str, Any]:
+    """Drain `key` (and, with spare batch room, other keys) until it has nothing pending."""
+    get_dispatcher().clear_flag(key)
+    batch_size = get_settings().drain_batch_size
+    applied = failed = 0
+    while True:
+        with transaction() as session:
+            report = drain(session, key, APPLIERS, batch_size=batch_size)
+        applied, failed = applied + report.applied, failed + report.failed
+        if not report.more:
+            return {"key": key, "applied": applied, "failed": failed}

@@ -1,0 +1,30 @@
+"""identity.sweep: re-send drain messages for jobs that have waited too long."""
+
+import logging
+from typing import Any
+
+from celery import shared_task
+
+from identity import metrics
+from identity.db import transaction
+from identity.ledger import forget_idempotency_keys, stale_keys
+from identity.queue import get_dispatcher
+from identity.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+
+@shared_task(name="identity.sweep", acks_late=True, ignore_result=True)
+def sweep() -> dict[str, Any]:
+    """Queue a drain for every key whose pending jobs are older than the threshold."""
+    settings = get_settings()
+    with transaction() as session:
+        keys = stale_keys(session, older_than_seconds=settings.sweep_after_seconds)
+        forgotten = forget_idempotency_keys(session, ttl_hours=settings.idempotency_ttl_hours)
+    dispatcher = get_dispatcher()
+    sent = sum(1 for key in keys if dispatcher.request_drain(key))
+    if keys:
+        log.warning("sweeper found %d keys with stray pending jobs, queued %d", len(keys), sent)
+        with transaction() as session:
+            metrics.record_sweep(session, sent)
+    return {"stale_keys": len(keys), "queued": sent, "idempotency_keys_forgotten": forgotten}
