@@ -89,7 +89,7 @@ class EmbeddedRedis:
                 if time.monotonic() > deadline or self._process.poll() is not None:
                     raise RuntimeError(
                         f"redis-server did not start; see {self.directory}/redis.log"
-                    )
+                    ) from None
                 time.sleep(0.05)
 
     def stop(self) -> None:

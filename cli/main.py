@@ -105,7 +105,7 @@ def _token(home: Path) -> str:
 
 @app.command()
 def up() -> None:
-    """Run everything: embedded Postgres and Redis unless URLs are set, API, worker, beat, Flower."""
+    """Run it all: embedded Postgres and Redis (unless URLs are set), API, worker, beat, Flower."""
     from cli.embedded import EmbeddedPostgres, EmbeddedRedis
 
     settings = get_settings()

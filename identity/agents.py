@@ -92,7 +92,7 @@ _UPSERT = text(
 
 
 def upsert_agent(session: Session, job: PendingJob) -> Applied:
-    """Create or replace an agent's mirrored fields; a write newer than a tombstone starts afresh."""
+    """Create or replace an agent's mirrored fields; a write newer than a tombstone starts over."""
     key = AgentKey.parse(job.key.removeprefix("agent:"))
     body = AgentUpsert.model_validate(job.payload)
     owner = _owner_id(session, key)

@@ -117,7 +117,8 @@ def list_users(session: Session, *, limit: int, cursor: str | None) -> dict[str,
     rows = session.execute(
         text(
             f"SELECT {USER_COLUMNS} FROM users "
-            "WHERE CAST(:after AS uuid) IS NULL OR id > CAST(:after AS uuid) ORDER BY id LIMIT :limit"
+            "WHERE CAST(:after AS uuid) IS NULL OR id > CAST(:after AS uuid) "
+            "ORDER BY id LIMIT :limit"
         ),
         {"after": after[0] if after else None, "limit": limit + 1},
     ).all()

@@ -16,7 +16,7 @@ _METADATA_ADDRESSES = {
 
 
 def _literal_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """The address a host names literally, including legacy IPv4 forms such as 0x7f.1 or 2130706433."""
+    """The address a host names literally, legacy IPv4 forms (0x7f.1, 2130706433) included."""
     try:
         return ipaddress.ip_address(host.strip("[]"))
     except ValueError:
