@@ -1,0 +1,92 @@
+"""Session-wide services: Postgres and Redis (embedded unless URLs are set), and one stack of
+API, worker and beat processes that most tests share."""
+
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from cli.embedded import EmbeddedPostgres, EmbeddedRedis
+from tests.stack import Stack, database_url_for
+
+_TMP = Path(tempfile.mkdtemp(prefix="idmirror-tests-"))
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """URL of a Postgres server the tests may create databases on."""
+    url = os.environ.get("IDMIRROR_DATABASE_URL")
+    if url:
+        yield url
+        return
+    server = EmbeddedPostgres(_TMP / "postgres")
+    yield server.start()
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    url = os.environ.get("IDMIRROR_REDIS_URL")
+    if url:
+        yield url
+        return
+    server = EmbeddedRedis(_TMP / "redis")
+    yield server.start()
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(postgres_server: str) -> str:
+    return database_url_for(postgres_server, f"idmirror_test_{os.getpid()}")
+
+
+@pytest.fixture(scope="session")
+def stack(database_url: str, redis_url: str) -> Iterator[Stack]:
+    """The shared stack: one API, one worker (two processes), one beat."""
+    shared = Stack(database_url, redis_url, _TMP / "stack")
+    try:
+        shared.start("worker", "--concurrency", "2")
+        shared.start("beat")
+        shared.start("api")
+        yield shared
+    finally:
+        shared.stop()
+
+
+@pytest.fixture
+def client(stack: Stack) -> Iterator[httpx.Client]:
+    with stack.client() as c:
+        yield c
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[psycopg.Connection[Any]]:
+    """A direct connection, for asserting what is stored."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+def tmp_home() -> Path:
+    path = _TMP / f"home-{uuid.uuid4().hex[:8]}"
+    path.mkdir()
+    return path
+
+
+def new_slug(prefix: str = "s") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def put_user(client: httpx.Client, **overrides: Any) -> dict[str, Any]:
+    """Create a user with fresh id and slug; returns the response body."""
+    user_id = overrides.pop("id", str(uuid.uuid4()))
+    body = {"email": "someone@example.com", "slug": new_slug("u"), **overrides}
+    response = client.put(f"/v1/internal/users/{user_id}", json=body)
+    assert response.status_code == 200, response.text
+    return response.json()

@@ -1,0 +1,147 @@
+"""Real services for the tests: Postgres, Redis, and idmirror's own processes.
+
+With IDMIRROR_DATABASE_URL / IDMIRROR_REDIS_URL set the tests use those servers; otherwise they
+start embedded ones. Each stack of processes (API, worker, beat) gets its own environment, so a
+fault test can run a stack on a database and a Redis of its own.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import psycopg
+from sqlalchemy.engine import make_url
+
+from cli.embedded import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "test-token-" + uuid.uuid4().hex
+
+
+def database_url_for(server_url: str, name: str) -> str:
+    """A new, migrated database on the server `server_url` points at."""
+    from cli.main import run_migrations
+
+    base = make_url(server_url).set(drivername="postgresql")
+    admin = base.set(database="postgres").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = base.set(database=name).render_as_string(hide_password=False)
+    run_migrations(url)
+    return url
+
+
+class Stack:
+    """API, worker and beat processes sharing one database and one Redis."""
+
+    def __init__(self, database_url: str, redis_url: str, log_dir: Path, **settings: str) -> None:
+        self.database_url = database_url
+        self.redis_url = redis_url
+        self.port = free_port()
+        self.log_dir = log_dir
+        self.env = {
+            **os.environ,
+            "IDMIRROR_DATABASE_URL": database_url,
+            "IDMIRROR_REDIS_URL": redis_url,
+            "IDMIRROR_INTERNAL_TOKEN": TOKEN,
+            "IDMIRROR_PORT": str(self.port),
+            "IDMIRROR_HOME": str(log_dir),
+            "IDMIRROR_SWEEP_INTERVAL_SECONDS": "1",
+            "IDMIRROR_SWEEP_AFTER_SECONDS": "2",
+            "IDMIRROR_LOG_LEVEL": "WARNING",
+            **{f"IDMIRROR_{k.upper()}": v for k, v in settings.items()},
+        }
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def client(self, **kwargs: object) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.base_url,
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=30,
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        """Start `idmirror <name>` in its own process group."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
+        env = self.env
+        if name == "worker":  # the worker announces "ready." at INFO
+            env = {**env, "IDMIRROR_LOG_LEVEL": "INFO"}
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cli", name, *args],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.processes[name] = process
+        if name == "api":
+            self._wait_for_api(process)
+        if name == "worker":
+            self._wait_for_worker(process)
+        return process
+
+    def _wait_for_api(self, process: subprocess.Popen[bytes]) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"api exited; see {self.log_dir / 'api.log'}")
+            try:
+                if httpx.get(self.base_url + "/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("api did not start")
+
+    def _wait_for_worker(self, process: subprocess.Popen[bytes]) -> None:
+        log = self.log_dir / "worker.log"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"worker exited; see {log}")
+            if log.exists() and b"ready." in log.read_bytes():
+                return
+            time.sleep(0.1)
+        raise RuntimeError("worker did not become ready")
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Signal the whole process group (a Celery worker has children)."""
+        process = self.processes.pop(name)
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(5)
+
+    def stop(self) -> None:
+        for name in list(self.processes):
+            self.kill(name, signal.SIGTERM)
+
+
+def wait_until(predicate, timeout: float = 30.0, interval: float = 0.2):  # type: ignore[no-untyped-def]
+    """Poll `predicate` until it returns something truthy; fail the test on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(interval)

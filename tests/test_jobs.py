@@ -1,0 +1,133 @@
+"""The ledger as clients see it: async answers, idempotency keys, job reads, retries, metrics."""
+
+import uuid
+
+from tests.conftest import new_slug, put_user
+from tests.stack import wait_until
+
+
+def test_respond_async_answers_202_with_a_location_that_later_shows_the_applied_job(client):
+    user_id = str(uuid.uuid4())
+    response = client.put(
+        f"/v1/internal/users/{user_id}",
+        json={"email": "async@example.com", "slug": new_slug("u")},
+        headers={"Prefer": "respond-async"},
+    )
+    assert response.status_code == 202
+    location = response.headers["Location"]
+    assert location == f"/v1/jobs/{response.headers['Idmirror-Job-Id']}"
+    assert response.json()["status"] in ("pending", "applied")
+    job = wait_until(lambda: (j := client.get(location).json())["status"] == "applied" and j)
+    assert job["outcome"] == "created" and job["key"] == f"user:{user_id}"
+    assert job["result"]["id"] == user_id and job["finished_at"] is not None
+
+
+def test_sync_write_carries_its_job_id(client):
+    user = put_user(client)
+    response = client.put(
+        f"/v1/internal/users/{user['id']}", json={"email": user["email"], "slug": user["slug"]}
+    )
+    job = client.get(f"/v1/jobs/{response.headers['Idmirror-Job-Id']}").json()
+    assert job["status"] == "applied" and job["outcome"] == "unchanged"
+    assert job["result"] == response.json()
+
+
+def test_failed_write_answers_with_the_jobs_error_and_keeps_it(client):
+    response = client.put(f"/v1/internal/agents/x@{new_slug('nobody')}", json={"display_name": "X"})
+    assert response.status_code == 404
+    job = client.get(f"/v1/jobs/{response.headers['Idmirror-Job-Id']}").json()
+    assert job["status"] == "failed" and job["error"] == response.json()["error"]
+
+
+def test_same_idempotency_key_and_body_returns_the_first_job(client, db):
+    user_id, key = str(uuid.uuid4()), uuid.uuid4().hex
+    body = {"email": "idem@example.com", "slug": new_slug("u")}
+    first = client.put(f"/v1/internal/users/{user_id}", json=body, headers={"Idempotency-Key": key})
+    second = client.put(
+        f"/v1/internal/users/{user_id}", json=body, headers={"Idempotency-Key": key}
+    )
+    assert first.headers["Idmirror-Job-Id"] == second.headers["Idmirror-Job-Id"]
+    assert second.json() == first.json() and second.json()["outcome"] == "created"
+    jobs = db.execute("SELECT count(*) FROM jobs WHERE key = %s", (f"user:{user_id}",)).fetchone()
+    assert jobs[0] == 1
+
+
+def test_same_idempotency_key_with_another_body_is_422(client, db):
+    user_id, key = str(uuid.uuid4()), uuid.uuid4().hex
+    slug = new_slug("u")
+    client.put(
+        f"/v1/internal/users/{user_id}",
+        json={"email": "a@example.com", "slug": slug},
+        headers={"Idempotency-Key": key},
+    )
+    reused = client.put(
+        f"/v1/internal/users/{user_id}",
+        json={"email": "b@example.com", "slug": slug},
+        headers={"Idempotency-Key": key},
+    )
+    assert reused.status_code == 422
+    assert reused.json()["error"]["code"] == "idempotency_key_reused"
+    assert client.get(f"/v1/internal/users/{user_id}").json()["email"] == "a@example.com"
+
+
+def test_overlong_idempotency_key_is_refused(client):
+    response = client.put(
+        f"/v1/internal/users/{uuid.uuid4()}",
+        json={"email": "a@example.com", "slug": new_slug("u")},
+        headers={"Idempotency-Key": "k" * 256},
+    )
+    assert response.status_code == 422 and response.json()["error"]["code"] == "validation_error"
+
+
+def test_jobs_list_filters_by_key_status_and_kind(client):
+    user = put_user(client)
+    client.put(f"/v1/internal/agents/j1@{user['slug']}", json={"display_name": "J"})
+    client.put(f"/v1/internal/agents/j1@{user['slug']}", json={"display_name": "J2"})
+    key = f"agent:j1@{user['slug']}"
+    jobs = client.get("/v1/jobs", params={"key": key}).json()["items"]
+    assert [j["seq"] for j in jobs] == [2, 1]
+    assert all(j["kind"] == "agent.upsert" and j["status"] == "applied" for j in jobs)
+    assert client.get("/v1/jobs", params={"key": key, "status": "failed"}).json()["items"] == []
+    assert client.get("/v1/jobs", params={"key": key, "kind": "user.upsert"}).json()["items"] == []
+
+
+def test_failed_job_can_be_retried_once_its_cause_is_fixed(client):
+    slug = new_slug("late")
+    failed = client.put(f"/v1/internal/agents/bot@{slug}", json={"display_name": "Bot"})
+    assert failed.status_code == 404
+    job_id = failed.headers["Idmirror-Job-Id"]
+    put_user(client, slug=slug)
+    retried = client.post(f"/v1/jobs/{job_id}/retry")
+    assert retried.status_code == 200 and retried.json()["outcome"] == "created"
+    assert retried.headers["Idmirror-Job-Id"] != job_id
+    again = client.post(f"/v1/jobs/{retried.headers['Idmirror-Job-Id']}/retry")
+    assert again.status_code == 409 and again.json()["error"]["code"] == "job_not_failed"
+
+
+def test_unknown_job_is_404(client):
+    assert client.get(f"/v1/jobs/{uuid.uuid4()}").json()["error"]["code"] == "job_not_found"
+    assert client.get("/v1/jobs/not-a-uuid").status_code == 404
+
+
+def test_metrics_count_finished_jobs_by_kind_and_outcome(client, stack):
+    def finished(text: str, outcome: str) -> float:
+        label = f'idmirror_jobs_finished_total{{kind="user.upsert",outcome="{outcome}"}}'
+        return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(label))
+
+    before = client.get("/metrics").text
+    user = put_user(client)
+    client.put(
+        f"/v1/internal/users/{user['id']}", json={"email": user["email"], "slug": user["slug"]}
+    )
+    after = client.get("/metrics").text
+    assert finished(after, "created") == finished(before, "created") + 1
+    assert finished(after, "unchanged") == finished(before, "unchanged") + 1
+    assert "idmirror_jobs_pending" in after and "idmirror_job_latency_seconds_bucket" in after
+
+
+def test_health_and_readiness_need_no_token(stack):
+    import httpx
+
+    assert httpx.get(stack.base_url + "/healthz").json() == {"status": "ok"}
+    ready = httpx.get(stack.base_url + "/readyz").json()
+    assert ready == {"status": "ready", "checks": {"database": "ok", "broker": "ok"}}

@@ -1,0 +1,167 @@
+"""Bad input gets its documented 4xx in the error envelope, and changes nothing."""
+
+import uuid
+
+import httpx
+import pytest
+
+from tests.conftest import put_user
+
+
+def job_count(db) -> int:
+    return db.execute("SELECT count(*) FROM jobs").fetchone()[0]
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] == code and error["status"] == status and error["message"]
+    return error
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic abc"}, {"Authorization": ""}],
+)
+def test_missing_or_wrong_token_is_401_and_changes_nothing(stack, db, headers):
+    before = job_count(db)
+    with httpx.Client(base_url=stack.base_url, headers=headers) as anonymous:
+        user_id = str(uuid.uuid4())
+        put = anonymous.put(
+            f"/v1/internal/users/{user_id}", json={"email": "a@b.co", "slug": "nope"}
+        )
+        assert_error(put, 401, "invalid_token")
+        assert_error(anonymous.get("/v1/jobs"), 401, "invalid_token")
+    assert job_count(db) == before
+
+
+@pytest.mark.parametrize("bad_id", ["not-a-uuid", "123", "6f1c2a8e-3b7d-4e21-9a55-0c8e2f4b7d1"])
+def test_bad_user_id_is_400(client, db, bad_id):
+    before = job_count(db)
+    response = client.put(f"/v1/internal/users/{bad_id}", json={"email": "a@b.co", "slug": "ok"})
+    assert_error(response, 400, "invalid_user_id")
+    assert_error(client.get(f"/v1/internal/users/{bad_id}"), 400, "invalid_user_id")
+    assert job_count(db) == before
+
+
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"email": "not-an-email", "slug": "ok"}, "body.email"),
+        ({"email": "a@example.com", "slug": "Bad_Slug"}, "body.slug"),
+        ({"email": "a@example.com", "slug": "-edge"}, "body.slug"),
+        ({"email": "a@example.com", "slug": "x" * 65}, "body.slug"),
+        ({"email": "a@example.com"}, "body.slug"),
+        ({"email": "a@example.com", "slug": "ok", "metadata": "str"}, "body.metadata"),
+        (
+            {"email": "a@example.com", "slug": "ok", "external_owner": "o" * 65},
+            "body.external_owner",
+        ),
+        (
+            {"email": "a@example.com", "slug": "ok", "source_updated_at": "yesterday"},
+            "body.source_updated_at",
+        ),
+        ({"email": "a@example.com", "slug": "ok", "surprise": 1}, "body.surprise"),
+    ],
+)
+def test_bad_user_body_is_422_with_locations(client, db, body, field):
+    before = job_count(db)
+    error = assert_error(
+        client.put(f"/v1/internal/users/{uuid.uuid4()}", json=body), 422, "validation_error"
+    )
+    assert field in [e["loc"] for e in error["details"]["errors"]]
+    assert job_count(db) == before
+
+
+def test_body_that_is_not_json_is_422(client):
+    response = client.put(
+        f"/v1/internal/users/{uuid.uuid4()}",
+        content=b"{not json",
+        headers={"Content-Type": "application/json"},
+    )
+    assert_error(response, 422, "validation_error")
+
+
+@pytest.mark.parametrize(
+    "key", ["scout", "scout@a@b", "Scout@owner", "scout@", "@owner", "sc_out@owner", "-x@owner"]
+)
+def test_bad_agent_key_is_400(client, db, key):
+    before = job_count(db)
+    response = client.put(f"/v1/internal/agents/{key}", json={"display_name": "S"})
+    assert_error(response, 400, "invalid_agent_key")
+    assert job_count(db) == before
+
+
+def test_oversized_agent_metadata_is_422(client, db):
+    user = put_user(client)
+    before = job_count(db)
+    response = client.put(
+        f"/v1/internal/agents/big@{user['slug']}",
+        json={"display_name": "Big", "metadata": {"blob": "x" * (16 * 1024)}},
+    )
+    error = assert_error(response, 422, "validation_error")
+    assert error["details"]["errors"][0]["loc"] == "body.metadata"
+    assert job_count(db) == before
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1/hook",
+        "http://localhost:8080/hook",
+        "http://api.localhost/hook",
+        "http://10.1.2.3/hook",
+        "http://192.168.0.10/hook",
+        "http://172.16.5.4/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://metadata.google.internal/computeMetadata/v1/",
+        "http://[::1]/hook",
+        "http://[fd00::1]/hook",
+        "http://[::ffff:127.0.0.1]/hook",
+        "http://2130706433/hook",
+        "http://0x7f.1/hook",
+        "http://0.0.0.0/hook",
+        "ftp://example.com/hook",
+        "https://user:pass@example.com/hook",
+        "not a url",
+    ],
+)
+def test_private_or_malformed_webhook_url_is_refused(client, db, url):
+    user = put_user(client)
+    before = job_count(db)
+    response = client.put(
+        f"/v1/internal/agents/hook@{user['slug']}", json={"display_name": "H", "webhook_url": url}
+    )
+    assert_error(response, 422, "invalid_webhook_url")
+    assert job_count(db) == before
+    assert client.get(f"/v1/agents/hook@{user['slug']}").status_code == 404
+
+
+def test_public_webhook_url_is_accepted(client):
+    user = put_user(client)
+    response = client.put(
+        f"/v1/internal/agents/hook@{user['slug']}",
+        json={"display_name": "H", "webhook_url": "https://hooks.example.com/x?y=1"},
+    )
+    assert response.status_code == 200
+    assert response.json()["webhook_url"] == "https://hooks.example.com/x?y=1"
+
+
+def test_bad_list_parameters_are_4xx(client):
+    assert_error(client.get("/v1/internal/users", params={"limit": 0}), 422, "validation_error")
+    assert_error(client.get("/v1/internal/users", params={"limit": 501}), 422, "validation_error")
+    assert_error(
+        client.get("/v1/internal/users", params={"cursor": "garbage!"}), 400, "invalid_cursor"
+    )
+    assert_error(client.get("/v1/jobs", params={"status": "done"}), 422, "validation_error")
+
+
+def test_unknown_route_and_method_use_the_envelope(client):
+    assert_error(client.get("/v1/nothing-here"), 404, "not_found")
+    assert_error(client.post(f"/v1/internal/users/{uuid.uuid4()}"), 405, "method_not_allowed")
+
+
+def test_bad_agent_ref_is_400_and_unknown_agent_is_404(client):
+    assert_error(client.get("/v1/agents/what"), 400, "invalid_agent_ref")
+    assert_error(client.get("/v1/agents/agt_000000000000"), 404, "agent_not_found")
+    assert_error(client.get("/v1/agents/no-such@no-user"), 404, "agent_not_found")
