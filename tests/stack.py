@@ -5,6 +5,7 @@ start embedded ones. Each stack of processes (API, worker, beat) gets its own en
 fault test can run a stack on a database and a Redis of its own.
 """
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -120,10 +121,8 @@ class Stack:
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         """Signal the whole process group (a Celery worker has children)."""
         process = self.processes.pop(name)
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            pass
         try:
             process.wait(20)
         except subprocess.TimeoutExpired:
