@@ -1,0 +1,157 @@
+"""Invariant 1 and 2 under faults: broker down, Redis flushed, worker killed mid-drain.
+
+Each test runs its own stack on its own database and its own Redis, so nothing the shared stack
+does (its sweeper, its worker) can mask a failure here.
+"""
+
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+
+from cli.embedded import EmbeddedRedis
+from tests.stack import Stack, database_url_for, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def isolated(postgres_server: str, tmp_home: Path):
+    broker = EmbeddedRedis(tmp_home / "redis")
+    broker.start()
+    url = database_url_for(postgres_server, f"idmirror_fault_{uuid.uuid4().hex[:10]}")
+    stack = Stack(url, broker.url, tmp_home)
+    try:
+        yield stack, broker
+    finally:
+        stack.stop()
+        broker.stop()
+
+
+def counts(stack: Stack) -> dict[str, int]:
+    with psycopg.connect(stack.database_url) as conn:
+        rows = conn.execute("SELECT status, count(*) FROM jobs GROUP BY status").fetchall()
+    return {"pending": 0, "applied": 0, "failed": 0, **dict(rows)}
+
+
+def submit_async(stack: Stack, requests: list[tuple[str, dict]]) -> list[str]:
+    """PUT every (path, body) with Prefer: respond-async; every answer must be 202."""
+    with stack.client() as client, ThreadPoolExecutor(16) as pool:
+        responses = list(
+            pool.map(
+                lambda r: client.put(r[0], json=r[1], headers={"Prefer": "respond-async"}),
+                requests,
+            )
+        )
+    assert {r.status_code for r in responses} == {202}
+    return [r.headers["Idmirror-Job-Id"] for r in responses]
+
+
+def test_put_while_broker_is_down_is_accepted_and_applied_once_it_is_back(isolated):
+    stack, broker = isolated
+    for name in ("worker", "beat", "api"):
+        stack.start(name)
+    port = broker.port
+    broker.stop()
+
+    user_id = str(uuid.uuid4())
+    with stack.client() as client:
+        response = client.put(
+            f"/v1/internal/users/{user_id}", json={"email": "down@example.com", "slug": "down"}
+        )
+        assert response.status_code == 202
+        job_id = response.headers["Idmirror-Job-Id"]
+        assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "pending"
+
+        EmbeddedRedis(broker.directory, port=port).start()
+        job = wait_until(
+            lambda: (j := client.get(f"/v1/jobs/{job_id}").json())["status"] != "pending" and j,
+            timeout=60,
+        )
+        assert job["status"] == "applied" and job["outcome"] == "created"
+        assert client.get(f"/v1/internal/users/{user_id}").json()["slug"] == "down"
+
+
+def test_redis_flushed_with_500_pending_jobs_all_reach_a_final_state(isolated):
+    stack, broker = isolated
+    stack.start("api")  # no worker yet: the jobs stay pending and their messages queued
+    job_ids = submit_async(
+        stack,
+        [
+            (f"/v1/internal/users/{uuid.uuid4()}", {"email": "f@example.com", "slug": f"flush-{i}"})
+            for i in range(500)
+        ],
+    )
+    assert counts(stack)["pending"] == 500
+    assert redis.Redis.from_url(broker.url).llen("celery") > 0
+    redis.Redis.from_url(broker.url).flushall()
+
+    stack.start("worker")
+    stack.start("beat")
+    wait_until(lambda: counts(stack)["pending"] == 0, timeout=120)
+    final = counts(stack)
+    assert final["applied"] == 500 and final["failed"] == 0
+    with psycopg.connect(stack.database_url) as conn:
+        applied = conn.execute(
+            "SELECT count(*) FROM jobs WHERE id = ANY(%s) AND status = 'applied' "
+            "AND outcome = 'created' AND attempts = 1",
+            (job_ids,),
+        ).fetchone()[0]
+        users = conn.execute("SELECT count(*) FROM users").fetchone()[0]
+    assert applied == 500 and users == 500
+
+
+def test_worker_killed_mid_drain_every_job_applied_exactly_once(isolated):
+    stack, _ = isolated
+    stack.env["IDMIRROR_DRAIN_BATCH_SIZE"] = "20"
+    stack.start("worker", "--concurrency", "1")
+    stack.start("api")
+    owners = [f"owner-{i}" for i in range(20)]
+    with stack.client() as client:
+        for slug in owners:
+            user = client.put(f"/v1/internal/users/{uuid.uuid4()}", json={"email": "o@example.com", "slug": slug})
+            assert user.status_code == 200
+    stack.kill("worker", sig=15)
+
+    per_key = 60
+    submit_async(
+        stack,
+        [
+            (f"/v1/internal/agents/bot@{owner}", {"display_name": f"{owner} v{n}"})
+            for n in range(per_key)
+            for owner in owners
+        ],
+    )
+    total = len(owners) * per_key
+    assert counts(stack)["pending"] == total
+
+    stack.start("worker", "--concurrency", "1")
+    wait_until(lambda: counts(stack)["applied"] >= 20 + 100, timeout=60, interval=0.02)
+    stack.kill("worker")  # SIGKILL to the whole group, mid-transaction
+    at_kill = counts(stack)
+    assert at_kill["pending"] > 0, "the worker finished before it could be killed"
+
+    stack.start("worker", "--concurrency", "2")
+    stack.start("beat")
+    wait_until(lambda: counts(stack)["pending"] == 0, timeout=120)
+
+    with psycopg.connect(stack.database_url) as conn:
+        final = counts(stack)
+        assert final == {"pending": 0, "applied": 20 + total, "failed": 0}
+        assert conn.execute("SELECT count(*) FROM jobs WHERE attempts <> 1").fetchone()[0] == 0
+        for owner in owners:
+            key = f"agent:bot@{owner}"
+            outcomes = [
+                row[0]
+                for row in conn.execute("SELECT outcome FROM jobs WHERE key = %s ORDER BY seq", (key,))
+            ]
+            assert outcomes == ["created"] + ["updated"] * (per_key - 1), owner
+            live = conn.execute(
+                "SELECT a.display_name FROM agents a JOIN users u ON u.id = a.user_id "
+                "WHERE u.slug = %s AND a.deleted_at IS NULL",
+                (owner,),
+            ).fetchall()
+            assert live == [(f"{owner} v{per_key - 1}",)]
