@@ -1,0 +1,51 @@
+"""Key parsing and the webhook rule: pure functions, no services."""
+
+import uuid
+
+import pytest
+
+from identity.errors import InvalidAgentKey, InvalidAgentRef, InvalidUserId, InvalidWebhookUrl
+from identity.keys import AgentKey, AgentRef, UserKey, parse_ledger_key
+from identity.webhooks import check_webhook_url
+
+
+def test_agent_key_round_trips():
+    key = AgentKey.parse("scout@govind")
+    assert (key.slug, key.user_slug, str(key)) == ("scout", "govind", "agent:scout@govind")
+    assert parse_ledger_key(str(key)) == key
+
+
+@pytest.mark.parametrize("raw", ["scout", "a@b@c", "A@b", "a@", "@b", "a-@b", "a@" + "b" * 65])
+def test_malformed_agent_keys_raise_a_typed_error(raw):
+    with pytest.raises(InvalidAgentKey):
+        AgentKey.parse(raw)
+
+
+def test_user_key_accepts_only_uuids():
+    user_id = uuid.uuid4()
+    assert parse_ledger_key(str(UserKey.parse(str(user_id)))) == UserKey(user_id)
+    with pytest.raises(InvalidUserId):
+        UserKey.parse("nope")
+
+
+def test_agent_ref_is_an_id_or_a_key():
+    assert AgentRef.parse("agt_abcDEF123456").agent_id == "agt_abcDEF123456"
+    assert AgentRef.parse("scout@govind").key == AgentKey("scout", "govind")
+    with pytest.raises(InvalidAgentRef):
+        AgentRef.parse("agt_short")
+
+
+@pytest.mark.parametrize(
+    "url", ["https://hooks.example.com/a", "http://93.184.215.14:8080/x", "https://[2606:2800:21f:cb07::1]/x"]
+)
+def test_public_webhooks_pass(url):
+    check_webhook_url(url, allow_private=False)
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1/", "http://10.0.0.1/", "http://[fe80::1]/", "http://017700000001/"]
+)
+def test_private_webhooks_fail_unless_allowed(url):
+    with pytest.raises(InvalidWebhookUrl):
+        check_webhook_url(url, allow_private=False)
+    check_webhook_url(url, allow_private=True)
