@@ -91,6 +91,92 @@ class ServiceUnavailable(IdmirrorError):
     code, status = "service_unavailable", 503
 
 
+# --- agent graphs ---------------------------------------------------------------------------
+
+
+class NodeTypeNotFound(IdmirrorError):
+    code, status = "node_type_not_found", 404
+
+
+class InvalidNodeTypeId(IdmirrorError):
+    code, status = "invalid_node_type_id", 400
+
+
+class InvalidParamsSchema(IdmirrorError):
+    code, status = "invalid_params_schema", 422
+
+
+class EmptyUpdate(IdmirrorError):
+    code, status = "empty_update", 422
+
+
+class NodeNotFound(IdmirrorError):
+    code, status = "node_not_found", 404
+
+
+class UnknownNodeType(IdmirrorError):
+    code, status = "unknown_node_type", 422
+
+
+class InvalidOperation(IdmirrorError):
+    code, status = "invalid_operation", 422
+
+
+class InvalidParams(IdmirrorError):
+    code, status = "invalid_params", 422
+
+
+class SelfLoop(IdmirrorError):
+    code, status = "self_loop", 422
+
+
+class ConnectionExists(IdmirrorError):
+    code, status = "connection_exists", 409
+
+
+class ConnectionNotFound(IdmirrorError):
+    code, status = "connection_not_found", 404
+
+
+class GraphCycle(IdmirrorError):
+    code, status = "graph_cycle", 422
+
+
+class GraphTooLarge(IdmirrorError):
+    code, status = "graph_too_large", 422
+
+
+# --- backfills -------------------------------------------------------------------------------
+
+
+class BackfillNotFound(IdmirrorError):
+    code, status = "backfill_not_found", 404
+
+
+class InvalidBackfill(IdmirrorError):
+    code, status = "invalid_backfill", 400
+
+
+class UnsupportedMediaType(IdmirrorError):
+    code, status = "unsupported_media_type", 415
+
+
+class PruneThresholdExceeded(IdmirrorError):
+    code, status = "prune_threshold_exceeded", 409
+
+
+class SourceNotFound(IdmirrorError):
+    code, status = "source_not_found", 404
+
+
+class SourceBusy(IdmirrorError):
+    code, status = "source_busy", 409
+
+
+class BackfillNotRetryable(IdmirrorError):
+    code, status = "backfill_not_retryable", 409
+
+
 ERRORS_BY_CODE: dict[str, type[IdmirrorError]] = {
     cls.code: cls for cls in IdmirrorError.__subclasses__()
 }
