@@ -39,7 +39,14 @@ def create_app() -> FastAPI:
     app = FastAPI(title="idmirror", version="1", lifespan=lifespan)
     app.state.waiter = waiter
     errors.install(app)
-    for router in (users.router, agents.internal, agents.public, jobs.router, health.router):
+    routers = [
+        users.router,
+        agents.internal,
+        agents.public,
+        jobs.router,
+        health.router,
+    ]
+    for router in routers:
         app.include_router(router)
     _register_collector()
     return app
