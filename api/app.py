@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from prometheus_client import REGISTRY
 
 from api import errors
-from api.routes import agents, health, jobs, users
+from api.routes import agents, graphs, health, jobs, node_types, users
 from api.waiter import JobWaiter
 from identity.db import libpq_url, session_factory
 from identity.ledger import NOTIFY_CHANNEL
@@ -43,6 +43,9 @@ def create_app() -> FastAPI:
         users.router,
         agents.internal,
         agents.public,
+        graphs.router,
+        node_types.internal,
+        node_types.public,
         jobs.router,
         health.router,
     ]

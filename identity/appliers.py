@@ -1,12 +1,24 @@
 """Which function applies each kind of job."""
 
+from sqlalchemy.orm import Session
+
 from identity.agents import delete_agent, upsert_agent
-from identity.ledger import Applier
+from identity.graph import update_agent_graph
+from identity.ledger import Applied, Applier, PendingJob
+from identity.node_types import upsert_node_type
+from identity.settings import get_settings
 from identity.users import delete_user, upsert_user
+
+
+def _update_graph(session: Session, job: PendingJob) -> Applied:
+    return update_agent_graph(session, job, max_nodes=get_settings().max_nodes)
+
 
 APPLIERS: dict[str, Applier] = {
     "user.upsert": upsert_user,
     "user.delete": delete_user,
     "agent.upsert": upsert_agent,
     "agent.delete": delete_agent,
+    "agent.update": _update_graph,
+    "node_type.upsert": upsert_node_type,
 }

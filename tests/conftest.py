@@ -47,6 +47,27 @@ def database_url(postgres_server: str) -> str:
 
 
 @pytest.fixture(scope="session")
+def domain(database_url: str, redis_url: str) -> Iterator[None]:
+    """Point this process's own settings at the test database, for calling the domain directly."""
+    from identity import db, queue, settings
+
+    saved = {k: os.environ.get(k) for k in ("IDMIRROR_DATABASE_URL", "IDMIRROR_REDIS_URL")}
+    os.environ["IDMIRROR_DATABASE_URL"] = database_url
+    os.environ["IDMIRROR_REDIS_URL"] = redis_url
+    settings.get_settings.cache_clear()
+    queue.get_dispatcher.cache_clear()
+    db._engine, db._sessionmaker = None, None
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    settings.get_settings.cache_clear()
+    queue.get_dispatcher.cache_clear()
+
+
+@pytest.fixture(scope="session")
 def stack(database_url: str, redis_url: str) -> Iterator[Stack]:
     """The shared stack: one API, one worker (two processes), one beat."""
     shared = Stack(database_url, redis_url, _TMP / "stack")
@@ -88,5 +109,23 @@ def put_user(client: httpx.Client, **overrides: Any) -> dict[str, Any]:
     user_id = overrides.pop("id", str(uuid.uuid4()))
     body = {"email": "someone@example.com", "slug": new_slug("u"), **overrides}
     response = client.put(f"/v1/internal/users/{user_id}", json=body)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def put_node_type(client: httpx.Client, params_schema: dict[str, Any] | None = None) -> str:
+    node_type_id = str(uuid.uuid4())
+    response = client.put(
+        f"/v1/internal/node-types/{node_type_id}",
+        json={"name": "step", "params_schema": params_schema or {"type": "object"}},
+    )
+    assert response.status_code == 200, response.text
+    return node_type_id
+
+
+def put_agent(client: httpx.Client) -> dict[str, Any]:
+    """A fresh user with one agent; returns the agent."""
+    user = put_user(client)
+    response = client.put(f"/v1/internal/agents/bot@{user['slug']}", json={"display_name": "Bot"})
     assert response.status_code == 200, response.text
     return response.json()

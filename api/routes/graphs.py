@@ -1,0 +1,43 @@
+"""POST/PATCH /v1/agents/{ref}/update and GET /v1/agents/{ref}/graph."""
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import read_session, require_token
+from api.writes import WriteOptions, submit, write_options
+from identity import graph
+from identity.db import transaction
+from identity.graph_ops import AgentGraphUpdate
+from identity.keys import AgentRef
+from identity.ledger import Submission
+from identity.settings import get_settings
+
+router = APIRouter(prefix="/v1/agents", tags=["graphs"], dependencies=[Depends(require_token)])
+
+
+def _submission(ref: str, body: AgentGraphUpdate, idempotency_key: str | None) -> Submission:
+    with transaction() as session:
+        return graph.update_submission(
+            session, ref, body, idempotency_key, max_operations=get_settings().max_operations
+        )
+
+
+@router.api_route("/{ref}/update", methods=["POST", "PATCH"])
+async def update_agent(
+    ref: str,
+    body: AgentGraphUpdate,
+    request: Request,
+    options: WriteOptions = Depends(write_options),
+) -> Response:
+    """Change an agent's name, description, visibility and graph, atomically and in order."""
+    sub = await run_in_threadpool(_submission, ref, body, options.idempotency_key)
+    return await submit(request, sub, options)
+
+
+@router.get("/{ref}/graph")
+def get_graph(ref: str, session: Session = Depends(read_session)) -> dict[str, Any]:
+    return graph.read_graph(session, AgentRef.parse(ref))

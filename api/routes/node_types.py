@@ -1,0 +1,43 @@
+"""PUT /v1/internal/node-types/{id}; GET /v1/node-types."""
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+from sqlalchemy.orm import Session
+
+from api.deps import Paging, read_session, require_token
+from api.writes import WriteOptions, submit, write_options
+from identity import node_types
+from identity.node_types import NodeTypeUpsert
+
+internal = APIRouter(
+    prefix="/v1/internal/node-types", tags=["node types"], dependencies=[Depends(require_token)]
+)
+public = APIRouter(
+    prefix="/v1/node-types", tags=["node types"], dependencies=[Depends(require_token)]
+)
+
+
+@internal.put("/{node_type_id}")
+async def put_node_type(
+    node_type_id: str,
+    body: NodeTypeUpsert,
+    request: Request,
+    options: WriteOptions = Depends(write_options),
+) -> Response:
+    """Create or replace a node type and its params_schema."""
+    sub = node_types.upsert_submission(node_type_id, body, options.idempotency_key)
+    return await submit(request, sub, options)
+
+
+@public.get("/{node_type_id}")
+def get_node_type(node_type_id: str, session: Session = Depends(read_session)) -> dict[str, Any]:
+    return node_types.get_node_type(session, node_type_id)
+
+
+@public.get("")
+def list_node_types(
+    paging: Paging = Depends(), session: Session = Depends(read_session)
+) -> dict[str, Any]:
+    return node_types.list_node_types(session, limit=paging.limit, cursor=paging.cursor)

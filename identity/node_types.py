@@ -1,0 +1,166 @@
+"""The node-type catalog: each type carries a JSON Schema that its nodes' params must satisfy."""
+
+import json
+import uuid
+from functools import lru_cache
+from typing import Any
+
+import jsonschema
+from pydantic import Field
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from identity.errors import InvalidNodeTypeId, InvalidParams, InvalidParamsSchema, NodeTypeNotFound
+from identity.ledger import Applied, PendingJob, Submission
+from identity.pagination import decode_cursor, page
+from identity.schemas import Body
+
+COLUMNS = "id, name, description, params_schema, version, created_at, updated_at"
+
+
+class NodeTypeUpsert(Body):
+    """PUT /v1/internal/node-types/{node_type_id}."""
+
+    name: str = Field(min_length=1, max_length=255)
+    description: str | None = Field(None, max_length=5000)
+    params_schema: dict[str, Any] = Field(default_factory=dict)
+
+
+def parse_id(raw: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise InvalidNodeTypeId(f"{raw!r} is not a UUID", node_type_id=raw) from None
+
+
+def check_schema(schema: dict[str, Any]) -> None:
+    """Refuse a params_schema that is not itself a valid JSON Schema."""
+    validator = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    try:
+        validator.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise InvalidParamsSchema(
+            f"params_schema is not a valid JSON Schema: {exc.message}",
+            path="/" + "/".join(str(p) for p in exc.path),
+        ) from None
+
+
+@lru_cache(maxsize=1024)
+def _validator(schema_json: str) -> Any:
+    schema = json.loads(schema_json)
+    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    return cls(schema)
+
+
+def validate_params(schema: dict[str, Any], params: dict[str, Any], **context: Any) -> None:
+    """Raise InvalidParams naming the JSON path of the first failure."""
+    validator = _validator(json.dumps(schema, sort_keys=True))
+    error = jsonschema.exceptions.best_match(validator.iter_errors(params))
+    if error is not None:
+        path = "$" + "".join(
+            f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path
+        )
+        raise InvalidParams(
+            f"params_used does not match the node type: {error.message}", path=path, **context
+        )
+
+
+def upsert_submission(raw_id: str, body: NodeTypeUpsert, idempotency_key: str | None) -> Submission:
+    node_type_id = parse_id(raw_id)
+    check_schema(body.params_schema)
+    return Submission(
+        key=f"node_type:{node_type_id}",
+        kind="node_type.upsert",
+        payload=body.model_dump(mode="json"),
+        explicit_version=body.explicit_version(),
+        idempotency_key=idempotency_key,
+    )
+
+
+def node_type_out(row: Any, **extra: Any) -> dict[str, Any]:
+    return {
+        "id": str(row.id),
+        "name": row.name,
+        "description": row.description,
+        "params_schema": row.params_schema,
+        "version": row.version,
+        "created_at": row.created_at.isoformat(),
+        "updated_at": row.updated_at.isoformat(),
+        **extra,
+    }
+
+
+_UPSERT = text(
+    f"""
+    INSERT INTO node_types AS t (id, name, description, params_schema, version, created_at,
+                                 updated_at)
+    VALUES (:id, :name, :description, CAST(:params_schema AS jsonb), :version,
+            clock_timestamp(), clock_timestamp())
+    ON CONFLICT (id) DO UPDATE
+        SET name = excluded.name, description = excluded.description,
+            params_schema = excluded.params_schema, version = excluded.version,
+            updated_at = clock_timestamp()
+        WHERE t.version <= excluded.version
+          AND (t.name, t.description, t.params_schema)
+              IS DISTINCT FROM (excluded.name, excluded.description, excluded.params_schema)
+    RETURNING {COLUMNS}, (xmax = 0) AS inserted
+    """
+)
+
+
+def upsert_node_type(session: Session, job: PendingJob) -> Applied:
+    """Create or replace a node type; identical or older bodies change nothing."""
+    node_type_id = uuid.UUID(job.key.removeprefix("node_type:"))
+    body = NodeTypeUpsert.model_validate(job.payload)
+    row = session.execute(
+        _UPSERT,
+        {
+            "id": node_type_id,
+            "name": body.name,
+            "description": body.description,
+            "params_schema": json.dumps(body.params_schema),
+            "version": job.version,
+        },
+    ).one_or_none()
+    if row is not None:
+        outcome = "created" if row.inserted else "updated"
+        return Applied(outcome, node_type_out(row, created=row.inserted, outcome=outcome))
+    existing = _select(session, node_type_id)
+    outcome = "superseded" if existing.version > job.version else "unchanged"
+    return Applied(outcome, node_type_out(existing, created=False, outcome=outcome))
+
+
+def _select(session: Session, node_type_id: uuid.UUID) -> Any:
+    return session.execute(
+        text(f"SELECT {COLUMNS} FROM node_types WHERE id = :id"), {"id": node_type_id}
+    ).one_or_none()
+
+
+def get_node_type(session: Session, raw_id: str) -> dict[str, Any]:
+    row = _select(session, parse_id(raw_id))
+    if row is None:
+        raise NodeTypeNotFound("no node type has this id", node_type_id=raw_id)
+    return node_type_out(row)
+
+
+def list_node_types(session: Session, *, limit: int, cursor: str | None) -> dict[str, Any]:
+    after = decode_cursor(cursor, 1)
+    rows = session.execute(
+        text(
+            f"SELECT {COLUMNS} FROM node_types "
+            "WHERE CAST(:after AS uuid) IS NULL OR id > CAST(:after AS uuid) "
+            "ORDER BY id LIMIT :limit"
+        ),
+        {"after": after[0] if after else None, "limit": limit + 1},
+    ).all()
+    return page([node_type_out(r) for r in rows], limit, ["id"])
+
+
+def schemas_for(session: Session, ids: set[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
+    """The params_schema of each existing node type among `ids`."""
+    if not ids:
+        return {}
+    rows = session.execute(
+        text("SELECT id, params_schema FROM node_types WHERE id = ANY(:ids)"), {"ids": list(ids)}
+    ).all()
+    return {row.id: row.params_schema for row in rows}
