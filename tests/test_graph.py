@@ -36,7 +36,11 @@ def node_type(client):
         client,
         {
             "type": "object",
-            "properties": {"a": {"type": "integer"}, "b": {"type": "string"}, "nested": {"type": "object"}},
+            "properties": {
+                "a": {"type": "integer"},
+                "b": {"type": "string"},
+                "nested": {"type": "object"},
+            },
             "additionalProperties": False,
         },
     )
@@ -46,7 +50,8 @@ def build(client, agent, node_type, names, edges):
     """Create nodes named by temp refs and connect them; returns {name: node_id}."""
     operations = [{"op": "create_node", "node_type_id": node_type, "temp_ref_id": n} for n in names]
     operations += [
-        {"op": "create_connection", "source_temp_ref_id": s, "target_temp_ref_id": t} for s, t in edges
+        {"op": "create_connection", "source_temp_ref_id": s, "target_temp_ref_id": t}
+        for s, t in edges
     ]
     response = update(client, agent["id"], operations)
     assert response.status_code == 200, response.text
@@ -87,7 +92,12 @@ def test_create_nodes_and_connections_with_temp_refs(client, agent, node_type):
         client,
         agent["id"],
         [
-            {"op": "create_node", "node_type_id": node_type, "temp_ref_id": "in", "params_used": {"a": 1}},
+            {
+                "op": "create_node",
+                "node_type_id": node_type,
+                "temp_ref_id": "in",
+                "params_used": {"a": 1},
+            },
             {"op": "create_node", "node_type_id": node_type},
             {"op": "create_node", "node_type_id": node_type, "temp_ref_id": "out"},
             {"op": "create_connection", "source_temp_ref_id": "in", "target_temp_ref_id": "out"},
@@ -107,7 +117,9 @@ def test_create_nodes_and_connections_with_temp_refs(client, agent, node_type):
 
 
 def test_layout_is_layered_by_longest_path_and_stable(client, agent, node_type):
-    ids = build(client, agent, node_type, ["a", "b", "c", "d"], [("a", "b"), ("b", "c"), ("a", "c")])
+    ids = build(
+        client, agent, node_type, ["a", "b", "c", "d"], [("a", "b"), ("b", "c"), ("a", "c")]
+    )
     positions = {n["agent_node_id"]: n["position"] for n in graph_of(client, agent["id"])["nodes"]}
     assert positions[ids["a"]] == {"x": 0, "y": 0}
     assert positions[ids["d"]] == {"x": 0, "y": 1}
@@ -116,7 +128,17 @@ def test_layout_is_layered_by_longest_path_and_stable(client, agent, node_type):
     update(client, agent["id"], name="renamed")
     again = {n["agent_node_id"]: n["position"] for n in graph_of(client, agent["id"])["nodes"]}
     assert again == positions
-    update(client, agent["id"], [{"op": "delete_connection", "source_agent_node_id": ids["b"], "target_agent_node_id": ids["c"]}])
+    update(
+        client,
+        agent["id"],
+        [
+            {
+                "op": "delete_connection",
+                "source_agent_node_id": ids["b"],
+                "target_agent_node_id": ids["c"],
+            }
+        ],
+    )
     moved = {n["agent_node_id"]: n["position"] for n in graph_of(client, agent["id"])["nodes"]}
     assert moved[ids["c"]] == {"x": 1, "y": 1}, "layout is recomputed on every change"
 
@@ -125,24 +147,47 @@ def test_update_node_merges_params_and_null_removes_a_key(client, agent, node_ty
     response = update(
         client,
         agent["id"],
-        [{"op": "create_node", "node_type_id": node_type, "params_used": {"a": 1, "b": "x", "nested": {"p": 1, "q": 2}}}],
+        [
+            {
+                "op": "create_node",
+                "node_type_id": node_type,
+                "params_used": {"a": 1, "b": "x", "nested": {"p": 1, "q": 2}},
+            }
+        ],
     )
     node_id = response.json()["created_nodes"][0]["agent_node_id"]
     patched = update(
         client,
         agent["id"],
-        [{"op": "update_node", "agent_node_id": node_id, "params_used": {"a": None, "nested": {"q": None, "r": 3}}}],
+        [
+            {
+                "op": "update_node",
+                "agent_node_id": node_id,
+                "params_used": {"a": None, "nested": {"q": None, "r": 3}},
+            }
+        ],
     )
     assert patched.status_code == 200
-    assert patched.json()["graph"]["nodes"][0]["params_used"] == {"b": "x", "nested": {"p": 1, "r": 3}}
+    assert patched.json()["graph"]["nodes"][0]["params_used"] == {
+        "b": "x",
+        "nested": {"p": 1, "r": 3},
+    }
 
 
 def test_delete_node_removes_its_connections_and_nothing_else(client, agent, node_type):
-    ids = build(client, agent, node_type, ["a", "b", "c", "d"], [("a", "b"), ("b", "c"), ("a", "d"), ("c", "d")])
+    ids = build(
+        client,
+        agent,
+        node_type,
+        ["a", "b", "c", "d"],
+        [("a", "b"), ("b", "c"), ("a", "d"), ("c", "d")],
+    )
     response = update(client, agent["id"], [{"op": "delete_node", "agent_node_id": ids["b"]}])
     graph = response.json()["graph"]
     assert {n["agent_node_id"] for n in graph["nodes"]} == {ids["a"], ids["c"], ids["d"]}
-    assert {(c["source_agent_node_id"], c["target_agent_node_id"]) for c in graph["connections"]} == {
+    assert {
+        (c["source_agent_node_id"], c["target_agent_node_id"]) for c in graph["connections"]
+    } == {
         (ids["a"], ids["d"]),
         (ids["c"], ids["d"]),
     }
@@ -154,20 +199,39 @@ def test_rewire_with_delete_then_create_in_one_request(client, agent, node_type)
         client,
         agent["id"],
         [
-            {"op": "delete_connection", "source_agent_node_id": ids["a"], "target_agent_node_id": ids["b"]},
-            {"op": "create_connection", "source_agent_node_id": ids["a"], "target_agent_node_id": ids["c"]},
+            {
+                "op": "delete_connection",
+                "source_agent_node_id": ids["a"],
+                "target_agent_node_id": ids["b"],
+            },
+            {
+                "op": "create_connection",
+                "source_agent_node_id": ids["a"],
+                "target_agent_node_id": ids["c"],
+            },
         ],
     )
-    assert [(c["source_agent_node_id"], c["target_agent_node_id"]) for c in response.json()["graph"]["connections"]] == [
-        (ids["a"], ids["c"])
-    ]
+    assert [
+        (c["source_agent_node_id"], c["target_agent_node_id"])
+        for c in response.json()["graph"]["connections"]
+    ] == [(ids["a"], ids["c"])]
 
 
 def test_name_description_and_visibility(client, agent):
-    response = update(client, f"bot@{agent['user_slug']}", name="Scout", description="finds things", visibility="public")
+    response = update(
+        client,
+        f"bot@{agent['user_slug']}",
+        name="Scout",
+        description="finds things",
+        visibility="public",
+    )
     assert response.status_code == 200
     stored = client.get(f"/v1/agents/{agent['id']}").json()
-    assert (stored["name"], stored["description"], stored["visibility"]) == ("Scout", "finds things", "public")
+    assert (stored["name"], stored["description"], stored["visibility"]) == (
+        "Scout",
+        "finds things",
+        "public",
+    )
 
 
 # --- errors ------------------------------------------------------------------------------------
@@ -178,7 +242,13 @@ def test_cycle_is_refused(client, agent, node_type):
     response = update(
         client,
         agent["id"],
-        [{"op": "create_connection", "source_agent_node_id": ids["c"], "target_agent_node_id": ids["a"]}],
+        [
+            {
+                "op": "create_connection",
+                "source_agent_node_id": ids["c"],
+                "target_agent_node_id": ids["a"],
+            }
+        ],
     )
     assert error_of(response, 422, "graph_cycle")["details"]["op_index"] == 0
 
@@ -186,16 +256,76 @@ def test_cycle_is_refused(client, agent, node_type):
 @pytest.mark.parametrize(
     "make_ops, status, code, op_index",
     [
-        (lambda ids, t: [{"op": "create_connection", "source_agent_node_id": ids["a"], "target_agent_node_id": ids["a"]}], 422, "self_loop", 0),
-        (lambda ids, t: [{"op": "create_connection", "source_agent_node_id": ids["a"], "target_agent_node_id": ids["b"]}], 409, "connection_exists", 0),
-        (lambda ids, t: [{"op": "delete_connection", "source_agent_node_id": ids["b"], "target_agent_node_id": ids["a"]}], 404, "connection_not_found", 0),
-        (lambda ids, t: [{"op": "delete_node", "agent_node_id": ids["a"]}, {"op": "update_node", "agent_node_id": ids["a"], "params_used": {}}], 404, "node_not_found", 1),
-        (lambda ids, t: [{"op": "create_node", "node_type_id": str(uuid.uuid4())}], 422, "unknown_node_type", 0),
-        (lambda ids, t: [{"op": "update_node", "agent_node_id": ids["a"], "params_used": {"a": "text"}}], 422, "invalid_params", 0),
-        (lambda ids, t: [{"op": "create_node", "node_type_id": t, "params_used": {"zzz": 1}}], 422, "invalid_params", 0),
+        (
+            lambda ids, t: [
+                {
+                    "op": "create_connection",
+                    "source_agent_node_id": ids["a"],
+                    "target_agent_node_id": ids["a"],
+                }
+            ],
+            422,
+            "self_loop",
+            0,
+        ),
+        (
+            lambda ids, t: [
+                {
+                    "op": "create_connection",
+                    "source_agent_node_id": ids["a"],
+                    "target_agent_node_id": ids["b"],
+                }
+            ],
+            409,
+            "connection_exists",
+            0,
+        ),
+        (
+            lambda ids, t: [
+                {
+                    "op": "delete_connection",
+                    "source_agent_node_id": ids["b"],
+                    "target_agent_node_id": ids["a"],
+                }
+            ],
+            404,
+            "connection_not_found",
+            0,
+        ),
+        (
+            lambda ids, t: [
+                {"op": "delete_node", "agent_node_id": ids["a"]},
+                {"op": "update_node", "agent_node_id": ids["a"], "params_used": {}},
+            ],
+            404,
+            "node_not_found",
+            1,
+        ),
+        (
+            lambda ids, t: [{"op": "create_node", "node_type_id": str(uuid.uuid4())}],
+            422,
+            "unknown_node_type",
+            0,
+        ),
+        (
+            lambda ids, t: [
+                {"op": "update_node", "agent_node_id": ids["a"], "params_used": {"a": "text"}}
+            ],
+            422,
+            "invalid_params",
+            0,
+        ),
+        (
+            lambda ids, t: [{"op": "create_node", "node_type_id": t, "params_used": {"zzz": 1}}],
+            422,
+            "invalid_params",
+            0,
+        ),
     ],
 )
-def test_operation_errors_name_the_failing_operation(client, agent, node_type, make_ops, status, code, op_index):
+def test_operation_errors_name_the_failing_operation(
+    client, agent, node_type, make_ops, status, code, op_index
+):
     ids = build(client, agent, node_type, ["a", "b"], [("a", "b")])
     before = graph_of(client, agent["id"])
     error = error_of(update(client, agent["id"], make_ops(ids, node_type)), status, code)
@@ -205,7 +335,9 @@ def test_operation_errors_name_the_failing_operation(client, agent, node_type, m
 
 def test_invalid_params_names_the_json_path(client, agent, node_type):
     response = update(
-        client, agent["id"], [{"op": "create_node", "node_type_id": node_type, "params_used": {"a": "one"}}]
+        client,
+        agent["id"],
+        [{"op": "create_node", "node_type_id": node_type, "params_used": {"a": "one"}}],
     )
     assert error_of(response, 422, "invalid_params")["details"]["path"] == "$.a"
 
@@ -218,7 +350,11 @@ def test_nodes_of_another_agent_cannot_be_touched(client, node_type):
     for op in (
         {"op": "update_node", "agent_node_id": their_ids["x"], "params_used": {"a": 2}},
         {"op": "delete_node", "agent_node_id": their_ids["x"]},
-        {"op": "create_connection", "source_agent_node_id": my_ids["m"], "target_agent_node_id": their_ids["y"]},
+        {
+            "op": "create_connection",
+            "source_agent_node_id": my_ids["m"],
+            "target_agent_node_id": their_ids["y"],
+        },
     ):
         error_of(update(client, mine["id"], [op]), 404, "node_not_found")
     assert graph_of(client, theirs["id"]) == before
@@ -229,12 +365,27 @@ def test_error_in_the_last_of_fifty_operations_changes_nothing(client, agent, no
     update(client, agent["id"], name="before", description="kept")
     agent_before = client.get(f"/v1/agents/{agent['id']}").json()
     graph_before = graph_of(client, agent["id"])
-    operations = [{"op": "create_node", "node_type_id": node_type, "temp_ref_id": f"n{i}"} for i in range(30)]
-    operations += [
-        {"op": "create_connection", "source_temp_ref_id": f"n{i}", "target_temp_ref_id": f"n{i + 1}"} for i in range(18)
+    operations = [
+        {"op": "create_node", "node_type_id": node_type, "temp_ref_id": f"n{i}"} for i in range(30)
     ]
-    operations.append({"op": "update_node", "agent_node_id": ids["a"], "params_used": {"b": "changed"}})
-    operations.append({"op": "create_connection", "source_agent_node_id": ids["b"], "target_agent_node_id": ids["a"]})
+    operations += [
+        {
+            "op": "create_connection",
+            "source_temp_ref_id": f"n{i}",
+            "target_temp_ref_id": f"n{i + 1}",
+        }
+        for i in range(18)
+    ]
+    operations.append(
+        {"op": "update_node", "agent_node_id": ids["a"], "params_used": {"b": "changed"}}
+    )
+    operations.append(
+        {
+            "op": "create_connection",
+            "source_agent_node_id": ids["b"],
+            "target_agent_node_id": ids["a"],
+        }
+    )
     assert len(operations) == 50
     response = update(client, agent["id"], operations, name="after", visibility="public")
     assert error_of(response, 422, "graph_cycle")["details"]["op_index"] == 49
@@ -245,16 +396,44 @@ def test_error_in_the_last_of_fifty_operations_changes_nothing(client, agent, no
 @pytest.mark.parametrize(
     "operations, message_part",
     [
-        ([{"op": "create_connection", "source_temp_ref_id": "later", "target_temp_ref_id": "later"}, {"op": "create_node", "node_type_id": str(uuid.uuid4()), "temp_ref_id": "later"}], "before"),
-        ([{"op": "create_node", "node_type_id": str(uuid.uuid4()), "temp_ref_id": "t"}, {"op": "create_node", "node_type_id": str(uuid.uuid4()), "temp_ref_id": "t"}], "twice"),
+        (
+            [
+                {
+                    "op": "create_connection",
+                    "source_temp_ref_id": "later",
+                    "target_temp_ref_id": "later",
+                },
+                {"op": "create_node", "node_type_id": str(uuid.uuid4()), "temp_ref_id": "later"},
+            ],
+            "before",
+        ),
+        (
+            [
+                {"op": "create_node", "node_type_id": str(uuid.uuid4()), "temp_ref_id": "t"},
+                {"op": "create_node", "node_type_id": str(uuid.uuid4()), "temp_ref_id": "t"},
+            ],
+            "twice",
+        ),
         ([{"op": "create_connection", "source_agent_node_id": str(uuid.uuid4())}], "target"),
-        ([{"op": "create_connection", "source_agent_node_id": str(uuid.uuid4()), "source_temp_ref_id": "x", "target_agent_node_id": str(uuid.uuid4())}], "source"),
+        (
+            [
+                {
+                    "op": "create_connection",
+                    "source_agent_node_id": str(uuid.uuid4()),
+                    "source_temp_ref_id": "x",
+                    "target_agent_node_id": str(uuid.uuid4()),
+                }
+            ],
+            "source",
+        ),
         ([{"op": "explode"}], "tag"),
         ([{"op": "create_node"}], "node_type_id"),
         ([{"op": "delete_node", "agent_node_id": "not-a-uuid"}], "UUID"),
     ],
 )
-def test_malformed_operations_fail_before_they_are_queued(client, db, agent, operations, message_part):
+def test_malformed_operations_fail_before_they_are_queued(
+    client, db, agent, operations, message_part
+):
     jobs_before = db.execute("SELECT count(*) FROM jobs").fetchone()[0]
     response = update(client, agent["id"], operations)
     error = error_of(response, 422, "invalid_operation")
