@@ -1,6 +1,7 @@
 """The one path every write takes: accept a job, queue its drain, wait for it, answer."""
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,8 +73,18 @@ def job_response(job: dict[str, Any]) -> Response:
     return JSONResponse(job, status_code=202, headers=headers)
 
 
-async def submit(request: Request, sub: ledger.Submission, options: WriteOptions) -> Response:
-    """Record the write; unless asked not to, wait for its job to finish."""
+async def submit(
+    request: Request,
+    sub: ledger.Submission,
+    options: WriteOptions,
+    *,
+    complete: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> Response:
+    """Record the write; unless asked not to, wait for its job to finish.
+
+    `complete` adds to an applied job's result what the ledger does not keep (a graph update's
+    graph, read when answering).
+    """
     waiter = request.app.state.waiter
     job_id = str(sub.job_id)
     if options.wait_seconds > 0:
@@ -86,13 +97,15 @@ async def submit(request: Request, sub: ledger.Submission, options: WriteOptions
     job = accepted.job
     if job["id"] != job_id:  # an Idempotency-Key named an earlier job
         waiter.forget(job_id)
-    if job["status"] != "pending" or not queued or options.wait_seconds <= 0:
+    if job["status"] == "pending" and queued and options.wait_seconds > 0:
+
+        async def is_done() -> bool:
+            return (await run_in_threadpool(_load, job["id"]))["status"] != "pending"
+
+        if await waiter.wait(job["id"], options.wait_seconds, is_done):
+            job = await run_in_threadpool(_load, job["id"])
+    else:
         waiter.forget(job["id"])
-        return job_response(job)
-
-    async def is_done() -> bool:
-        return (await run_in_threadpool(_load, job["id"]))["status"] != "pending"
-
-    if await waiter.wait(job["id"], options.wait_seconds, is_done):
-        job = await run_in_threadpool(_load, job["id"])
+    if complete is not None and job["status"] == "applied":
+        job = {**job, "result": await run_in_threadpool(complete, job["result"])}
     return job_response(job)

@@ -26,6 +26,14 @@ def _submission(ref: str, body: AgentGraphUpdate, idempotency_key: str | None) -
         )
 
 
+def _with_graph(result: dict[str, Any]) -> dict[str, Any]:
+    with transaction() as session:
+        return {
+            **result,
+            "graph": graph.read_graph(session, AgentRef(agent_id=result["agent"]["id"])),
+        }
+
+
 @router.api_route("/{ref}/update", methods=["POST", "PATCH"])
 async def update_agent(
     ref: str,
@@ -35,7 +43,7 @@ async def update_agent(
 ) -> Response:
     """Change an agent's name, description, visibility and graph, atomically and in order."""
     sub = await run_in_threadpool(_submission, ref, body, options.idempotency_key)
-    return await submit(request, sub, options)
+    return await submit(request, sub, options, complete=_with_graph)
 
 
 @router.get("/{ref}/graph")

@@ -30,8 +30,7 @@ def upgrade() -> None:
             agent_id text NOT NULL REFERENCES agents (id) ON DELETE CASCADE,
             node_type_id uuid NOT NULL REFERENCES node_types (id),
             params_used jsonb NOT NULL DEFAULT '{}',
-            position_x integer NOT NULL DEFAULT 0,
-            position_y integer NOT NULL DEFAULT 0,
+            -- Positions are not stored: they are derived from the graph whenever it is read.
             created_seq bigint NOT NULL,
             created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
             CONSTRAINT agent_nodes_agent_id_id UNIQUE (agent_id, id)
