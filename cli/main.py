@@ -57,7 +57,7 @@ def api(workers: int = typer.Option(1, help="uvicorn worker processes")) -> None
 
 @app.command()
 def worker(
-    concurrency: int = typer.Option(None, help="worker processes (default: CPU count)"),
+    concurrency: int | None = typer.Option(None, help="worker processes (default: CPU count)"),
 ) -> None:
     """Run a Celery worker that applies jobs."""
     from worker.app import app as celery_app

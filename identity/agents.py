@@ -121,6 +121,7 @@ def upsert_agent(session: Session, job: PendingJob) -> Applied:
         outcome = "created" if written.inserted else "updated"
         row = _latest(session, key, include_deleted=False)
         return Applied(outcome, agent_out(row, created=written.inserted, outcome=outcome))
+    assert live is not None, "the upsert only skips a write when a live agent exists"
     outcome = "superseded" if live.version > job.version else "unchanged"
     return Applied(outcome, agent_out(live, created=False, outcome=outcome))
 

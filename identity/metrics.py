@@ -2,7 +2,7 @@
 /metrics reads them, so the figures are the same whichever API process is scraped."""
 
 import json
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Iterable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -31,7 +31,7 @@ def add(session: Session, increments: Iterable[tuple[str, str, float]]) -> None:
 
 def record_finished(session: Session, finished: list[tuple[str, str, float]]) -> None:
     """Count finished jobs by kind and outcome, and their accept-to-finish latency."""
-    totals: Counter[tuple[str, str, float]] = Counter()
+    totals: defaultdict[tuple[str, str, float], float] = defaultdict(float)
     for kind, outcome, latency in finished:
         totals[("jobs_finished_total", _labels(kind=kind, outcome=outcome), 0.0)] += 1
         for bound in LATENCY_BUCKETS:
