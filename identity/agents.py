@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from identity.errors import AgentNotFound, UserNotFound
 from identity.keys import AgentKey, AgentRef
 from identity.ledger import Applied, PendingJob, Submission
-from identity.pagination import decode_cursor, page
+from identity.pagination import decode_cursor, page, text_value
 from identity.schemas import AgentUpsert
 from identity.tombstones import set_tombstone, tombstone_version
 from identity.webhooks import check_webhook_url
@@ -98,7 +98,8 @@ def upsert_agent(session: Session, job: PendingJob) -> Applied:
     owner = _owner_id(session, key)
     current = _latest(session, key, include_deleted=True)
     live = current if current is not None and current.deleted_at is None else None
-    if live is None and (tombstone_version(session, job.key) or -1) > job.version:
+    floor = max(tombstone_version(session, job.key) or -1, current.version if current else -1)
+    if live is None and floor > job.version:
         result = agent_out(current, created=False) if current is not None else {}
         return Applied("superseded", {**result, "outcome": "superseded"})
     try:
@@ -169,7 +170,7 @@ def list_agents(
     user_slug: str | None = None,
     include_deleted: bool = False,
 ) -> dict[str, Any]:
-    after = decode_cursor(cursor, 1)
+    after = decode_cursor(cursor, text_value)
     rows = session.execute(
         text(
             f"SELECT {AGENT_COLUMNS} FROM agents a JOIN users u ON u.id = a.user_id "

@@ -97,22 +97,25 @@ def update_agent_graph(session: Session, job: PendingJob, *, max_nodes: int) -> 
     for index, op in enumerate(operations):
         run.apply(index, op)
 
-    fields = {k: job.payload[k] for k in ("name", "description", "visibility") if k in job.payload}
+    fields = {
+        k: job.payload[k]
+        for k in ("name", "description", "visibility")
+        if k in job.payload and job.payload[k] != agent[k]
+    }
+    if not fields and not operations:
+        # Asked for what is already there: like an identical PUT, nothing is rewritten.
+        return Applied("unchanged", {"agent": agent, "created_nodes": []})
     if operations:
         write(overlay)
-    if fields or operations:
-        session.execute(
-            text(
-                "UPDATE agents SET name = coalesce(:name, name), "
-                "description = coalesce(:description, description), "
-                "visibility = coalesce(:visibility, visibility), updated_at = clock_timestamp() "
-                "WHERE id = :id"
-            ),
-            {
-                "id": agent["id"],
-                **{k: fields.get(k) for k in ("name", "description", "visibility")},
-            },
-        )
+    session.execute(
+        text(
+            "UPDATE agents SET name = coalesce(:name, name), "
+            "description = coalesce(:description, description), "
+            "visibility = coalesce(:visibility, visibility), updated_at = clock_timestamp() "
+            "WHERE id = :id"
+        ),
+        {"id": agent["id"], **{k: fields.get(k) for k in ("name", "description", "visibility")}},
+    )
     # The graph itself is not copied into the ledger: the API reads it when it answers.
     result = {
         "agent": get_agent(session, AgentRef(agent_id=agent["id"])),
@@ -121,8 +124,8 @@ def update_agent_graph(session: Session, job: PendingJob, *, max_nodes: int) -> 
     return Applied("updated", result)
 
 
-def read_graph(session: Session, ref: AgentRef) -> dict[str, Any]:
-    agent = get_agent(session, ref)
+def read_graph(session: Session, ref: AgentRef, *, include_deleted: bool = False) -> dict[str, Any]:
+    agent = get_agent(session, ref, include_deleted=include_deleted)
     return graph_out(load_graph(session, agent["id"]))
 
 

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from identity.errors import EmptyUpdate, InvalidOperation, ValidationFailed
+from identity.schemas import reject_nul
 
 TempRef = Annotated[str, Field(min_length=1, max_length=128)]
 
@@ -71,6 +72,7 @@ class AgentGraphUpdate(BaseModel):
     """POST/PATCH /v1/agents/{ref}/update. Operations are checked one by one, by index."""
 
     model_config = ConfigDict(extra="forbid")
+    _no_nul = model_validator(mode="before")(reject_nul)
 
     name: str | None = Field(None, min_length=1, max_length=120)
     description: str | None = Field(None, max_length=5000)
@@ -121,7 +123,7 @@ def parse_operations(raw: list[dict[str, Any]], *, max_operations: int) -> list[
 def update_payload(body: AgentGraphUpdate, *, max_operations: int) -> dict[str, Any]:
     """The ledger payload of a checked update, or EmptyUpdate when it asks for nothing."""
     fields = {k: v for k, v in body.model_dump(exclude={"operations"}).items() if v is not None}
-    if not fields and body.operations is None:
+    if not fields and not body.operations:
         raise EmptyUpdate("give at least one of name, description, visibility, operations")
     operations = parse_operations(body.operations or [], max_operations=max_operations)
     return {

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from identity import metrics
@@ -176,7 +176,7 @@ def list_jobs(
     kind: str | None = None,
 ) -> dict[str, Any]:
     """Newest first, filtered by any of status, key and kind."""
-    after = decode_cursor(cursor, 2)
+    after = decode_cursor(cursor, datetime.fromisoformat, uuid.UUID)
     rows = session.execute(
         text(
             f"""
@@ -202,7 +202,9 @@ def list_jobs(
     return page([job_out(r) for r in rows], limit, ["accepted_at", "id"])
 
 
-def resubmission(session: Session, job_id: uuid.UUID | str) -> Submission:
+def resubmission(
+    session: Session, job_id: uuid.UUID | str, *, idempotency_key: str | None = None
+) -> Submission:
     """A new submission carrying a failed job's payload, for POST /v1/jobs/{id}/retry."""
     row = session.execute(
         text("SELECT key, kind, status, payload FROM jobs WHERE id = :id"), {"id": job_id}
@@ -215,7 +217,13 @@ def resubmission(session: Session, job_id: uuid.UUID | str) -> Submission:
     version = None
     if source is not None:
         version = int(datetime.fromisoformat(source).timestamp() * 1_000_000)
-    return Submission(key=row.key, kind=row.kind, payload=row.payload, explicit_version=version)
+    return Submission(
+        key=row.key,
+        kind=row.kind,
+        payload=row.payload,
+        explicit_version=version,
+        idempotency_key=idempotency_key,
+    )
 
 
 # --- draining -------------------------------------------------------------------------------
@@ -286,7 +294,7 @@ def _apply_one(
     except IdmirrorError as exc:
         finished = _finish(session, job, outcome=None, result=None, error=exc.envelope())
         status = "failed"
-    except (DBAPIError, ValueError, KeyError, TypeError) as exc:
+    except Exception as exc:  # a bug or a poison payload: fail this job, keep draining the rest
         log.exception("job %s (%s on %s) failed unexpectedly", job.id, job.kind, job.key)
         error = {
             "code": "internal_error",

@@ -6,6 +6,7 @@ from functools import lru_cache
 from typing import Any
 
 import jsonschema
+import referencing.exceptions
 from pydantic import Field
 from sqlalchemy import text
 from sqlalchemy.orm import Session
@@ -38,11 +39,15 @@ def check_schema(schema: dict[str, Any]) -> None:
     validator = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     try:
         validator.check_schema(schema)
+        # Resolving every reference once now refuses schemas that would fail on first use.
+        validator(schema).is_valid({})
     except jsonschema.SchemaError as exc:
         raise InvalidParamsSchema(
             f"params_schema is not a valid JSON Schema: {exc.message}",
             path="/" + "/".join(str(p) for p in exc.path),
         ) from None
+    except referencing.exceptions.Unresolvable as exc:
+        raise InvalidParamsSchema(f"params_schema has an unresolvable reference: {exc}") from None
 
 
 @lru_cache(maxsize=1024)
@@ -55,7 +60,14 @@ def _validator(schema_json: str) -> Any:
 def validate_params(schema: dict[str, Any], params: dict[str, Any], **context: Any) -> None:
     """Raise InvalidParams naming the JSON path of the first failure."""
     validator = _validator(json.dumps(schema, sort_keys=True))
-    error = jsonschema.exceptions.best_match(validator.iter_errors(params))
+    try:
+        error = jsonschema.exceptions.best_match(validator.iter_errors(params))
+    except referencing.exceptions.Unresolvable as exc:
+        raise InvalidParams(
+            f"the node type's params_schema has a reference that cannot be resolved: {exc}",
+            path="$",
+            **context,
+        ) from None
     if error is not None:
         path = "$" + "".join(
             f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path
@@ -144,7 +156,7 @@ def get_node_type(session: Session, raw_id: str) -> dict[str, Any]:
 
 
 def list_node_types(session: Session, *, limit: int, cursor: str | None) -> dict[str, Any]:
-    after = decode_cursor(cursor, 1)
+    after = decode_cursor(cursor, uuid.UUID)
     rows = session.execute(
         text(
             f"SELECT {COLUMNS} FROM node_types "

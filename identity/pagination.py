@@ -2,6 +2,7 @@
 
 import base64
 import json
+from collections.abc import Callable
 from typing import Any
 
 from identity.errors import InvalidCursor
@@ -11,17 +12,24 @@ def encode_cursor(values: list[Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str | None, length: int) -> list[Any] | None:
+def text_value(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("not text")
+    return value
+
+
+def decode_cursor(cursor: str | None, *types: Callable[[Any], Any]) -> list[Any] | None:
+    """The sort key a cursor carries, each part converted by its type (uuid.UUID, ...)."""
     if cursor is None:
         return None
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         values = json.loads(base64.urlsafe_b64decode(padded.encode()))
-    except (ValueError, UnicodeDecodeError):
+        if not isinstance(values, list) or len(values) != len(types):
+            raise ValueError("wrong shape")
+        return [convert(value) for convert, value in zip(types, values, strict=True)]
+    except (ValueError, TypeError, AttributeError, UnicodeDecodeError):
         raise InvalidCursor("cursor is not one this API issued", cursor=cursor) from None
-    if not isinstance(values, list) or len(values) != length:
-        raise InvalidCursor("cursor is not one this API issued", cursor=cursor)
-    return values
 
 
 def page(items: list[dict[str, Any]], limit: int, sort_key: list[str]) -> dict[str, Any]:

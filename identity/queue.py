@@ -9,6 +9,7 @@ flushed, worker killed) leave jobs pending past the sweeper's threshold, and it 
 
 import logging
 from functools import lru_cache
+from typing import Literal
 
 import redis
 from celery import Celery
@@ -34,20 +35,25 @@ class Dispatcher:
         self._celery.conf.broker_url = redis_url
         self._flag_seconds = flag_seconds
 
-    def request_drain(self, key: str) -> bool:
-        """Make sure a drain of `key` is queued. False if the broker could not be reached."""
+    def send_drain(self, key: str) -> Literal["sent", "already_queued", "unreachable"]:
+        """Queue a drain of `key` unless one is on its way already."""
         flag = _FLAG_PREFIX + key
         try:
-            if self._redis.set(flag, 1, nx=True, ex=self._flag_seconds):
-                try:
-                    self._celery.send_task(DRAIN_TASK, args=[key])
-                except BaseException:
-                    self._redis.delete(flag)
-                    raise
-            return True
+            if not self._redis.set(flag, 1, nx=True, ex=self._flag_seconds):
+                return "already_queued"
+            try:
+                self._celery.send_task(DRAIN_TASK, args=[key])
+            except BaseException:
+                self._redis.delete(flag)
+                raise
+            return "sent"
         except (redis.RedisError, KombuOperationalError, OSError) as exc:
             log.warning("could not queue a drain of %s (the sweeper will): %s", key, exc)
-            return False
+            return "unreachable"
+
+    def request_drain(self, key: str) -> bool:
+        """Make sure a drain of `key` is queued. False if the broker could not be reached."""
+        return self.send_drain(key) != "unreachable"
 
     def clear_flag(self, key: str) -> None:
         self._redis.delete(_FLAG_PREFIX + key)

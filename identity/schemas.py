@@ -4,7 +4,15 @@ import json
 from datetime import datetime
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from identity.keys import SLUG_RE
 
@@ -24,10 +32,36 @@ def _check_metadata_size(value: dict[str, Any], limit: int) -> dict[str, Any]:
     return value
 
 
+def find_nul(value: Any, path: str = "body") -> str | None:
+    """Where a NUL character hides in a JSON value; PostgreSQL text and jsonb cannot store it."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = find_nul(key, path) or find_nul(item, f"{path}.{key}")
+            if found:
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = find_nul(item, f"{path}[{index}]")
+            if found:
+                return found
+    return None
+
+
+def reject_nul(data: Any) -> Any:
+    where = find_nul(data)
+    if where is not None:
+        raise ValueError(f"text must not contain the NUL character (found in {where})")
+    return data
+
+
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
 
     source_updated_at: AwareDatetime | None = None
+
+    _no_nul = model_validator(mode="before")(reject_nul)
 
     def explicit_version(self) -> int | None:
         return to_version(self.source_updated_at) if self.source_updated_at else None

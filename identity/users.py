@@ -113,7 +113,7 @@ def get_user(session: Session, user_id: uuid.UUID) -> dict[str, Any]:
 
 
 def list_users(session: Session, *, limit: int, cursor: str | None) -> dict[str, Any]:
-    after = decode_cursor(cursor, 1)
+    after = decode_cursor(cursor, uuid.UUID)
     rows = session.execute(
         text(
             f"SELECT {USER_COLUMNS} FROM users "

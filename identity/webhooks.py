@@ -30,15 +30,9 @@ def _literal_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address
 def _is_private(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
-    return (
-        address in _METADATA_ADDRESSES
-        or address.is_loopback
-        or address.is_private
-        or address.is_link_local
-        or address.is_unspecified
-        or address.is_reserved
-        or address.is_multicast
-    )
+    # Not globally routable covers loopback, private, link-local, shared (100.64/10, where some
+    # clouds keep metadata services), documentation and reserved ranges.
+    return address in _METADATA_ADDRESSES or not address.is_global or address.is_multicast
 
 
 def check_webhook_url(url: str, *, allow_private: bool) -> None:
@@ -47,14 +41,18 @@ def check_webhook_url(url: str, *, allow_private: bool) -> None:
     Host names are judged by name, not resolved: resolution belongs to delivery time, where the
     address actually used can be checked.
     """
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        hostname = parts.hostname
+    except ValueError:
+        hostname = None
+    if hostname is None or parts.scheme not in ("http", "https"):
         raise InvalidWebhookUrl("webhook_url must be an absolute http or https URL", url=url)
     if parts.username or parts.password:
         raise InvalidWebhookUrl("webhook_url must not carry credentials", url=url)
     if allow_private:
         return
-    host = parts.hostname.rstrip(".").lower()
+    host = hostname.rstrip(".").lower()
     address = _literal_address(host)
     if (address is not None and _is_private(address)) or (
         address is None and (host in _LOCAL_NAMES or host.endswith(_LOCAL_SUFFIXES))

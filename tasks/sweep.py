@@ -22,7 +22,7 @@ def sweep() -> dict[str, Any]:
         keys = stale_keys(session, older_than_seconds=settings.sweep_after_seconds)
         forgotten = forget_idempotency_keys(session, ttl_hours=settings.idempotency_ttl_hours)
     dispatcher = get_dispatcher()
-    sent = sum(1 for key in keys if dispatcher.request_drain(key))
+    sent = sum(1 for key in keys if dispatcher.send_drain(key) == "sent")
     if keys:
         log.warning("sweeper found %d keys with stray pending jobs, queued %d", len(keys), sent)
         with transaction() as session:

@@ -131,3 +131,24 @@ def test_list_filters_by_user_and_hides_deleted(client):
         "/v1/agents", params={"user_slug": user["slug"], "include_deleted": "true"}
     ).json()
     assert sorted(a["slug"] for a in everything["items"]) == ["a1", "a2", "a3"]
+
+
+def test_stale_put_does_not_resurrect_an_agent_after_its_owner_changed_slug(client):
+    user = put_user(client)
+    moment = datetime.now(UTC) - timedelta(minutes=10)
+    old_path = f"/v1/internal/agents/keep@{user['slug']}"
+    client.put(old_path, json={"display_name": "K", "source_updated_at": moment.isoformat()})
+    assert client.delete(old_path).json()["outcome"] == "deleted"
+    renamed = client.put(
+        f"/v1/internal/users/{user['id']}",
+        json={"email": user["email"], "slug": user["slug"] + "-2"},
+    ).json()
+    stale = client.put(
+        f"/v1/internal/agents/keep@{renamed['slug']}",
+        json={
+            "display_name": "K",
+            "source_updated_at": (moment + timedelta(minutes=1)).isoformat(),
+        },
+    )
+    assert stale.json()["outcome"] == "superseded"
+    assert client.get(f"/v1/agents/keep@{renamed['slug']}").status_code == 404

@@ -460,3 +460,32 @@ def test_update_of_unknown_or_deleted_agent_is_404(client, agent):
 def test_patch_is_the_same_as_post(client, agent):
     response = client.patch(f"/v1/agents/{agent['id']}/update", json={"name": "patched"})
     assert response.status_code == 200 and response.json()["agent"]["name"] == "patched"
+
+
+def test_a_schema_reference_that_cannot_resolve_fails_its_job_only(client, agent):
+    top = str(uuid.uuid4())
+    refused = client.put(
+        f"/v1/internal/node-types/{top}", json={"name": "t", "params_schema": {"$ref": "#/nope"}}
+    )
+    error_of(refused, 422, "invalid_params_schema")
+    nested = put_node_type(
+        client, {"type": "object", "properties": {"a": {"$ref": "#/$defs/missing"}}}
+    )
+    response = update(
+        client,
+        agent["id"],
+        [{"op": "create_node", "node_type_id": nested, "params_used": {"a": 1}}],
+    )
+    assert error_of(response, 422, "invalid_params")["details"]["op_index"] == 0
+    other = put_agent(client)  # the drain goes on for everyone else
+    assert other["outcome"] == "created"
+
+
+def test_an_update_that_changes_nothing_rewrites_nothing(client, agent):
+    error_of(update(client, agent["id"], []), 422, "empty_update")
+    first = update(client, agent["id"], name="same")
+    again = update(client, agent["id"], name="same")
+    assert again.status_code == 200
+    assert again.json()["agent"]["updated_at"] == first.json()["agent"]["updated_at"]
+    job = client.get(f"/v1/jobs/{again.headers['Idmirror-Job-Id']}").json()
+    assert job["outcome"] == "unchanged"

@@ -131,3 +131,23 @@ def test_health_and_readiness_need_no_token(stack):
     assert httpx.get(stack.base_url + "/healthz").json() == {"status": "ok"}
     ready = httpx.get(stack.base_url + "/readyz").json()
     assert ready == {"status": "ready", "checks": {"database": "ok", "broker": "ok"}}
+
+
+def test_retry_honours_an_idempotency_key(client):
+    failed = client.put(f"/v1/internal/agents/x@{new_slug('gone')}", json={"display_name": "X"})
+    job_id, key = failed.headers["Idmirror-Job-Id"], uuid.uuid4().hex
+    first = client.post(f"/v1/jobs/{job_id}/retry", headers={"Idempotency-Key": key})
+    second = client.post(f"/v1/jobs/{job_id}/retry", headers={"Idempotency-Key": key})
+    assert first.status_code == second.status_code == 404
+    assert first.headers["Idmirror-Job-Id"] == second.headers["Idmirror-Job-Id"] != job_id
+
+
+def test_only_one_drain_message_is_queued_per_key(domain):
+    from identity.queue import get_dispatcher
+
+    key = f"user:{uuid.uuid4()}"
+    dispatcher = get_dispatcher()
+    assert dispatcher.send_drain(key) == "sent"
+    assert dispatcher.send_drain(key) == "already_queued"
+    dispatcher.clear_flag(key)
+    assert dispatcher.send_drain(key) == "sent"

@@ -124,6 +124,9 @@ def test_oversized_agent_metadata_is_422(client, db):
         "ftp://example.com/hook",
         "https://user:pass@example.com/hook",
         "not a url",
+        "http://[::1/hook",
+        "http://100.64.0.1/hook",
+        "http://100.100.100.200/latest/meta-data/",
     ],
 )
 def test_private_or_malformed_webhook_url_is_refused(client, db, url):
@@ -165,3 +168,37 @@ def test_bad_agent_ref_is_400_and_unknown_agent_is_404(client):
     assert_error(client.get("/v1/agents/what"), 400, "invalid_agent_ref")
     assert_error(client.get("/v1/agents/agt_000000000000"), 404, "agent_not_found")
     assert_error(client.get("/v1/agents/no-such@no-user"), 404, "agent_not_found")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"email": "a@example.com", "slug": "ok", "plan": "pro\u0000"},
+        {"email": "a@example.com", "slug": "ok", "metadata": {"k": "v\u0000"}},
+        {"email": "a@example.com", "slug": "ok", "metadata": {"k\u0000": 1}},
+    ],
+)
+def test_nul_characters_are_refused(client, db, body):
+    before = job_count(db)
+    response = client.put(f"/v1/internal/users/{uuid.uuid4()}", json=body)
+    assert (
+        "NUL" in assert_error(response, 422, "validation_error")["details"]["errors"][0]["message"]
+    )
+    assert job_count(db) == before
+
+
+@pytest.mark.parametrize(
+    "path, sort_key",
+    [
+        ("/v1/internal/users", ["not-a-uuid"]),
+        ("/v1/agents", [12]),
+        ("/v1/jobs", ["yesterday", "x"]),
+        ("/v1/node-types", [None]),
+    ],
+)
+def test_forged_cursors_are_400(client, path, sort_key):
+    from identity.pagination import encode_cursor
+
+    assert_error(
+        client.get(path, params={"cursor": encode_cursor(sort_key)}), 400, "invalid_cursor"
+    )

@@ -11,6 +11,7 @@ from api.deps import read_session, require_token
 from api.writes import WriteOptions, submit, write_options
 from identity import graph
 from identity.db import transaction
+from identity.errors import AgentNotFound
 from identity.graph_ops import AgentGraphUpdate
 from identity.keys import AgentRef
 from identity.ledger import Submission
@@ -27,11 +28,14 @@ def _submission(ref: str, body: AgentGraphUpdate, idempotency_key: str | None) -
 
 
 def _with_graph(result: dict[str, Any]) -> dict[str, Any]:
+    """The graph as it is right after the update (a tombstoned agent keeps its graph)."""
+    ref = AgentRef(agent_id=result["agent"]["id"])
     with transaction() as session:
-        return {
-            **result,
-            "graph": graph.read_graph(session, AgentRef(agent_id=result["agent"]["id"])),
-        }
+        try:
+            current = graph.read_graph(session, ref, include_deleted=True)
+        except AgentNotFound:  # its owner was deleted since, and the graph with it
+            current = {"nodes": [], "connections": []}
+    return {**result, "graph": current}
 
 
 @router.api_route("/{ref}/update", methods=["POST", "PATCH"])

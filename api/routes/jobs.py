@@ -42,9 +42,9 @@ def list_jobs(
     )
 
 
-def _resubmission(job_id: uuid.UUID) -> ledger.Submission:
+def _resubmission(job_id: uuid.UUID, idempotency_key: str | None) -> ledger.Submission:
     with transaction() as session:
-        return ledger.resubmission(session, job_id)
+        return ledger.resubmission(session, job_id, idempotency_key=idempotency_key)
 
 
 @router.post("/{job_id}/retry")
@@ -52,5 +52,5 @@ async def retry_job(
     job_id: str, request: Request, options: WriteOptions = Depends(write_options)
 ) -> Response:
     """Submit a failed job's payload again as a new job on the same key."""
-    sub = await run_in_threadpool(_resubmission, _job_id(job_id))
+    sub = await run_in_threadpool(_resubmission, _job_id(job_id), options.idempotency_key)
     return await submit(request, sub, options)
