@@ -62,6 +62,8 @@ def test_up_serves_the_api_worker_and_flower_on_embedded_services_and_stops_clea
         up.wait(60)
     assert up.returncode == 0
     leftovers = [
-        p for p in psutil.process_iter(["cmdline"]) if str(tmp_home) in " ".join(p.info["cmdline"] or [])
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if str(tmp_home) in " ".join(p.info["cmdline"] or [])
     ]
     assert leftovers == [], "up must stop the servers it started"

@@ -25,7 +25,15 @@ def config() -> dict:
 
 
 def test_compose_file_has_the_whole_topology(config):
-    assert set(config["services"]) == {"postgres", "redis", "migrate", "api", "worker", "beat", "flower"}
+    assert set(config["services"]) == {
+        "postgres",
+        "redis",
+        "migrate",
+        "api",
+        "worker",
+        "beat",
+        "flower",
+    }
 
 
 def test_services_run_the_idmirror_commands(config):
@@ -39,7 +47,9 @@ def test_stores_and_api_have_healthchecks_and_start_in_order(config):
         assert services[name]["healthcheck"]["test"], name
     assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
     for name in ("api", "worker", "beat"):
-        assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+        assert (
+            services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+        )
 
 
 def test_every_process_gets_the_same_service_urls(config):

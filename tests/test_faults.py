@@ -112,7 +112,9 @@ def test_worker_killed_mid_drain_every_job_applied_exactly_once(isolated):
     owners = [f"owner-{i}" for i in range(20)]
     with stack.client() as client:
         for slug in owners:
-            user = client.put(f"/v1/internal/users/{uuid.uuid4()}", json={"email": "o@example.com", "slug": slug})
+            user = client.put(
+                f"/v1/internal/users/{uuid.uuid4()}", json={"email": "o@example.com", "slug": slug}
+            )
             assert user.status_code == 200
     stack.kill("worker", sig=15)
 
@@ -146,7 +148,9 @@ def test_worker_killed_mid_drain_every_job_applied_exactly_once(isolated):
             key = f"agent:bot@{owner}"
             outcomes = [
                 row[0]
-                for row in conn.execute("SELECT outcome FROM jobs WHERE key = %s ORDER BY seq", (key,))
+                for row in conn.execute(
+                    "SELECT outcome FROM jobs WHERE key = %s ORDER BY seq", (key,)
+                )
             ]
             assert outcomes == ["created"] + ["updated"] * (per_key - 1), owner
             live = conn.execute(

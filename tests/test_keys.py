@@ -36,7 +36,12 @@ def test_agent_ref_is_an_id_or_a_key():
 
 
 @pytest.mark.parametrize(
-    "url", ["https://hooks.example.com/a", "http://93.184.215.14:8080/x", "https://[2606:2800:21f:cb07::1]/x"]
+    "url",
+    [
+        "https://hooks.example.com/a",
+        "http://93.184.215.14:8080/x",
+        "https://[2606:2800:21f:cb07::1]/x",
+    ],
 )
 def test_public_webhooks_pass(url):
     check_webhook_url(url, allow_private=False)
