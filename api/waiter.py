@@ -1,19 +1,23 @@
 """Waiting for jobs: one LISTEN connection per API process wakes the requests that wait.
 
-Workers NOTIFY the ids of the jobs they finished, in the transaction that finished them. A
-request registers its job id before the job is accepted, so no notification can be missed;
-a slow poll covers a listener that is reconnecting.
+Workers NOTIFY each finished job in the transaction that finished it, with its status and body
+when they fit in a notification. A request registers its job id before the job is accepted, so
+no notification can be missed; a slow poll covers a listener that is reconnecting.
 """
 
 import asyncio
 import contextlib
+import json
 import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import psycopg
 
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 1.0
+Loader = Callable[[], Awaitable[dict[str, Any]]]
 
 
 class JobWaiter:
@@ -21,6 +25,7 @@ class JobWaiter:
         self._conninfo = conninfo
         self._channel = channel
         self._waiting: dict[str, asyncio.Event] = {}
+        self._notified: dict[str, dict[str, Any]] = {}
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -40,23 +45,27 @@ class JobWaiter:
 
     def forget(self, job_id: str) -> None:
         self._waiting.pop(job_id, None)
+        self._notified.pop(job_id, None)
 
-    async def wait(self, job_id: str, timeout: float, is_done) -> bool:  # type: ignore[no-untyped-def]
-        """Wait until the job is final or `timeout` passes; `is_done` polls the database."""
+    async def wait(self, job_id: str, timeout: float, load: Loader) -> dict[str, Any] | None:
+        """The finished job, or None if it is still pending after `timeout` seconds."""
         event = self.register(job_id)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         try:
-            while True:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    return False
+            while (remaining := deadline - loop.time()) > 0:
                 try:
                     await asyncio.wait_for(event.wait(), min(remaining, POLL_SECONDS))
-                    return True
+                    notified = self._notified.get(job_id, {})
+                    if "status" in notified:
+                        return _job(notified)
                 except TimeoutError:
-                    if await is_done():
-                        return True
+                    pass  # no word yet: look in the ledger, in case the listener missed it
+                event.clear()
+                job = await load()
+                if job["status"] != "pending":
+                    return job
+            return None
         finally:
             self.forget(job_id)
 
@@ -67,12 +76,32 @@ class JobWaiter:
                 async with conn:
                     await conn.execute(f"LISTEN {self._channel}")
                     async for note in conn.notifies():
-                        for job_id in note.payload.split(","):
-                            event = self._waiting.get(job_id)
-                            if event is not None:
-                                event.set()
+                        self._deliver(note.payload)
             except asyncio.CancelledError:
                 raise
             except (psycopg.Error, OSError) as exc:
                 log.warning("job listener lost its connection (%s); reconnecting", exc)
                 await asyncio.sleep(1)
+
+    def _deliver(self, payload: str) -> None:
+        try:
+            note = json.loads(payload)
+            job_id = note["id"]
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignoring a job notification that is not ours: %.100s", payload)
+            return
+        event = self._waiting.get(job_id)
+        if event is not None:
+            self._notified[job_id] = note
+            event.set()
+
+
+def _job(note: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a job that answering needs, from its notification."""
+    applied = note["status"] == "applied"
+    return {
+        "id": note["id"],
+        "status": note["status"],
+        "result": note["body"] if applied else None,
+        "error": None if applied else note["body"],
+    }

@@ -99,11 +99,10 @@ async def submit(
         waiter.forget(job_id)
     if job["status"] == "pending" and queued and options.wait_seconds > 0:
 
-        async def is_done() -> bool:
-            return (await run_in_threadpool(_load, job["id"]))["status"] != "pending"
+        async def load() -> dict[str, Any]:
+            return await run_in_threadpool(_load, job["id"])
 
-        if await waiter.wait(job["id"], options.wait_seconds, is_done):
-            job = await run_in_threadpool(_load, job["id"])
+        job = await waiter.wait(job["id"], options.wait_seconds, load) or job
     else:
         waiter.forget(job["id"])
     if complete is not None and job["status"] == "applied":

@@ -6,7 +6,6 @@ import string
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from identity.errors import AgentNotFound, UserNotFound
@@ -61,16 +60,20 @@ def _latest(session: Session, key: AgentKey, *, include_deleted: bool) -> Any:
     ).one_or_none()
 
 
-def _owner_id(session: Session, key: AgentKey) -> Any:
-    owner = session.execute(
-        text("SELECT id FROM users WHERE slug = :slug"), {"slug": key.user_slug}
-    ).scalar_one_or_none()
-    if owner is None:
-        raise UserNotFound(
-            f"no user has slug {key.user_slug!r}; upsert the user first", user_slug=key.user_slug
-        )
-    return owner
-
+_OWNER_AND_CURRENT = text(
+    """
+    SELECT u.id AS owner, a.*, u.slug AS user_slug
+    FROM users u
+    LEFT JOIN LATERAL (
+        SELECT a.id, a.slug, a.user_id, a.display_name, a.webhook_url, a.metadata, a.name,
+               a.description, a.visibility, a.version, a.created_at, a.updated_at, a.deleted_at
+        FROM agents a WHERE a.user_id = u.id AND a.slug = :slug
+        ORDER BY a.deleted_at IS NULL DESC, a.version DESC LIMIT 1
+    ) a ON true
+    WHERE u.slug = :user_slug
+    FOR KEY SHARE OF u
+    """
+)
 
 # Writes only when the body differs from the live agent and is not older than it.
 _UPSERT = text(
@@ -86,7 +89,7 @@ _UPSERT = text(
         WHERE a.version <= excluded.version
           AND (a.display_name, a.webhook_url, a.metadata)
               IS DISTINCT FROM (excluded.display_name, excluded.webhook_url, excluded.metadata)
-    RETURNING a.id, (xmax = 0) AS inserted
+    RETURNING a.*, :user_slug AS user_slug, (xmax = 0) AS inserted
     """
 )
 
@@ -95,33 +98,37 @@ def upsert_agent(session: Session, job: PendingJob) -> Applied:
     """Create or replace an agent's mirrored fields; a write newer than a tombstone starts over."""
     key = AgentKey.parse(job.key.removeprefix("agent:"))
     body = AgentUpsert.model_validate(job.payload)
-    owner = _owner_id(session, key)
-    current = _latest(session, key, include_deleted=True)
+    # Locking the owner row (KEY SHARE) keeps a concurrent user delete out until we commit.
+    found = session.execute(
+        _OWNER_AND_CURRENT, {"user_slug": key.user_slug, "slug": key.slug}
+    ).one_or_none()
+    if found is None:
+        raise UserNotFound(
+            f"no user has slug {key.user_slug!r}; upsert the user first", user_slug=key.user_slug
+        )
+    current = found if found.id is not None else None
     live = current if current is not None and current.deleted_at is None else None
-    floor = max(tombstone_version(session, job.key) or -1, current.version if current else -1)
-    if live is None and floor > job.version:
-        result = agent_out(current, created=False) if current is not None else {}
-        return Applied("superseded", {**result, "outcome": "superseded"})
-    try:
-        with session.begin_nested():
-            written = session.execute(
-                _UPSERT,
-                {
-                    "id": new_agent_id(),
-                    "user_id": owner,
-                    "slug": key.slug,
-                    "display_name": body.display_name,
-                    "webhook_url": body.webhook_url,
-                    "metadata": json.dumps(body.metadata),
-                    "version": job.version,
-                },
-            ).one_or_none()
-    except IntegrityError:  # the owner was deleted after we looked it up
-        raise UserNotFound(f"no user has slug {key.user_slug!r}", user_slug=key.user_slug) from None
+    if live is None:
+        floor = max(tombstone_version(session, job.key) or -1, current.version if current else -1)
+        if floor > job.version:
+            result = agent_out(current, created=False) if current is not None else {}
+            return Applied("superseded", {**result, "outcome": "superseded"})
+    written = session.execute(
+        _UPSERT,
+        {
+            "id": new_agent_id(),
+            "user_id": found.owner,
+            "slug": key.slug,
+            "user_slug": key.user_slug,
+            "display_name": body.display_name,
+            "webhook_url": body.webhook_url,
+            "metadata": json.dumps(body.metadata),
+            "version": job.version,
+        },
+    ).one_or_none()
     if written is not None:
         outcome = "created" if written.inserted else "updated"
-        row = _latest(session, key, include_deleted=False)
-        return Applied(outcome, agent_out(row, created=written.inserted, outcome=outcome))
+        return Applied(outcome, agent_out(written, created=written.inserted, outcome=outcome))
     assert live is not None, "the upsert only skips a write when a live agent exists"
     outcome = "superseded" if live.version > job.version else "unchanged"
     return Applied(outcome, agent_out(live, created=False, outcome=outcome))

@@ -258,33 +258,21 @@ def _pending(session: Session, key: str, limit: int) -> list[PendingJob]:
     return [PendingJob(*row) for row in rows]
 
 
-def _finish(
-    session: Session,
-    job: PendingJob,
-    *,
-    outcome: str | None,
-    result: dict[str, Any] | None,
-    error: dict[str, Any] | None,
-) -> datetime:
-    return session.execute(
-        text(
-            "UPDATE jobs SET status = :status, outcome = :outcome, result = :result, "
-            "error = :error, attempts = attempts + 1, finished_at = clock_timestamp() "
-            "WHERE id = :id AND status = 'pending' RETURNING finished_at"
-        ),
-        {
-            "id": job.id,
-            "status": "failed" if error else "applied",
-            "outcome": outcome,
-            "result": json.dumps(result) if result is not None else None,
-            "error": json.dumps(error) if error is not None else None,
-        },
-    ).scalar_one()
+@dataclass
+class Finished:
+    """A job's decision, recorded with the others of its drain in one statement."""
+
+    job: PendingJob
+    outcome: str | None
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+
+    @property
+    def status(self) -> str:
+        return "failed" if self.error is not None else "applied"
 
 
-def _apply_one(
-    session: Session, job: PendingJob, appliers: dict[str, Applier]
-) -> tuple[str, float]:
+def _apply_one(session: Session, job: PendingJob, appliers: dict[str, Applier]) -> Finished:
     """Apply a job in a savepoint; a job that fails for good is marked failed, not retried."""
     try:
         with session.begin_nested():
@@ -292,8 +280,7 @@ def _apply_one(
     except TRANSIENT_ERRORS:
         raise
     except IdmirrorError as exc:
-        finished = _finish(session, job, outcome=None, result=None, error=exc.envelope())
-        status = "failed"
+        return Finished(job, None, error=exc.envelope())
     except Exception as exc:  # a bug or a poison payload: fail this job, keep draining the rest
         log.exception("job %s (%s on %s) failed unexpectedly", job.id, job.kind, job.key)
         error = {
@@ -302,42 +289,84 @@ def _apply_one(
             "status": 500,
             "details": {},
         }
-        finished = _finish(session, job, outcome=None, result=None, error=error)
-        status = "failed"
-    else:
-        finished = _finish(session, job, outcome=applied.outcome, result=applied.result, error=None)
-        status = applied.outcome
-    return status, (finished - job.accepted_at).total_seconds()
+        return Finished(job, None, error=error)
+    return Finished(job, applied.outcome, result=applied.result)
+
+
+_RECORD = text(
+    """
+    UPDATE jobs j
+    SET status = u.status, outcome = u.outcome, result = CAST(u.result AS json),
+        error = CAST(u.error AS json), attempts = j.attempts + 1, finished_at = clock_timestamp()
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:statuses AS text[]), CAST(:outcomes AS text[]),
+                CAST(:results AS text[]), CAST(:errors AS text[]))
+         AS u(id, status, outcome, result, error)
+    WHERE j.id = u.id AND j.status = 'pending'
+    RETURNING j.kind, j.finished_at - j.accepted_at AS latency, u.outcome, u.status
+    """
+)
+# Postgres refuses a NOTIFY payload of 8000 bytes or more; larger results are read by the waiter.
+_NOTIFY_LIMIT = 7900
+
+
+def _record(session: Session, finished: list[Finished]) -> None:
+    """Mark every job of the drain with its decision, count them, and wake their waiters."""
+    results = [json.dumps(f.result) if f.result is not None else None for f in finished]
+    errors = [json.dumps(f.error) if f.error is not None else None for f in finished]
+    rows = session.execute(
+        _RECORD,
+        {
+            "ids": [f.job.id for f in finished],
+            "statuses": [f.status for f in finished],
+            "outcomes": [f.outcome for f in finished],
+            "results": results,
+            "errors": errors,
+        },
+    ).all()
+    metrics.record_finished(
+        session,
+        [(r.kind, r.outcome or r.status, r.latency.total_seconds()) for r in rows],
+    )
+    payloads = []
+    for f, result, error in zip(finished, results, errors, strict=True):
+        body = result if result is not None else error
+        payload = f'{{"id": "{f.job.id}", "status": "{f.status}", "body": {body}}}'
+        payloads.append(payload if len(payload) < _NOTIFY_LIMIT else f'{{"id": "{f.job.id}"}}')
+    session.execute(
+        text("SELECT pg_notify(:channel, p) FROM unnest(CAST(:payloads AS text[])) AS p"),
+        {"channel": NOTIFY_CHANNEL, "payloads": payloads},
+    )
 
 
 def drain(
-    session: Session, key: str, appliers: dict[str, Applier], *, batch_size: int
+    session: Session, key: str | None, appliers: dict[str, Applier], *, batch_size: int
 ) -> DrainReport:
-    """Apply pending jobs of `key`, then of other keys whose lock is free, up to `batch_size`.
+    """Apply pending jobs of `key` (if given), then of other keys whose lock is free.
 
     Waits for `key`'s lock (a job of that key may have committed after the holder looked);
     other keys are only taken when their lock is free, so two drains never wait on each other.
+    At most `batch_size` jobs, recorded and committed together.
     """
     report = DrainReport()
-    finished: list[tuple[str, str, float]] = []
-    done_ids: list[str] = []
+    finished: list[Finished] = []
 
     def run(jobs: list[PendingJob]) -> None:
-        for job in jobs:
-            status, latency = _apply_one(session, job, appliers)
-            finished.append((job.kind, status, latency))
-            done_ids.append(str(job.id))
+        finished.extend(_apply_one(session, job, appliers) for job in jobs)
         report.keys += 1
 
-    _lock_key(session, key, wait=True)
-    own = _pending(session, key, batch_size)
-    run(own)
-    report.more = len(own) == batch_size
+    if key is not None:
+        _lock_key(session, key, wait=True)
+        own = _pending(session, key, batch_size)
+        run(own)
+        report.more = len(own) == batch_size
 
-    budget = batch_size - len(own)
+    budget = batch_size - len(finished)
     if budget > 0:
         others = session.execute(
-            text("SELECT DISTINCT key FROM jobs WHERE status = 'pending' AND key <> :key LIMIT :n"),
+            text(
+                "SELECT DISTINCT key FROM jobs WHERE status = 'pending' "
+                "AND key IS DISTINCT FROM :key LIMIT :n"
+            ),
             {"key": key, "n": min(budget, 100)},
         ).scalars()
         for other in list(others):
@@ -348,22 +377,11 @@ def drain(
                 run(jobs)
                 budget -= len(jobs)
 
-    report.failed = sum(1 for _, status, _ in finished if status == "failed")
+    report.failed = sum(1 for f in finished if f.status == "failed")
     report.applied = len(finished) - report.failed
     if finished:
-        metrics.record_finished(session, finished)
-        _notify(session, done_ids)
+        _record(session, finished)
     return report
-
-
-def _notify(session: Session, job_ids: list[str]) -> None:
-    """Wake API waiters; Postgres delivers the notification only if this transaction commits."""
-    chunk = 200  # 200 ids of 37 characters stay below the 8000-byte payload limit
-    for start in range(0, len(job_ids), chunk):
-        session.execute(
-            text("SELECT pg_notify(:channel, :ids)"),
-            {"channel": NOTIFY_CHANNEL, "ids": ",".join(job_ids[start : start + chunk])},
-        )
 
 
 def stale_keys(session: Session, *, older_than_seconds: float, limit: int = 1000) -> list[str]:

@@ -1,10 +1,12 @@
-"""Sending drain messages, at most one queued per key.
+"""Sending drain messages: at most one waits in the queue at any time.
 
-A per-key flag in Redis (SET NX with a TTL) says "a drain message for this key is on its way".
-The API sets it after its transaction commits and sends a message only when it set the flag; the
-drain task clears it before it looks for pending jobs. A job committed while the flag is up is
-therefore seen by the drain that clears it. Messages that never arrive (broker down, Redis
-flushed, worker killed) leave jobs pending past the sweeper's threshold, and it sends them again.
+A flag in Redis (SET NX with a TTL) says "a drain message is on its way". The API sets it after
+its transaction commits and sends a message only when it set the flag; a drain task clears it
+before it looks for pending jobs, and then drains every key it can lock until nothing is left.
+A job committed while the flag is up is therefore seen by the drain that clears it, and under
+load one message serves thousands of requests. Messages that never arrive (broker down, Redis
+flushed, worker killed) leave jobs pending past the sweeper's threshold, and it sends one again.
+The message names the key that asked, so Flower shows which write woke a drain.
 """
 
 import logging
@@ -20,7 +22,7 @@ from identity.settings import get_settings
 log = logging.getLogger(__name__)
 
 DRAIN_TASK = "identity.drain_key"
-_FLAG_PREFIX = "idmirror:queued:"
+_FLAG = "idmirror:drain-queued"
 
 
 class Dispatcher:
@@ -36,15 +38,14 @@ class Dispatcher:
         self._flag_seconds = flag_seconds
 
     def send_drain(self, key: str) -> Literal["sent", "already_queued", "unreachable"]:
-        """Queue a drain of `key` unless one is on its way already."""
-        flag = _FLAG_PREFIX + key
+        """Queue a drain starting at `key` unless one is on its way already."""
         try:
-            if not self._redis.set(flag, 1, nx=True, ex=self._flag_seconds):
+            if not self._redis.set(_FLAG, 1, nx=True, ex=self._flag_seconds):
                 return "already_queued"
             try:
                 self._celery.send_task(DRAIN_TASK, args=[key])
             except BaseException:
-                self._redis.delete(flag)
+                self._redis.delete(_FLAG)
                 raise
             return "sent"
         except (redis.RedisError, KombuOperationalError, OSError) as exc:
@@ -55,8 +56,9 @@ class Dispatcher:
         """Make sure a drain of `key` is queued. False if the broker could not be reached."""
         return self.send_drain(key) != "unreachable"
 
-    def clear_flag(self, key: str) -> None:
-        self._redis.delete(_FLAG_PREFIX + key)
+    def clear_flag(self) -> None:
+        """Called by a drain before it looks: later commits must send a message of their own."""
+        self._redis.delete(_FLAG)
 
     def ping(self) -> bool:
         try:

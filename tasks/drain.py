@@ -21,13 +21,18 @@ from identity.settings import get_settings
     max_retries=10,
 )
 def drain_key(key: str) -> dict[str, Any]:
-    """Drain `key` (and, with spare batch room, other keys) until it has nothing pending."""
-    get_dispatcher().clear_flag(key)
+    """Drain `key` first, then every key whose lock is free, until a pass finds nothing to do.
+
+    A key locked by another drain is left to it: that drain did work, so it passes again.
+    """
+    get_dispatcher().clear_flag()
     batch_size = get_settings().drain_batch_size
     applied = failed = 0
+    first: str | None = key
     while True:
         with transaction() as session:
-            report = drain(session, key, APPLIERS, batch_size=batch_size)
+            report = drain(session, first, APPLIERS, batch_size=batch_size)
         applied, failed = applied + report.applied, failed + report.failed
-        if not report.more:
+        if report.applied + report.failed == 0:
             return {"key": key, "applied": applied, "failed": failed}
+        first = key if report.more else None

@@ -2,6 +2,8 @@
 
 import uuid
 
+import redis
+
 from tests.conftest import new_slug, put_user
 from tests.stack import wait_until
 
@@ -142,12 +144,18 @@ def test_retry_honours_an_idempotency_key(client):
     assert first.headers["Idmirror-Job-Id"] == second.headers["Idmirror-Job-Id"] != job_id
 
 
-def test_only_one_drain_message_is_queued_per_key(domain):
-    from identity.queue import get_dispatcher
+def test_at_most_one_drain_message_waits_in_the_queue(tmp_home):
+    from cli.embedded import EmbeddedRedis
+    from identity.queue import Dispatcher
 
-    key = f"user:{uuid.uuid4()}"
-    dispatcher = get_dispatcher()
-    assert dispatcher.send_drain(key) == "sent"
-    assert dispatcher.send_drain(key) == "already_queued"
-    dispatcher.clear_flag(key)
-    assert dispatcher.send_drain(key) == "sent"
+    broker = EmbeddedRedis(tmp_home / "redis")  # no worker reads this one
+    broker.start()
+    try:
+        dispatcher = Dispatcher(broker.url, flag_seconds=30)
+        assert dispatcher.send_drain(f"user:{uuid.uuid4()}") == "sent"
+        assert dispatcher.send_drain(f"user:{uuid.uuid4()}") == "already_queued"
+        dispatcher.clear_flag()  # what a drain does first
+        assert dispatcher.send_drain(f"user:{uuid.uuid4()}") == "sent"
+        assert redis.Redis.from_url(broker.url).llen("celery") == 2
+    finally:
+        broker.stop()
