@@ -23,9 +23,11 @@ task_serializer = "json"
 accept_content = ["json"]
 worker_prefetch_multiplier = 4
 worker_hijack_root_logger = False
-worker_send_task_events = True
-task_send_sent_event = True
-imports = ("tasks.drain", "tasks.sweep")
+# Task events cost the worker three Redis messages per task; Flower switches them on while it
+# watches (its enable_events control command), so they are off otherwise.
+worker_send_task_events = False
+task_send_sent_event = False
+imports = ("tasks.drain", "tasks.sweep", "tasks.backfill")
 
 beat_schedule = {
     "sweep-stray-jobs": {
@@ -34,3 +36,22 @@ beat_schedule = {
         "options": {"expires": _settings.sweep_interval_seconds * 2},
     },
 }
+
+
+def _source_schedule(schedule: float | str) -> object:
+    """Seconds between runs, or a five-field crontab ("*/15 * * * *")."""
+    if isinstance(schedule, str):
+        from celery.schedules import crontab
+
+        minute, hour, day_of_month, month_of_year, day_of_week = schedule.split()
+        return crontab(minute, hour, day_of_week, day_of_month, month_of_year)
+    return schedule
+
+
+for _name, _source in _settings.sources.items():
+    if _source.schedule is not None:
+        beat_schedule[f"backfill-source-{_name}"] = {
+            "task": "identity.backfill_source",
+            "schedule": _source_schedule(_source.schedule),
+            "args": [_name],
+        }

@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from prometheus_client import REGISTRY
 
 from api import errors
-from api.routes import agents, graphs, health, jobs, node_types, users
+from api.routes import agents, backfills, graphs, health, jobs, node_types, users
 from api.waiter import JobWaiter
 from identity.db import libpq_url, session_factory
 from identity.ledger import NOTIFY_CHANNEL
@@ -47,6 +47,7 @@ def create_app() -> FastAPI:
         node_types.internal,
         node_types.public,
         jobs.router,
+        backfills.router,
         health.router,
     ]
     for router in routers:

@@ -1,4 +1,4 @@
-"""`idmirror up|api|worker|beat|flower|migrate`."""
+"""`idmirror up|api|worker|beat|flower|migrate|backfill`."""
 
 import os
 import secrets
@@ -6,12 +6,17 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 
 from identity.settings import get_settings
+
+if TYPE_CHECKING:
+    import httpx
 
 app = typer.Typer(
     help="idmirror: mirror users and agents through a durable job ledger.", no_args_is_help=True
@@ -152,6 +157,8 @@ def up() -> None:
         stopping = True
 
     signal.signal(signal.SIGTERM, stop)
+    # Also when started in the background, where SIGINT would otherwise be ignored.
+    signal.signal(signal.SIGINT, stop)
     try:
         while not stopping:
             for name, process in processes.items():
@@ -164,7 +171,7 @@ def up() -> None:
     finally:
         for process in processes.values():
             if process.poll() is None:
-                process.send_signal(signal.SIGINT)
+                process.terminate()  # a warm shutdown for Celery, a graceful one for uvicorn
         for process in processes.values():
             try:
                 process.wait(15)
@@ -175,3 +182,127 @@ def up() -> None:
         if postgres:
             postgres.stop()
         console.print("stopped")
+
+
+def _api_token(token: str | None) -> str:
+    if token:
+        return token
+    settings = get_settings()
+    if settings.internal_token:
+        return settings.internal_token
+    saved = settings.home / "token"
+    if saved.exists():
+        return saved.read_text().strip()
+    raise typer.BadParameter("no token: pass --token or set IDMIRROR_TOKEN", param_hint="--token")
+
+
+def _upload(client: "httpx.Client", file: Path, params: dict[str, str]) -> dict[str, Any]:
+    """Stream the file (never read whole) while a bar follows the bytes sent."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=console,
+    ) as bar:
+        task = bar.add_task("uploading", total=file.stat().st_size)
+
+        def blocks() -> Iterator[bytes]:
+            with file.open("rb") as stream:
+                while block := stream.read(1 << 20):
+                    bar.advance(task, len(block))
+                    yield block
+
+        response = client.post(
+            "/v1/internal/backfills",
+            params=params,
+            content=blocks(),
+            headers={"Content-Type": "application/x-ndjson"},
+        )
+    if response.status_code != 202:
+        error = response.json().get("error", {})
+        console.print(f"[red]{response.status_code} {error.get('code')}: {error.get('message')}[/]")
+        raise typer.Exit(1)
+    return dict(response.json())
+
+
+def _follow(client: "httpx.Client", run: dict[str, Any], poll: float) -> dict[str, Any]:
+    """Poll the backfill with a bar of items applied, their rate and the time left."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    path = f"/v1/internal/backfills/{run['id']}"
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        "{task.fields[rate]} items/s",
+        "ETA",
+        TimeRemainingColumn(),
+        console=console,
+    ) as bar:
+        task = bar.add_task("applying", total=run["counts"]["received"] or None, rate="-")
+        while True:
+            counts = run["counts"]
+            done = sum(counts[k] for k in ("created", "updated", "unchanged", "superseded"))
+            bar.update(
+                task,
+                completed=done + counts["failed"],
+                total=counts["received"] or None,
+                rate=f"{run['items_per_second']:,.0f}",
+                description=run["phase"] if run["status"] == "running" else run["status"],
+            )
+            if run["status"] not in ("receiving", "running"):
+                return run
+            time.sleep(poll)
+            response = client.get(path)
+            response.raise_for_status()
+            run = response.json()
+
+
+@app.command()
+def backfill(
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, help="NDJSON, one item a line"),
+    mode: str = typer.Option("upsert", help="upsert, or mirror (also report agents not in FILE)"),
+    prune: bool = typer.Option(False, help="with --mode mirror: soft-delete those agents"),
+    dry_run: bool = typer.Option(False, help="count and report, change nothing"),
+    snapshot_at: str | None = typer.Option(None, help="RFC 3339 version of undated items"),
+    url: str | None = typer.Option(None, envvar="IDMIRROR_URL", help="API base URL"),
+    token: str | None = typer.Option(None, envvar="IDMIRROR_TOKEN", help="bearer token"),
+    poll: float = typer.Option(0.5, help="seconds between progress checks"),
+) -> None:
+    """Upload FILE as a backfill, follow it to its end and print its counts."""
+    import httpx
+
+    settings = get_settings()
+    base = url or f"http://{settings.host}:{settings.port}"
+    params = {"mode": mode, "prune": str(prune).lower(), "dry_run": str(dry_run).lower()}
+    if snapshot_at:
+        params["snapshot_at"] = snapshot_at
+    headers = {"Authorization": f"Bearer {_api_token(token)}"}
+    with httpx.Client(base_url=base, headers=headers, timeout=httpx.Timeout(30, read=None)) as c:
+        run = _upload(c, file, params)
+        console.print(f"backfill {run['id']} received {run['counts']['received']:,} items")
+        try:
+            run = _follow(c, run, poll)
+        except KeyboardInterrupt:
+            console.print(
+                f"stopped watching; the backfill goes on: {base}/v1/internal/backfills/{run['id']}"
+            )
+            raise typer.Exit(130) from None
+    counts = run["counts"]
+    console.print(
+        f"[bold]{run['status']}[/] in {run['phase']}: "
+        + ", ".join(f"{k} {v:,}" for k, v in counts.items())
+        + f" ({run['items_per_second']:,.0f} items/s)"
+    )
+    if run.get("drift"):
+        console.print(f"drift: {run['drift']}")
+    if run.get("error"):
+        console.print(f"[red]{run['error']['code']}: {run['error']['message']}[/]")
+    if counts["failed"]:
+        where = f"{base}/v1/internal/backfills/{run['id']}/failures"
+        console.print(f"{counts['failed']:,} failed items: GET {where}")
+    if run["status"] != "completed":
+        raise typer.Exit(1)

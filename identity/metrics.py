@@ -3,7 +3,7 @@
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
@@ -46,6 +46,22 @@ def record_sweep(session: Session, reenqueued: int) -> None:
     add(session, [("sweeper_reenqueued_total", "{}", float(reenqueued))])
 
 
+def record_backfill_items(session: Session, kind: str, outcomes: Mapping[str, int]) -> None:
+    """Count a backfill chunk's items by kind and outcome."""
+    add(
+        session,
+        [
+            ("backfill_items_total", _labels(kind=kind, outcome=outcome), float(n))
+            for outcome, n in outcomes.items()
+            if n
+        ],
+    )
+
+
+def record_backfill_sweep(session: Session, reenqueued: int) -> None:
+    add(session, [("backfill_sweeper_reenqueued_total", "{}", float(reenqueued))])
+
+
 class LedgerCollector(Collector):
     """Reads the counters and the pending-job gauge from Postgres at scrape time."""
 
@@ -66,11 +82,25 @@ class LedgerCollector(Collector):
         reenqueued = CounterMetricFamily(
             "idmirror_sweeper_reenqueued", "Drain messages the sweeper sent for stray jobs"
         )
+        backfill_items = CounterMetricFamily(
+            "idmirror_backfill_items",
+            "Backfill items applied, by kind and outcome",
+            labels=["kind", "outcome"],
+        )
+        backfill_reenqueued = CounterMetricFamily(
+            "idmirror_backfill_sweeper_reenqueued",
+            "Backfill messages (chunks, steps, pulls) the sweeper sent again",
+        )
         for (name, labels), value in values.items():
             parsed = json.loads(labels)
             if name == "jobs_finished_total":
                 finished.add_metric([parsed["kind"], parsed["outcome"]], value)
+            elif name == "backfill_items_total":
+                backfill_items.add_metric([parsed["kind"], parsed["outcome"]], value)
         reenqueued.add_metric([], values.get(("sweeper_reenqueued_total", "{}"), 0.0))
+        backfill_reenqueued.add_metric(
+            [], values.get(("backfill_sweeper_reenqueued_total", "{}"), 0.0)
+        )
 
         buckets = [
             (str(b), values.get(("job_latency_seconds_bucket", _labels(le=str(b))), 0.0))
@@ -87,4 +117,4 @@ class LedgerCollector(Collector):
         )
         gauge = GaugeMetricFamily("idmirror_jobs_pending", "Jobs waiting to be applied")
         gauge.add_metric([], float(pending))
-        yield from (finished, reenqueued, latency, gauge)
+        yield from (finished, reenqueued, latency, gauge, backfill_items, backfill_reenqueued)

@@ -2,9 +2,39 @@
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SourceSettings(BaseModel):
+    """One upstream source a scheduled backfill pulls from (an entry of IDMIRROR_SOURCES)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str = Field(pattern=r"^https?://")
+    token_env: str | None = None  # the environment variable holding the bearer token
+    page_size: int = Field(500, ge=1, le=10000)
+    schedule: float | str | None = None  # seconds between runs, or a five-field crontab
+    mode: Literal["upsert", "mirror"] = "upsert"
+    prune: bool = False
+    timeout_seconds: float = Field(10.0, gt=0)
+    max_attempts: int = Field(6, ge=1)
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: float | str | None) -> float | str | None:
+        if isinstance(value, str):
+            if len(value.split()) == 5:
+                return value
+            try:
+                value = float(value)
+            except ValueError:
+                raise ValueError("schedule is seconds or a five-field crontab") from None
+        if value is not None and value <= 0:
+            raise ValueError("schedule must be more than 0 seconds")
+        return value
 
 
 class Settings(BaseSettings):
@@ -32,6 +62,13 @@ class Settings(BaseSettings):
     idempotency_ttl_hours: float = Field(24.0, gt=0)
     queued_flag_seconds: int = Field(30, ge=1)
     worker_concurrency: int | None = None
+
+    backfill_chunk_size: int = Field(1000, ge=1, le=20000)
+    backfill_buckets: int = Field(8, ge=1, le=256)
+    backfill_max_line_bytes: int = Field(1024 * 1024, ge=1024)
+    backfill_receive_timeout_seconds: float = Field(600.0, gt=0)
+    prune_max_fraction: float = Field(0.1, ge=0, le=1)
+    sources: dict[str, SourceSettings] = Field(default_factory=dict)
     log_level: str = "INFO"
 
     def require_database_url(self) -> str:

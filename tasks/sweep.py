@@ -6,6 +6,8 @@ from typing import Any
 from celery import shared_task
 
 from identity import metrics
+from identity.backfill_flow import stray_work
+from identity.backfill_queue import get_sender
 from identity.db import transaction
 from identity.ledger import forget_idempotency_keys, stale_keys
 from identity.queue import get_dispatcher
@@ -21,10 +23,25 @@ def sweep() -> dict[str, Any]:
     with transaction() as session:
         keys = stale_keys(session, older_than_seconds=settings.sweep_after_seconds)
         forgotten = forget_idempotency_keys(session, ttl_hours=settings.idempotency_ttl_hours)
+        backfill_work = stray_work(
+            session,
+            older_than_seconds=settings.sweep_after_seconds,
+            receive_timeout_seconds=settings.backfill_receive_timeout_seconds,
+        )
     dispatcher = get_dispatcher()
     sent = sum(1 for key in keys if dispatcher.send_drain(key) == "sent")
     if keys:
         log.warning("sweeper found %d keys with stray pending jobs, queued %d", len(keys), sent)
         with transaction() as session:
             metrics.record_sweep(session, sent)
-    return {"stale_keys": len(keys), "queued": sent, "idempotency_keys_forgotten": forgotten}
+    backfill_sent = get_sender().send(backfill_work)
+    if backfill_work:
+        log.warning("sweeper re-queued %d stray backfill messages", backfill_sent)
+        with transaction() as session:
+            metrics.record_backfill_sweep(session, backfill_sent)
+    return {
+        "stale_keys": len(keys),
+        "queued": sent,
+        "backfill_requeued": backfill_sent,
+        "idempotency_keys_forgotten": forgotten,
+    }

@@ -1,0 +1,225 @@
+"""POST/GET /v1/internal/backfills: bulk upserts from an NDJSON upload or an upstream source."""
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import AwareDatetime, ValidationError
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
+
+from api.deps import Paging, read_session, require_token
+from identity import backfill, sources
+from identity.backfill_drift import run_step
+from identity.backfill_flow import Work, interrupt_upload
+from identity.backfill_items import validation_envelope
+from identity.backfill_queue import get_sender
+from identity.backfill_receive import Receiver, ReceiveStopped
+from identity.db import transaction
+from identity.errors import PruneThresholdExceeded, UnsupportedMediaType, ValidationFailed
+from identity.schemas import to_version
+from identity.settings import get_settings
+
+router = APIRouter(
+    prefix="/v1/internal/backfills", tags=["backfills"], dependencies=[Depends(require_token)]
+)
+NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl")
+FEED_BYTES = 512 * 1024  # validated in the thread pool a piece at a time
+MAX_JSON_BODY = 64 * 1024
+
+
+class RunOptions:
+    """Query parameters: how to run the backfill."""
+
+    def __init__(
+        self,
+        mode: Literal["upsert", "mirror"] | None = Query(None),
+        prune: bool | None = Query(None),
+        dry_run: bool = Query(False),
+        snapshot_at: AwareDatetime | None = Query(None),
+    ) -> None:
+        self.mode, self.prune, self.dry_run, self.snapshot_at = mode, prune, dry_run, snapshot_at
+
+    def for_upload(self) -> backfill.BackfillOptions:
+        options = backfill.BackfillOptions(
+            mode=self.mode or "upsert",
+            prune=bool(self.prune),
+            dry_run=self.dry_run,
+            snapshot_at=self.snapshot_at,
+        )
+        options.check()
+        return options
+
+
+def _send(work: list[Work]) -> None:
+    get_sender().send(work)
+
+
+def _create(options: backfill.BackfillOptions) -> dict[str, Any]:
+    with transaction() as session:
+        return backfill.create(session, options, now=datetime.now(UTC))
+
+
+def _get(backfill_id: str) -> dict[str, Any]:
+    with transaction() as session:
+        return backfill.get_backfill(session, backfill_id)
+
+
+def _interrupted(backfill_id: str) -> None:
+    with transaction() as session:
+        interrupt_upload(session, backfill_id)
+
+
+async def _receive(request: Request, options: backfill.BackfillOptions) -> dict[str, Any]:
+    """Stream the body through the receiver: only a piece of it is ever held in memory."""
+    run = await run_in_threadpool(_create, options)
+    version = to_version(datetime.fromisoformat(run["snapshot_at"]))
+    receiver = Receiver(run["id"], version, get_settings(), transaction)
+    try:
+        pending = bytearray()
+        async for data in request.stream():
+            pending += data
+            if len(pending) >= FEED_BYTES:
+                await run_in_threadpool(receiver.feed, bytes(pending))
+                pending.clear()
+                if early := receiver.take_work():  # user chunks that may run already
+                    await run_in_threadpool(_send, early)
+        await run_in_threadpool(receiver.feed, bytes(pending))
+        work = await run_in_threadpool(_finish, receiver)
+    except ReceiveStopped:  # cancelled while uploading
+        work = receiver.take_work()
+    except ClientDisconnect:
+        await run_in_threadpool(_interrupted, run["id"])
+        work = receiver.take_work()
+    await run_in_threadpool(_send, work)
+    run = await run_in_threadpool(_get, run["id"])
+    error = run["error"] or {}
+    if error.get("code") == PruneThresholdExceeded.code:
+        raise PruneThresholdExceeded(error["message"], **error["details"], backfill_id=run["id"])
+    return run
+
+
+def _finish(receiver: Receiver) -> list[Work]:
+    """End of input. A pruning run checks its threshold now, so that a refusal is the answer."""
+    work = receiver.finish()
+    if Work("step", receiver.backfill_id) in work:
+        settings = get_settings()
+        with transaction() as session:
+            work = run_step(
+                session,
+                receiver.backfill_id,
+                max_fraction=settings.prune_max_fraction,
+                batch=settings.backfill_chunk_size,
+            )
+    return work
+
+
+def _start_pull(options: RunOptions, name: str) -> dict[str, Any]:
+    with transaction() as session:
+        run, work = sources.start(
+            session,
+            get_settings(),
+            name,
+            mode=options.mode,
+            prune=options.prune,
+            dry_run=options.dry_run,
+        )
+    _send(work)
+    return run
+
+
+async def _trigger(request: Request, options: RunOptions) -> dict[str, Any]:
+    body = bytearray()
+    async for data in request.stream():
+        body += data
+        if len(body) > MAX_JSON_BODY:
+            raise ValidationFailed(f"a JSON body is at most {MAX_JSON_BODY} bytes")
+    try:
+        trigger = sources.SourceTrigger.model_validate_json(bytes(body))
+    except ValidationError as exc:
+        envelope = validation_envelope(exc)
+        raise ValidationFailed(envelope["message"], **envelope["details"]) from None
+    if options.snapshot_at is not None:
+        raise ValidationFailed(
+            "snapshot_at is set by the pull itself",
+            errors=[{"loc": "query.snapshot_at", "message": "not allowed with a source"}],
+        )
+    return await run_in_threadpool(_start_pull, options, trigger.source)
+
+
+@router.post("", status_code=202)
+async def create_backfill(request: Request, options: RunOptions = Depends()) -> JSONResponse:
+    """Start a backfill from an NDJSON body, or from a configured source (`{"source": name}`)."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media in NDJSON_TYPES:
+        run = await _receive(request, options.for_upload())
+    elif media == "application/json":
+        run = await _trigger(request, options)
+    else:
+        raise UnsupportedMediaType(
+            "send NDJSON (Content-Type: application/x-ndjson), or application/json "
+            'with {"source": "<name>"}',
+            content_type=media or None,
+        )
+    location = f"/v1/internal/backfills/{run['id']}"
+    return JSONResponse(run, status_code=202, headers={"Location": location})
+
+
+@router.get("")
+def list_backfills(
+    status: Literal["receiving", "running", "completed", "failed", "cancelled"] | None = None,
+    paging: Paging = Depends(),
+    session: Session = Depends(read_session),
+) -> dict[str, Any]:
+    return backfill.list_backfills(session, limit=paging.limit, cursor=paging.cursor, status=status)
+
+
+@router.get("/{backfill_id}")
+def get_backfill(backfill_id: str, session: Session = Depends(read_session)) -> dict[str, Any]:
+    return backfill.get_backfill(session, backfill_id)
+
+
+@router.get("/{backfill_id}/failures")
+def list_failures(
+    backfill_id: str, paging: Paging = Depends(), session: Session = Depends(read_session)
+) -> dict[str, Any]:
+    return backfill.list_failures(session, backfill_id, limit=paging.limit, cursor=paging.cursor)
+
+
+@router.get("/{backfill_id}/drift")
+def list_drift(
+    backfill_id: str, paging: Paging = Depends(), session: Session = Depends(read_session)
+) -> dict[str, Any]:
+    return backfill.list_drift(session, backfill_id, limit=paging.limit, cursor=paging.cursor)
+
+
+def _retry(backfill_id: str) -> dict[str, Any]:
+    settings = get_settings()
+    with transaction() as session:
+        run, work = backfill.retry(
+            session,
+            backfill_id,
+            chunk_size=settings.backfill_chunk_size,
+            buckets=settings.backfill_buckets,
+        )
+    _send(work)
+    return run
+
+
+@router.post("/{backfill_id}/retry", status_code=202)
+async def retry_backfill(backfill_id: str) -> JSONResponse:
+    """Apply a completed backfill's failed items again."""
+    run = await run_in_threadpool(_retry, backfill_id)
+    return JSONResponse(run, status_code=202)
+
+
+def _cancel(backfill_id: str) -> dict[str, Any]:
+    with transaction() as session:
+        return backfill.cancel(session, backfill_id)
+
+
+@router.post("/{backfill_id}/cancel")
+async def cancel_backfill(backfill_id: str) -> dict[str, Any]:
+    return await run_in_threadpool(_cancel, backfill_id)

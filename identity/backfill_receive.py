@@ -1,0 +1,315 @@
+"""Receiving a backfill's input: lines in, chunks out, memory bounded by the open buffers.
+
+Lines are split as bytes arrive and validated one by one. Valid items go to a buffer per (kind,
+bucket); a full buffer becomes a chunk row in its own short transaction, with the run's counts,
+so progress is visible while the upload goes on. An upstream pull instead writes every buffer
+together with its cursor at checkpoints, so a pull resumed from its cursor stores nothing twice.
+"""
+
+import json
+import re
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.exc import DataError
+from sqlalchemy.orm import Session
+
+from identity.backfill_flow import EARLY_KINDS, Work, finish_receiving, heads
+from identity.backfill_items import Failure, ItemParser, bucket_of
+from identity.errors import ValidationFailed
+from identity.settings import Settings
+
+BOM = b"\xef\xbb\xbf"
+_LINE = re.compile(rb'^\{"l":(\d+)')  # every stored element starts with its line number
+Transaction = Callable[[], AbstractContextManager[Session]]
+
+
+class ReceiveStopped(Exception):
+    """The run stopped receiving (it was cancelled) while its input was still arriving."""
+
+
+_CLAIM = text(
+    """
+    UPDATE backfills SET chunks = chunks + :chunks, received = received + :received,
+        failed = failed + :failed, touched_at = clock_timestamp(),
+        source_state = coalesce(CAST(:state AS jsonb), source_state)
+    WHERE id = :id AND status = 'receiving'
+    RETURNING chunks, phase, apply_early
+    """
+)
+_CHUNK = text(
+    "INSERT INTO backfill_chunks (backfill_id, seq, kind, bucket, size, items) "
+    "VALUES (:id, :seq, :kind, :bucket, :size, CAST(:items AS jsonb))"
+)
+_FAILURES = text(
+    """
+    INSERT INTO backfill_failures (backfill_id, line, kind, key, error)
+    SELECT :id, f.line, f.kind, f.key, CAST(f.error AS jsonb)
+    FROM unnest(CAST(:lines AS bigint[]), CAST(:kinds AS text[]), CAST(:keys AS text[]),
+                CAST(:errors AS text[])) AS f(line, kind, key, error)
+    ON CONFLICT (backfill_id, line) DO NOTHING
+    """
+)
+
+
+def _insert_failures(session: Session, backfill_id: str, failures: list[Failure]) -> None:
+    if failures:
+        session.execute(
+            _FAILURES,
+            {
+                "id": backfill_id,
+                "lines": [f.line for f in failures],
+                "kinds": [f.kind for f in failures],
+                "keys": [f.key for f in failures],
+                "errors": [json.dumps(f.error) for f in failures],
+            },
+        )
+
+
+def _screen(session: Session, kind: str, parts: list[bytes]) -> tuple[list[bytes], list[Failure]]:
+    """Split out the elements PostgreSQL refuses as jsonb that validation accepted."""
+    good: list[bytes] = []
+    texts: list[str | None] = []
+    for part in parts:
+        try:
+            texts.append(part.decode())
+        except UnicodeDecodeError:
+            texts.append(None)
+    invalid = set(
+        session.execute(
+            text(
+                "SELECT o FROM unnest(CAST(:parts AS text[])) WITH ORDINALITY AS p(x, o) "
+                "WHERE x IS NULL OR NOT pg_input_is_valid(x, 'jsonb')"
+            ),
+            {"parts": texts},
+        ).scalars()
+    )
+    failures = []
+    for index, part in enumerate(parts, start=1):
+        if index not in invalid:
+            good.append(part)
+            continue
+        match = _LINE.match(part)
+        line = int(match.group(1)) if match else 0
+        try:
+            element = json.loads(part.decode(errors="replace"))
+            name = element.get("id") or element["d"]["key"]
+        except (ValueError, KeyError, TypeError):
+            name = None
+        error = ValidationFailed("the item holds text or numbers that cannot be stored as JSON")
+        key = f"{kind}:{name}" if name else None
+        failures.append(Failure(line, kind, key, error.envelope()))
+    return good, failures
+
+
+def _insert_chunk(
+    session: Session, backfill_id: str, seq: int, kind: str, bucket: int, parts: list[bytes]
+) -> None:
+    items = (b"[" + b",".join(parts) + b"]").decode()
+    session.execute(
+        _CHUNK,
+        {
+            "id": backfill_id,
+            "seq": seq,
+            "kind": kind,
+            "bucket": bucket,
+            "size": len(parts),
+            "items": items,
+        },
+    )
+
+
+def store(
+    session: Session,
+    backfill_id: str,
+    chunks: list[tuple[str, int, list[bytes]]],
+    failures: list[Failure],
+    *,
+    state: dict[str, Any] | None = None,
+) -> list[Work]:
+    """Store chunks and failed lines, count them, and queue user chunks that may run already."""
+    claim = session.execute(
+        _CLAIM,
+        {
+            "id": backfill_id,
+            "chunks": len(chunks),
+            "received": sum(len(parts) for _, _, parts in chunks) + len(failures),
+            "failed": len(failures),
+            "state": json.dumps(state) if state is not None else None,
+        },
+    ).one_or_none()
+    if claim is None:
+        raise ReceiveStopped(backfill_id)
+    seq = claim.chunks - len(chunks)
+    refused: list[Failure] = []
+    for kind, bucket, parts in chunks:
+        seq += 1
+        try:
+            with session.begin_nested():
+                _insert_chunk(session, backfill_id, seq, kind, bucket, parts)
+        except (DataError, UnicodeDecodeError):
+            parts, bad = _screen(session, kind, parts)
+            refused += bad
+            if parts:
+                _insert_chunk(session, backfill_id, seq, kind, bucket, parts)
+    if refused:
+        session.execute(
+            text("UPDATE backfills SET failed = failed + :n WHERE id = :id"),
+            {"id": backfill_id, "n": len(refused)},
+        )
+    _insert_failures(session, backfill_id, failures + refused)
+    work: list[Work] = []
+    if claim.phase == "receiving" and claim.apply_early:
+        for kind, bucket in sorted({(k, b) for k, b, _ in chunks if k in EARLY_KINDS}):
+            work += heads(session, backfill_id, kind, bucket=bucket)
+    return work
+
+
+class Receiver:
+    """Turns a stream of bytes (or of upstream records) into stored chunks."""
+
+    def __init__(
+        self,
+        backfill_id: str,
+        snapshot_version: int,
+        settings: Settings,
+        transaction: Transaction,
+        *,
+        first_line: int = 0,
+        checkpoints: bool = False,
+    ) -> None:
+        self.backfill_id = backfill_id
+        self.parser = ItemParser(
+            snapshot_version, allow_private_webhooks=settings.allow_private_webhooks
+        )
+        self.chunk_size = settings.backfill_chunk_size
+        self.buckets = settings.backfill_buckets
+        self.max_line = settings.backfill_max_line_bytes
+        self.transaction = transaction
+        self.checkpoints = checkpoints
+        self.line = first_line
+        self.work: list[Work] = []
+        self._partial = b""
+        self._oversized = False
+        self._buffers: dict[tuple[str, int], list[bytes]] = {}
+        self._buffered = 0
+        self._failures: list[Failure] = []
+
+    # --- input ---------------------------------------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        """Take the next piece of an NDJSON stream; lines may span pieces."""
+        if not data:
+            return
+        lines = data.split(b"\n")
+        if self._oversized:
+            if len(lines) == 1:
+                return  # still inside the overlong line
+            self._oversized = False
+            self._too_long()
+            lines = lines[1:]
+        else:
+            lines[0] = self._partial + lines[0]
+        self._partial = lines.pop()
+        for raw in lines:
+            self._take(raw)
+        if len(self._partial) > self.max_line:
+            self._partial, self._oversized = b"", True
+
+    def add_record(self, record: Any, kind: str) -> None:
+        """Take one upstream record of `kind` as if it were the next line."""
+        if isinstance(record, dict) and "type" not in record:
+            record = {"type": kind, **record}
+        self._take(json.dumps(record).encode())
+
+    def _too_long(self) -> None:
+        self.line += 1
+        error = ValidationFailed(f"the line is longer than {self.max_line} bytes")
+        self._fail(Failure(self.line, None, None, error.envelope()))
+
+    def _take(self, raw: bytes) -> None:
+        self.line += 1
+        raw = raw.strip()
+        if not raw:
+            return
+        if self.line == 1 and raw.startswith(BOM):
+            raw = raw[len(BOM) :].strip()
+        if len(raw) > self.max_line:
+            self.line -= 1
+            self._too_long()
+            return
+        parsed = self.parser.parse(self.line, raw)
+        if isinstance(parsed, Failure):
+            self._fail(parsed)
+            return
+        slot = (parsed.kind, bucket_of(parsed.key, self.buckets))
+        buffer = self._buffers.get(slot)
+        if buffer is None:
+            buffer = self._buffers[slot] = []
+        buffer.append(parsed.stored)
+        self._buffered += 1
+        if len(buffer) >= self.chunk_size and not self.checkpoints:
+            del self._buffers[slot]
+            self._buffered -= len(buffer)
+            self._write([(slot[0], slot[1], buffer)])
+
+    def _fail(self, failure: Failure) -> None:
+        self._failures.append(failure)
+        if len(self._failures) >= self.chunk_size and not self.checkpoints:
+            self._write([])
+
+    # --- output --------------------------------------------------------------------------
+
+    def _write(
+        self, chunks: list[tuple[str, int, list[bytes]]], state: dict[str, Any] | None = None
+    ) -> None:
+        failures, self._failures = self._failures, []
+        with self.transaction() as session:
+            self.work += store(session, self.backfill_id, chunks, failures, state=state)
+
+    def _drain_buffers(self) -> list[tuple[str, int, list[bytes]]]:
+        chunks = [(kind, bucket, parts) for (kind, bucket), parts in sorted(self._buffers.items())]
+        self._buffers, self._buffered = {}, 0
+        return chunks
+
+    def checkpoint(self, state: dict[str, Any]) -> None:
+        """Store everything buffered together with where the input stands."""
+        self._write(self._drain_buffers(), {**state, "line": self.line})
+
+    def page_done(self, state: dict[str, Any]) -> None:
+        """After each upstream page: a checkpoint once the buffers hold about a chunk per
+        bucket, else just a sign of life (which also notices a cancel)."""
+        if self._buffered + len(self._failures) >= self.chunk_size * self.buckets // 2:
+            self.checkpoint(state)
+            return
+        with self.transaction() as session:
+            alive = session.execute(
+                text(
+                    "UPDATE backfills SET touched_at = clock_timestamp() "
+                    "WHERE id = :id AND status = 'receiving' RETURNING 1"
+                ),
+                {"id": self.backfill_id},
+            ).scalar()
+        if alive is None:
+            raise ReceiveStopped(self.backfill_id)
+
+    def finish(self) -> list[Work]:
+        """The input ended: store what is left and start applying; returns what to queue."""
+        if self._oversized:
+            self._too_long()
+        elif self._partial:
+            self._take(self._partial)
+        self._partial, self._oversized = b"", False
+        chunks = self._drain_buffers()
+        if chunks or self._failures:
+            self._write(chunks)
+        with self.transaction() as session:
+            self.work += finish_receiving(session, self.backfill_id)
+        return self.take_work()
+
+    def take_work(self) -> list[Work]:
+        """Messages to send: what the stored chunks made runnable."""
+        work, self.work = self.work, []
+        return work

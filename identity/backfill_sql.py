@@ -1,0 +1,182 @@
+"""The statements that apply a chunk: one per kind, each classifying every item of the chunk
+against the stored state and writing the rest with INSERT ... ON CONFLICT DO UPDATE. A dry run
+uses the same classification with a SELECT in place of the write.
+
+Each statement returns, for every item: its line, its key, and its outcome (created, updated,
+unchanged, superseded, or the reason it failed); users also their id, slug, and whether the item
+is the one applied among several of the same key.
+"""
+
+from sqlalchemy import text
+
+CHUNK = "FROM backfill_chunks c WHERE c.backfill_id = :backfill_id AND c.seq = :seq"
+
+LOCK_KEYS = """
+    SELECT count(pg_advisory_xact_lock(h)) FROM (
+        SELECT DISTINCT hashtextextended({key}, 0) AS h
+        FROM backfill_chunks c, jsonb_array_elements(c.items) AS e
+        WHERE c.backfill_id = :backfill_id AND c.seq = :seq
+        ORDER BY 1
+    ) AS ordered
+"""
+KEYS = {
+    "node_type": "'node_type:' || (e ->> 'id')",
+    "user": "'user:' || (e ->> 'id')",
+    "agent": "'agent:' || (e -> 'd' ->> 'key')",
+}
+
+# --- users ----------------------------------------------------------------------------------
+
+_USERS = """
+    WITH items AS (
+        SELECT i.l, i.v, i.id, i.email, i.slug, i.plan, i.metadata, i.external_owner,
+               'user:' || i.id AS key,
+               row_number() OVER (PARTITION BY i.id ORDER BY i.v DESC, i.l DESC) AS rn
+        FROM backfill_chunks c,
+             jsonb_to_recordset(c.items) AS i(l bigint, v bigint, id uuid, email text, slug text,
+                                              plan text, metadata jsonb, external_owner text)
+        WHERE c.backfill_id = :backfill_id AND c.seq = :seq
+    ),
+    classified AS (
+        SELECT i.*, u.id IS NOT NULL AS present,
+            CASE
+                WHEN i.rn > 1 THEN 'superseded'
+                WHEN u.id IS NOT NULL AND u.version > i.v THEN 'superseded'
+                WHEN u.id IS NOT NULL
+                     AND (u.email, u.slug, u.plan, u.metadata, u.external_owner)
+                         IS NOT DISTINCT FROM
+                         (i.email, i.slug, i.plan, i.metadata, i.external_owner) THEN 'unchanged'
+                WHEN u.id IS NULL AND coalesce(
+                         (SELECT k.tombstone_version FROM key_heads k WHERE k.key = i.key), -1
+                     ) > i.v THEN 'superseded'
+                WHEN EXISTS (SELECT 1 FROM users o WHERE o.slug = i.slug AND o.id <> i.id
+                             AND NOT EXISTS (SELECT 1 FROM items x WHERE x.id = o.id))
+                     THEN 'slug_taken'
+                ELSE 'write'
+            END AS action
+        FROM items i LEFT JOIN users u ON u.id = i.id
+    ),
+    written AS ({written})
+    SELECT c.l, c.key, c.id::text AS id, c.slug, c.rn = 1 AS primary_item,
+           CASE WHEN c.action <> 'write' THEN c.action
+                WHEN w.id IS NULL THEN 'unchanged'
+                WHEN w.inserted THEN 'created'
+                ELSE 'updated' END AS outcome
+    FROM classified c LEFT JOIN written w ON w.id = c.id AND c.action = 'write'
+"""
+_USERS_WRITE = """
+        INSERT INTO users AS u (id, email, slug, plan, metadata, external_owner, version,
+                                created_at, updated_at)
+        SELECT id, email, slug, plan, metadata, external_owner, v,
+               clock_timestamp(), clock_timestamp()
+        FROM classified WHERE action = 'write'
+        ON CONFLICT (id) DO UPDATE
+            SET email = excluded.email, slug = excluded.slug, plan = excluded.plan,
+                metadata = excluded.metadata, external_owner = excluded.external_owner,
+                version = excluded.version, updated_at = clock_timestamp()
+            WHERE u.version <= excluded.version
+              AND (u.email, u.slug, u.plan, u.metadata, u.external_owner)
+                  IS DISTINCT FROM
+                  (excluded.email, excluded.slug, excluded.plan, excluded.metadata,
+                   excluded.external_owner)
+        RETURNING u.id, (xmax = 0) AS inserted
+"""
+_USERS_DRY = "SELECT id, NOT present AS inserted FROM classified WHERE action = 'write'"
+
+# --- agents ---------------------------------------------------------------------------------
+
+_AGENTS = """
+    WITH items AS (
+        SELECT i.l, i.v, row_number() OVER () AS n,
+               'agent:' || (i.d ->> 'key') AS key,
+               split_part(i.d ->> 'key', '@', 1) AS slug,
+               split_part(i.d ->> 'key', '@', 2) AS user_slug,
+               i.d ->> 'display_name' AS display_name,
+               i.d ->> 'webhook_url' AS webhook_url,
+               coalesce(i.d -> 'metadata', '{{}}'::jsonb) AS metadata,
+               row_number() OVER (PARTITION BY i.d ->> 'key' ORDER BY i.v DESC, i.l DESC) AS rn
+        FROM backfill_chunks c,
+             jsonb_to_recordset(c.items) AS i(l bigint, v bigint, d jsonb)
+        WHERE c.backfill_id = :backfill_id AND c.seq = :seq
+    ),
+    {owners}
+    classified AS (
+        SELECT i.*, o.id AS owner_id, a.id AS live_id,
+            CASE
+                WHEN o.id IS NULL THEN 'user_not_found'
+                WHEN i.rn > 1 THEN 'superseded'
+                WHEN a.id IS NOT NULL AND a.version > i.v THEN 'superseded'
+                WHEN a.id IS NOT NULL
+                     AND (a.display_name, a.webhook_url, a.metadata)
+                         IS NOT DISTINCT FROM (i.display_name, i.webhook_url, i.metadata)
+                     THEN 'unchanged'
+                -- No live agent: neither the key's tombstone nor a deleted row of the key may
+                -- be newer than the item.
+                WHEN a.id IS NULL AND greatest(
+                         (SELECT k.tombstone_version FROM key_heads k WHERE k.key = i.key),
+                         (SELECT max(d.version) FROM agents d
+                          WHERE d.user_id = o.id AND d.slug = i.slug), -1
+                     ) > i.v THEN 'superseded'
+                ELSE 'write'
+            END AS action
+        FROM items i
+        LEFT JOIN {owner_rows} o ON o.slug = i.user_slug
+        LEFT JOIN agents a ON a.user_id = o.id AND a.slug = i.slug AND a.deleted_at IS NULL
+    ),
+    written AS ({written})
+    SELECT c.l, c.key, c.user_slug AS slug,
+           CASE WHEN c.action <> 'write' THEN c.action
+                WHEN w.slug IS NULL THEN 'unchanged'
+                WHEN w.inserted THEN 'created'
+                ELSE 'updated' END AS outcome
+    FROM classified c
+    LEFT JOIN written w ON w.user_id = c.owner_id AND w.slug = c.slug AND c.action = 'write'
+"""
+# A dry run applied no user: an owner is the input's user with that slug, else the stored one
+# (unless the input renames it).
+_OWNERS_DRY = """
+    owners AS MATERIALIZED (
+        SELECT DISTINCT ON (slug) id, slug FROM (
+            SELECT bu.user_id AS id, bu.slug, 0 AS preference FROM backfill_users bu
+            WHERE bu.backfill_id = :backfill_id
+              AND bu.outcome IN ('created', 'updated', 'unchanged')
+              AND bu.slug IN (SELECT user_slug FROM items)
+            UNION ALL
+            SELECT u.id, u.slug, 1 FROM users u
+            WHERE u.slug IN (SELECT user_slug FROM items)
+              AND NOT EXISTS (
+                  SELECT 1 FROM backfill_users bu
+                  WHERE bu.backfill_id = :backfill_id AND bu.user_id = u.id
+                    AND bu.outcome IN ('created', 'updated', 'unchanged'))
+        ) AS candidates
+        ORDER BY slug, preference
+    ),
+"""
+_AGENTS_WRITE = """
+        INSERT INTO agents AS a (id, user_id, slug, display_name, webhook_url, metadata, version,
+                                 created_at, updated_at)
+        SELECT (CAST(:ids AS text[]))[n], owner_id, slug, display_name, webhook_url, metadata, v,
+               clock_timestamp(), clock_timestamp()
+        FROM classified WHERE action = 'write'
+        ON CONFLICT (user_id, slug) WHERE deleted_at IS NULL DO UPDATE
+            SET display_name = excluded.display_name, webhook_url = excluded.webhook_url,
+                metadata = excluded.metadata, version = excluded.version,
+                updated_at = clock_timestamp()
+            WHERE a.version <= excluded.version
+              AND (a.display_name, a.webhook_url, a.metadata)
+                  IS DISTINCT FROM (excluded.display_name, excluded.webhook_url, excluded.metadata)
+        RETURNING a.user_id, a.slug, (xmax = 0) AS inserted
+"""
+_AGENTS_DRY = (
+    "SELECT owner_id AS user_id, slug, live_id IS NULL AS inserted "
+    "FROM classified WHERE action = 'write'"
+)
+
+STATEMENTS = {
+    ("user", False): text(_USERS.format(written=_USERS_WRITE)),
+    ("user", True): text(_USERS.format(written=_USERS_DRY)),
+    ("agent", False): text(_AGENTS.format(owners="", owner_rows="users", written=_AGENTS_WRITE)),
+    ("agent", True): text(
+        _AGENTS.format(owners=_OWNERS_DRY, owner_rows="owners", written=_AGENTS_DRY)
+    ),
+}

@@ -1,0 +1,94 @@
+"""identity.backfill_*: apply a chunk, run a phase step, pull a source, start a scheduled pull.
+
+Each task does its work in Postgres transactions and sends the follow-up messages that work
+returned only after they committed. A lost message is re-sent by the sweeper.
+"""
+
+import logging
+from typing import Any
+
+from celery import shared_task
+from sqlalchemy.exc import DBAPIError
+
+from identity import sources
+from identity.backfill_apply import apply_chunk, fail_chunk
+from identity.backfill_drift import run_step
+from identity.backfill_flow import Work
+from identity.backfill_queue import get_sender
+from identity.db import transaction
+from identity.errors import SourceBusy, SourceNotFound
+from identity.ledger import TRANSIENT_ERRORS
+from identity.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+RETRY_POLICY: dict[str, Any] = {
+    "acks_late": True,
+    "autoretry_for": TRANSIENT_ERRORS,
+    "retry_backoff": True,
+    "retry_backoff_max": 30,
+    "retry_jitter": True,
+    "max_retries": 10,
+}
+
+
+@shared_task(name="identity.backfill_chunk", **RETRY_POLICY)
+def backfill_chunk(backfill_id: str, seq: int) -> dict[str, Any]:
+    """Apply one stored chunk (a no-op if it is done, being applied, or not its turn yet)."""
+    try:
+        with transaction() as session:
+            work = apply_chunk(session, backfill_id, seq)
+    except TRANSIENT_ERRORS:
+        raise
+    except (DBAPIError, ValueError, KeyError, TypeError) as exc:
+        log.exception("backfill %s chunk %s cannot be applied", backfill_id, seq)
+        error = {
+            "code": "internal_error",
+            "message": f"the item's chunk could not be applied: {type(exc).__name__}",
+            "status": 500,
+            "details": {},
+        }
+        with transaction() as session:
+            work = fail_chunk(session, backfill_id, seq, error)
+    get_sender().send(work)
+    return {"backfill_id": backfill_id, "seq": seq, "queued": len(work)}
+
+
+@shared_task(name="identity.backfill_step", **RETRY_POLICY)
+def backfill_step(backfill_id: str) -> dict[str, Any]:
+    """Run a plan or drift phase to its end, one transaction per step."""
+    settings = get_settings()
+    steps = 0
+    while True:
+        with transaction() as session:
+            work = run_step(
+                session,
+                backfill_id,
+                max_fraction=settings.prune_max_fraction,
+                batch=settings.backfill_chunk_size,
+            )
+        steps += 1
+        if work != [Work("step", backfill_id)]:
+            get_sender().send(work)
+            return {"backfill_id": backfill_id, "steps": steps}
+
+
+@shared_task(name="identity.backfill_pull", **RETRY_POLICY)
+def backfill_pull(backfill_id: str) -> dict[str, Any]:
+    """Pull a run's upstream source into chunks, resuming from its last checkpoint."""
+    work = sources.pull(backfill_id, get_settings(), transaction)
+    get_sender().send(work)
+    return {"backfill_id": backfill_id, "queued": len(work)}
+
+
+@shared_task(name="identity.backfill_source", acks_late=True, ignore_result=True)
+def backfill_source(name: str) -> dict[str, Any]:
+    """Beat's entry for a scheduled source: start a pull unless one is running."""
+    try:
+        with transaction() as session:
+            run, work = sources.start(session, get_settings(), name)
+    except (SourceBusy, SourceNotFound) as exc:
+        log.info("scheduled pull of %s not started: %s", name, exc.message)
+        return {"source": name, "started": None}
+    get_sender().send(work)
+    return {"source": name, "started": run["id"]}
