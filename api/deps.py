@@ -11,7 +11,7 @@ from identity.errors import InvalidToken
 from identity.settings import get_settings
 
 
-def require_token(authorization: str | None = Header(None)) -> None:
+async def require_token(authorization: str | None = Header(None)) -> None:
     """Bearer token, compared in constant time."""
     expected = get_settings().internal_token
     scheme, _, token = (authorization or "").partition(" ")

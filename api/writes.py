@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import Header, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import Counter
+from sqlalchemy.exc import DBAPIError
 from starlette.concurrency import run_in_threadpool
 
 from identity import ledger
@@ -27,7 +28,7 @@ class WriteOptions:
     idempotency_key: str | None
 
 
-def write_options(
+async def write_options(
     prefer: str | None = Header(None), idempotency_key: str | None = Header(None)
 ) -> WriteOptions:
     """Read `Prefer: respond-async`, `Prefer: wait=N` and `Idempotency-Key`."""
@@ -48,8 +49,18 @@ def write_options(
 
 def _accept_and_queue(sub: ledger.Submission) -> tuple[ledger.Accepted, bool]:
     settings = get_settings()
-    with transaction() as session:
-        accepted = ledger.accept(session, sub, idempotency_ttl_hours=settings.idempotency_ttl_hours)
+    for attempt in (1, 2):
+        try:
+            with transaction() as session:
+                accepted = ledger.accept(
+                    session, sub, idempotency_ttl_hours=settings.idempotency_ttl_hours
+                )
+            break
+        except DBAPIError as exc:
+            # A pooled connection the server closed (a restart): the pool is refreshed, and
+            # nothing was committed, so the accept runs once more on a new connection.
+            if attempt == 2 or not exc.connection_invalidated:
+                raise
     if accepted.reused:
         return accepted, True
     JOBS_ACCEPTED.labels(sub.kind).inc()

@@ -239,12 +239,9 @@ class DrainReport:
     more: bool = False
 
 
-def _lock_key(session: Session, key: str, *, wait: bool) -> bool:
-    function = "pg_advisory_xact_lock" if wait else "pg_try_advisory_xact_lock"
-    got = session.execute(
-        text(f"SELECT {function}(hashtextextended(:key, 0))"), {"key": key}
-    ).scalar()
-    return wait or bool(got)
+def _lock_key(session: Session, key: str) -> None:
+    """Wait for the key's lock: the same one live writes and backfill chunks take."""
+    session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": key})
 
 
 def _pending(session: Session, key: str, limit: int) -> list[PendingJob]:
@@ -352,30 +349,41 @@ def drain(
 
     def run(jobs: list[PendingJob]) -> None:
         finished.extend(_apply_one(session, job, appliers) for job in jobs)
-        report.keys += 1
+        report.keys += len({job.key for job in jobs})
 
     if key is not None:
-        _lock_key(session, key, wait=True)
+        _lock_key(session, key)
         own = _pending(session, key, batch_size)
         run(own)
         report.more = len(own) == batch_size
 
     budget = batch_size - len(finished)
     if budget > 0:
-        others = session.execute(
-            text(
-                "SELECT DISTINCT key FROM jobs WHERE status = 'pending' "
-                "AND key IS DISTINCT FROM :key LIMIT :n"
-            ),
-            {"key": key, "n": min(budget, 100)},
-        ).scalars()
-        for other in list(others):
-            if budget <= 0:
-                break
-            if _lock_key(session, other, wait=False):
-                jobs = _pending(session, other, budget)
-                run(jobs)
-                budget -= len(jobs)
+        # Try-lock up to 100 other keys in one statement; the LIMIT in the subquery bounds
+        # which keys are tried. Their jobs are read by a second statement, whose snapshot
+        # is taken after the locks, so it sees everything the previous holders committed.
+        locked = (
+            session.execute(
+                text(
+                    "SELECT k FROM (SELECT DISTINCT key AS k FROM jobs WHERE status = 'pending' "
+                    "AND key IS DISTINCT FROM :key LIMIT :n) AS candidates "
+                    "WHERE pg_try_advisory_xact_lock(hashtextextended(k, 0))"
+                ),
+                {"key": key, "n": min(budget, 100)},
+            )
+            .scalars()
+            .all()
+        )
+        if locked:
+            rows = session.execute(
+                text(
+                    "SELECT id, key, seq, kind, payload, version, accepted_at FROM jobs "
+                    "WHERE key = ANY(:keys) AND status = 'pending' ORDER BY key, seq LIMIT :n"
+                ),
+                {"keys": locked, "n": budget},
+            ).all()
+            # A prefix of each key's jobs in seq order: the rest waits for the next pass.
+            run([PendingJob(*row) for row in rows])
 
     report.failed = sum(1 for f in finished if f.status == "failed")
     report.applied = len(finished) - report.failed
