@@ -12,7 +12,7 @@ from sqlalchemy.exc import DBAPIError
 from starlette.concurrency import run_in_threadpool
 
 from identity import ledger
-from identity.db import transaction
+from identity.db import get_engine, transaction
 from identity.errors import ValidationFailed
 from identity.queue import get_dispatcher
 from identity.settings import get_settings
@@ -51,9 +51,10 @@ def _accept_and_queue(sub: ledger.Submission) -> tuple[ledger.Accepted, bool]:
     settings = get_settings()
     for attempt in (1, 2):
         try:
-            with transaction() as session:
+            # A Core connection: the accept is one statement, the ORM session would only cost.
+            with get_engine().begin() as connection:
                 accepted = ledger.accept(
-                    session, sub, idempotency_ttl_hours=settings.idempotency_ttl_hours
+                    connection, sub, idempotency_ttl_hours=settings.idempotency_ttl_hours
                 )
             break
         except DBAPIError as exc:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -110,7 +110,9 @@ _ACCEPT = text(
 )
 
 
-def accept(session: Session, sub: Submission, *, idempotency_ttl_hours: float) -> Accepted:
+def accept(
+    session: Session | Connection, sub: Submission, *, idempotency_ttl_hours: float
+) -> Accepted:
     """Record a write as a pending job, or return the job an Idempotency-Key already names."""
     request_hash = sub.request_hash()
     if sub.idempotency_key is not None:
@@ -157,7 +159,7 @@ def accept(session: Session, sub: Submission, *, idempotency_ttl_hours: float) -
     return Accepted(job=job_out(row), reused=False)
 
 
-def get_job(session: Session, job_id: uuid.UUID | str) -> dict[str, Any]:
+def get_job(session: Session | Connection, job_id: uuid.UUID | str) -> dict[str, Any]:
     row = session.execute(
         text(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = :id"), {"id": job_id}
     ).one_or_none()

@@ -66,13 +66,18 @@ def test_put_while_broker_is_down_is_accepted_and_applied_once_it_is_back(isolat
         job_id = response.headers["Idmirror-Job-Id"]
         assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "pending"
 
-        EmbeddedRedis(broker.directory, port=port).start()
-        job = wait_until(
-            lambda: (j := client.get(f"/v1/jobs/{job_id}").json())["status"] != "pending" and j,
-            timeout=60,
-        )
-        assert job["status"] == "applied" and job["outcome"] == "created"
-        assert client.get(f"/v1/internal/users/{user_id}").json()["slug"] == "down"
+        restarted = EmbeddedRedis(broker.directory, port=port)
+        restarted.start()
+        try:
+            job = wait_until(
+                lambda: (j := client.get(f"/v1/jobs/{job_id}").json())["status"] != "pending" and j,
+                timeout=60,
+            )
+            assert job["status"] == "applied" and job["outcome"] == "created"
+            assert client.get(f"/v1/internal/users/{user_id}").json()["slug"] == "down"
+        finally:
+            stack.stop()
+            restarted.stop()
 
 
 def test_redis_flushed_with_500_pending_jobs_all_reach_a_final_state(isolated):
