@@ -91,7 +91,10 @@ def flower() -> None:
     """Run Flower, the Celery monitor."""
     from worker.app import app as celery_app
 
-    celery_app.start(["flower", f"--port={get_settings().flower_port}", "--address=127.0.0.1"])
+    settings = get_settings()
+    celery_app.start(
+        ["flower", f"--port={settings.flower_port}", f"--address={settings.flower_host}"]
+    )
 
 
 def _token(home: Path) -> str:

@@ -48,6 +48,7 @@ class Settings(BaseSettings):
     home: Path = Path(".idmirror")
     host: str = "127.0.0.1"
     port: int = 8000
+    flower_host: str = "127.0.0.1"
     flower_port: int = 5555
 
     sync_wait_seconds: float = Field(10.0, ge=0)
