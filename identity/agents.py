@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from identity.errors import AgentNotFound, UserNotFound
 from identity.keys import AgentKey, AgentRef
-from identity.ledger import Applied, PendingJob, Submission
+from identity.ledger import Applied, PendingJob, Submission, upserted
 from identity.pagination import decode_cursor, page, text_value
 from identity.schemas import AgentUpsert
 from identity.tombstones import set_tombstone, tombstone_version
@@ -126,12 +126,8 @@ def upsert_agent(session: Session, job: PendingJob) -> Applied:
             "version": job.version,
         },
     ).one_or_none()
-    if written is not None:
-        outcome = "created" if written.inserted else "updated"
-        return Applied(outcome, agent_out(written, created=written.inserted, outcome=outcome))
-    assert live is not None, "the upsert only skips a write when a live agent exists"
-    outcome = "superseded" if live.version > job.version else "unchanged"
-    return Applied(outcome, agent_out(live, created=False, outcome=outcome))
+    assert written is not None or live is not None, "only a live agent can make it skip"
+    return upserted(written, live, job.version, agent_out)
 
 
 def delete_agent(session: Session, job: PendingJob) -> Applied:

@@ -60,6 +60,18 @@ class Applied:
     result: dict[str, Any]
 
 
+def upserted(
+    written: Any, stored: Any, version: int, out: Callable[..., dict[str, Any]]
+) -> Applied:
+    """The outcome of a conditional upsert: `written` is the row it returned (None when it wrote
+    nothing), `stored` the row as it was, `version` the job's."""
+    if written is not None:
+        outcome = "created" if written.inserted else "updated"
+        return Applied(outcome, out(written, created=written.inserted, outcome=outcome))
+    outcome = "superseded" if stored.version > version else "unchanged"
+    return Applied(outcome, out(stored, created=False, outcome=outcome))
+
+
 @dataclass
 class PendingJob:
     id: uuid.UUID

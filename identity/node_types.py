@@ -12,8 +12,8 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from identity.errors import InvalidNodeTypeId, InvalidParams, InvalidParamsSchema, NodeTypeNotFound
-from identity.ledger import Applied, PendingJob, Submission
-from identity.pagination import decode_cursor, page
+from identity.ledger import Applied, PendingJob, Submission, upserted
+from identity.pagination import list_by_id
 from identity.schemas import Body
 
 COLUMNS = "id, name, description, params_schema, version, created_at, updated_at"
@@ -134,12 +134,8 @@ def upsert_node_type(session: Session, job: PendingJob) -> Applied:
             "version": job.version,
         },
     ).one_or_none()
-    if row is not None:
-        outcome = "created" if row.inserted else "updated"
-        return Applied(outcome, node_type_out(row, created=row.inserted, outcome=outcome))
-    existing = _select(session, node_type_id)
-    outcome = "superseded" if existing.version > job.version else "unchanged"
-    return Applied(outcome, node_type_out(existing, created=False, outcome=outcome))
+    existing = _select(session, node_type_id) if row is None else None
+    return upserted(row, existing, job.version, node_type_out)
 
 
 def _select(session: Session, node_type_id: uuid.UUID) -> Any:
@@ -156,16 +152,7 @@ def get_node_type(session: Session, raw_id: str) -> dict[str, Any]:
 
 
 def list_node_types(session: Session, *, limit: int, cursor: str | None) -> dict[str, Any]:
-    after = decode_cursor(cursor, uuid.UUID)
-    rows = session.execute(
-        text(
-            f"SELECT {COLUMNS} FROM node_types "
-            "WHERE CAST(:after AS uuid) IS NULL OR id > CAST(:after AS uuid) "
-            "ORDER BY id LIMIT :limit"
-        ),
-        {"after": after[0] if after else None, "limit": limit + 1},
-    ).all()
-    return page([node_type_out(r) for r in rows], limit, ["id"])
+    return list_by_id(session, f"SELECT {COLUMNS} FROM node_types", cursor, limit, node_type_out)
 
 
 def schemas_for(session: Session, ids: set[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:

@@ -2,8 +2,12 @@
 
 import base64
 import json
+import uuid
 from collections.abc import Callable
 from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
 
 from identity.errors import InvalidCursor
 
@@ -30,6 +34,25 @@ def decode_cursor(cursor: str | None, *types: Callable[[Any], Any]) -> list[Any]
         return [convert(value) for convert, value in zip(types, values, strict=True)]
     except (ValueError, TypeError, AttributeError, UnicodeDecodeError):
         raise InvalidCursor("cursor is not one this API issued", cursor=cursor) from None
+
+
+def list_by_id(
+    session: Session,
+    select: str,
+    cursor: str | None,
+    limit: int,
+    out: Callable[[Any], dict[str, Any]],
+) -> dict[str, Any]:
+    """A page of `select` (a SELECT over a table with a uuid `id`), ordered by id."""
+    after = decode_cursor(cursor, uuid.UUID)
+    rows = session.execute(
+        text(
+            f"{select} WHERE CAST(:after AS uuid) IS NULL OR id > CAST(:after AS uuid) "
+            "ORDER BY id LIMIT :limit"
+        ),
+        {"after": after[0] if after else None, "limit": limit + 1},
+    ).all()
+    return page([out(r) for r in rows], limit, ["id"])
 
 
 def page(items: list[dict[str, Any]], limit: int, sort_key: list[str]) -> dict[str, Any]:

@@ -10,8 +10,8 @@ from sqlalchemy.orm import Session
 
 from identity.errors import SlugTaken, UserNotFound
 from identity.keys import UserKey
-from identity.ledger import Applied, PendingJob, Submission
-from identity.pagination import decode_cursor, page
+from identity.ledger import Applied, PendingJob, Submission, upserted
+from identity.pagination import list_by_id
 from identity.schemas import UserUpsert
 from identity.tombstones import set_tombstone, tombstone_version
 
@@ -85,11 +85,7 @@ def upsert_user(session: Session, job: PendingJob) -> Applied:
             ).one_or_none()
     except IntegrityError:
         raise SlugTaken(f"slug {body.slug!r} belongs to another user", slug=body.slug) from None
-    if row is not None:
-        outcome = "created" if row.inserted else "updated"
-        return Applied(outcome, user_out(row, created=row.inserted, outcome=outcome))
-    outcome = "superseded" if existing.version > job.version else "unchanged"
-    return Applied(outcome, user_out(existing, created=False, outcome=outcome))
+    return upserted(row, existing, job.version, user_out)
 
 
 def delete_user(session: Session, job: PendingJob) -> Applied:
@@ -113,16 +109,7 @@ def get_user(session: Session, user_id: uuid.UUID) -> dict[str, Any]:
 
 
 def list_users(session: Session, *, limit: int, cursor: str | None) -> dict[str, Any]:
-    after = decode_cursor(cursor, uuid.UUID)
-    rows = session.execute(
-        text(
-            f"SELECT {USER_COLUMNS} FROM users "
-            "WHERE CAST(:after AS uuid) IS NULL OR id > CAST(:after AS uuid) "
-            "ORDER BY id LIMIT :limit"
-        ),
-        {"after": after[0] if after else None, "limit": limit + 1},
-    ).all()
-    return page([user_out(r) for r in rows], limit, ["id"])
+    return list_by_id(session, f"SELECT {USER_COLUMNS} FROM users", cursor, limit, user_out)
 
 
 def upsert_submission(
