@@ -75,13 +75,9 @@ _OWNER_AND_CURRENT = text(
     """
 )
 
-# Writes only when the body differs from the live agent and is not older than it.
-_UPSERT = text(
-    """
-    INSERT INTO agents AS a (id, user_id, slug, display_name, webhook_url, metadata, version,
-                             created_at, updated_at)
-    VALUES (:id, :user_id, :slug, :display_name, :webhook_url, CAST(:metadata AS jsonb), :version,
-            clock_timestamp(), clock_timestamp())
+# The rule live writes and backfills share: write only when the body differs from the live
+# agent and is not older than it. Goes after `INSERT INTO agents AS a (...) ...`.
+ON_CONFLICT = """
     ON CONFLICT (user_id, slug) WHERE deleted_at IS NULL DO UPDATE
         SET display_name = excluded.display_name, webhook_url = excluded.webhook_url,
             metadata = excluded.metadata, version = excluded.version,
@@ -89,6 +85,14 @@ _UPSERT = text(
         WHERE a.version <= excluded.version
           AND (a.display_name, a.webhook_url, a.metadata)
               IS DISTINCT FROM (excluded.display_name, excluded.webhook_url, excluded.metadata)
+"""
+_UPSERT = text(
+    f"""
+    INSERT INTO agents AS a (id, user_id, slug, display_name, webhook_url, metadata, version,
+                             created_at, updated_at)
+    VALUES (:id, :user_id, :slug, :display_name, :webhook_url, CAST(:metadata AS jsonb), :version,
+            clock_timestamp(), clock_timestamp())
+    {ON_CONFLICT}
     RETURNING a.*, :user_slug AS user_slug, (xmax = 0) AS inserted
     """
 )

@@ -9,6 +9,8 @@ is the one applied among several of the same key.
 
 from sqlalchemy import text
 
+from identity import agents, users
+
 CHUNK = "FROM backfill_chunks c WHERE c.backfill_id = :backfill_id AND c.seq = :seq"
 
 LOCK_KEYS = """
@@ -64,21 +66,13 @@ _USERS = """
                 ELSE 'updated' END AS outcome
     FROM classified c LEFT JOIN written w ON w.id = c.id AND c.action = 'write'
 """
-_USERS_WRITE = """
+_USERS_WRITE = f"""
         INSERT INTO users AS u (id, email, slug, plan, metadata, external_owner, version,
                                 created_at, updated_at)
         SELECT id, email, slug, plan, metadata, external_owner, v,
                clock_timestamp(), clock_timestamp()
         FROM classified WHERE action = 'write'
-        ON CONFLICT (id) DO UPDATE
-            SET email = excluded.email, slug = excluded.slug, plan = excluded.plan,
-                metadata = excluded.metadata, external_owner = excluded.external_owner,
-                version = excluded.version, updated_at = clock_timestamp()
-            WHERE u.version <= excluded.version
-              AND (u.email, u.slug, u.plan, u.metadata, u.external_owner)
-                  IS DISTINCT FROM
-                  (excluded.email, excluded.slug, excluded.plan, excluded.metadata,
-                   excluded.external_owner)
+        {users.ON_CONFLICT}
         RETURNING u.id, (xmax = 0) AS inserted
 """
 _USERS_DRY = "SELECT id, NOT present AS inserted FROM classified WHERE action = 'write'"
@@ -152,19 +146,13 @@ _OWNERS_DRY = """
         ORDER BY slug, preference
     ),
 """
-_AGENTS_WRITE = """
+_AGENTS_WRITE = f"""
         INSERT INTO agents AS a (id, user_id, slug, display_name, webhook_url, metadata, version,
                                  created_at, updated_at)
         SELECT (CAST(:ids AS text[]))[n], owner_id, slug, display_name, webhook_url, metadata, v,
                clock_timestamp(), clock_timestamp()
         FROM classified WHERE action = 'write'
-        ON CONFLICT (user_id, slug) WHERE deleted_at IS NULL DO UPDATE
-            SET display_name = excluded.display_name, webhook_url = excluded.webhook_url,
-                metadata = excluded.metadata, version = excluded.version,
-                updated_at = clock_timestamp()
-            WHERE a.version <= excluded.version
-              AND (a.display_name, a.webhook_url, a.metadata)
-                  IS DISTINCT FROM (excluded.display_name, excluded.webhook_url, excluded.metadata)
+        {agents.ON_CONFLICT}
         RETURNING a.user_id, a.slug, (xmax = 0) AS inserted
 """
 _AGENTS_DRY = (

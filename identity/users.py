@@ -39,13 +39,9 @@ def _select(session: Session, user_id: uuid.UUID) -> Any:
     ).one_or_none()
 
 
-# Writes only when the body differs from what is stored and is not older than it.
-_UPSERT = text(
-    f"""
-    INSERT INTO users AS u (id, email, slug, plan, metadata, external_owner, version,
-                            created_at, updated_at)
-    VALUES (:id, :email, :slug, :plan, CAST(:metadata AS jsonb), :external_owner, :version,
-            clock_timestamp(), clock_timestamp())
+# The rule live writes and backfills share: write only when the body differs from what is
+# stored and is not older than it. Goes after `INSERT INTO users AS u (...) ...`.
+ON_CONFLICT = """
     ON CONFLICT (id) DO UPDATE
         SET email = excluded.email, slug = excluded.slug, plan = excluded.plan,
             metadata = excluded.metadata, external_owner = excluded.external_owner,
@@ -55,6 +51,14 @@ _UPSERT = text(
               IS DISTINCT FROM
               (excluded.email, excluded.slug, excluded.plan, excluded.metadata,
                excluded.external_owner)
+"""
+_UPSERT = text(
+    f"""
+    INSERT INTO users AS u (id, email, slug, plan, metadata, external_owner, version,
+                            created_at, updated_at)
+    VALUES (:id, :email, :slug, :plan, CAST(:metadata AS jsonb), :external_owner, :version,
+            clock_timestamp(), clock_timestamp())
+    {ON_CONFLICT}
     RETURNING {USER_COLUMNS}, (xmax = 0) AS inserted
     """
 )
