@@ -43,10 +43,6 @@ class InvalidCursor(IdmirrorError):
     code, status = "invalid_cursor", 400
 
 
-class InvalidPrefer(IdmirrorError):
-    code, status = "invalid_prefer", 400
-
-
 class ValidationFailed(IdmirrorError):
     code, status = "validation_error", 422
 
@@ -77,14 +73,6 @@ class JobNotFailed(IdmirrorError):
 
 class SlugTaken(IdmirrorError):
     code, status = "slug_taken", 409
-
-
-class NotFound(IdmirrorError):
-    code, status = "not_found", 404
-
-
-class MethodNotAllowed(IdmirrorError):
-    code, status = "method_not_allowed", 405
 
 
 class ServiceUnavailable(IdmirrorError):
@@ -175,8 +163,3 @@ class SourceBusy(IdmirrorError):
 
 class BackfillNotRetryable(IdmirrorError):
     code, status = "backfill_not_retryable", 409
-
-
-ERRORS_BY_CODE: dict[str, type[IdmirrorError]] = {
-    cls.code: cls for cls in IdmirrorError.__subclasses__()
-}

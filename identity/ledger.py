@@ -420,12 +420,6 @@ def stale_keys(session: Session, *, older_than_seconds: float, limit: int = 1000
     )
 
 
-def pending_count(session: Session) -> int:
-    return int(
-        session.execute(text("SELECT count(*) FROM jobs WHERE status = 'pending'")).scalar_one()
-    )
-
-
 def forget_idempotency_keys(session: Session, *, ttl_hours: float) -> int:
     result = session.execute(
         text("DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => :ttl)"),
