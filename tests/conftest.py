@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from cli.embedded import EmbeddedPostgres, EmbeddedRedis
-from tests.stack import Stack, database_url_for
+from tests.stack import Stack, database_url_for, drop_created_databases
 
 _TMP = Path(tempfile.mkdtemp(prefix="idmirror-tests-"))
 
@@ -24,6 +24,7 @@ def postgres_server() -> Iterator[str]:
     url = os.environ.get("IDMIRROR_DATABASE_URL")
     if url:
         yield url
+        drop_created_databases(url)  # after every stack that used them has stopped
         return
     server = EmbeddedPostgres(_TMP / "postgres")
     yield server.start()

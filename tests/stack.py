@@ -24,18 +24,33 @@ ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "test-token-" + uuid.uuid4().hex
 
 
+CREATED_DATABASES: list[str] = []
+
+
+def _admin_url(server_url: str) -> str:
+    base = make_url(server_url).set(drivername="postgresql")
+    return base.set(database="postgres").render_as_string(hide_password=False)
+
+
 def database_url_for(server_url: str, name: str) -> str:
     """A new, migrated database on the server `server_url` points at."""
     from cli.main import run_migrations
 
     base = make_url(server_url).set(drivername="postgresql")
-    admin = base.set(database="postgres").render_as_string(hide_password=False)
-    with psycopg.connect(admin, autocommit=True) as conn:
+    with psycopg.connect(_admin_url(server_url), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
+    CREATED_DATABASES.append(name)
     url = base.set(database=name).render_as_string(hide_password=False)
     run_migrations(url)
     return url
+
+
+def drop_created_databases(server_url: str) -> None:
+    """Leave an external server as the suite found it."""
+    with psycopg.connect(_admin_url(server_url), autocommit=True) as conn:
+        while CREATED_DATABASES:
+            conn.execute(f'DROP DATABASE IF EXISTS "{CREATED_DATABASES.pop()}" WITH (FORCE)')
 
 
 class Stack:
