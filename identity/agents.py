@@ -8,7 +8,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from identity.errors import AgentNotFound, UserNotFound
+from identity.backfill_items import new_agent_ids
+from identity.errors import AgentNotFound, IdmirrorError, UserNotFound
 from identity.keys import AgentKey, AgentRef
 from identity.ledger import Applied, PendingJob, Submission, upserted
 from identity.pagination import decode_cursor, page, text_value
@@ -132,6 +133,105 @@ def upsert_agent(session: Session, job: PendingJob) -> Applied:
     ).one_or_none()
     assert written is not None or live is not None, "only a live agent can make it skip"
     return upserted(written, live, job.version, agent_out)
+
+
+_OWNERS_AND_CURRENT = text(
+    """
+    SELECT i.n, u.id AS owner, a.*, u.slug AS user_slug, k.tombstone_version
+    FROM unnest(CAST(:keys AS text[]), CAST(:slugs AS text[]), CAST(:user_slugs AS text[]))
+         WITH ORDINALITY AS i(key, slug, user_slug, n)
+    JOIN users u ON u.slug = i.user_slug
+    LEFT JOIN LATERAL (
+        SELECT a.id, a.slug, a.user_id, a.display_name, a.webhook_url, a.metadata, a.name,
+               a.description, a.visibility, a.version, a.created_at, a.updated_at, a.deleted_at
+        FROM agents a WHERE a.user_id = u.id AND a.slug = i.slug
+        ORDER BY a.deleted_at IS NULL DESC, a.version DESC LIMIT 1
+    ) a ON true
+    LEFT JOIN key_heads k ON k.key = i.key
+    FOR KEY SHARE OF u
+    """
+)
+_UPSERT_MANY = text(
+    f"""
+    WITH items AS (
+        SELECT * FROM json_to_recordset(CAST(:items AS json))
+             AS i(id text, user_id uuid, slug text, user_slug text, display_name text,
+                  webhook_url text, metadata jsonb, version bigint)
+    ),
+    written AS (
+        INSERT INTO agents AS a (id, user_id, slug, display_name, webhook_url, metadata, version,
+                                 created_at, updated_at)
+        SELECT id, user_id, slug, display_name, webhook_url, metadata, version,
+               clock_timestamp(), clock_timestamp()
+        FROM items
+        {ON_CONFLICT}
+        RETURNING a.*, (xmax = 0) AS inserted
+    )
+    SELECT w.*, i.user_slug FROM written w
+    JOIN items i ON i.user_id = w.user_id AND i.slug = w.slug
+    """
+)
+
+
+def upsert_agents(session: Session, jobs: list[PendingJob]) -> list[Applied | IdmirrorError]:
+    """`upsert_agent` for jobs of distinct keys in two statements: read the owners and current
+    rows of all, then write those that may write. Same rules and results, one per job."""
+    keys = [AgentKey.parse(job.key.removeprefix("agent:")) for job in jobs]
+    params = {
+        "keys": [job.key for job in jobs],
+        "slugs": [key.slug for key in keys],
+        "user_slugs": [key.user_slug for key in keys],
+    }
+    found = {row.n: row for row in session.execute(_OWNERS_AND_CURRENT, params)}
+    outcomes: list[Applied | IdmirrorError | None] = []
+    writes: list[int] = []  # indexes of the jobs that go on to the write
+    for index, (job, key) in enumerate(zip(jobs, keys, strict=True)):
+        row = found.get(index + 1)
+        outcome: Applied | IdmirrorError | None = None
+        if row is None:
+            outcome = UserNotFound(
+                f"no user has slug {key.user_slug!r}; upsert the user first",
+                user_slug=key.user_slug,
+            )
+        elif row.id is None or row.deleted_at is not None:  # no live agent
+            current = row if row.id is not None else None
+            floor = max(
+                -1 if row.tombstone_version is None else row.tombstone_version,
+                current.version if current is not None else -1,
+            )
+            if floor > job.version:
+                result = agent_out(current, created=False) if current is not None else {}
+                outcome = Applied("superseded", {**result, "outcome": "superseded"})
+        if outcome is None:
+            writes.append(index)
+        outcomes.append(outcome)
+    if writes:
+        items = []
+        for i, agent_id in zip(writes, new_agent_ids(len(writes)), strict=True):
+            body = AgentUpsert.model_validate(jobs[i].payload)
+            items.append(
+                {
+                    "id": agent_id,
+                    "user_id": str(found[i + 1].owner),
+                    "slug": keys[i].slug,
+                    "user_slug": keys[i].user_slug,
+                    "display_name": body.display_name,
+                    "webhook_url": body.webhook_url,
+                    "metadata": body.metadata,
+                    "version": jobs[i].version,
+                }
+            )
+        rows = session.execute(_UPSERT_MANY, {"items": json.dumps(items)})
+        written = {(row.user_id, row.slug): row for row in rows}
+        for i in writes:
+            row = found[i + 1]
+            live = row if row.id is not None and row.deleted_at is None else None
+            wrote = written.get((row.owner, keys[i].slug))
+            assert wrote is not None or live is not None, "only a live agent can make it skip"
+            outcomes[i] = upserted(wrote, live, jobs[i].version, agent_out)
+    done = [outcome for outcome in outcomes if outcome is not None]
+    assert len(done) == len(jobs), "every job has its outcome"
+    return done
 
 
 def delete_agent(session: Session, job: PendingJob) -> Applied:

@@ -2,9 +2,9 @@
 
 from sqlalchemy.orm import Session
 
-from identity.agents import delete_agent, upsert_agent
+from identity.agents import delete_agent, upsert_agent, upsert_agents
 from identity.graph import update_agent_graph
-from identity.ledger import Applied, Applier, PendingJob
+from identity.ledger import Applied, Applier, BatchApplier, PendingJob
 from identity.node_types import upsert_node_type
 from identity.settings import get_settings
 from identity.users import delete_user, upsert_user
@@ -22,3 +22,6 @@ APPLIERS: dict[str, Applier] = {
     "agent.update": _update_graph,
     "node_type.upsert": upsert_node_type,
 }
+
+# Kinds whose jobs of distinct keys can be applied together, far cheaper than one by one.
+BATCH_APPLIERS: dict[str, BatchApplier] = {"agent.upsert": upsert_agents}

@@ -84,6 +84,9 @@ class PendingJob:
 
 
 Applier = Callable[[Session, PendingJob], Applied]
+# Applies jobs of distinct keys together: an outcome per job, in order, the error of a job that
+# fails for good in its place.
+BatchApplier = Callable[[Session, list[PendingJob]], list[Applied | IdmirrorError]]
 
 
 def job_out(row: Any) -> dict[str, Any]:
@@ -304,53 +307,117 @@ def _apply_one(session: Session, job: PendingJob, appliers: dict[str, Applier]) 
     return Finished(job, applied.outcome, result=applied.result)
 
 
+def _apply_together(
+    session: Session, jobs: list[PendingJob], applier: BatchApplier
+) -> list[Finished] | None:
+    """Apply jobs of distinct keys in one savepoint; None when they must go one by one."""
+    try:
+        with session.begin_nested():
+            outcomes = applier(session, jobs)
+    except TRANSIENT_ERRORS:
+        raise
+    except Exception:  # one bad job must fail alone: each is applied on its own instead
+        log.warning("%d %s jobs applied one by one instead", len(jobs), jobs[0].kind, exc_info=True)
+        return None
+    return [
+        Finished(job, None, error=outcome.envelope())
+        if isinstance(outcome, IdmirrorError)
+        else Finished(job, outcome.outcome, result=outcome.result)
+        for job, outcome in zip(jobs, outcomes, strict=True)
+    ]
+
+
+def _rounds(jobs: list[PendingJob]) -> list[list[PendingJob]]:
+    """Round n holds the n-th job of every key: its keys are distinct, and each key's jobs
+    stay in sequence order from one round to the next."""
+    rounds: list[list[PendingJob]] = []
+    taken: dict[str, int] = {}
+    for job in jobs:
+        n = taken[job.key] = taken.get(job.key, -1) + 1
+        if n == len(rounds):
+            rounds.append([])
+        rounds[n].append(job)
+    return rounds
+
+
+def _apply(
+    session: Session,
+    jobs: list[PendingJob],
+    appliers: dict[str, Applier],
+    batch_appliers: dict[str, BatchApplier],
+) -> list[Finished]:
+    """Apply jobs given in sequence order per key: several jobs of one kind with a batch applier
+    together, every other job on its own."""
+    finished: list[Finished] = []
+    for round_ in _rounds(jobs):
+        by_kind: dict[str, list[PendingJob]] = {}
+        for job in round_:
+            by_kind.setdefault(job.kind, []).append(job)
+        for kind, group in by_kind.items():
+            together = None
+            if kind in batch_appliers and len(group) > 1:
+                together = _apply_together(session, group, batch_appliers[kind])
+            finished += together or [_apply_one(session, job, appliers) for job in group]
+    return finished
+
+
+# The drain's decisions travel as one JSON document: arrays of JSON texts would be escaped
+# element by element on the way, which costs more than applying the jobs.
+_DECISIONS = (
+    "json_to_recordset(CAST(:decisions AS json)) "
+    "AS d(id uuid, status text, outcome text, result json, error json)"
+)
 _RECORD = text(
-    """
+    f"""
     UPDATE jobs j
-    SET status = u.status, outcome = u.outcome, result = CAST(u.result AS json),
-        error = CAST(u.error AS json), attempts = j.attempts + 1, finished_at = clock_timestamp()
-    FROM unnest(CAST(:ids AS uuid[]), CAST(:statuses AS text[]), CAST(:outcomes AS text[]),
-                CAST(:results AS text[]), CAST(:errors AS text[]))
-         AS u(id, status, outcome, result, error)
-    WHERE j.id = u.id AND j.status = 'pending'
-    RETURNING j.kind, j.finished_at - j.accepted_at AS latency, u.outcome, u.status
+    SET status = d.status, outcome = d.outcome, result = d.result, error = d.error,
+        attempts = j.attempts + 1, finished_at = clock_timestamp()
+    FROM {_DECISIONS}
+    WHERE j.id = d.id AND j.status = 'pending'
+    RETURNING j.kind, j.finished_at - j.accepted_at AS latency, d.outcome, d.status
     """
 )
 # Postgres refuses a NOTIFY payload of 8000 bytes or more; larger results are read by the waiter.
-_NOTIFY_LIMIT = 7900
+_NOTIFY = text(
+    f"""
+    SELECT pg_notify(:channel, CASE WHEN octet_length(n.body) < 7900 THEN n.body
+                                    ELSE json_build_object('id', n.id)::text END)
+    FROM (SELECT d.id, json_build_object('id', d.id, 'status', d.status,
+                                         'body', coalesce(d.result, d.error))::text AS body
+          FROM {_DECISIONS}) AS n
+    """
+)
 
 
 def _record(session: Session, finished: list[Finished]) -> None:
     """Mark every job of the drain with its decision, count them, and wake their waiters."""
-    results = [json.dumps(f.result) if f.result is not None else None for f in finished]
-    errors = [json.dumps(f.error) if f.error is not None else None for f in finished]
-    rows = session.execute(
-        _RECORD,
-        {
-            "ids": [f.job.id for f in finished],
-            "statuses": [f.status for f in finished],
-            "outcomes": [f.outcome for f in finished],
-            "results": results,
-            "errors": errors,
-        },
-    ).all()
+    decisions = json.dumps(
+        [
+            {
+                "id": str(f.job.id),
+                "status": f.status,
+                "outcome": f.outcome,
+                "result": f.result,
+                "error": f.error,
+            }
+            for f in finished
+        ]
+    )
+    rows = session.execute(_RECORD, {"decisions": decisions}).all()
     metrics.record_finished(
         session,
         [(r.kind, r.outcome or r.status, r.latency.total_seconds()) for r in rows],
     )
-    payloads = []
-    for f, result, error in zip(finished, results, errors, strict=True):
-        body = result if result is not None else error
-        payload = f'{{"id": "{f.job.id}", "status": "{f.status}", "body": {body}}}'
-        payloads.append(payload if len(payload) < _NOTIFY_LIMIT else f'{{"id": "{f.job.id}"}}')
-    session.execute(
-        text("SELECT pg_notify(:channel, p) FROM unnest(CAST(:payloads AS text[])) AS p"),
-        {"channel": NOTIFY_CHANNEL, "payloads": payloads},
-    )
+    session.execute(_NOTIFY, {"channel": NOTIFY_CHANNEL, "decisions": decisions})
 
 
 def drain(
-    session: Session, key: str | None, appliers: dict[str, Applier], *, batch_size: int
+    session: Session,
+    key: str | None,
+    appliers: dict[str, Applier],
+    *,
+    batch_size: int,
+    batch_appliers: dict[str, BatchApplier] | None = None,
 ) -> DrainReport:
     """Apply pending jobs of `key` (if given), then of other keys whose lock is free.
 
@@ -359,19 +426,13 @@ def drain(
     At most `batch_size` jobs, recorded and committed together.
     """
     report = DrainReport()
-    finished: list[Finished] = []
-
-    def run(jobs: list[PendingJob]) -> None:
-        finished.extend(_apply_one(session, job, appliers) for job in jobs)
-        report.keys += len({job.key for job in jobs})
-
+    jobs: list[PendingJob] = []
     if key is not None:
         _lock_key(session, key)
-        own = _pending(session, key, batch_size)
-        run(own)
-        report.more = len(own) == batch_size
+        jobs = _pending(session, key, batch_size)
+        report.more = len(jobs) == batch_size
 
-    budget = batch_size - len(finished)
+    budget = batch_size - len(jobs)
     if budget > 0:
         # Try-lock up to 100 other keys in one statement; the LIMIT in the subquery bounds
         # which keys are tried. Their jobs are read by a second statement, whose snapshot
@@ -397,8 +458,10 @@ def drain(
                 {"keys": locked, "n": budget},
             ).all()
             # A prefix of each key's jobs in seq order: the rest waits for the next pass.
-            run([PendingJob(*row) for row in rows])
+            jobs += [PendingJob(*row) for row in rows]
 
+    finished = _apply(session, jobs, appliers, batch_appliers or {})
+    report.keys = len({job.key for job in jobs})
     report.failed = sum(1 for f in finished if f.status == "failed")
     report.applied = len(finished) - report.failed
     if finished:

@@ -2,7 +2,8 @@
 /metrics reads them, so the figures are the same whichever API process is scraped."""
 
 import json
-from collections import defaultdict
+from bisect import bisect_right
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -31,15 +32,26 @@ def add(session: Session, increments: Iterable[tuple[str, str, float]]) -> None:
 
 def record_finished(session: Session, finished: list[tuple[str, str, float]]) -> None:
     """Count finished jobs by kind and outcome, and their accept-to-finish latency."""
-    totals: defaultdict[tuple[str, str, float], float] = defaultdict(float)
-    for kind, outcome, latency in finished:
-        totals[("jobs_finished_total", _labels(kind=kind, outcome=outcome), 0.0)] += 1
-        for bound in LATENCY_BUCKETS:
-            if latency <= bound:
-                totals[("job_latency_seconds_bucket", _labels(le=str(bound)), 0.0)] += 1
-        totals[("job_latency_seconds_sum", "{}", 0.0)] += latency
-        totals[("job_latency_seconds_count", "{}", 0.0)] += 1
-    add(session, [(name, labels, value) for (name, labels, _), value in totals.items()])
+    if not finished:
+        return
+    by_outcome = Counter((kind, outcome) for kind, outcome, _ in finished)
+    latencies = [latency for _, _, latency in finished]
+    increments = [
+        ("jobs_finished_total", _labels(kind=kind, outcome=outcome), float(n))
+        for (kind, outcome), n in by_outcome.items()
+    ]
+    # Cumulative buckets: a latency counts in every bucket whose bound it does not exceed.
+    ordered = sorted(latencies)
+    increments += [
+        ("job_latency_seconds_bucket", _labels(le=str(bound)), float(bisect_right(ordered, bound)))
+        for bound in LATENCY_BUCKETS
+        if ordered[0] <= bound
+    ]
+    increments += [
+        ("job_latency_seconds_sum", "{}", sum(latencies)),
+        ("job_latency_seconds_count", "{}", float(len(latencies))),
+    ]
+    add(session, increments)
 
 
 def record_sweep(session: Session, reenqueued: int) -> None:

@@ -4,7 +4,7 @@ from typing import Any
 
 from celery import shared_task
 
-from identity.appliers import APPLIERS
+from identity.appliers import APPLIERS, BATCH_APPLIERS
 from identity.db import transaction
 from identity.ledger import TRANSIENT_ERRORS, drain
 from identity.queue import get_dispatcher
@@ -31,7 +31,9 @@ def drain_key(key: str) -> dict[str, Any]:
     first: str | None = key
     while True:
         with transaction() as session:
-            report = drain(session, first, APPLIERS, batch_size=batch_size)
+            report = drain(
+                session, first, APPLIERS, batch_size=batch_size, batch_appliers=BATCH_APPLIERS
+            )
         applied, failed = applied + report.applied, failed + report.failed
         if report.applied + report.failed == 0:
             return {"key": key, "applied": applied, "failed": failed}

@@ -1,0 +1,146 @@
+"""Draining applies agent upserts of distinct keys together; the outcome is the one-by-one one."""
+
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from identity.agents import upsert_agent, upsert_agents
+from identity.appliers import APPLIERS, BATCH_APPLIERS
+from identity.db import transaction
+from identity.errors import IdmirrorError
+from identity.ledger import Applied, PendingJob, Submission, accept, drain, get_job
+from tests.conftest import new_slug, put_user
+
+NOW = int(time.time() * 1_000_000)
+LATER = NOW + 3_600_000_000  # an hour ahead: newer than anything the tests store
+BODY = {"display_name": "Scout", "webhook_url": None, "metadata": {"team": "a"}}
+
+
+def job_for(key: str, version: int, **body: Any) -> PendingJob:
+    payload = {**BODY, **body}
+    return PendingJob(
+        uuid.uuid4(), f"agent:{key}", 1, "agent.upsert", payload, version, datetime.now(UTC)
+    )
+
+
+def normalised(outcome: Applied | IdmirrorError) -> dict[str, Any]:
+    """An outcome without what differs between two keys in the same state."""
+    if isinstance(outcome, IdmirrorError):
+        return {"error": outcome.envelope()}
+    result = {
+        k: v
+        for k, v in outcome.result.items()
+        if k not in ("id", "slug", "created_at", "updated_at", "deleted_at", "version")
+    }
+    return {"outcome": outcome.outcome, "result": result}
+
+
+SCENARIOS = {
+    # name: (the job's version, its body's changes, the outcome expected)
+    "new": (LATER, {}, "created"),
+    "same": (LATER, {}, "unchanged"),
+    "changed": (LATER, {"display_name": "Scout 2"}, "updated"),
+    "older": (1, {"display_name": "Scout 2"}, "superseded"),
+    "newer-than-delete": (LATER, {}, "created"),
+    "older-than-delete": (1, {}, "superseded"),
+    "tombstone-only": (1, {}, "superseded"),
+    "no-user": (LATER, {}, "user_not_found"),
+}
+
+
+def prepare(client, key: str, scenario: str) -> None:
+    """Put `key` in the state `scenario` starts from."""
+    path = f"/v1/internal/agents/{key}"
+    if scenario in ("same", "changed", "older", "newer-than-delete", "older-than-delete"):
+        assert client.put(path, json=BODY).status_code == 200
+    if scenario in ("newer-than-delete", "older-than-delete", "tombstone-only"):
+        assert client.delete(path).status_code == 200
+
+
+def test_agent_upserts_applied_together_match_one_by_one(client, domain):
+    user_slug, missing = put_user(client)["slug"], new_slug("gone")
+    twins: dict[str, list[PendingJob]] = {"together": [], "alone": []}
+    for scenario, (version, changes, _) in SCENARIOS.items():
+        for twin in twins:
+            key = f"{scenario}-{twin}@{missing if scenario == 'no-user' else user_slug}"
+            prepare(client, key, scenario)
+            twins[twin].append(job_for(key, version, **changes))
+
+    with transaction() as session:
+        together = upsert_agents(session, twins["together"])
+    alone: list[Applied | IdmirrorError] = []
+    for job in twins["alone"]:
+        with transaction() as session:
+            try:
+                alone.append(upsert_agent(session, job))
+            except IdmirrorError as exc:
+                alone.append(exc)
+
+    assert [normalised(o) for o in together] == [normalised(o) for o in alone]
+    got = [o.code if isinstance(o, IdmirrorError) else o.outcome for o in together]
+    assert got == [expected for _, _, expected in SCENARIOS.values()]
+    by_name = dict(zip(SCENARIOS, together, strict=True))
+    assert by_name["new"].result["created"] is True
+    assert by_name["changed"].result["display_name"] == "Scout 2"
+    assert by_name["older"].result["display_name"] == "Scout"  # the stored one stays
+
+
+def accept_all(subs: list[Submission]) -> list[str]:
+    with transaction() as session:
+        return [accept(session, sub, idempotency_ttl_hours=1).job["id"] for sub in subs]
+
+
+def drain_all() -> None:
+    while True:
+        with transaction() as session:
+            report = drain(session, None, APPLIERS, batch_size=500, batch_appliers=BATCH_APPLIERS)
+        if report.applied + report.failed == 0:
+            return
+
+
+def test_jobs_of_one_key_apply_in_order_among_others_applied_together(client, domain, db, caplog):
+    user = put_user(client)
+    keys = [f"agent:k{i}@{user['slug']}" for i in range(5)]
+    subs = [
+        Submission(key, "agent.upsert", {**BODY, "display_name": f"v{n}"})
+        for n in range(3)
+        for key in keys
+    ]
+    ids = accept_all(subs)
+    drain_all()
+
+    with transaction() as session:
+        jobs = [get_job(session, job_id) for job_id in ids]
+    by_key: dict[str, list[str]] = {}
+    for job in jobs:
+        by_key.setdefault(job["key"], []).append(job["outcome"])
+    assert all(outcomes == ["created", "updated", "updated"] for outcomes in by_key.values())
+    assert "one by one instead" not in caplog.text  # each round held distinct keys
+    names = db.execute(
+        "SELECT DISTINCT a.display_name FROM agents a JOIN users u ON u.id = a.user_id "
+        "WHERE u.slug = %s AND a.deleted_at IS NULL",
+        (user["slug"],),
+    ).fetchall()
+    assert names == [("v2",)]
+
+
+def test_a_bad_job_among_others_fails_alone(client, domain):
+    user = put_user(client)
+    good = [Submission(f"agent:ok{i}@{user['slug']}", "agent.upsert", BODY) for i in range(4)]
+    bad = Submission(f"agent:bad@{user['slug']}", "agent.upsert", {"metadata": {}})
+    ids = accept_all([*good[:2], bad, *good[2:]])
+    drain_all()
+
+    with transaction() as session:
+        jobs = [get_job(session, job_id) for job_id in ids]
+    assert [j["status"] for j in jobs] == ["applied", "applied", "failed", "applied", "applied"]
+    assert jobs[2]["error"]["code"] == "internal_error"
+    assert {j["outcome"] for j in jobs if j["status"] == "applied"} == {"created"}
+
+
+@pytest.mark.parametrize("kind", sorted(BATCH_APPLIERS))
+def test_every_batch_kind_has_a_single_applier(kind):
+    assert kind in APPLIERS
