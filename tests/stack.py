@@ -144,6 +144,10 @@ class Stack:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(5)
 
+    def pause(self, name: str, *, resume: bool = False) -> None:
+        """Freeze a process group (SIGSTOP), or let it go on (SIGCONT): it keeps its connections."""
+        os.killpg(self.processes[name].pid, signal.SIGCONT if resume else signal.SIGSTOP)
+
     def stop(self) -> None:
         for name in list(self.processes):
             self.kill(name, signal.SIGTERM)

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 import redis
 
-from cli.embedded import EmbeddedRedis
+from cli.embedded import EmbeddedPostgres, EmbeddedRedis
 from tests.stack import Stack, database_url_for, wait_until
 
 pytestmark = pytest.mark.slow
@@ -164,3 +164,55 @@ def test_worker_killed_mid_drain_every_job_applied_exactly_once(isolated):
                 (owner,),
             ).fetchall()
             assert live == [(f"{owner} v{per_key - 1}",)]
+
+
+def test_postgres_restart_loses_nothing_accepted(tmp_home):
+    """A restart drops every pooled connection of the API and the worker: accepted jobs are
+    applied once it is back, and writes arriving after it are accepted without a 5xx."""
+    postgres, broker = EmbeddedPostgres(tmp_home / "postgres"), EmbeddedRedis(tmp_home / "redis")
+    server_url = postgres.start()
+    broker.start()
+    stack = Stack(database_url_for(server_url, "idmirror_restart"), broker.url, tmp_home)
+    try:
+        for name in ("api", "worker", "beat"):
+            stack.start(name)
+        with stack.client() as client:
+            user = client.put(
+                f"/v1/internal/users/{uuid.uuid4()}",
+                json={"email": "r@example.com", "slug": "restart"},
+            )
+            assert user.status_code == 200
+        stack.pause("worker")  # its pooled connections will be dead when it wakes
+        before = submit_async(
+            stack,
+            [(f"/v1/internal/agents/a{i}@restart", {"display_name": "one"}) for i in range(50)],
+        )
+
+        assert counts(stack)["pending"] == 50
+        postgres.stop()
+        with stack.client() as client:
+            down = client.put("/v1/internal/agents/c@restart", json={"display_name": "lost"})
+        assert down.status_code == 503 and down.headers["Retry-After"] == "1"
+        assert down.json()["error"]["code"] == "database_unavailable"
+        assert postgres.start() == server_url  # the same server, back where it was
+        stack.pause("worker", resume=True)
+
+        with stack.client() as client:
+            after = [
+                client.put(f"/v1/internal/agents/b{i}@restart", json={"display_name": "two"})
+                for i in range(20)
+            ]
+        assert [r.status_code for r in after] == [200] * 20
+        wait_until(lambda: counts(stack)["pending"] == 0, timeout=90)
+        with psycopg.connect(stack.database_url) as conn:
+            jobs = conn.execute(
+                "SELECT status, attempts, count(*) FROM jobs WHERE kind = 'agent.upsert' "
+                "GROUP BY 1, 2"
+            ).fetchall()
+            agents = conn.execute("SELECT count(*) FROM agents").fetchone()[0]
+        assert jobs == [("applied", 1, 70)] and agents == 70
+        assert len(set(before)) == 50
+    finally:
+        stack.stop()
+        broker.stop()
+        postgres.stop()
