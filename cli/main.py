@@ -26,9 +26,19 @@ MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 
 def run_migrations(database_url: str) -> None:
-    """Bring the schema to the newest revision."""
+    """Bring the schema to the newest revision, on a server new enough for the service."""
+    import psycopg
     from alembic import command
     from alembic.config import Config
+
+    from identity.db import UnsupportedServer, check_server_version, libpq_url
+
+    with psycopg.connect(libpq_url(database_url)) as conn:
+        try:
+            check_server_version(conn.info.server_version)
+        except UnsupportedServer as exc:
+            console.print(f"[red]{exc}[/]")
+            raise typer.Exit(1) from None
 
     config = Config(str(MIGRATIONS / "alembic.ini"))
     config.set_main_option("script_location", str(MIGRATIONS))

@@ -22,6 +22,23 @@ def libpq_url(url: str) -> str:
     return "postgresql://" + sqlalchemy_url(url)[len("postgresql+psycopg://") :]
 
 
+# The oldest PostgreSQL the service runs on: the suite runs on 15 and 18.
+MIN_SERVER_VERSION = 150000
+
+
+class UnsupportedServer(RuntimeError):
+    """The PostgreSQL server is older than the service supports."""
+
+
+def check_server_version(version_num: int) -> None:
+    """Refuse a server older than MIN_SERVER_VERSION (`server_version_num`, e.g. 150019)."""
+    if version_num < MIN_SERVER_VERSION:
+        raise UnsupportedServer(
+            f"PostgreSQL {version_num // 10000} is too old: idmirror needs "
+            f"{MIN_SERVER_VERSION // 10000} or newer"
+        )
+
+
 _engine: Engine | None = None
 _sessionmaker: sessionmaker[Session] | None = None
 

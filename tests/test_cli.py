@@ -67,3 +67,12 @@ def test_up_serves_the_api_worker_and_flower_on_embedded_services_and_stops_clea
         if str(tmp_home) in " ".join(p.info["cmdline"] or [])
     ]
     assert leftovers == [], "up must stop the servers it started"
+
+
+def test_a_server_older_than_postgresql_15_is_refused():
+    from identity.db import UnsupportedServer, check_server_version
+
+    check_server_version(150019)  # the machine's own 15.19
+    check_server_version(180006)
+    with pytest.raises(UnsupportedServer, match="PostgreSQL 14 is too old"):
+        check_server_version(140011)
