@@ -8,18 +8,26 @@ and their common path re-serialises nothing.
 
 import json
 import math
+import re
 import secrets
 import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, TypeAdapter, ValidationError, model_validator
+from pydantic import AwareDatetime, Field, TypeAdapter, ValidationError, model_validator
 
 from identity.errors import IdmirrorError, InvalidWebhookUrl, ValidationFailed
-from identity.keys import AgentKey, UserKey
+from identity.keys import SLUG_RE, AgentKey, UserKey
 from identity.node_types import NodeTypeUpsert, check_schema, parse_id
-from identity.schemas import AgentUpsert, UserUpsert, find_nul, to_version
+from identity.schemas import (
+    MAX_AGENT_METADATA_BYTES,
+    AgentUpsert,
+    UserUpsert,
+    check_metadata_size,
+    find_nul,
+    to_version,
+)
 from identity.webhooks import check_webhook_url
 
 
@@ -157,6 +165,53 @@ def _storable(raw: bytes, item: UserItem | AgentItem | NodeTypeItem) -> None:
         raise ValidationFailed("numbers must be finite: NaN and Infinity are not JSON")
 
 
+_SLUG = SLUG_RE.pattern.removeprefix("^").removesuffix("$")
+_AGENT_KEY = re.compile(f"{_SLUG}@{_SLUG}")
+_AGENT_FIELDS = frozenset(AgentItem.model_fields)
+_AWARE: TypeAdapter[Any] = TypeAdapter(AwareDatetime)
+# Lines the plain reading below could judge differently from validation: escapes (a NUL, a lone
+# surrogate), non-finite numbers, NUL bytes (json.loads would guess UTF-16).
+_UNSURE = (b"\\u", b"NaN", b"Infinity", b"\x00")
+# Validation refuses JSON nested deeper than about 128 levels; json.loads does not.
+_MAX_NESTING = 64
+# Re-serialised, a JSON value is at most 8 times its text long (a float: 1e5 is 100000.0), so
+# only a line longer than this can hold agent metadata over its limit.
+_METADATA_SAFE_LINE = MAX_AGENT_METADATA_BYTES // 8
+
+
+def _plain_agent(raw: bytes) -> tuple[str, str | None, str | None] | None:
+    """The key, webhook_url and source_updated_at of an agent line that plainly passes every rule of
+    AgentItem, or None when only full validation can tell (it then also writes the error)."""
+    if b'"agent"' not in raw or any(s in raw for s in _UNSURE):
+        return None
+    if raw.count(b"{") + raw.count(b"[") > _MAX_NESTING:
+        return None
+    try:
+        obj = json.loads(raw.decode())
+    except ValueError:
+        return None
+    if type(obj) is not dict or obj.get("type") != "agent" or not obj.keys() <= _AGENT_FIELDS:
+        return None
+    key, name, url = obj.get("key"), obj.get("display_name"), obj.get("webhook_url")
+    metadata, stamp = obj.get("metadata", {}), obj.get("source_updated_at")
+    if (
+        type(key) is not str
+        or type(name) is not str
+        or not 0 < len(name) <= 255
+        or (url is not None and (type(url) is not str or len(url) > 2048))
+        or type(metadata) is not dict
+        or (stamp is not None and type(stamp) is not str)
+        or not _AGENT_KEY.fullmatch(key)
+    ):
+        return None
+    if len(raw) > _METADATA_SAFE_LINE and metadata:
+        try:
+            check_metadata_size(metadata, MAX_AGENT_METADATA_BYTES)
+        except ValueError:
+            return None
+    return key, url, stamp
+
+
 class ItemParser:
     """Turns lines into stored elements; item versions default to the snapshot's."""
 
@@ -165,6 +220,10 @@ class ItemParser:
         self.allow_private = allow_private_webhooks
 
     def parse(self, line: int, raw: bytes) -> Parsed | Failure:
+        return self._plain_agent(line, raw) or self.parse_with_models(line, raw)
+
+    def parse_with_models(self, line: int, raw: bytes) -> Parsed | Failure:
+        """Any line, validated by the models of the PUT bodies."""
         try:
             item = _ITEM.validate_json(raw)
         except ValidationError as exc:
@@ -185,6 +244,23 @@ class ItemParser:
         if isinstance(item, UserItem):
             return self._user(line, raw, item, version)
         return self._node_type(line, raw, item, version)
+
+    def _plain_agent(self, line: int, raw: bytes) -> Parsed | None:
+        """Agents, the bulk of a backfill, skip the models when the line is plainly valid: the
+        same rules, the same stored element, a third of the time."""
+        plain = _plain_agent(raw)
+        if plain is None:
+            return None
+        key, url, stamp = plain
+        version = self.snapshot_version
+        try:
+            if url is not None and _webhook_verdict(_origin(url), self.allow_private):
+                return None
+            if stamp is not None:
+                version = to_version(_AWARE.validate_python(stamp))
+        except ValidationError:
+            return None
+        return Parsed("agent", f"agent:{key}", b'{"l":%d,"v":%d,"d":%s}' % (line, version, raw))
 
     def _node_type(
         self, line: int, raw: bytes, item: NodeTypeItem, version: int
