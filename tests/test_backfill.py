@@ -7,7 +7,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -295,15 +295,17 @@ def test_retry_applies_failed_items_again_once_their_cause_is_fixed(client):
     assert again.status_code == 409 and again.json()["error"]["code"] == "backfill_not_retryable"
 
 
-def test_cancel_while_receiving_stops_the_run_and_applies_nothing_more(client):
-    p = prefix()
+def upload_in_two_parts(
+    client: httpx.Client, first: bytes, second: bytes
+) -> tuple[dict, Callable[[], dict]]:
+    """Start an upload that sends `first` and holds `second` back. Returns the run (receiving)
+    and a function that sends the rest and returns the answer."""
     gate = threading.Event()
-    owner = user_item(f"{p}-u")
 
     def body() -> Iterator[bytes]:
-        yield ndjson([owner])
-        gate.wait(20)
-        yield ndjson([agent_item(f"a{i}@{p}-u") for i in range(5_000)])
+        yield first
+        gate.wait(60)
+        yield second
 
     result: dict[str, httpx.Response] = {}
     upload = threading.Thread(
@@ -317,11 +319,24 @@ def test_cancel_while_receiving_stops_the_run_and_applies_nothing_more(client):
             iter(client.get("/v1/internal/backfills?status=receiving").json()["items"]), None
         )
     )
+
+    def answer() -> dict:
+        gate.set()
+        upload.join(60)
+        assert result["r"].status_code == 202, result["r"].text
+        return result["r"].json()
+
+    return run, answer
+
+
+def test_cancel_while_receiving_stops_the_run_and_applies_nothing_more(client):
+    p = prefix()
+    owner = user_item(f"{p}-u")
+    agents = [agent_item(f"a{i}@{p}-u") for i in range(5_000)]
+    run, answer = upload_in_two_parts(client, ndjson([owner]), ndjson(agents))
     cancelled = client.post(f"/v1/internal/backfills/{run['id']}/cancel")
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
-    gate.set()
-    upload.join(30)
-    assert result["r"].status_code == 202 and result["r"].json()["status"] == "cancelled"
+    assert answer()["status"] == "cancelled"
     time.sleep(1)
     assert client.get(f"/v1/internal/users/{owner['id']}").status_code == 404
     assert client.get(f"/v1/agents?user_slug={p}-u").json()["items"] == []
