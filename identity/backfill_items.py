@@ -133,13 +133,13 @@ def _webhook_verdict(origin: str, allow_private: bool) -> tuple[str, dict[str, A
     return None
 
 
+_ORIGIN = re.compile(r".*?://[^/?#]*", re.DOTALL)
+
+
 def _origin(url: str) -> str:
     """The URL up to its path, query or fragment: all the webhook rule looks at."""
-    start = url.find("://")
-    if start < 0:
-        return url
-    ends = [i for i in (url.find(c, start + 3) for c in "/?#") if i >= 0]
-    return url[: min(ends)] if ends else url
+    match = _ORIGIN.match(url)
+    return match.group() if match else url
 
 
 def check_webhook(url: str, allow_private: bool) -> None:
@@ -171,7 +171,7 @@ _AGENT_FIELDS = frozenset(AgentItem.model_fields)
 _AWARE: TypeAdapter[Any] = TypeAdapter(AwareDatetime)
 # Lines the plain reading below could judge differently from validation: escapes (a NUL, a lone
 # surrogate), non-finite numbers, NUL bytes (json.loads would guess UTF-16).
-_UNSURE = (b"\\u", b"NaN", b"Infinity", b"\x00")
+_UNSURE = re.compile(rb"\\u|NaN|Infinity|\x00")
 # Validation refuses JSON nested deeper than about 128 levels; json.loads does not.
 _MAX_NESTING = 64
 # Re-serialised, a JSON value is at most 8 times its text long (a float: 1e5 is 100000.0), so
@@ -182,7 +182,7 @@ _METADATA_SAFE_LINE = MAX_AGENT_METADATA_BYTES // 8
 def _plain_agent(raw: bytes) -> tuple[str, str | None, str | None] | None:
     """The key, webhook_url and source_updated_at of an agent line that plainly passes every rule of
     AgentItem, or None when only full validation can tell (it then also writes the error)."""
-    if b'"agent"' not in raw or any(s in raw for s in _UNSURE):
+    if b'"agent"' not in raw or _UNSURE.search(raw):
         return None
     if raw.count(b"{") + raw.count(b"[") > _MAX_NESTING:
         return None

@@ -10,7 +10,7 @@ import json
 import re
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import text
@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from identity.backfill_flow import EARLY_KINDS, Work, finish_receiving, heads, users_pending
 from identity.backfill_items import Failure, ItemParser, bucket_of
+from identity.backfill_writer import StoreBehind
 from identity.errors import ValidationFailed
 from identity.settings import Settings
 
@@ -222,6 +223,9 @@ class Receiver:
         self._buffered = 0
         self._failures: list[Failure] = []
         self._order = InputOrder()
+        # An upload stores behind its validation; a pull's checkpoint must be stored when it
+        # returns, before the next page is asked for.
+        self._behind = None if checkpoints else StoreBehind()
 
     # --- input ---------------------------------------------------------------------------
 
@@ -308,10 +312,13 @@ class Receiver:
         self, chunks: list[tuple[str, int, list[bytes]]], state: dict[str, Any] | None = None
     ) -> None:
         failures, self._failures = self._failures, []
-        with self.transaction() as session:
-            self.work += store(
-                session, self.backfill_id, chunks, failures, state=state, order=self._order
-            )
+        order = replace(self._order)
+
+        def write() -> list[Work]:
+            with self.transaction() as session:
+                return store(session, self.backfill_id, chunks, failures, state=state, order=order)
+
+        self.work += write() if self._behind is None else self._behind.submit(write)
 
     def _drain_buffers(self) -> list[tuple[str, int, list[bytes]]]:
         chunks = [(kind, bucket, parts) for (kind, bucket), parts in sorted(self._buffers.items())]
@@ -349,9 +356,16 @@ class Receiver:
         chunks = self._drain_buffers()
         if chunks or self._failures:
             self._write(chunks)
+        if self._behind is not None:
+            self.work += self._behind.wait()
         with self.transaction() as session:
             self.work += finish_receiving(session, self.backfill_id)
         return self.take_work()
+
+    def close(self) -> None:
+        """Stop storing (the stores already queued finish): after finish, or on the way out."""
+        if self._behind is not None:
+            self._behind.close()
 
     def take_work(self) -> list[Work]:
         """Messages to send: what the stored chunks made runnable."""
