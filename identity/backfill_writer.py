@@ -43,8 +43,8 @@ class StoreBehind:
         return work
 
     def close(self) -> None:
-        """Let what is queued finish (its outcome no longer matters: the caller is done or
-        failing) and stop the thread."""
+        """Stop the thread: a store already running finishes, those still queued never run
+        (after `wait` there are none; otherwise the caller is failing or was cancelled)."""
         self._broken = self._broken or _Closed()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
