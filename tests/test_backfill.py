@@ -4,10 +4,9 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -293,58 +292,6 @@ def test_retry_applies_failed_items_again_once_their_cause_is_fixed(client):
 
     again = client.post(f"/v1/internal/backfills/{run['id']}/retry")
     assert again.status_code == 409 and again.json()["error"]["code"] == "backfill_not_retryable"
-
-
-def upload_in_two_parts(
-    client: httpx.Client, first: bytes, second: bytes
-) -> tuple[dict, Callable[[], dict]]:
-    """Start an upload that sends `first` and holds `second` back. Returns the run (receiving)
-    and a function that sends the rest and returns the answer."""
-    gate = threading.Event()
-
-    def body() -> Iterator[bytes]:
-        yield first
-        gate.wait(60)
-        yield second
-
-    result: dict[str, httpx.Response] = {}
-    upload = threading.Thread(
-        target=lambda: result.setdefault(
-            "r", client.post("/v1/internal/backfills", content=body(), headers=NDJSON)
-        )
-    )
-    upload.start()
-    run = wait_until(
-        lambda: next(
-            iter(client.get("/v1/internal/backfills?status=receiving").json()["items"]), None
-        )
-    )
-
-    def answer() -> dict:
-        gate.set()
-        upload.join(60)
-        assert result["r"].status_code == 202, result["r"].text
-        return result["r"].json()
-
-    return run, answer
-
-
-def test_cancel_while_receiving_stops_the_run_and_applies_nothing_more(client):
-    p = prefix()
-    owner = user_item(f"{p}-u")
-    agents = [agent_item(f"a{i}@{p}-u") for i in range(5_000)]
-    run, answer = upload_in_two_parts(client, ndjson([owner]), ndjson(agents))
-    cancelled = client.post(f"/v1/internal/backfills/{run['id']}/cancel")
-    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
-    assert answer()["status"] == "cancelled"
-    time.sleep(1)
-    assert client.get(f"/v1/internal/users/{owner['id']}").status_code == 404
-    assert client.get(f"/v1/agents?user_slug={p}-u").json()["items"] == []
-    # Cancelling a finished run changes nothing.
-    again = client.post(f"/v1/internal/backfills/{run['id']}/cancel").json()
-    assert (
-        again["status"] == "cancelled" and again["finished_at"] == cancelled.json()["finished_at"]
-    )
 
 
 @pytest.mark.parametrize(

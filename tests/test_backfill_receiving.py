@@ -1,16 +1,74 @@
-"""Agent chunks applied while the input still arrives: only once every user before them is in
-place, and never at the cost of an agent whose user line comes later in the same input."""
+"""While the input still arrives: a cancel stops the run; agent chunks are applied only once every
+user before them is in place, and never at the cost of an agent whose user line comes later."""
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import httpx
 
 from tests.stack import wait_until
 from tests.test_backfill import (
+    NDJSON,
     agent_item,
     failures,
     ndjson,
     prefix,
-    upload_in_two_parts,
     user_item,
     wait_done,
 )
+
+
+def upload_in_two_parts(
+    client: httpx.Client, first: bytes, second: bytes
+) -> tuple[dict, Callable[[], dict]]:
+    """Start an upload that sends `first` and holds `second` back. Returns the run (receiving)
+    and a function that sends the rest and returns the answer."""
+    gate = threading.Event()
+
+    def body() -> Iterator[bytes]:
+        yield first
+        gate.wait(60)
+        yield second
+
+    result: dict[str, httpx.Response] = {}
+    upload = threading.Thread(
+        target=lambda: result.setdefault(
+            "r", client.post("/v1/internal/backfills", content=body(), headers=NDJSON)
+        )
+    )
+    upload.start()
+    run = wait_until(
+        lambda: next(
+            iter(client.get("/v1/internal/backfills?status=receiving").json()["items"]), None
+        )
+    )
+
+    def answer() -> dict:
+        gate.set()
+        upload.join(60)
+        assert result["r"].status_code == 202, result["r"].text
+        return result["r"].json()
+
+    return run, answer
+
+
+def test_cancel_while_receiving_stops_the_run_and_applies_nothing_more(client):
+    p = prefix()
+    owner = user_item(f"{p}-u")
+    agents = [agent_item(f"a{i}@{p}-u") for i in range(5_000)]
+    run, answer = upload_in_two_parts(client, ndjson([owner]), ndjson(agents))
+    cancelled = client.post(f"/v1/internal/backfills/{run['id']}/cancel")
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    assert answer()["status"] == "cancelled"
+    time.sleep(1)
+    assert client.get(f"/v1/internal/users/{owner['id']}").status_code == 404
+    assert client.get(f"/v1/agents?user_slug={p}-u").json()["items"] == []
+    # Cancelling a finished run changes nothing.
+    again = client.post(f"/v1/internal/backfills/{run['id']}/cancel").json()
+    assert (
+        again["status"] == "cancelled" and again["finished_at"] == cancelled.json()["finished_at"]
+    )
 
 
 def test_agents_after_their_users_are_applied_while_the_input_still_arrives(client, db):
