@@ -1,4 +1,4 @@
-"""Backfill lines: agent lines read without the models are judged exactly as the models judge them."""
+"""Backfill lines: agent and user lines read without the models are judged as the models judge them."""
 
 import json
 
@@ -69,7 +69,60 @@ LINES = [
 ]
 
 
-@pytest.mark.parametrize("raw", LINES)
+def user_line(**fields: object) -> bytes:
+    body = {
+        "type": "user",
+        "id": "6f1c2a52-3d1e-4c8a-9a4b-2f4f0c9d7e11",
+        "email": "govind@example.com",
+        "slug": "govind",
+        **fields,
+    }
+    return json.dumps(body, ensure_ascii=False).encode()
+
+
+USER_LINES = [
+    user_line(),
+    user_line(plan="pro", metadata={"region": "r1"}, external_owner="crm"),
+    user_line(plan=None),
+    user_line(plan=""),
+    user_line(plan="p" * 64),
+    user_line(plan="p" * 65),
+    user_line(external_owner=None),
+    user_line(external_owner="o" * 65),
+    user_line(external_owner=3),
+    user_line(id="6F1C2A52-3D1E-4C8A-9A4B-2F4F0C9D7E11"),
+    user_line(id="{6f1c2a52-3d1e-4c8a-9a4b-2f4f0c9d7e11}"),
+    user_line(id="6f1c2a523d1e4c8a9a4b2f4f0c9d7e11"),
+    user_line(id="not-a-uuid"),
+    user_line(id=12),
+    user_line(email="Govind@EXAMPLE.com"),
+    user_line(email="Govind <govind@example.com>"),
+    user_line(email=" govind@example.com "),
+    user_line(email="gövind@exämple.com"),
+    user_line(email='"odd local"@example.com'),
+    user_line(email="govind@localhost"),
+    user_line(email="govind@test"),
+    user_line(email="govind@@example.com"),
+    user_line(email="govind"),
+    user_line(email="g" * 2050 + "@example.com"),
+    user_line(email=None),
+    user_line(slug="Govind"),
+    user_line(slug="govind-"),
+    user_line(slug="g" * 64),
+    user_line(slug="g" * 65),
+    user_line(slug="govind\n"),
+    user_line(metadata=None),
+    user_line(metadata={"big": "x" * 70_000}),
+    user_line(metadata={"n": [1e5] * 7_000}),
+    user_line(source_updated_at="2025-06-01T10:15:02Z"),
+    user_line(source_updated_at="2025-06-01T10:15:02"),
+    user_line(extra=True),
+    user_line(type="node_type"),
+    user_line(metadata={"nul": "a\x00b"}),
+]
+
+
+@pytest.mark.parametrize("raw", LINES + USER_LINES)
 @pytest.mark.parametrize("allow_private", [False, True])
 def test_agent_lines_read_without_the_models_get_the_models_verdict(raw, allow_private):
     parser = ItemParser(SNAPSHOT, allow_private_webhooks=allow_private)
@@ -77,11 +130,13 @@ def test_agent_lines_read_without_the_models_get_the_models_verdict(raw, allow_p
     assert parser.parse(7, raw) == expected
 
 
-def test_plain_agent_lines_skip_the_models():
+def test_plain_agent_and_user_lines_skip_the_models():
     parser = ItemParser(SNAPSHOT, allow_private_webhooks=False)
     raw = agent_line(webhook_url="https://hooks.example.com/scout")
-    assert parser._plain_agent(3, raw) == Parsed(
+    assert parser.parse_plain(3, raw) == Parsed(
         "agent", "agent:scout@govind", b'{"l":3,"v":%d,"d":%s}' % (SNAPSHOT, raw)
     )
-    assert parser._plain_agent(3, agent_line(display_name="")) is None
+    user = parser.parse_plain(4, user_line(email="Govind@EXAMPLE.com"))
+    assert user is not None and json.loads(user.stored)["email"] == "Govind@example.com"
+    assert parser.parse_plain(3, agent_line(display_name="")) is None
     assert isinstance(parser.parse(3, agent_line(display_name="")), Failure)
