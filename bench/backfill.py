@@ -320,7 +320,7 @@ def render(
             _verdict(speedup >= TARGET_RERUN_SPEEDUP),
         ],
         [
-            "(for reference) apply phase alone, first run / re-run",
+            "(for reference) apply left after the upload, first run / re-run",
             f"{apply_speedup:.2f}x",
             "",
         ],
@@ -338,8 +338,8 @@ reads `completed`; then the same file again, where every item is unchanged. The 
 rows loaded with `COPY` into staging tables and merged with one `INSERT ... ON CONFLICT DO UPDATE
 ... WHERE <changed and not older>` per table into copies of the real tables (same indexes, agent
 ids random as the service draws them), in the same database during the same run. *upload* is the
-time until the upload was answered: reading, validating and storing every line (users are applied
-meanwhile); agents are applied after it (*apply*).
+time until the upload was answered: reading, validating and storing every line, while users and
+then agents are applied as their chunks are stored; *apply* is what is left to apply after it.
 RSS growth is the peak resident memory of the API process and of the worker's process group above
 their level when the run started, sampled every 0.2 s.
 
@@ -347,14 +347,15 @@ their level when the run started, sampled every 0.2 s.
 
 {table(["target", "measured", ""], targets)}
 
-Where the time goes. Reading, validating (the same pydantic models and webhook rule as a PUT) and
+Where the time goes. Reading, validating (the same rules and webhook check as a PUT) and
 storing the input took {first.upload_seconds:.1f} s and {second.upload_seconds:.1f} s, about
 {1e6 * first.upload_seconds / items:.0f} us per line, in one API process: the same work whether
-items change or not. Applying the agents after it took {first.seconds - first.upload_seconds:.1f} s
-when every one was created and {second.seconds - second.upload_seconds:.1f} s when every one was
-unchanged ({apply_speedup:.1f}x), on {os.cpu_count()} worker processes sharing the machine's cores
-with Postgres. With validation costing what it does, a re-run cannot be more than
-{first.seconds / max(second.upload_seconds, 1e-9):.1f}x faster even if applying took no time. The
+items change or not. Applying what was left after it took
+{first.seconds - first.upload_seconds:.1f} s when every item was created and
+{second.seconds - second.upload_seconds:.1f} s when every one was unchanged ({apply_speedup:.1f}x),
+on {os.cpu_count()} worker processes sharing the machine's cores with Postgres and the API. A
+re-run takes at least its upload: with reading, validating and storing costing what they do, it
+cannot be more than {first.seconds / max(second.upload_seconds, 1e-9):.1f}x faster. The
 floor is one Postgres backend merging rows that need no validation.
 
 Machine: {facts["cpus"]} CPUs ({facts["cpu_model"]}), {facts["memory"]} RAM; Python

@@ -21,7 +21,16 @@ from sqlalchemy.orm import Session
 
 from identity import metrics
 from identity.agents import upsert_agent
-from identity.backfill_flow import Work, advance, is_head, runnable, unqueue
+from identity.backfill_flow import (
+    RUN_COLUMNS,
+    Work,
+    advance,
+    is_head,
+    runnable,
+    stop_early_agents,
+    unqueue,
+    users_pending,
+)
 from identity.backfill_items import new_agent_ids
 from identity.backfill_sql import CHUNK, KEYS, LOCK_KEYS, STATEMENTS
 from identity.errors import IdmirrorError, SlugTaken, UserNotFound
@@ -235,34 +244,55 @@ def apply_chunk(session: Session, backfill_id: str, seq: int) -> list[Work]:
     if chunk is None or chunk.status != "pending":
         return []
     run = session.execute(
-        text("SELECT status, phase, apply_early, mode, dry_run FROM backfills WHERE id = :id"),
-        {"id": backfill_id},
+        text(f"SELECT {RUN_COLUMNS} FROM backfills WHERE id = :id"), {"id": backfill_id}
     ).one()
     if run.status not in ("receiving", "running"):
         return []
-    if not runnable(run, chunk.kind) or not is_head(
-        session, backfill_id, chunk.kind, chunk.bucket, seq
+    early_agents = run.phase == "receiving" and chunk.kind == "agent"
+    if (
+        not runnable(run, chunk.kind)
+        or not is_head(session, backfill_id, chunk.kind, chunk.bucket, seq)
+        or (early_agents and users_pending(session, backfill_id))
     ):
         unqueue(session, backfill_id, seq)
         return []
+    if not early_agents:
+        outcomes = _apply(session, run, chunk, backfill_id, seq)
+        return finish_chunk(session, backfill_id, seq, chunk.kind, chunk.bucket, outcomes)
+    try:
+        with session.begin_nested():
+            outcomes = _apply(session, run, chunk, backfill_id, seq)
+            if outcomes.failed:
+                raise _OwnerMaybeLater
+    except _OwnerMaybeLater:
+        # The missing owner may be a user line further on: this chunk and every agent chunk
+        # still pending wait for the end of the input, as if nothing had been applied early.
+        stop_early_agents(session, backfill_id)
+        unqueue(session, backfill_id, seq)
+        return []
+    return finish_chunk(session, backfill_id, seq, chunk.kind, chunk.bucket, outcomes)
 
+
+class _OwnerMaybeLater(Exception):
+    """An agent chunk applied early found an item whose user does not exist (yet)."""
+
+
+def _apply(session: Session, run: Any, chunk: Any, backfill_id: str, seq: int) -> Outcomes:
     cover = chunk.kind == "user" and (run.mode == "mirror" or run.dry_run)
     if run.dry_run and chunk.kind == "node_type":
-        outcomes = _node_types_dry(session, backfill_id, seq)
-    elif chunk.kind == "node_type":
+        return _node_types_dry(session, backfill_id, seq)
+    if chunk.kind == "node_type":
         _lock_keys(session, chunk.kind, backfill_id, seq)
-        outcomes = _one_by_one(session, chunk.kind, backfill_id, seq, cover=False)
-    else:
-        if not run.dry_run:
-            _lock_keys(session, chunk.kind, backfill_id, seq)
-        try:
-            with session.begin_nested():
-                outcomes = _set_based(
-                    session, chunk.kind, backfill_id, seq, chunk.size, dry=run.dry_run, cover=cover
-                )
-        except IntegrityError:
-            outcomes = _one_by_one(session, chunk.kind, backfill_id, seq, cover=cover)
-    return finish_chunk(session, backfill_id, seq, chunk.kind, chunk.bucket, outcomes)
+        return _one_by_one(session, chunk.kind, backfill_id, seq, cover=False)
+    if not run.dry_run:
+        _lock_keys(session, chunk.kind, backfill_id, seq)
+    try:
+        with session.begin_nested():
+            return _set_based(
+                session, chunk.kind, backfill_id, seq, chunk.size, dry=run.dry_run, cover=cover
+            )
+    except IntegrityError:
+        return _one_by_one(session, chunk.kind, backfill_id, seq, cover=cover)
 
 
 def finish_chunk(
@@ -287,12 +317,12 @@ def finish_chunk(
     # The row lock taken here orders chunk completions: the last one sees no chunk left.
     row = session.execute(
         text(
-            """
+            f"""
             UPDATE backfills SET created = created + :created, updated = updated + :updated,
                 unchanged = unchanged + :unchanged, superseded = superseded + :superseded,
                 failed = failed + :failed, touched_at = clock_timestamp()
             WHERE id = :id
-            RETURNING id, status, phase, mode, prune, dry_run, rerun, apply_early
+            RETURNING {RUN_COLUMNS}
             """
         ),
         {"id": backfill_id, **{o: counts.get(o, 0) for o in OUTCOMES}},

@@ -6,6 +6,9 @@ the messages to send once that transaction has committed. Items are split into b
 and a bucket's chunks are applied one after another, so two items of one key apply in line
 order; different buckets run in parallel. A chunk is queued when it becomes the first pending
 chunk of its bucket; the sweeper re-queues any such chunk whose message was lost.
+
+While the input is still arriving, user chunks may already be applied, and agent chunks too once
+the input has moved on to agents with every user chunk before them applied (`early_agents`).
 """
 
 import json
@@ -16,7 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 ACTIVE = ("receiving", "running")
-RUN_COLUMNS = "id, status, phase, mode, prune, dry_run, rerun, apply_early"
+RUN_COLUMNS = "id, status, phase, mode, prune, dry_run, rerun, apply_early, early_agents"
 UPLOAD_INTERRUPTED = {
     "code": "upload_interrupted",
     "message": "the upload stopped before its end",
@@ -119,10 +122,25 @@ def _pending(session: Session, backfill_id: Any, kinds: tuple[str, ...]) -> bool
 
 
 def runnable(run: Any, kind: str) -> bool:
-    """Whether chunks of `kind` may be applied in the run's current phase."""
+    """Whether chunks of `kind` may be applied in the run's current phase (agent chunks while
+    receiving: also only once no user chunk is pending, see `users_pending`)."""
     if run.phase == "receiving":
+        if kind == "agent":
+            return bool(run.apply_early) and run.early_agents is True
         return bool(run.apply_early) and kind in EARLY_KINDS
     return kind in PHASE_KINDS.get(run.phase, ())
+
+
+def users_pending(session: Session, backfill_id: Any) -> bool:
+    """Whether a user (or node type) chunk stored so far is still to be applied."""
+    return _pending(session, backfill_id, EARLY_KINDS)
+
+
+def stop_early_agents(session: Session, backfill_id: Any) -> None:
+    """Agent chunks wait for the end of the input from now on."""
+    session.execute(
+        text("UPDATE backfills SET early_agents = false WHERE id = :id"), {"id": backfill_id}
+    )
 
 
 def _set_phase(session: Session, backfill_id: Any, phase: str) -> None:
@@ -185,14 +203,18 @@ def advance(
     if phase in ("plan", "drift"):
         return [step(session, run.id)]
     if phase == "receiving":
-        if kind is not None and runnable(run, kind):
-            return heads(session, run.id, kind, bucket=bucket)
-        return []
+        if kind is None or not runnable(run, kind):
+            return []
+        work = heads(session, run.id, kind, bucket=bucket)
+        if kind in EARLY_KINDS and runnable(run, "agent") and not users_pending(session, run.id):
+            work += heads(session, run.id, "agent")  # the last user chunk before the agents
+        return work
     while phase in PHASE_KINDS:
         kinds = PHASE_KINDS[phase]
         if _pending(session, run.id, kinds):
             if kind is not None:
-                return heads(session, run.id, kind, bucket=bucket)
+                # An agent chunk applied early may finish while the users phase runs.
+                return heads(session, run.id, kind, bucket=bucket) if kind in kinds else []
             return [work for k in kinds for work in heads(session, run.id, k)]
         kind = bucket = None
         if phase == "users":
@@ -230,12 +252,16 @@ def stray_work(
     work: list[Work] = []
     runs = session.execute(
         text(
-            "SELECT id, phase FROM backfills WHERE status IN ('receiving', 'running') "
+            "SELECT id, phase, early_agents FROM backfills "
+            "WHERE status IN ('receiving', 'running') "
             "AND (phase IN ('users', 'agents') OR (phase = 'receiving' AND apply_early))"
         )
     ).all()
     for run in runs:
-        for kind in PHASE_KINDS["agents" if run.phase == "agents" else "users"]:
+        kinds = PHASE_KINDS["agents" if run.phase == "agents" else "users"]
+        if run.phase == "receiving" and run.early_agents:
+            kinds += PHASE_KINDS["agents"]
+        for kind in kinds:
             work += heads(session, run.id, kind, stale_seconds=older_than_seconds)
     steps = session.execute(
         text(

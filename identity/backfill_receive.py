@@ -10,14 +10,16 @@ import json
 import re
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.exc import DataError, DBAPIError
 from sqlalchemy.orm import Session
 
-from identity.backfill_flow import EARLY_KINDS, Work, finish_receiving, heads
+from identity.backfill_flow import EARLY_KINDS, Work, finish_receiving, heads, users_pending
 from identity.backfill_items import Failure, ItemParser, bucket_of
+from identity.backfill_writer import StoreBehind
 from identity.errors import ValidationFailed
 from identity.settings import Settings
 
@@ -34,9 +36,12 @@ _CLAIM = text(
     """
     UPDATE backfills SET chunks = chunks + :chunks, received = received + :received,
         failed = failed + :failed, touched_at = clock_timestamp(),
-        source_state = coalesce(CAST(:state AS jsonb), source_state)
+        source_state = coalesce(CAST(:state AS jsonb), source_state),
+        early_agents = CASE WHEN :late_users THEN false
+                            WHEN :agents AND apply_early AND early_agents IS NULL THEN true
+                            ELSE early_agents END
     WHERE id = :id AND status = 'receiving'
-    RETURNING chunks, phase, apply_early
+    RETURNING chunks, phase, apply_early, early_agents
     """
 )
 _CHUNK = text(
@@ -133,8 +138,10 @@ def store(
     failures: list[Failure],
     *,
     state: dict[str, Any] | None = None,
+    order: "InputOrder | None" = None,
 ) -> list[Work]:
-    """Store chunks and failed lines, count them, and queue user chunks that may run already."""
+    """Store chunks and failed lines, count them, and queue the chunks that may run already."""
+    order = order or InputOrder()
     claim = session.execute(
         _CLAIM,
         {
@@ -143,6 +150,8 @@ def store(
             "received": sum(len(parts) for _, _, parts in chunks) + len(failures),
             "failed": len(failures),
             "state": json.dumps(state) if state is not None else None,
+            "agents": order.agents,
+            "late_users": order.late_users,
         },
     ).one_or_none()
     if claim is None:
@@ -166,10 +175,22 @@ def store(
         )
     _insert_failures(session, backfill_id, failures + refused)
     work: list[Work] = []
-    if claim.phase == "receiving" and claim.apply_early:
-        for kind, bucket in sorted({(k, b) for k, b, _ in chunks if k in EARLY_KINDS}):
-            work += heads(session, backfill_id, kind, bucket=bucket)
+    if claim.phase != "receiving" or not claim.apply_early:
+        return work
+    kinds = EARLY_KINDS
+    if claim.early_agents and not users_pending(session, backfill_id):
+        kinds += ("agent",)
+    for kind, bucket in sorted({(k, b) for k, b, _ in chunks if k in kinds}):
+        work += heads(session, backfill_id, kind, bucket=bucket)
     return work
+
+
+@dataclass
+class InputOrder:
+    """Where the input stands between users and agents, for applying agents early."""
+
+    agents: bool = False  # an agent line has come, and every user line before it is stored
+    late_users: bool = False  # a user line has come after an agent line
 
 
 class Receiver:
@@ -201,6 +222,10 @@ class Receiver:
         self._buffers: dict[tuple[str, int], list[bytes]] = {}
         self._buffered = 0
         self._failures: list[Failure] = []
+        self._order = InputOrder()
+        # An upload stores behind its validation; a pull's checkpoint must be stored when it
+        # returns, before the next page is asked for.
+        self._behind = None if checkpoints else StoreBehind()
 
     # --- input ---------------------------------------------------------------------------
 
@@ -249,6 +274,10 @@ class Receiver:
         if isinstance(parsed, Failure):
             self._fail(parsed)
             return
+        if parsed.kind == "agent" and not self._order.agents:
+            self._reach_agents()
+        elif parsed.kind == "user" and self._order.agents:
+            self._order.late_users = True
         slot = (parsed.kind, bucket_of(parsed.key, self.buckets))
         buffer = self._buffers.get(slot)
         if buffer is None:
@@ -256,9 +285,21 @@ class Receiver:
         buffer.append(parsed.stored)
         self._buffered += 1
         if len(buffer) >= self.chunk_size and not self.checkpoints:
-            del self._buffers[slot]
-            self._buffered -= len(buffer)
-            self._write([(slot[0], slot[1], buffer)])
+            self._write([(slot[0], slot[1], self._take_buffer(*slot))])
+
+    def _reach_agents(self) -> None:
+        """The first agent line: once every user line before it is stored (and applied),
+        agent chunks may be applied while the rest arrives. A pull stores its users with its
+        next checkpoint."""
+        self._order.agents = True
+        if not self.checkpoints:
+            early = [(k, b) for k, b in self._buffers if k in EARLY_KINDS]
+            self._write([(k, b, self._take_buffer(k, b)) for k, b in sorted(early)])
+
+    def _take_buffer(self, kind: str, bucket: int) -> list[bytes]:
+        buffer = self._buffers.pop((kind, bucket))
+        self._buffered -= len(buffer)
+        return buffer
 
     def _fail(self, failure: Failure) -> None:
         self._failures.append(failure)
@@ -271,8 +312,13 @@ class Receiver:
         self, chunks: list[tuple[str, int, list[bytes]]], state: dict[str, Any] | None = None
     ) -> None:
         failures, self._failures = self._failures, []
-        with self.transaction() as session:
-            self.work += store(session, self.backfill_id, chunks, failures, state=state)
+        order = replace(self._order)
+
+        def write() -> list[Work]:
+            with self.transaction() as session:
+                return store(session, self.backfill_id, chunks, failures, state=state, order=order)
+
+        self.work += write() if self._behind is None else self._behind.submit(write)
 
     def _drain_buffers(self) -> list[tuple[str, int, list[bytes]]]:
         chunks = [(kind, bucket, parts) for (kind, bucket), parts in sorted(self._buffers.items())]
@@ -310,9 +356,16 @@ class Receiver:
         chunks = self._drain_buffers()
         if chunks or self._failures:
             self._write(chunks)
+        if self._behind is not None:
+            self.work += self._behind.wait()
         with self.transaction() as session:
             self.work += finish_receiving(session, self.backfill_id)
         return self.take_work()
+
+    def close(self) -> None:
+        """Stop storing (the stores already queued finish): after finish, or on the way out."""
+        if self._behind is not None:
+            self._behind.close()
 
     def take_work(self) -> list[Work]:
         """Messages to send: what the stored chunks made runnable."""

@@ -25,7 +25,7 @@ def to_version(moment: datetime) -> int:
     return int(moment.timestamp() * 1_000_000)
 
 
-def _check_metadata_size(value: dict[str, Any], limit: int) -> dict[str, Any]:
+def check_metadata_size(value: dict[str, Any], limit: int) -> dict[str, Any]:
     size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
     if size > limit:
         raise ValueError(f"metadata is {size} bytes serialised; the limit is {limit}")
@@ -79,7 +79,7 @@ class UserUpsert(Body):
     @field_validator("metadata")
     @classmethod
     def _metadata_size(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return _check_metadata_size(value, MAX_USER_METADATA_BYTES)
+        return check_metadata_size(value, MAX_USER_METADATA_BYTES)
 
 
 class AgentUpsert(Body):
@@ -92,4 +92,4 @@ class AgentUpsert(Body):
     @field_validator("metadata")
     @classmethod
     def _metadata_size(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return _check_metadata_size(value, MAX_AGENT_METADATA_BYTES)
+        return check_metadata_size(value, MAX_AGENT_METADATA_BYTES)

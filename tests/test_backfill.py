@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -293,43 +292,6 @@ def test_retry_applies_failed_items_again_once_their_cause_is_fixed(client):
 
     again = client.post(f"/v1/internal/backfills/{run['id']}/retry")
     assert again.status_code == 409 and again.json()["error"]["code"] == "backfill_not_retryable"
-
-
-def test_cancel_while_receiving_stops_the_run_and_applies_nothing_more(client):
-    p = prefix()
-    gate = threading.Event()
-    owner = user_item(f"{p}-u")
-
-    def body() -> Iterator[bytes]:
-        yield ndjson([owner])
-        gate.wait(20)
-        yield ndjson([agent_item(f"a{i}@{p}-u") for i in range(5_000)])
-
-    result: dict[str, httpx.Response] = {}
-    upload = threading.Thread(
-        target=lambda: result.setdefault(
-            "r", client.post("/v1/internal/backfills", content=body(), headers=NDJSON)
-        )
-    )
-    upload.start()
-    run = wait_until(
-        lambda: next(
-            iter(client.get("/v1/internal/backfills?status=receiving").json()["items"]), None
-        )
-    )
-    cancelled = client.post(f"/v1/internal/backfills/{run['id']}/cancel")
-    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
-    gate.set()
-    upload.join(30)
-    assert result["r"].status_code == 202 and result["r"].json()["status"] == "cancelled"
-    time.sleep(1)
-    assert client.get(f"/v1/internal/users/{owner['id']}").status_code == 404
-    assert client.get(f"/v1/agents?user_slug={p}-u").json()["items"] == []
-    # Cancelling a finished run changes nothing.
-    again = client.post(f"/v1/internal/backfills/{run['id']}/cancel").json()
-    assert (
-        again["status"] == "cancelled" and again["finished_at"] == cancelled.json()["finished_at"]
-    )
 
 
 @pytest.mark.parametrize(

@@ -93,6 +93,8 @@ async def _receive(request: Request, options: backfill.BackfillOptions) -> dict[
     except ClientDisconnect:
         await run_in_threadpool(_interrupted, run["id"])
         work = receiver.take_work()
+    finally:
+        await run_in_threadpool(receiver.close)
     await run_in_threadpool(_send, work)
     run = await run_in_threadpool(_get, run["id"])
     error = run["error"] or {}

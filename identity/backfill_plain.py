@@ -1,0 +1,135 @@
+"""Reading backfill lines without the models, when they plainly pass every rule.
+
+Agents and users are most of a backfill, and the models cost more than the rules they check.
+A line is read here with json.loads and the same rules in a few lines of code; whatever this
+reading cannot plainly accept (a missing or odd field, an escape, a non-finite number, deep
+nesting, a value at a limit) returns None and goes through the models, which decide and write
+the error. So nothing is accepted here that the models refuse, and what is accepted is stored
+exactly as the models' path stores it (tests/test_backfill_items.py holds both to that).
+"""
+
+import json
+import re
+from typing import Any
+
+from pydantic import AwareDatetime, EmailStr, TypeAdapter, ValidationError
+
+from identity.errors import InvalidUserId
+from identity.keys import SLUG_RE, UserKey
+from identity.schemas import (
+    MAX_AGENT_METADATA_BYTES,
+    MAX_USER_METADATA_BYTES,
+    AgentUpsert,
+    UserUpsert,
+    check_metadata_size,
+    to_version,
+)
+
+_SLUG = SLUG_RE.pattern.removeprefix("^").removesuffix("$")
+_USER_SLUG = re.compile(_SLUG)
+_AGENT_KEY = re.compile(f"{_SLUG}@{_SLUG}")
+_FIELDS = {
+    "agent": frozenset(AgentUpsert.model_fields) | {"type", "key"},
+    "user": frozenset(UserUpsert.model_fields) | {"type", "id"},
+}
+_AWARE: TypeAdapter[Any] = TypeAdapter(AwareDatetime)
+_EMAIL: TypeAdapter[str] = TypeAdapter(EmailStr)
+# What json.loads could read differently from validation: escapes (a NUL, a lone surrogate),
+# non-finite numbers, NUL bytes (json.loads would guess UTF-16).
+_UNSURE = re.compile(rb"\\u|NaN|Infinity|\x00")
+# Validation refuses JSON nested deeper than about 128 levels; json.loads does not.
+_MAX_NESTING = 64
+# Re-serialised, a JSON value is at most 8 times its text long (a float: 1e5 is 100000.0), so
+# only a line longer than a limit / 8 can hold metadata over that limit.
+_GROWTH = 8
+
+
+def plain_object(raw: bytes) -> dict[str, Any] | None:
+    """The line's object, if it is an agent or a user line json.loads reads as validation would."""
+    if _UNSURE.search(raw) or raw.count(b"{") + raw.count(b"[") > _MAX_NESTING:
+        return None
+    try:
+        obj = json.loads(raw.decode())
+    except ValueError:
+        return None
+    if type(obj) is not dict or type(kind := obj.get("type")) is not str:
+        return None
+    fields = _FIELDS.get(kind)
+    return obj if fields is not None and obj.keys() <= fields else None
+
+
+def _metadata_fits(raw: bytes, metadata: Any, limit: int) -> bool:
+    if type(metadata) is not dict:
+        return False
+    if len(raw) * _GROWTH <= limit or not metadata:
+        return True
+    try:
+        check_metadata_size(metadata, limit)
+    except ValueError:
+        return False
+    return True
+
+
+def _text(value: Any, most: int, *, optional: bool = False) -> bool:
+    if value is None:
+        return optional
+    return type(value) is str and len(value) <= most
+
+
+def version_of(obj: dict[str, Any], default: int) -> int | None:
+    """The item's version: its source_updated_at, else `default`; None if that is not plain."""
+    stamp = obj.get("source_updated_at")
+    if stamp is None:
+        return default
+    if type(stamp) is not str:
+        return None
+    try:
+        return to_version(_AWARE.validate_python(stamp))
+    except ValidationError:
+        return None
+
+
+def plain_agent(raw: bytes, obj: dict[str, Any]) -> tuple[str, str | None] | None:
+    """The key and webhook_url of a plain agent line (the webhook rule is the caller's)."""
+    key, name, url = obj.get("key"), obj.get("display_name"), obj.get("webhook_url")
+    if (
+        type(key) is not str
+        or not _text(name, 255)
+        or not name
+        or not _text(url, 2048, optional=True)
+        or not _metadata_fits(raw, obj.get("metadata", {}), MAX_AGENT_METADATA_BYTES)
+        or not _AGENT_KEY.fullmatch(key)
+    ):
+        return None
+    return key, url
+
+
+def plain_user(raw: bytes, obj: dict[str, Any]) -> dict[str, Any] | None:
+    """A plain user line's fields as the models' path stores them (email normalised)."""
+    user_id, email, slug = obj.get("id"), obj.get("email"), obj.get("slug")
+    plan, owner = obj.get("plan", "free"), obj.get("external_owner")
+    metadata = obj.get("metadata", {})
+    if (
+        type(user_id) is not str
+        or type(email) is not str
+        or type(slug) is not str
+        or not _USER_SLUG.fullmatch(slug)
+        or not _text(plan, 64)
+        or not plan
+        or not _text(owner, 64, optional=True)
+        or not _metadata_fits(raw, metadata, MAX_USER_METADATA_BYTES)
+    ):
+        return None
+    try:
+        key = UserKey.parse(user_id)
+        email = _EMAIL.validate_python(email)
+    except (InvalidUserId, ValidationError):
+        return None
+    return {
+        "id": str(key.user_id),
+        "email": email,
+        "slug": slug,
+        "plan": plan,
+        "metadata": metadata,
+        "external_owner": owner,
+    }
