@@ -10,7 +10,7 @@ from prometheus_client import REGISTRY
 from api import errors
 from api.routes import agents, backfills, graphs, health, jobs, node_types, users
 from api.waiter import JobWaiter
-from identity.db import libpq_url, session_factory
+from identity.db import accept_pool, libpq_url, session_factory
 from identity.ledger import NOTIFY_CHANNEL
 from identity.metrics import LedgerCollector
 from identity.settings import get_settings
@@ -29,15 +29,19 @@ def create_app() -> FastAPI:
     settings = get_settings()
     logging.getLogger("identity").setLevel(settings.log_level)
     waiter = JobWaiter(libpq_url(settings.require_database_url()), NOTIFY_CHANNEL)
+    pool = accept_pool()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await pool.open(wait=False)
         await waiter.start()
         yield
         await waiter.stop()
+        await pool.close()
 
     app = FastAPI(title="idmirror", version="1", lifespan=lifespan)
     app.state.waiter = waiter
+    app.state.accept_pool = pool
     errors.install(app)
     routers = [
         users.router,
