@@ -13,6 +13,7 @@ from api.waiter import JobWaiter
 from identity.db import accept_pool, libpq_url, session_factory
 from identity.ledger import NOTIFY_CHANNEL
 from identity.metrics import LedgerCollector
+from identity.queue import async_dispatcher
 from identity.settings import get_settings
 
 _collector: LedgerCollector | None = None
@@ -34,9 +35,11 @@ def create_app() -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await pool.open(wait=False)
+        app.state.dispatcher = async_dispatcher()  # its connections belong to this loop
         await waiter.start()
         yield
         await waiter.stop()
+        await app.state.dispatcher.close()
         await pool.close()
 
     app = FastAPI(title="idmirror", version="1", lifespan=lifespan)

@@ -11,11 +11,11 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import Counter
 from psycopg_pool import AsyncConnectionPool
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import State
 
 from identity import ledger
 from identity.db import transaction
 from identity.errors import ValidationFailed
-from identity.queue import get_dispatcher
 from identity.settings import get_settings
 
 JOBS_ACCEPTED = Counter("idmirror_jobs_accepted", "Jobs accepted into the ledger", ["kind"])
@@ -64,14 +64,12 @@ async def _accept(pool: AsyncConnectionPool[Any], sub: ledger.Submission) -> led
         await pool.check()
 
 
-async def _accept_and_queue(
-    pool: AsyncConnectionPool[Any], sub: ledger.Submission
-) -> tuple[ledger.Accepted, bool]:
-    accepted = await _accept(pool, sub)
+async def _accept_and_queue(state: State, sub: ledger.Submission) -> tuple[ledger.Accepted, bool]:
+    accepted = await _accept(state.accept_pool, sub)
     if accepted.reused:
         return accepted, True
     JOBS_ACCEPTED.labels(sub.kind).inc()
-    return accepted, await run_in_threadpool(get_dispatcher().request_drain, sub.key)
+    return accepted, await state.dispatcher.request_drain(sub.key)
 
 
 def _load(job_id: str) -> dict[str, Any]:
@@ -108,7 +106,7 @@ async def submit(
     if options.wait_seconds > 0:
         waiter.register(job_id)  # before the job exists, so its notification cannot be missed
     try:
-        accepted, queued = await _accept_and_queue(request.app.state.accept_pool, sub)
+        accepted, queued = await _accept_and_queue(request.app.state, sub)
     except BaseException:
         waiter.forget(job_id)
         raise
