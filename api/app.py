@@ -10,9 +10,10 @@ from prometheus_client import REGISTRY
 from api import errors
 from api.routes import agents, backfills, graphs, health, jobs, node_types, users
 from api.waiter import JobWaiter
-from identity.db import libpq_url, session_factory
+from identity.db import accept_pool, libpq_url, session_factory
 from identity.ledger import NOTIFY_CHANNEL
 from identity.metrics import LedgerCollector
+from identity.queue import async_dispatcher
 from identity.settings import get_settings
 
 _collector: LedgerCollector | None = None
@@ -29,15 +30,21 @@ def create_app() -> FastAPI:
     settings = get_settings()
     logging.getLogger("identity").setLevel(settings.log_level)
     waiter = JobWaiter(libpq_url(settings.require_database_url()), NOTIFY_CHANNEL)
+    pool = accept_pool()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await pool.open(wait=False)
+        app.state.dispatcher = async_dispatcher()  # its connections belong to this loop
         await waiter.start()
         yield
         await waiter.stop()
+        await app.state.dispatcher.close()
+        await pool.close()
 
     app = FastAPI(title="idmirror", version="1", lifespan=lifespan)
     app.state.waiter = waiter
+    app.state.accept_pool = pool
     errors.install(app)
     routers = [
         users.router,

@@ -5,16 +5,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 from fastapi import Header, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import Counter
-from sqlalchemy.exc import DBAPIError
+from psycopg_pool import AsyncConnectionPool
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import State
 
 from identity import ledger
-from identity.db import get_engine, transaction
+from identity.db import transaction
 from identity.errors import ValidationFailed
-from identity.queue import get_dispatcher
 from identity.settings import get_settings
 
 JOBS_ACCEPTED = Counter("idmirror_jobs_accepted", "Jobs accepted into the ledger", ["kind"])
@@ -47,25 +48,28 @@ async def write_options(
     return WriteOptions(respond_async, 0.0 if respond_async else wait, idempotency_key)
 
 
-def _accept_and_queue(sub: ledger.Submission) -> tuple[ledger.Accepted, bool]:
-    settings = get_settings()
-    for attempt in (1, 2):
-        try:
-            # A Core connection: the accept is one statement, the ORM session would only cost.
-            with get_engine().begin() as connection:
-                accepted = ledger.accept(
-                    connection, sub, idempotency_ttl_hours=settings.idempotency_ttl_hours
-                )
-            break
-        except DBAPIError as exc:
-            # A pooled connection the server closed (a restart): the pool is refreshed, and
-            # nothing was committed, so the accept runs once more on a new connection.
-            if attempt == 2 or not exc.connection_invalidated:
-                raise
+async def _accept(pool: AsyncConnectionPool[Any], sub: ledger.Submission) -> ledger.Accepted:
+    ttl = get_settings().idempotency_ttl_hours
+    retried = False
+    while True:
+        async with pool.connection() as conn:
+            try:
+                return await ledger.accept(conn, sub, idempotency_ttl_hours=ttl)
+            except psycopg.OperationalError:
+                # A pooled connection the server closed (a restart): nothing was committed, so
+                # the accept runs once more, after the pool has dropped its other dead ones.
+                if retried or not conn.broken:
+                    raise
+        retried = True
+        await pool.check()
+
+
+async def _accept_and_queue(state: State, sub: ledger.Submission) -> tuple[ledger.Accepted, bool]:
+    accepted = await _accept(state.accept_pool, sub)
     if accepted.reused:
         return accepted, True
     JOBS_ACCEPTED.labels(sub.kind).inc()
-    return accepted, get_dispatcher().request_drain(sub.key)
+    return accepted, await state.dispatcher.request_drain(sub.key)
 
 
 def _load(job_id: str) -> dict[str, Any]:
@@ -102,7 +106,7 @@ async def submit(
     if options.wait_seconds > 0:
         waiter.register(job_id)  # before the job exists, so its notification cannot be missed
     try:
-        accepted, queued = await run_in_threadpool(_accept_and_queue, sub)
+        accepted, queued = await _accept_and_queue(request.app.state, sub)
     except BaseException:
         waiter.forget(job_id)
         raise

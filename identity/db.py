@@ -1,8 +1,12 @@
-"""Engine and session factory; one pool per process, disposed after fork."""
+"""Engine and session factory; one pool per process, disposed after fork. The API also keeps an
+async pool, for accepting writes on its event loop."""
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
+from psycopg.rows import namedtuple_row
+from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -57,6 +61,23 @@ def get_engine() -> Engine:
             pool_recycle=1800,
         )
     return _engine
+
+
+def accept_pool() -> AsyncConnectionPool[Any]:
+    """Autocommit connections with named columns, opened by the caller on its event loop.
+
+    Like the engine's pool, it checks no connection before lending it: a connection the server
+    dropped fails once, and the caller retries after `check()` has cleared the pool.
+    """
+    return AsyncConnectionPool(
+        libpq_url(get_settings().require_database_url()),
+        min_size=2,
+        max_size=20,
+        max_lifetime=1800,
+        timeout=10,
+        kwargs={"autocommit": True, "row_factory": namedtuple_row},
+        open=False,
+    )
 
 
 def session_factory() -> sessionmaker[Session]:

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, text
+import psycopg
+from sqlalchemy import text
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -106,42 +107,60 @@ def job_out(row: Any) -> dict[str, Any]:
     }
 
 
-_ACCEPT = text(
-    f"""
+# psycopg placeholders: the accept runs on the API's event loop through an async connection.
+_ACCEPT = f"""
     WITH head AS (
         INSERT INTO key_heads (key, last_seq, last_version)
-        VALUES (:key, 1, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint)
+        VALUES (%(key)s, 1, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint)
         ON CONFLICT (key) DO UPDATE
             SET last_seq = key_heads.last_seq + 1,
                 last_version = greatest(key_heads.last_version + 1, excluded.last_version)
         RETURNING last_seq, last_version
     )
     INSERT INTO jobs (id, key, seq, kind, payload, payload_hash, version)
-    SELECT :id, :key, head.last_seq, :kind, :payload, :hash,
-           coalesce(CAST(:version AS bigint), head.last_version)
+    SELECT %(id)s, %(key)s, head.last_seq, %(kind)s, %(payload)s, %(hash)s,
+           coalesce(CAST(%(version)s AS bigint), head.last_version)
     FROM head
     RETURNING {JOB_COLUMNS}
     """
+_JOB_BY_ID = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = %(id)s"
+_IDEMPOTENCY_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 1))"
+_IDEMPOTENCY_LOOKUP = (
+    "SELECT request_hash, job_id FROM idempotency_keys WHERE key = %s "
+    "AND created_at > now() - make_interval(secs => %s)"
+)
+_IDEMPOTENCY_RECORD = (
+    "INSERT INTO idempotency_keys (key, request_hash, job_id) VALUES (%s, %s, %s) "
+    "ON CONFLICT (key) DO UPDATE SET request_hash = excluded.request_hash, "
+    "job_id = excluded.job_id, created_at = now()"
 )
 
 
-def accept(
-    session: Session | Connection, sub: Submission, *, idempotency_ttl_hours: float
+async def accept(
+    conn: psycopg.AsyncConnection[Any], sub: Submission, *, idempotency_ttl_hours: float
 ) -> Accepted:
-    """Record a write as a pending job, or return the job an Idempotency-Key already names."""
+    """Record a write as a pending job, or return the job an Idempotency-Key already names.
+
+    `conn` is in autocommit mode and yields rows with named columns. Without an Idempotency-Key
+    the accept is a single statement, atomic on its own, so it needs no BEGIN and COMMIT.
+    """
     request_hash = sub.request_hash()
-    if sub.idempotency_key is not None:
-        session.execute(
-            text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 1))"),
-            {"k": "idem:" + sub.idempotency_key},
-        )
-        previous = session.execute(
-            text(
-                "SELECT request_hash, job_id FROM idempotency_keys WHERE key = :k "
-                "AND created_at > now() - make_interval(secs => :ttl)"
-            ),
-            {"k": sub.idempotency_key, "ttl": idempotency_ttl_hours * 3600},
-        ).one_or_none()
+    params = {
+        "id": sub.job_id,
+        "key": sub.key,
+        "kind": sub.kind,
+        "payload": json.dumps(sub.payload),
+        "hash": request_hash,
+        "version": sub.explicit_version,
+    }
+    if sub.idempotency_key is None:
+        row = await (await conn.execute(_ACCEPT, params)).fetchone()
+        return Accepted(job=job_out(row), reused=False)
+
+    async with conn.transaction():
+        await conn.execute(_IDEMPOTENCY_LOCK, ["idem:" + sub.idempotency_key])
+        lookup = [sub.idempotency_key, idempotency_ttl_hours * 3600]
+        previous = await (await conn.execute(_IDEMPOTENCY_LOOKUP, lookup)).fetchone()
         if previous is not None:
             if previous.request_hash != request_hash:
                 raise IdempotencyKeyReused(
@@ -149,32 +168,15 @@ def accept(
                     idempotency_key=sub.idempotency_key,
                     job_id=str(previous.job_id),
                 )
-            return Accepted(job=get_job(session, previous.job_id), reused=True)
-
-    row = session.execute(
-        _ACCEPT,
-        {
-            "id": sub.job_id,
-            "key": sub.key,
-            "kind": sub.kind,
-            "payload": json.dumps(sub.payload),
-            "hash": request_hash,
-            "version": sub.explicit_version,
-        },
-    ).one()
-    if sub.idempotency_key is not None:
-        session.execute(
-            text(
-                "INSERT INTO idempotency_keys (key, request_hash, job_id) VALUES (:k, :h, :j) "
-                "ON CONFLICT (key) DO UPDATE SET request_hash = excluded.request_hash, "
-                "job_id = excluded.job_id, created_at = now()"
-            ),
-            {"k": sub.idempotency_key, "h": request_hash, "j": sub.job_id},
-        )
+            first = await conn.execute(_JOB_BY_ID, {"id": previous.job_id})
+            return Accepted(job=job_out(await first.fetchone()), reused=True)
+        row = await (await conn.execute(_ACCEPT, params)).fetchone()
+        record = [sub.idempotency_key, request_hash, sub.job_id]
+        await conn.execute(_IDEMPOTENCY_RECORD, record)
     return Accepted(job=job_out(row), reused=False)
 
 
-def get_job(session: Session | Connection, job_id: uuid.UUID | str) -> dict[str, Any]:
+def get_job(session: Session, job_id: uuid.UUID | str) -> dict[str, Any]:
     row = session.execute(
         text(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = :id"), {"id": job_id}
     ).one_or_none()

@@ -9,11 +9,13 @@ flushed, worker killed) leave jobs pending past the sweeper's threshold, and it 
 The message names the key that asked, so Flower shows which write woke a drain.
 """
 
+import asyncio
 import logging
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
 import redis
+import redis.asyncio
 from celery import Celery
 from kombu.exceptions import OperationalError as KombuOperationalError
 
@@ -23,15 +25,23 @@ log = logging.getLogger(__name__)
 
 DRAIN_TASK = "identity.drain_key"
 _FLAG = "idmirror:drain-queued"
+_CLIENT_OPTIONS: dict[str, Any] = {
+    "socket_timeout": 2,
+    "socket_connect_timeout": 1,
+    "health_check_interval": 30,
+}
+_UNREACHABLE = (redis.RedisError, KombuOperationalError, OSError)
+
+
+def _warn_unreachable(key: str, exc: BaseException) -> None:
+    log.warning("could not queue a drain of %s (the sweeper will): %s", key, exc)
 
 
 class Dispatcher:
     """Producer side of the queue: one Redis client and one Celery app per process."""
 
     def __init__(self, redis_url: str, flag_seconds: int) -> None:
-        self._redis = redis.Redis.from_url(
-            redis_url, socket_timeout=2, socket_connect_timeout=1, health_check_interval=30
-        )
+        self._redis = redis.Redis.from_url(redis_url, **_CLIENT_OPTIONS)
         self._celery = Celery("idmirror")
         self._celery.config_from_object("celeryconfig")
         self._celery.conf.broker_url = redis_url
@@ -43,18 +53,17 @@ class Dispatcher:
             if not self._redis.set(_FLAG, 1, nx=True, ex=self._flag_seconds):
                 return "already_queued"
             try:
-                self._celery.send_task(DRAIN_TASK, args=[key])
+                self.send_message(key)
             except BaseException:
                 self._redis.delete(_FLAG)
                 raise
             return "sent"
-        except (redis.RedisError, KombuOperationalError, OSError) as exc:
-            log.warning("could not queue a drain of %s (the sweeper will): %s", key, exc)
+        except _UNREACHABLE as exc:
+            _warn_unreachable(key, exc)
             return "unreachable"
 
-    def request_drain(self, key: str) -> bool:
-        """Make sure a drain of `key` is queued. False if the broker could not be reached."""
-        return self.send_drain(key) != "unreachable"
+    def send_message(self, key: str) -> None:
+        self._celery.send_task(DRAIN_TASK, args=[key])
 
     def clear_flag(self) -> None:
         """Called by a drain before it looks: later commits must send a message of their own."""
@@ -67,7 +76,42 @@ class Dispatcher:
             return False
 
 
+class AsyncDispatcher:
+    """The same protocol for an event loop: the flag through redis.asyncio, and the message,
+    needed only when the flag was set, sent by the Celery client in a thread."""
+
+    def __init__(self, redis_url: str, flag_seconds: int, sender: Dispatcher) -> None:
+        self._redis = redis.asyncio.Redis.from_url(redis_url, **_CLIENT_OPTIONS)
+        self._flag_seconds = flag_seconds
+        self._sender = sender
+
+    async def request_drain(self, key: str) -> bool:
+        """Make sure a drain of `key` is queued. False if the broker could not be reached."""
+        try:
+            if await self._redis.set(_FLAG, 1, nx=True, ex=self._flag_seconds):
+                try:
+                    await asyncio.to_thread(self._sender.send_message, key)
+                except BaseException:
+                    await self._redis.delete(_FLAG)
+                    raise
+            return True
+        except _UNREACHABLE as exc:
+            _warn_unreachable(key, exc)
+            return False
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
 @lru_cache
 def get_dispatcher() -> Dispatcher:
     settings = get_settings()
     return Dispatcher(settings.require_redis_url(), settings.queued_flag_seconds)
+
+
+def async_dispatcher() -> AsyncDispatcher:
+    """A new one for the caller's event loop, which closes it."""
+    settings = get_settings()
+    return AsyncDispatcher(
+        settings.require_redis_url(), settings.queued_flag_seconds, get_dispatcher()
+    )

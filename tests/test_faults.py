@@ -216,3 +216,43 @@ def test_postgres_restart_loses_nothing_accepted(tmp_home):
         stack.stop()
         broker.stop()
         postgres.stop()
+
+
+def test_writes_after_the_database_dropped_every_connection_are_accepted(isolated):
+    stack, _ = isolated
+    for name in ("worker", "beat", "api"):
+        stack.start(name)
+    owner = f"owner-{uuid.uuid4().hex[:8]}"
+    with stack.client() as client:
+        user = client.put(
+            f"/v1/internal/users/{uuid.uuid4()}", json={"email": "o@example.com", "slug": owner}
+        )
+        assert user.status_code == 200
+    # Enough concurrent writes that the API pools several connections, all of which then die.
+    submit_async(
+        stack, [(f"/v1/internal/agents/a{i}@{owner}", {"display_name": "A"}) for i in range(32)]
+    )
+    with psycopg.connect(stack.database_url, autocommit=True) as conn:
+        dropped = conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()[0]
+    assert dropped >= 3  # the API's LISTEN connection and at least two pooled ones
+
+    with stack.client() as client:
+        plain = client.put(
+            f"/v1/internal/agents/late@{owner}",
+            json={"display_name": "Late"},
+            headers={"Prefer": "respond-async"},
+        )
+        keyed = client.put(
+            f"/v1/internal/agents/keyed@{owner}",
+            json={"display_name": "Keyed"},
+            headers={"Prefer": "respond-async", "Idempotency-Key": uuid.uuid4().hex},
+        )
+    assert (plain.status_code, keyed.status_code) == (202, 202)
+    job_ids = [r.headers["Idmirror-Job-Id"] for r in (plain, keyed)]
+    wait_until(lambda: counts(stack)["pending"] == 0, timeout=60)
+    with psycopg.connect(stack.database_url) as conn:
+        statuses = conn.execute("SELECT status FROM jobs WHERE id = ANY(%s)", (job_ids,)).fetchall()
+    assert statuses == [("applied",), ("applied",)]

@@ -1,5 +1,6 @@
 """The ledger as clients see it: async answers, idempotency keys, job reads, retries, metrics."""
 
+import asyncio
 import uuid
 
 import redis
@@ -159,3 +160,30 @@ def test_at_most_one_drain_message_waits_in_the_queue(tmp_home):
         assert redis.Redis.from_url(broker.url).llen("celery") == 2
     finally:
         broker.stop()
+
+
+def test_the_apis_dispatcher_sends_one_message_while_the_flag_is_up(tmp_home):
+    from cli.embedded import EmbeddedRedis
+    from identity.queue import AsyncDispatcher, Dispatcher
+
+    broker = EmbeddedRedis(tmp_home / "redis")  # no worker reads this one
+    broker.start()
+
+    async def request_drains(dispatcher: AsyncDispatcher) -> list[bool]:
+        try:
+            return [await dispatcher.request_drain(f"user:{uuid.uuid4()}") for _ in range(3)]
+        finally:
+            await dispatcher.close()
+
+    try:
+        sender = Dispatcher(broker.url, flag_seconds=30)
+        dispatcher = AsyncDispatcher(broker.url, 30, sender)
+        assert asyncio.run(request_drains(dispatcher)) == [True, True, True]
+        assert redis.Redis.from_url(broker.url).llen("celery") == 1
+        sender.clear_flag()
+        assert asyncio.run(request_drains(AsyncDispatcher(broker.url, 30, sender))) == [True] * 3
+        assert redis.Redis.from_url(broker.url).llen("celery") == 2
+    finally:
+        broker.stop()
+    # With the broker gone the write is still accepted; the answer says nothing was queued.
+    assert asyncio.run(request_drains(AsyncDispatcher(broker.url, 30, sender))) == [False] * 3
