@@ -1,17 +1,21 @@
 """Draining applies agent upserts of distinct keys together; the outcome is the one-by-one one."""
 
+import asyncio
 import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 import pytest
+from psycopg.rows import namedtuple_row
 
 from identity.agents import upsert_agent, upsert_agents
 from identity.appliers import APPLIERS, BATCH_APPLIERS
-from identity.db import transaction
+from identity.db import libpq_url, transaction
 from identity.errors import IdmirrorError
 from identity.ledger import Applied, PendingJob, Submission, accept, drain, get_job
+from identity.settings import get_settings
 from tests.conftest import new_slug, put_user
 
 NOW = int(time.time() * 1_000_000)
@@ -89,8 +93,16 @@ def test_agent_upserts_applied_together_match_one_by_one(client, domain):
 
 
 def accept_all(subs: list[Submission]) -> list[str]:
-    with transaction() as session:
-        return [accept(session, sub, idempotency_ttl_hours=1).job["id"] for sub in subs]
+    """Record the jobs as the API does, without sending a drain message."""
+
+    async def run() -> list[str]:
+        url = libpq_url(get_settings().require_database_url())
+        async with await psycopg.AsyncConnection.connect(
+            url, autocommit=True, row_factory=namedtuple_row
+        ) as conn:
+            return [(await accept(conn, sub, idempotency_ttl_hours=1)).job["id"] for sub in subs]
+
+    return asyncio.run(run())
 
 
 def drain_all() -> None:
