@@ -3,7 +3,7 @@
 
 import json
 from bisect import bisect_right
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -13,9 +13,16 @@ from sqlalchemy.orm import Session, sessionmaker
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
+# One statement for all the increments of a transaction, touching rows in a fixed order so
+# concurrent writers never deadlock.
 _ADD = text(
-    "INSERT INTO metric_counters (name, labels, value) VALUES (:name, :labels, :value) "
-    "ON CONFLICT (name, labels) DO UPDATE SET value = metric_counters.value + excluded.value"
+    """
+    INSERT INTO metric_counters (name, labels, value)
+    SELECT name, labels, value
+    FROM json_to_recordset(CAST(:increments AS json)) AS i(name text, labels text, value float8)
+    ORDER BY name, labels
+    ON CONFLICT (name, labels) DO UPDATE SET value = metric_counters.value + excluded.value
+    """
 )
 
 
@@ -24,10 +31,13 @@ def _labels(**labels: str) -> str:
 
 
 def add(session: Session, increments: Iterable[tuple[str, str, float]]) -> None:
-    """Add to counters; rows are touched in a fixed order so concurrent writers never deadlock."""
-    rows = [{"name": n, "labels": lb, "value": v} for n, lb, v in sorted(increments)]
-    if rows:
-        session.execute(_ADD, rows)
+    """Add to counters (several increments of one counter are summed first)."""
+    totals: defaultdict[tuple[str, str], float] = defaultdict(float)
+    for name, labels, value in increments:
+        totals[(name, labels)] += value
+    if totals:
+        rows = [{"name": n, "labels": lb, "value": v} for (n, lb), v in totals.items()]
+        session.execute(_ADD, {"increments": json.dumps(rows)})
 
 
 def record_finished(session: Session, finished: list[tuple[str, str, float]]) -> None:
