@@ -358,7 +358,8 @@ re-run takes at least its upload: with reading, validating and storing costing w
 cannot be more than {first.seconds / max(second.upload_seconds, 1e-9):.1f}x faster. The
 floor is one Postgres backend merging rows that need no validation.
 
-Machine: {facts["cpus"]} CPUs ({facts["cpu_model"]}), {facts["memory"]} RAM; Python
+Machine: {facts["cpus"]} CPUs ({facts["cpu_model"]}; one core sums range(10**6) in
+{facts["core_speed"]}), {facts["memory"]} RAM; Python
 {facts["python"]}; PostgreSQL {facts["postgres"]} ({facts["postgres_settings"]}). Load average
 before the run: {facts["load_before"]}, after it: {facts["load_after"]} (other work shares
 this machine, and these figures move with it). Date: {facts["date"]}.

@@ -206,7 +206,8 @@ def run(options: Options) -> None:
     verdict_abs = "met" if large < 0.5 and small < 0.5 else "NOT met"
     body = f"""## Graph updates: one update of 1,000 operations
 
-Machine: {facts["cpus"]} cores ({facts["cpu_model"]}), {facts["memory"]}, Python {facts["python"]},
+Machine: {facts["cpus"]} cores ({facts["cpu_model"]}; one core sums range(10**6) in
+{facts["core_speed"]}), {facts["memory"]}, Python {facts["python"]},
 PostgreSQL {facts["postgres"]}; load before the run {facts["load_before"]}. Date: {facts["date"]}.
 Revision {facts["revision"]}.
 

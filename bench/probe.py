@@ -14,6 +14,7 @@ import re
 import subprocess
 import threading
 import time
+import timeit
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -223,6 +224,12 @@ def code_revision() -> str:
     return revision
 
 
+def core_speed_ms() -> float:
+    """Milliseconds this Python takes for sum(range(10**6)), best of 5: one core's speed, to
+    compare runs on machines of the same kind (their hosts are not equally busy)."""
+    return min(timeit.repeat("sum(range(10**6))", number=10, repeat=5)) / 10 * 1000
+
+
 def machine(conn: psycopg.Connection) -> dict[str, str]:
     """The facts a reader needs to compare figures across machines and code versions."""
     settings = dict(
@@ -245,4 +252,5 @@ def machine(conn: psycopg.Connection) -> dict[str, str]:
         "kernel": platform.release(),
         "revision": code_revision(),
         "load_before": f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}",
+        "core_speed": f"{core_speed_ms():.1f} ms",
     }

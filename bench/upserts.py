@@ -643,8 +643,9 @@ count(*) FROM jobs WHERE status = 'pending'` = 0): the honest end-to-end rate.
 - **sync-wait, hot keys**: all clients on {HOT_KEYS} keys, {options.concurrency // HOT_KEYS}
 clients per key, still a new body every time.
 
-Machine: {facts["cpus"]} CPUs ({facts["cpu_model"]}), {facts["memory"]} RAM, Linux
-{facts["kernel"]}; Python {facts["python"]}; PostgreSQL {facts["postgres"]}
+Machine: {facts["cpus"]} CPUs ({facts["cpu_model"]}; one core sums range(10**6) in
+{facts["core_speed"]}), {facts["memory"]} RAM, Linux {facts["kernel"]}; Python {facts["python"]};
+PostgreSQL {facts["postgres"]}
 ({facts["postgres_settings"]}). Load average before the run: {facts["load_before"]}; other
 processes on the machine used up to {busiest:.0f}% of a core during a measured run (column
 *other* below).{shared} Date: {facts["date"]}. Services: {facts["services"]}, started by the
