@@ -3,6 +3,7 @@
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from bench.options import Options
@@ -45,9 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--worker-concurrency",
-        type=int,
-        default=None,
-        help="Celery prefork processes (default: the service's own default)",
+        type=_workers,
+        default=(os.cpu_count() or 1, 1),
+        help="Celery prefork processes; a list runs one stack for each (default: CPU count, 1)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--no-write", action="store_true", help="do not touch docs/benchmarks.md")

@@ -10,6 +10,6 @@ class Options:
     rounds: int  # times each mode is measured, to show variance
     concurrency: int
     api_workers: tuple[int, ...]  # one stack per entry: uvicorn processes of the API
-    worker_concurrency: int | None
+    worker_concurrency: tuple[int, ...]  # one stack per entry (and per API entry): processes
     keep: bool  # leave the temporary directory (logs, data) behind
     write: bool  # rewrite the benchmark's section of docs/benchmarks.md

@@ -55,6 +55,12 @@ class StackConfig:
             if k.startswith("IDMIRROR_") and k not in _OWN_SETTINGS
         }
 
+    @property
+    def label(self) -> str:
+        """Short, for a table column: API processes and worker processes."""
+        concurrency = self.worker_concurrency or os.cpu_count() or 1
+        return f"API x{self.api_workers}, worker x{concurrency}"
+
     def describe(self) -> str:
         concurrency = self.worker_concurrency or os.cpu_count() or 1
         parts = [

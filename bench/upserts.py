@@ -313,7 +313,7 @@ def _print_run(run: Run) -> None:
     u = run.usage
     cpu = " ".join(f"{g}={u.cpu.get(g, 0):.0f}%" for g in GROUPS if g in u.cpu)
     line = (
-        f"{run.mode:<22} r{run.round} api={run.config.api_workers} n={run.load.answered:<6} "
+        f"{run.mode:<22} r{run.round} {run.config.label} n={run.load.answered:<6} "
         f"{run.load.rate:7.1f} req/s p50={run.load.percentile_ms(0.5):6.1f}ms "
         f"p99={run.load.percentile_ms(0.99):6.1f}ms applied/s={run.applied_rate:7.1f} "
         f"statuses={dict(run.load.statuses)} errors={dict(run.load.errors)} "
@@ -398,7 +398,7 @@ def _results_table(runs: list[Run], several_configs: bool) -> str:
     headers = ["Mode", "Round", "Keys", "Concurrency", "Requests", "req/s", "p50 ms", "p99 ms"]
     headers += ["applied/s", "Other answers", "Bound"]
     if several_configs:
-        headers.insert(1, "API procs")
+        headers.insert(1, "Stack")
     rows = []
     for run in runs:
         row = [
@@ -415,7 +415,7 @@ def _results_table(runs: list[Run], several_configs: bool) -> str:
             bound(run.usage, run.config),
         ]
         if several_configs:
-            row.insert(1, str(run.config.api_workers))
+            row.insert(1, run.config.label)
         rows.append(row)
     return table(headers, rows)
 
@@ -455,7 +455,7 @@ def _cpu_table(runs: list[Run], several_configs: bool) -> str:
     headers = ["Mode", "Round", "Phase", "API", "worker", "Postgres", "Redis", "load gen"]
     headers += ["other", "machine", "steal", "CPU ms/req: API / worker / PG / service"]
     if several_configs:
-        headers.insert(1, "API procs")
+        headers.insert(1, "Stack")
     rows = []
     for run in runs:
         for i, (phase, usage) in enumerate(_phases(run)):
@@ -471,7 +471,7 @@ def _cpu_table(runs: list[Run], several_configs: bool) -> str:
                 _cpu_split(run) if i == 0 else "",
             ]
             if several_configs:
-                row.insert(1, str(run.config.api_workers))
+                row.insert(1, run.config.label)
             rows.append(row)
     return table(headers, rows)
 
@@ -480,7 +480,7 @@ def _queue_table(runs: list[Run], several_configs: bool) -> str:
     headers = ["Mode", "Round", "Phase", "commits/s", "commits/req", "drain tasks/req"]
     headers += ["broker msgs/req", "events/req", "queued at end", "Postgres backends active"]
     if several_configs:
-        headers.insert(1, "API procs")
+        headers.insert(1, "Stack")
     rows = []
     for run in runs:
         for phase, usage in _phases(run):
@@ -500,7 +500,7 @@ def _queue_table(runs: list[Run], several_configs: bool) -> str:
                 usage.top_waits() or "-",
             ]
             if several_configs:
-                row.insert(1, str(run.config.api_workers))
+                row.insert(1, run.config.label)
             rows.append(row)
     return table(headers, rows)
 
@@ -529,9 +529,9 @@ def _comparison(runs: list[Run]) -> str:
         f">= {ASYNC_TARGET_RPS:.0f} req/s (4x).",
         "",
     ]
-    for workers in sorted({r.config.api_workers for r in runs}):
-        mine = [r for r in runs if r.config.api_workers == workers]
-        label = f"API with {workers} uvicorn process{'es' if workers > 1 else ''}"
+    for config in dict.fromkeys(r.config for r in runs):  # in the order they ran
+        mine = [r for r in runs if r.config == config]
+        label = config.label
         sync = [r for r in mine if r.mode == SYNC]
         rates = [r.load.rate for r in sync]
         p99s = [r.load.percentile_ms(0.99) for r in sync]
@@ -613,7 +613,7 @@ def _ceiling(runs: list[Run]) -> str:
 def render(
     runs: list[Run], facts: dict[str, str], options: Options, revisions: dict[StackConfig, str]
 ) -> str:
-    configs = sorted({r.config for r in runs}, key=lambda c: c.api_workers)
+    configs = list(dict.fromkeys(r.config for r in runs))
     several = len(configs) > 1
     config_lines = "\n".join(
         f"- {c.describe()}; code {revisions.get(c, facts['revision'])}" for c in configs
@@ -704,8 +704,9 @@ def run(options: Options) -> None:
     facts: dict[str, str] = {}
     load_before = os.getloadavg()
     revisions: dict[StackConfig, str] = {}
-    for workers in options.api_workers:
-        config = StackConfig(api_workers=workers, worker_concurrency=options.worker_concurrency)
+    stacks = [(a, w) for a in options.api_workers for w in options.worker_concurrency]
+    for workers, concurrency in stacks:
+        config = StackConfig(api_workers=workers, worker_concurrency=concurrency)
         print(f"-- stack: {config.describe()}", flush=True)
         revisions[config] = code_revision()  # the code the stack's processes import
         with Stack(config, keep=options.keep) as stack:
