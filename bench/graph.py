@@ -1,6 +1,6 @@
 """Apply time of one 1,000-operation graph update, on a small agent and on a 10,000-node one.
 
-The update goes through the real drain path (ledger.drain: lock, load, apply, write, mark the job,
+The update goes through the real drain path (identity.drain: lock, load, apply, write, mark the job,
 notify) in one transaction that is rolled back, so every round starts from the same graph.
 The claim under test: cost grows with the number of operations, not with the graph's size.
 """
@@ -118,7 +118,7 @@ def _measure(url: str, agent_id: str, slug: str, operations: list[dict]) -> list
 
     from identity.appliers import APPLIERS
     from identity.db import session_factory
-    from identity.ledger import drain
+    from identity.drain import drain
 
     key = f"agent:bot@{slug}"
     times = []
@@ -213,7 +213,7 @@ Revision {facts["revision"]}.
 
 One `POST /v1/agents/{{ref}}/update` of 1,000 operations (500 `create_node`, 250
 `create_connection` from existing nodes into new ones, 200 `update_node`, 50 `delete_node`),
-applied through the worker's own drain path (`identity.ledger.drain`: key lock, graph load,
+applied through the worker's own drain path (`identity.drain.drain`: key lock, graph load,
 operations, set-based write, job result, notify) in a transaction rolled back after each
 of {ROUNDS} rounds. Times are wall clock of the drain, in ms.
 

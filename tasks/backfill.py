@@ -16,8 +16,8 @@ from identity.backfill_drift import run_step
 from identity.backfill_flow import Work
 from identity.backfill_queue import get_sender
 from identity.db import transaction
+from identity.drain import TRANSIENT_ERRORS
 from identity.errors import SourceBusy, SourceNotFound
-from identity.ledger import TRANSIENT_ERRORS
 from identity.settings import get_settings
 
 log = logging.getLogger(__name__)

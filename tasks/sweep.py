@@ -9,7 +9,8 @@ from identity import metrics
 from identity.backfill_flow import stray_work
 from identity.backfill_queue import get_sender
 from identity.db import transaction
-from identity.ledger import forget_idempotency_keys, stale_keys
+from identity.drain import stale_keys
+from identity.ledger import forget_idempotency_keys
 from identity.queue import get_dispatcher
 from identity.settings import get_settings
 

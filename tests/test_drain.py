@@ -13,8 +13,9 @@ from psycopg.rows import namedtuple_row
 from identity.agents import upsert_agent, upsert_agents
 from identity.appliers import APPLIERS, BATCH_APPLIERS
 from identity.db import libpq_url, transaction
+from identity.drain import drain
 from identity.errors import IdmirrorError
-from identity.ledger import Applied, PendingJob, Submission, accept, drain, get_job
+from identity.ledger import Applied, PendingJob, Submission, accept, get_job
 from identity.settings import get_settings
 from tests.conftest import new_slug, put_user
 
