@@ -27,7 +27,7 @@ from bench.options import Options
 from bench.probe import machine
 from bench.report import table, write_section
 from bench.stack import TOKEN, Stack, StackConfig
-from identity.backfill_items import new_agent_ids
+from identity.agents import new_agent_ids
 
 SECTION = "backfill"
 TARGET_FLOOR_RATIO = 3.0

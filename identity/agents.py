@@ -8,24 +8,30 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from identity.backfill_items import new_agent_ids
 from identity.errors import AgentNotFound, IdmirrorError, UserNotFound
 from identity.keys import AgentKey, AgentRef
 from identity.ledger import Applied, PendingJob, Submission, upserted
 from identity.pagination import decode_cursor, page, text_value
 from identity.schemas import AgentUpsert
-from identity.tombstones import set_tombstone, tombstone_version
+from identity.tombstones import set_tombstone
 from identity.webhooks import check_webhook_url
 
 AGENT_COLUMNS = (
     "a.id, a.slug, a.user_id, u.slug AS user_slug, a.display_name, a.webhook_url, a.metadata, "
     "a.name, a.description, a.visibility, a.version, a.created_at, a.updated_at, a.deleted_at"
 )
-_ID_ALPHABET = string.ascii_letters + string.digits
+_ID_ALPHABET = (string.ascii_uppercase + string.ascii_lowercase + string.digits).encode()
+_ID_TABLE = bytes(_ID_ALPHABET[b % 62] for b in range(256))
+_ID_REJECT = bytes(range(248, 256))  # 248 = 4 * 62: the bytes below it map uniformly
 
 
-def new_agent_id() -> str:
-    return "agt_" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(12))
+def new_agent_ids(count: int) -> list[str]:
+    """`count` fresh agent ids (agt_ + 12 base62), drawn without modulo bias."""
+    out = bytearray()
+    while len(out) < count * 12:
+        out += secrets.token_bytes(count * 13 + 16).translate(_ID_TABLE, _ID_REJECT)
+    chars = out.decode()
+    return ["agt_" + chars[i * 12 : i * 12 + 12] for i in range(count)]
 
 
 def agent_out(row: Any, **extra: Any) -> dict[str, Any]:
@@ -61,21 +67,6 @@ def _latest(session: Session, key: AgentKey, *, include_deleted: bool) -> Any:
     ).one_or_none()
 
 
-_OWNER_AND_CURRENT = text(
-    """
-    SELECT u.id AS owner, a.*, u.slug AS user_slug
-    FROM users u
-    LEFT JOIN LATERAL (
-        SELECT a.id, a.slug, a.user_id, a.display_name, a.webhook_url, a.metadata, a.name,
-               a.description, a.visibility, a.version, a.created_at, a.updated_at, a.deleted_at
-        FROM agents a WHERE a.user_id = u.id AND a.slug = :slug
-        ORDER BY a.deleted_at IS NULL DESC, a.version DESC LIMIT 1
-    ) a ON true
-    WHERE u.slug = :user_slug
-    FOR KEY SHARE OF u
-    """
-)
-
 # The rule live writes and backfills share: write only when the body differs from the live
 # agent and is not older than it. Goes after `INSERT INTO agents AS a (...) ...`.
 ON_CONFLICT = """
@@ -87,54 +78,18 @@ ON_CONFLICT = """
           AND (a.display_name, a.webhook_url, a.metadata)
               IS DISTINCT FROM (excluded.display_name, excluded.webhook_url, excluded.metadata)
 """
-_UPSERT = text(
-    f"""
-    INSERT INTO agents AS a (id, user_id, slug, display_name, webhook_url, metadata, version,
-                             created_at, updated_at)
-    VALUES (:id, :user_id, :slug, :display_name, :webhook_url, CAST(:metadata AS jsonb), :version,
-            clock_timestamp(), clock_timestamp())
-    {ON_CONFLICT}
-    RETURNING a.*, :user_slug AS user_slug, (xmax = 0) AS inserted
-    """
-)
 
 
 def upsert_agent(session: Session, job: PendingJob) -> Applied:
     """Create or replace an agent's mirrored fields; a write newer than a tombstone starts over."""
-    key = AgentKey.parse(job.key.removeprefix("agent:"))
-    body = AgentUpsert.model_validate(job.payload)
-    # Locking the owner row (KEY SHARE) keeps a concurrent user delete out until we commit.
-    found = session.execute(
-        _OWNER_AND_CURRENT, {"user_slug": key.user_slug, "slug": key.slug}
-    ).one_or_none()
-    if found is None:
-        raise UserNotFound(
-            f"no user has slug {key.user_slug!r}; upsert the user first", user_slug=key.user_slug
-        )
-    current = found if found.id is not None else None
-    live = current if current is not None and current.deleted_at is None else None
-    if live is None:
-        floor = max(tombstone_version(session, job.key) or -1, current.version if current else -1)
-        if floor > job.version:
-            result = agent_out(current, created=False) if current is not None else {}
-            return Applied("superseded", {**result, "outcome": "superseded"})
-    written = session.execute(
-        _UPSERT,
-        {
-            "id": new_agent_id(),
-            "user_id": found.owner,
-            "slug": key.slug,
-            "user_slug": key.user_slug,
-            "display_name": body.display_name,
-            "webhook_url": body.webhook_url,
-            "metadata": json.dumps(body.metadata),
-            "version": job.version,
-        },
-    ).one_or_none()
-    assert written is not None or live is not None, "only a live agent can make it skip"
-    return upserted(written, live, job.version, agent_out)
+    outcome = upsert_agents(session, [job])[0]
+    if isinstance(outcome, IdmirrorError):
+        raise outcome
+    return outcome
 
 
+# Each item's owner and its latest row, live first, and the key's tombstone. Locking the owners
+# (KEY SHARE) keeps a concurrent user delete out until the write commits.
 _OWNERS_AND_CURRENT = text(
     """
     SELECT i.n, u.id AS owner, a.*, u.slug AS user_slug, k.tombstone_version
@@ -151,7 +106,7 @@ _OWNERS_AND_CURRENT = text(
     FOR KEY SHARE OF u
     """
 )
-_UPSERT_MANY = text(
+_UPSERT = text(
     f"""
     WITH items AS (
         SELECT * FROM json_to_recordset(CAST(:items AS json))
@@ -174,9 +129,10 @@ _UPSERT_MANY = text(
 
 
 def upsert_agents(session: Session, jobs: list[PendingJob]) -> list[Applied | IdmirrorError]:
-    """`upsert_agent` for jobs of distinct keys in two statements: read the owners and current
-    rows of all, then write those that may write. Same rules and results, one per job."""
+    """Upsert agents of distinct keys in two statements: read the owners and current
+    rows of all, then write those that may write. An outcome per job, in order."""
     keys = [AgentKey.parse(job.key.removeprefix("agent:")) for job in jobs]
+    bodies = [AgentUpsert.model_validate(job.payload) for job in jobs]
     params = {
         "keys": [job.key for job in jobs],
         "slugs": [key.slug for key in keys],
@@ -208,7 +164,7 @@ def upsert_agents(session: Session, jobs: list[PendingJob]) -> list[Applied | Id
     if writes:
         items = []
         for i, agent_id in zip(writes, new_agent_ids(len(writes)), strict=True):
-            body = AgentUpsert.model_validate(jobs[i].payload)
+            body = bodies[i]
             items.append(
                 {
                     "id": agent_id,
@@ -221,7 +177,7 @@ def upsert_agents(session: Session, jobs: list[PendingJob]) -> list[Applied | Id
                     "version": jobs[i].version,
                 }
             )
-        rows = session.execute(_UPSERT_MANY, {"items": json.dumps(items)})
+        rows = session.execute(_UPSERT, {"items": json.dumps(items)})
         written = {(row.user_id, row.slug): row for row in rows}
         for i in writes:
             row = found[i + 1]

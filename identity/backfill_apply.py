@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from identity import metrics
-from identity.agents import upsert_agent
+from identity.agents import new_agent_ids, upsert_agent
 from identity.backfill_flow import (
     RUN_COLUMNS,
     Work,
@@ -31,7 +31,6 @@ from identity.backfill_flow import (
     unqueue,
     users_pending,
 )
-from identity.backfill_items import new_agent_ids
 from identity.backfill_sql import CHUNK, KEYS, LOCK_KEYS, STATEMENTS
 from identity.errors import IdmirrorError, SlugTaken, UserNotFound
 from identity.ledger import PendingJob

@@ -10,7 +10,6 @@ and their common path re-serialises nothing.
 import json
 import math
 import re
-import secrets
 import zlib
 from dataclasses import dataclass
 from functools import lru_cache
@@ -273,15 +272,3 @@ def _user_element(line: int, version: int, fields: dict[str, Any]) -> bytes:
     return json.dumps(
         {"l": line, "v": version, **fields}, separators=(",", ":"), allow_nan=False
     ).encode()
-
-
-def new_agent_ids(count: int) -> list[str]:
-    """`count` fresh agent ids (agt_ + 12 base62), drawn without modulo bias."""
-    alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
-    table = bytes(alphabet[b % 62] for b in range(256))
-    reject = bytes(range(248, 256))  # 248 = 4 * 62: bytes below it map uniformly
-    out = bytearray()
-    while len(out) < count * 12:
-        out += secrets.token_bytes(count * 13 + 16).translate(table, reject)
-    text = out.decode()
-    return ["agt_" + text[i * 12 : i * 12 + 12] for i in range(count)]
