@@ -73,6 +73,7 @@ ON_CONFLICT = """
     ON CONFLICT (user_id, slug) WHERE deleted_at IS NULL DO UPDATE
         SET display_name = excluded.display_name, webhook_url = excluded.webhook_url,
             metadata = excluded.metadata, version = excluded.version,
+            line_digest = excluded.line_digest,
             updated_at = clock_timestamp()
         WHERE a.version <= excluded.version
           AND (a.display_name, a.webhook_url, a.metadata)

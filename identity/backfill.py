@@ -49,6 +49,13 @@ class BackfillOptions:
             raise InvalidBackfill("prune=true needs mode=mirror", mode=self.mode)
 
 
+def reads_known(mode: str, *, dry_run: bool) -> bool:
+    """Whether the run may count lines an earlier backfill applied as unchanged without reading
+    them (backfill_known): not a mirror run, whose drift needs every item of the input, nor a
+    dry run, which keeps to the one path it reports on."""
+    return mode == "upsert" and not dry_run
+
+
 def backfill_out(row: Any) -> dict[str, Any]:
     """The public form of a run."""
     processed = row.created + row.updated + row.unchanged + row.superseded + row.failed

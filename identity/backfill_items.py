@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, TypeAdapter, ValidationError, model_validator
 
+from identity.backfill_known import line_digest
 from identity.backfill_plain import plain_agent, plain_object, plain_user, version_of
 from identity.errors import IdmirrorError, InvalidWebhookUrl, ValidationFailed
 from identity.keys import AgentKey, UserKey
@@ -65,6 +66,7 @@ class Parsed:
     kind: str  # "node_type" | "user" | "agent"
     key: str  # the ledger key: node_type:<uuid>, user:<uuid> or agent:<slug>@<user_slug>
     stored: bytes  # the JSON element the chunk stores
+    slug: str | None = None  # users: their slug
 
 
 @dataclass(slots=True)
@@ -180,14 +182,15 @@ class ItemParser:
             fields = plain_user(raw, obj)
             if fields is None:
                 return None
-            return Parsed("user", f"user:{fields['id']}", _user_element(line, version, fields))
+            stored = _user_element(line, version, self._digest(raw), fields)
+            return Parsed("user", f"user:{fields['id']}", stored, fields["slug"])
         agent = plain_agent(raw, obj)
         if agent is None:
             return None
         key, url = agent
         if url is not None and _webhook_verdict(_origin(url), self.allow_private):
             return None
-        return Parsed("agent", f"agent:{key}", b'{"l":%d,"v":%d,"d":%s}' % (line, version, raw))
+        return Parsed("agent", f"agent:{key}", self._agent_element(line, version, raw))
 
     def parse_with_models(self, line: int, raw: bytes) -> Parsed | Failure:
         """Any line, validated by the models of the PUT bodies."""
@@ -249,12 +252,12 @@ class ItemParser:
                 "metadata": item.metadata,
                 "external_owner": item.external_owner,
             }
-            stored = _user_element(line, version, fields)
+            stored = _user_element(line, version, self._digest(raw), fields)
         except IdmirrorError as exc:
             return Failure(line, "user", _guess_identity(raw)[1], exc.envelope())
         except ValueError as exc:  # an integer or float json cannot write back
             return Failure(line, "user", None, ValidationFailed(str(exc)).envelope())
-        return Parsed("user", str(key), stored)
+        return Parsed("user", str(key), stored, item.slug)
 
     def _agent(self, line: int, raw: bytes, item: AgentItem, version: int) -> Parsed | Failure:
         try:
@@ -264,11 +267,18 @@ class ItemParser:
             _storable(raw, item)
         except IdmirrorError as exc:
             return Failure(line, "agent", f"agent:{item.key}", exc.envelope())
-        return Parsed("agent", str(key), b'{"l":%d,"v":%d,"d":%s}' % (line, version, raw))
+        return Parsed("agent", str(key), self._agent_element(line, version, raw))
+
+    def _digest(self, raw: bytes) -> str:
+        return line_digest(raw, allow_private_webhooks=self.allow_private).hex()
+
+    def _agent_element(self, line: int, version: int, raw: bytes) -> bytes:
+        """An agent as a chunk stores it: the line itself, after its number, version and digest."""
+        return b'{"l":%d,"v":%d,"h":"%s","d":%s}' % (line, version, self._digest(raw).encode(), raw)
 
 
-def _user_element(line: int, version: int, fields: dict[str, Any]) -> bytes:
-    """A user as a chunk stores it: normalised, with its line number and version."""
+def _user_element(line: int, version: int, digest: str, fields: dict[str, Any]) -> bytes:
+    """A user as a chunk stores it: normalised, with its line number, version and digest."""
     return json.dumps(
-        {"l": line, "v": version, **fields}, separators=(",", ":"), allow_nan=False
+        {"l": line, "v": version, "h": digest, **fields}, separators=(",", ":"), allow_nan=False
     ).encode()

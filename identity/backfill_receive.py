@@ -18,7 +18,8 @@ from sqlalchemy.exc import DataError, DBAPIError
 from sqlalchemy.orm import Session
 
 from identity.backfill_flow import EARLY_KINDS, Work, finish_receiving, heads, users_pending
-from identity.backfill_items import Failure, ItemParser, bucket_of
+from identity.backfill_items import Failure, ItemParser, Parsed, bucket_of
+from identity.backfill_known import KnownLines
 from identity.backfill_writer import StoreBehind
 from identity.errors import ValidationFailed
 from identity.settings import Settings
@@ -35,7 +36,8 @@ class ReceiveStopped(Exception):
 _CLAIM = text(
     """
     UPDATE backfills SET chunks = chunks + :chunks, received = received + :received,
-        failed = failed + :failed, touched_at = clock_timestamp(),
+        failed = failed + :failed, unchanged = unchanged + :unchanged,
+        touched_at = clock_timestamp(),
         source_state = coalesce(CAST(:state AS jsonb), source_state),
         early_agents = CASE WHEN :late_users THEN false
                             WHEN :agents AND apply_early AND early_agents IS NULL THEN true
@@ -139,16 +141,19 @@ def store(
     *,
     state: dict[str, Any] | None = None,
     order: "InputOrder | None" = None,
+    unchanged: int = 0,
 ) -> list[Work]:
-    """Store chunks and failed lines, count them, and queue the chunks that may run already."""
+    """Store chunks and failed lines, count them and the lines known to be unchanged, and queue
+    the chunks that may run already."""
     order = order or InputOrder()
     claim = session.execute(
         _CLAIM,
         {
             "id": backfill_id,
             "chunks": len(chunks),
-            "received": sum(len(parts) for _, _, parts in chunks) + len(failures),
+            "received": sum(len(parts) for _, _, parts in chunks) + len(failures) + unchanged,
             "failed": len(failures),
+            "unchanged": unchanged,
             "state": json.dumps(state) if state is not None else None,
             "agents": order.agents,
             "late_users": order.late_users,
@@ -205,6 +210,7 @@ class Receiver:
         *,
         first_line: int = 0,
         checkpoints: bool = False,
+        known_lines: bool = False,
     ) -> None:
         self.backfill_id = backfill_id
         self.parser = ItemParser(
@@ -223,6 +229,14 @@ class Receiver:
         self._buffered = 0
         self._failures: list[Failure] = []
         self._order = InputOrder()
+        # Lines an earlier backfill applied, recognised by their digest (backfill_known).
+        self.known = (
+            KnownLines(snapshot_version, allow_private_webhooks=settings.allow_private_webhooks)
+            if known_lines
+            else None
+        )
+        self._unchanged = 0
+        self._records: list[bytes | None] = []  # a pull's records, read at its next page end
         # An upload stores behind its validation; a pull's checkpoint must be stored when it
         # returns, before the next page is asked for.
         self._behind = None if checkpoints else StoreBehind()
@@ -233,47 +247,72 @@ class Receiver:
         """Take the next piece of an NDJSON stream; lines may span pieces."""
         if not data:
             return
-        lines = data.split(b"\n")
+        lines: list[bytes | None] = list(data.split(b"\n"))
         if self._oversized:
             if len(lines) == 1:
                 return  # still inside the overlong line
             self._oversized = False
-            self._too_long()
-            lines = lines[1:]
+            lines[0] = None  # the end of the overlong line
         else:
-            lines[0] = self._partial + lines[0]
-        self._partial = lines.pop()
-        for raw in lines:
-            self._take(raw)
+            lines[0] = self._partial + (lines[0] or b"")
+        self._partial = lines.pop() or b""
+        self._read(lines)
         if len(self._partial) > self.max_line:
             self._partial, self._oversized = b"", True
 
     def add_record(self, record: Any, kind: str) -> None:
-        """Take one upstream record of `kind` as if it were the next line."""
+        """Take one upstream record of `kind` as if it were the next line (read at the next
+        page end, checkpoint or finish)."""
         if isinstance(record, dict) and "type" not in record:
             record = {"type": kind, **record}
-        self._take(json.dumps(record).encode())
+        self._records.append(json.dumps(record).encode())
+
+    def _read(self, entries: list[bytes | None]) -> None:
+        """Number the lines (None: an overlong line), then read them in order: those known
+        unchanged are counted, the others validated and buffered."""
+        lines = [numbered for raw in entries if (numbered := self._number(raw)) is not None]
+        if self.known is None:
+            for line, raw in lines:
+                self._take(line, raw)
+            return
+        known = self.known
+        found = known.look_up(self.transaction, [raw for _, raw in lines])
+        for (line, raw), candidate in zip(lines, found, strict=True):
+            if known.take(candidate):
+                self._unchanged += 1
+            elif (parsed := self._take(line, raw)) is not None:
+                known.read(parsed.kind, parsed.key, parsed.slug, candidate)
+        if self._unchanged >= self.chunk_size and not self.checkpoints:
+            self._write([])  # progress
+
+    def _number(self, raw: bytes | None) -> tuple[int, bytes] | None:
+        """The line's number and its text; None for a blank or overlong line."""
+        if raw is None:
+            self._too_long()
+            return None
+        self.line += 1
+        raw = raw.strip()
+        if not raw:
+            return None
+        if self.line == 1 and raw.startswith(BOM):
+            raw = raw[len(BOM) :].strip()
+        if len(raw) > self.max_line:
+            self.line -= 1
+            self._too_long()
+            return None
+        return self.line, raw
 
     def _too_long(self) -> None:
         self.line += 1
         error = ValidationFailed(f"the line is longer than {self.max_line} bytes")
         self._fail(Failure(self.line, None, None, error.envelope()))
 
-    def _take(self, raw: bytes) -> None:
-        self.line += 1
-        raw = raw.strip()
-        if not raw:
-            return
-        if self.line == 1 and raw.startswith(BOM):
-            raw = raw[len(BOM) :].strip()
-        if len(raw) > self.max_line:
-            self.line -= 1
-            self._too_long()
-            return
-        parsed = self.parser.parse(self.line, raw)
+    def _take(self, line: int, raw: bytes) -> Parsed | None:
+        """Validate a line and buffer what it stores; None if it failed."""
+        parsed = self.parser.parse(line, raw)
         if isinstance(parsed, Failure):
             self._fail(parsed)
-            return
+            return None
         if parsed.kind == "agent" and not self._order.agents:
             self._reach_agents()
         elif parsed.kind == "user" and self._order.agents:
@@ -286,6 +325,7 @@ class Receiver:
         self._buffered += 1
         if len(buffer) >= self.chunk_size and not self.checkpoints:
             self._write([(slot[0], slot[1], self._take_buffer(*slot))])
+        return parsed
 
     def _reach_agents(self) -> None:
         """The first agent line: once every user line before it is stored (and applied),
@@ -312,11 +352,20 @@ class Receiver:
         self, chunks: list[tuple[str, int, list[bytes]]], state: dict[str, Any] | None = None
     ) -> None:
         failures, self._failures = self._failures, []
+        unchanged, self._unchanged = self._unchanged, 0
         order = replace(self._order)
 
         def write() -> list[Work]:
             with self.transaction() as session:
-                return store(session, self.backfill_id, chunks, failures, state=state, order=order)
+                return store(
+                    session,
+                    self.backfill_id,
+                    chunks,
+                    failures,
+                    state=state,
+                    order=order,
+                    unchanged=unchanged,
+                )
 
         self.work += write() if self._behind is None else self._behind.submit(write)
 
@@ -325,14 +374,21 @@ class Receiver:
         self._buffers, self._buffered = {}, 0
         return chunks
 
+    def _read_records(self) -> None:
+        records, self._records = self._records, []
+        self._read(records)
+
     def checkpoint(self, state: dict[str, Any]) -> None:
         """Store everything buffered together with where the input stands."""
+        self._read_records()
         self._write(self._drain_buffers(), {**state, "line": self.line})
 
     def page_done(self, state: dict[str, Any]) -> None:
         """After each upstream page: a checkpoint once the buffers hold about a chunk per
         bucket, else just a sign of life (which also notices a cancel)."""
-        if self._buffered + len(self._failures) >= self.chunk_size * self.buckets // 2:
+        self._read_records()
+        waiting = self._buffered + len(self._failures) + self._unchanged
+        if waiting >= self.chunk_size * self.buckets // 2:
             self.checkpoint(state)
             return
         with self.transaction() as session:
@@ -348,13 +404,15 @@ class Receiver:
 
     def finish(self) -> list[Work]:
         """The input ended: store what is left and start applying; returns what to queue."""
+        last, self._records = self._records, []
         if self._oversized:
-            self._too_long()
+            last.append(None)
         elif self._partial:
-            self._take(self._partial)
+            last.append(self._partial)
         self._partial, self._oversized = b"", False
+        self._read(last)
         chunks = self._drain_buffers()
-        if chunks or self._failures:
+        if chunks or self._failures or self._unchanged:
             self._write(chunks)
         if self._behind is not None:
             self.work += self._behind.wait()

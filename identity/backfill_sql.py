@@ -32,11 +32,12 @@ KEYS = {
 _USERS = """
     WITH items AS (
         SELECT i.l, i.v, i.id, i.email, i.slug, i.plan, i.metadata, i.external_owner,
-               'user:' || i.id AS key,
+               decode(i.h, 'hex') AS line_digest, 'user:' || i.id AS key,
                row_number() OVER (PARTITION BY i.id ORDER BY i.v DESC, i.l DESC) AS rn
         FROM backfill_chunks c,
-             jsonb_to_recordset(c.items) AS i(l bigint, v bigint, id uuid, email text, slug text,
-                                              plan text, metadata jsonb, external_owner text)
+             jsonb_to_recordset(c.items) AS i(l bigint, v bigint, h text, id uuid, email text,
+                                              slug text, plan text, metadata jsonb,
+                                              external_owner text)
         WHERE c.backfill_id = :backfill_id AND c.seq = :seq
     ),
     classified AS (
@@ -68,8 +69,8 @@ _USERS = """
 """
 _USERS_WRITE = f"""
         INSERT INTO users AS u (id, email, slug, plan, metadata, external_owner, version,
-                                created_at, updated_at)
-        SELECT id, email, slug, plan, metadata, external_owner, v,
+                                line_digest, created_at, updated_at)
+        SELECT id, email, slug, plan, metadata, external_owner, v, line_digest,
                clock_timestamp(), clock_timestamp()
         FROM classified WHERE action = 'write'
         {users.ON_CONFLICT}
@@ -81,7 +82,7 @@ _USERS_DRY = "SELECT id, NOT present AS inserted FROM classified WHERE action = 
 
 _AGENTS = """
     WITH items AS (
-        SELECT i.l, i.v, row_number() OVER () AS n,
+        SELECT i.l, i.v, decode(i.h, 'hex') AS line_digest, row_number() OVER () AS n,
                'agent:' || (i.d ->> 'key') AS key,
                split_part(i.d ->> 'key', '@', 1) AS slug,
                split_part(i.d ->> 'key', '@', 2) AS user_slug,
@@ -90,7 +91,7 @@ _AGENTS = """
                coalesce(i.d -> 'metadata', '{{}}'::jsonb) AS metadata,
                row_number() OVER (PARTITION BY i.d ->> 'key' ORDER BY i.v DESC, i.l DESC) AS rn
         FROM backfill_chunks c,
-             jsonb_to_recordset(c.items) AS i(l bigint, v bigint, d jsonb)
+             jsonb_to_recordset(c.items) AS i(l bigint, v bigint, h text, d jsonb)
         WHERE c.backfill_id = :backfill_id AND c.seq = :seq
     ),
     {owners}
@@ -148,9 +149,9 @@ _OWNERS_DRY = """
 """
 _AGENTS_WRITE = f"""
         INSERT INTO agents AS a (id, user_id, slug, display_name, webhook_url, metadata, version,
-                                 created_at, updated_at)
+                                 line_digest, created_at, updated_at)
         SELECT (CAST(:ids AS text[]))[n], owner_id, slug, display_name, webhook_url, metadata, v,
-               clock_timestamp(), clock_timestamp()
+               line_digest, clock_timestamp(), clock_timestamp()
         FROM classified WHERE action = 'write'
         {agents.ON_CONFLICT}
         RETURNING a.user_id, a.slug, (xmax = 0) AS inserted

@@ -24,7 +24,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import text
 
-from identity.backfill import BackfillOptions, create
+from identity.backfill import BackfillOptions, create, reads_known
 from identity.backfill_flow import Work, complete
 from identity.backfill_receive import Receiver, ReceiveStopped, Transaction
 from identity.db import get_engine
@@ -213,8 +213,8 @@ def _pull(backfill_id: str, settings: Settings, transaction: Transaction) -> lis
     with transaction() as session:
         run = session.execute(
             text(
-                "SELECT status, source, snapshot_version, source_state FROM backfills "
-                "WHERE id = :id"
+                "SELECT status, source, snapshot_version, source_state, mode, dry_run "
+                "FROM backfills WHERE id = :id"
             ),
             {"id": backfill_id},
         ).one_or_none()
@@ -228,6 +228,7 @@ def _pull(backfill_id: str, settings: Settings, transaction: Transaction) -> lis
         transaction,
         first_line=state["line"],
         checkpoints=True,
+        known_lines=reads_known(run.mode, dry_run=run.dry_run),
     )
     try:
         config = source_config(settings, run.source)

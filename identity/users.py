@@ -45,7 +45,8 @@ ON_CONFLICT = """
     ON CONFLICT (id) DO UPDATE
         SET email = excluded.email, slug = excluded.slug, plan = excluded.plan,
             metadata = excluded.metadata, external_owner = excluded.external_owner,
-            version = excluded.version, updated_at = clock_timestamp()
+            version = excluded.version, line_digest = excluded.line_digest,
+            updated_at = clock_timestamp()
         WHERE u.version <= excluded.version
           AND (u.email, u.slug, u.plan, u.metadata, u.external_owner)
               IS DISTINCT FROM

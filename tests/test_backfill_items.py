@@ -5,6 +5,7 @@ import json
 import pytest
 
 from identity.backfill_items import Failure, ItemParser, Parsed
+from identity.backfill_known import line_digest
 
 SNAPSHOT = 1_700_000_000_000_000
 
@@ -133,8 +134,9 @@ def test_agent_lines_read_without_the_models_get_the_models_verdict(raw, allow_p
 def test_plain_agent_and_user_lines_skip_the_models():
     parser = ItemParser(SNAPSHOT, allow_private_webhooks=False)
     raw = agent_line(webhook_url="https://hooks.example.com/scout")
+    digest = line_digest(raw, allow_private_webhooks=False).hex().encode()
     assert parser.parse_plain(3, raw) == Parsed(
-        "agent", "agent:scout@govind", b'{"l":3,"v":%d,"d":%s}' % (SNAPSHOT, raw)
+        "agent", "agent:scout@govind", b'{"l":3,"v":%d,"h":"%s","d":%s}' % (SNAPSHOT, digest, raw)
     )
     user = parser.parse_plain(4, user_line(email="Govind@EXAMPLE.com"))
     assert user is not None and json.loads(user.stored)["email"] == "Govind@example.com"

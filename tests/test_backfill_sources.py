@@ -116,6 +116,9 @@ def test_pull_stores_every_page_of_users_then_agents_with_the_sources_token(
 
     again = wait_done(client, pull(client, "crm")["id"])
     assert again["counts"]["unchanged"] == 1200
+    with psycopg.connect(source_stack.database_url) as conn:
+        chunks = conn.execute("SELECT chunks FROM backfills WHERE id = %s", (again["id"],))
+        assert chunks.fetchone() == (0,), "the pull's records were all known from the first"
 
 
 def test_pull_retries_5xx_and_timeouts_and_waits_as_retry_after_says(

@@ -76,7 +76,8 @@ async def _receive(request: Request, options: backfill.BackfillOptions) -> dict[
     """Stream the body through the receiver: only a piece of it is ever held in memory."""
     run = await run_in_threadpool(_create, options)
     version = to_version(datetime.fromisoformat(run["snapshot_at"]))
-    receiver = Receiver(run["id"], version, get_settings(), transaction)
+    known_lines = backfill.reads_known(run["mode"], dry_run=run["dry_run"])
+    receiver = Receiver(run["id"], version, get_settings(), transaction, known_lines=known_lines)
     try:
         pending = bytearray()
         async for data in request.stream():
