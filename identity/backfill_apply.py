@@ -81,7 +81,7 @@ def _set_based(
 ) -> Outcomes:
     params: dict[str, Any] = {"backfill_id": backfill_id, "seq": seq}
     if kind == "agent" and not dry:
-        params["ids"] = new_agent_ids(size)
+        params["ids"] = ",".join(new_agent_ids(size))
     rows = session.execute(STATEMENTS[(kind, dry)], params).all()
     out = Outcomes()
     if kind == "agent":  # the bulk of a backfill: count, and look closer only at failures

@@ -150,9 +150,13 @@ _OWNERS_DRY = """
 _AGENTS_WRITE = f"""
         INSERT INTO agents AS a (id, user_id, slug, display_name, webhook_url, metadata, version,
                                  line_digest, created_at, updated_at)
-        SELECT (CAST(:ids AS text[]))[n], owner_id, slug, display_name, webhook_url, metadata, v,
+        SELECT ids.id, owner_id, slug, display_name, webhook_url, metadata, v,
                line_digest, clock_timestamp(), clock_timestamp()
-        FROM classified WHERE action = 'write'
+        -- Fresh ids, comma-separated (a text array costs the client more to send), joined by
+        -- position.
+        FROM classified
+        JOIN string_to_table(:ids, ',') WITH ORDINALITY AS ids (id, n) ON ids.n = classified.n
+        WHERE action = 'write'
         {agents.ON_CONFLICT}
         RETURNING a.user_id, a.slug, (xmax = 0) AS inserted
 """
