@@ -32,6 +32,7 @@ from identity.backfill_flow import (
     users_pending,
 )
 from identity.backfill_sql import CHUNK, KEYS, LOCK_KEYS, STATEMENTS
+from identity.db import commit_without_waiting_for_disk
 from identity.errors import IdmirrorError, SlugTaken, UserNotFound
 from identity.ledger import PendingJob
 from identity.node_types import upsert_node_type
@@ -233,6 +234,7 @@ def _node_types_dry(session: Session, backfill_id: str, seq: int) -> Outcomes:
 
 def apply_chunk(session: Session, backfill_id: str, seq: int) -> list[Work]:
     """Apply chunk `seq` unless it is done, being applied, or not its turn; return what to queue."""
+    commit_without_waiting_for_disk(session)  # a lost chunk is applied again
     chunk = session.execute(
         text(
             "SELECT kind, bucket, status, size FROM backfill_chunks "

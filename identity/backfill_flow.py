@@ -18,6 +18,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from identity.db import commit_without_waiting_for_disk
+
 ACTIVE = ("receiving", "running")
 RUN_COLUMNS = "id, status, phase, mode, prune, dry_run, rerun, apply_early, early_agents"
 UPLOAD_INTERRUPTED = {
@@ -169,7 +171,9 @@ def complete(
     """Final status; the stored chunks have served their purpose.
 
     Only a caller that knows no chunk is being applied may `clean` (a chunk's transaction locks
-    its chunk, then the run); others leave the chunks to the sweeper."""
+    its chunk, then the run); others leave the chunks to the sweeper. The final status is
+    committed durably, whatever the transaction it ends."""
+    commit_without_waiting_for_disk(session, wait=True)
     session.execute(
         text(
             "UPDATE backfills SET status = :status, phase = 'done', error = CAST(:error AS jsonb), "

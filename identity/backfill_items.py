@@ -168,10 +168,11 @@ class ItemParser:
         self.snapshot_version = snapshot_version
         self.allow_private = allow_private_webhooks
 
-    def parse(self, line: int, raw: bytes) -> Parsed | Failure:
-        return self.parse_plain(line, raw) or self.parse_with_models(line, raw)
+    def parse(self, line: int, raw: bytes, digest: str | None = None) -> Parsed | Failure:
+        """`digest`: the line's digest in hex, if the caller has it already."""
+        return self.parse_plain(line, raw, digest) or self.parse_with_models(line, raw, digest)
 
-    def parse_plain(self, line: int, raw: bytes) -> Parsed | None:
+    def parse_plain(self, line: int, raw: bytes, digest: str | None = None) -> Parsed | None:
         """An agent or user line that plainly passes every rule, read without the models (the
         same verdict and stored element in less time); else None."""
         obj = plain_object(raw)
@@ -182,7 +183,7 @@ class ItemParser:
             fields = plain_user(raw, obj)
             if fields is None:
                 return None
-            stored = _user_element(line, version, self._digest(raw), fields)
+            stored = _user_element(line, version, digest or self._digest(raw), fields)
             return Parsed("user", f"user:{fields['id']}", stored, fields["slug"])
         agent = plain_agent(raw, obj)
         if agent is None:
@@ -190,9 +191,11 @@ class ItemParser:
         key, url = agent
         if url is not None and _webhook_verdict(_origin(url), self.allow_private):
             return None
-        return Parsed("agent", f"agent:{key}", self._agent_element(line, version, raw))
+        return Parsed("agent", f"agent:{key}", self._agent_element(line, version, raw, digest))
 
-    def parse_with_models(self, line: int, raw: bytes) -> Parsed | Failure:
+    def parse_with_models(
+        self, line: int, raw: bytes, digest: str | None = None
+    ) -> Parsed | Failure:
         """Any line, validated by the models of the PUT bodies."""
         try:
             item = _ITEM.validate_json(raw)
@@ -210,9 +213,9 @@ class ItemParser:
             to_version(item.source_updated_at) if item.source_updated_at else self.snapshot_version
         )
         if isinstance(item, AgentItem):
-            return self._agent(line, raw, item, version)
+            return self._agent(line, raw, item, version, digest)
         if isinstance(item, UserItem):
-            return self._user(line, raw, item, version)
+            return self._user(line, raw, item, version, digest)
         return self._node_type(line, raw, item, version)
 
     def _node_type(
@@ -240,7 +243,9 @@ class ItemParser:
             return Failure(line, "node_type", None, ValidationFailed(str(exc)).envelope())
         return Parsed("node_type", f"node_type:{node_type_id}", stored)
 
-    def _user(self, line: int, raw: bytes, item: UserItem, version: int) -> Parsed | Failure:
+    def _user(
+        self, line: int, raw: bytes, item: UserItem, version: int, digest: str | None
+    ) -> Parsed | Failure:
         try:
             key = UserKey.parse(item.id)
             _storable(raw, item)
@@ -252,14 +257,16 @@ class ItemParser:
                 "metadata": item.metadata,
                 "external_owner": item.external_owner,
             }
-            stored = _user_element(line, version, self._digest(raw), fields)
+            stored = _user_element(line, version, digest or self._digest(raw), fields)
         except IdmirrorError as exc:
             return Failure(line, "user", _guess_identity(raw)[1], exc.envelope())
         except ValueError as exc:  # an integer or float json cannot write back
             return Failure(line, "user", None, ValidationFailed(str(exc)).envelope())
         return Parsed("user", str(key), stored, item.slug)
 
-    def _agent(self, line: int, raw: bytes, item: AgentItem, version: int) -> Parsed | Failure:
+    def _agent(
+        self, line: int, raw: bytes, item: AgentItem, version: int, digest: str | None
+    ) -> Parsed | Failure:
         try:
             key = AgentKey.parse(item.key)
             if item.webhook_url is not None:
@@ -267,14 +274,15 @@ class ItemParser:
             _storable(raw, item)
         except IdmirrorError as exc:
             return Failure(line, "agent", f"agent:{item.key}", exc.envelope())
-        return Parsed("agent", str(key), self._agent_element(line, version, raw))
+        return Parsed("agent", str(key), self._agent_element(line, version, raw, digest))
 
     def _digest(self, raw: bytes) -> str:
         return line_digest(raw, allow_private_webhooks=self.allow_private).hex()
 
-    def _agent_element(self, line: int, version: int, raw: bytes) -> bytes:
+    def _agent_element(self, line: int, version: int, raw: bytes, digest: str | None) -> bytes:
         """An agent as a chunk stores it: the line itself, after its number, version and digest."""
-        return b'{"l":%d,"v":%d,"h":"%s","d":%s}' % (line, version, self._digest(raw).encode(), raw)
+        digest = digest or self._digest(raw)
+        return b'{"l":%d,"v":%d,"h":"%s","d":%s}' % (line, version, digest.encode(), raw)
 
 
 def _user_element(line: int, version: int, digest: str, fields: dict[str, Any]) -> bytes:

@@ -134,8 +134,12 @@ class KnownLines:
         skipping = self._skip > 0
         if skipping:
             self._skip -= 1
-        # Users are looked up even while agents are skipped: their stored slugs matter.
-        found = [self.candidate(raw, agents=not skipping) for raw in lines]
+        if skipping:  # users are looked up even so: their stored slugs matter
+            found = [
+                self.candidate(raw, agents=False) if b'"user"' in raw else None for raw in lines
+            ]
+        else:
+            found = [self.candidate(raw) for raw in lines]
         agents = [c for c in found if c is not None and c.kind == "agent"]
         users = [c for c in found if c is not None and c.kind == "user"]
         if not agents and not users:

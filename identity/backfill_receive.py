@@ -21,6 +21,7 @@ from identity.backfill_flow import EARLY_KINDS, Work, finish_receiving, heads, u
 from identity.backfill_items import Failure, ItemParser, Parsed, bucket_of
 from identity.backfill_known import KnownLines
 from identity.backfill_writer import StoreBehind
+from identity.db import commit_without_waiting_for_disk
 from identity.errors import ValidationFailed
 from identity.settings import Settings
 
@@ -146,6 +147,8 @@ def store(
     """Store chunks and failed lines, count them and the lines known to be unchanged, and queue
     the chunks that may run already."""
     order = order or InputOrder()
+    if state is None:  # an upload's store; its end commits durably before it is answered
+        commit_without_waiting_for_disk(session)
     claim = session.execute(
         _CLAIM,
         {
@@ -273,14 +276,16 @@ class Receiver:
         lines = [numbered for raw in entries if (numbered := self._number(raw)) is not None]
         if self.known is None:
             for line, raw in lines:
-                self._take(line, raw)
+                self._take(line, raw, None)
             return
         known = self.known
         found = known.look_up(self.transaction, [raw for _, raw in lines])
         for (line, raw), candidate in zip(lines, found, strict=True):
             if known.take(candidate):
                 self._unchanged += 1
-            elif (parsed := self._take(line, raw)) is not None:
+                continue
+            parsed = self._take(line, raw, candidate.digest if candidate else None)
+            if parsed is not None:
                 known.read(parsed.kind, parsed.key, parsed.slug, candidate)
         if self._unchanged >= self.chunk_size and not self.checkpoints:
             self._write([])  # progress
@@ -307,9 +312,9 @@ class Receiver:
         error = ValidationFailed(f"the line is longer than {self.max_line} bytes")
         self._fail(Failure(self.line, None, None, error.envelope()))
 
-    def _take(self, line: int, raw: bytes) -> Parsed | None:
+    def _take(self, line: int, raw: bytes, digest: str | None) -> Parsed | None:
         """Validate a line and buffer what it stores; None if it failed."""
-        parsed = self.parser.parse(line, raw)
+        parsed = self.parser.parse(line, raw, digest)
         if isinstance(parsed, Failure):
             self._fail(parsed)
             return None

@@ -7,7 +7,7 @@ from typing import Any
 
 from psycopg.rows import namedtuple_row
 from psycopg_pool import AsyncConnectionPool
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from identity.settings import get_settings
@@ -92,6 +92,19 @@ def transaction() -> Iterator[Session]:
     """One session, one transaction: commits on success, rolls back on error."""
     with session_factory().begin() as session:
         yield session
+
+
+def commit_without_waiting_for_disk(session: Session, wait: bool = False) -> None:
+    """Let the current transaction's commit return before its WAL is on disk
+    (`synchronous_commit = off`); `wait=True` takes that back for it.
+
+    Only for transactions whose loss in a crash leaves a state the service repairs: a backfill
+    chunk, whose effect, done mark and counts would be lost together (the sweeper queues it
+    again), or a stored chunk of an upload still being received. WAL is flushed in order, so
+    any later synchronous commit (the end of the upload, the run's completion, every live
+    write) makes them durable too; a crash loses at most the last few hundred milliseconds of
+    them, never an answered request."""
+    session.execute(text(f"SET LOCAL synchronous_commit = {'on' if wait else 'off'}"))
 
 
 def dispose_after_fork() -> None:
