@@ -128,7 +128,7 @@ def _one_by_one(
             payload = {f: body[f] for f in ("display_name", "webhook_url", "metadata") if f in body}
         else:
             key = f"{kind}:{item['id']}"
-            payload = {f: v for f, v in item.items() if f not in ("l", "v", "id")}
+            payload = {f: v for f, v in item.items() if f not in ("l", "v", "h", "id")}
         job = PendingJob(uuid.uuid4(), key, 0, f"{kind}.upsert", payload, item["v"], now)
         try:
             with session.begin_nested():

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 import uuid
+import zlib
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -375,3 +376,33 @@ def test_cli_uploads_a_file_and_prints_the_final_counts(stack, client, tmp_home)
     assert "completed" in done.stdout and "created 301" in done.stdout and "failed 1" in done.stdout
     assert "/failures" in done.stdout
     assert len(client.get(f"/v1/agents?user_slug={p}-u&limit=500").json()["items"]) == 300
+
+
+def test_users_swapping_slugs_within_a_chunk_fail_as_single_writes_would(client):
+    """Both users in one chunk: the set-based write meets the slug's unique index, and the
+    chunk is applied again item by item, as single writes in line order: each finds its new
+    slug still held by the other."""
+    p = prefix()
+    first, second = same_bucket_ids(2)
+    before = [user_item(f"{p}-x", id=first), user_item(f"{p}-y", id=second)]
+    assert run_backfill(client, before)["counts"]["created"] == 2
+    swapped = [{**before[0], "slug": f"{p}-y"}, {**before[1], "slug": f"{p}-x"}]
+    run = run_backfill(client, swapped)
+    assert run["counts"]["failed"] == 2, run["counts"]
+    assert [f["error"]["code"] for f in failures(client, run["id"])] == ["slug_taken"] * 2
+    assert client.get(f"/v1/internal/users/{first}").json()["slug"] == f"{p}-x"
+    assert client.get(f"/v1/internal/users/{second}").json()["slug"] == f"{p}-y"
+
+
+def same_bucket_ids(count: int, buckets: int = 8) -> list[str]:
+    """User ids whose keys fall in one bucket (the default number of buckets)."""
+    found: list[str] = []
+    while len(found) < count:
+        candidate = str(uuid.uuid4())
+        key = f"user:{candidate}".encode()
+        if (
+            not found
+            or zlib.crc32(key) % buckets == zlib.crc32(f"user:{found[0]}".encode()) % buckets
+        ):
+            found.append(candidate)
+    return found
