@@ -70,6 +70,8 @@ def _plain_email(email: str) -> str | None:
     match = _PLAIN_EMAIL.fullmatch(email)
     if match is None or len(match.group(1)) > _MAX_LOCAL or len(email) > _MAX_ADDRESS:
         return None
+    if "xn--" in match.group(2).lower():
+        return None  # normalised to Unicode, which the address's length limits count in bytes
     domain = _email_domain(match.group(2))
     return None if domain is None else f"{match.group(1)}@{domain}"
 

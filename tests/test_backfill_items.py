@@ -8,6 +8,7 @@ from identity.backfill_items import Failure, ItemParser, Parsed
 from identity.backfill_known import line_digest
 
 SNAPSHOT = 1_700_000_000_000_000
+_IDNA_LABEL = "xn--" + ("\u4e2d" * 35).encode("punycode").decode()  # 35 CJK characters
 
 
 def agent_line(**fields: object) -> bytes:
@@ -118,6 +119,8 @@ USER_LINES = [
     user_line(email="g@example.c0m"),
     user_line(email="g@example.invalid"),
     user_line(email="g@123.123.123.123"),
+    user_line(email="a" * 60 + "@" + _IDNA_LABEL + "." + _IDNA_LABEL + ".com"),  # long as Unicode
+    user_line(email="g@" + _IDNA_LABEL + ".com"),
     user_line(email="g" * 2050 + "@example.com"),
     user_line(email=None),
     user_line(slug="Govind"),
