@@ -8,6 +8,7 @@ together with its cursor at checkpoints, so a pull resumed from its cursor store
 
 import json
 import re
+from collections import Counter
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
@@ -17,12 +18,20 @@ from sqlalchemy import text
 from sqlalchemy.exc import DataError, DBAPIError
 from sqlalchemy.orm import Session
 
-from identity.backfill_flow import EARLY_KINDS, Work, finish_receiving, heads, users_pending
+from identity import metrics
+from identity.backfill_flow import (
+    EARLY_KINDS,
+    Work,
+    complete,
+    finish_receiving,
+    heads,
+    users_pending,
+)
 from identity.backfill_items import Failure, ItemParser, Parsed, bucket_of
 from identity.backfill_known import KnownLines
 from identity.backfill_writer import StoreBehind
 from identity.db import commit_without_waiting_for_disk
-from identity.errors import ValidationFailed
+from identity.errors import ServiceUnavailable, ValidationFailed
 from identity.settings import Settings
 
 BOM = b"\xef\xbb\xbf"
@@ -34,6 +43,13 @@ class ReceiveStopped(Exception):
     """The run stopped receiving (it was cancelled) while its input was still arriving."""
 
 
+class InputLost(ServiceUnavailable):
+    """What an upload stored earlier is gone: PostgreSQL lost its last commits in a crash
+    (stores do not wait for the disk) and came back while the upload went on."""
+
+    code = "backfill_input_lost"
+
+
 _CLAIM = text(
     """
     UPDATE backfills SET chunks = chunks + :chunks, received = received + :received,
@@ -43,7 +59,8 @@ _CLAIM = text(
         early_agents = CASE WHEN :late_users THEN false
                             WHEN :agents AND apply_early AND early_agents IS NULL THEN true
                             ELSE early_agents END
-    WHERE id = :id AND status = 'receiving'
+    WHERE id = :id AND status = 'receiving' AND chunks = :chunks_before
+      AND received = :received_before
     RETURNING chunks, phase, apply_early, early_agents
     """
 )
@@ -142,11 +159,14 @@ def store(
     *,
     state: dict[str, Any] | None = None,
     order: "InputOrder | None" = None,
-    unchanged: int = 0,
+    unchanged: Counter[str] | None = None,
+    before: tuple[int, int] = (0, 0),
 ) -> list[Work]:
     """Store chunks and failed lines, count them and the lines known to be unchanged, and queue
-    the chunks that may run already."""
+    the chunks that may run already. `before`: the run's chunks and received lines that the
+    stores before this one counted; if the run holds fewer, some were lost (InputLost)."""
     order = order or InputOrder()
+    unchanged = unchanged or Counter()
     if state is None:  # an upload's store; its end commits durably before it is answered
         commit_without_waiting_for_disk(session)
     claim = session.execute(
@@ -154,15 +174,28 @@ def store(
         {
             "id": backfill_id,
             "chunks": len(chunks),
-            "received": sum(len(parts) for _, _, parts in chunks) + len(failures) + unchanged,
+            "received": sum(len(parts) for _, _, parts in chunks)
+            + len(failures)
+            + unchanged.total(),
             "failed": len(failures),
-            "unchanged": unchanged,
+            "unchanged": unchanged.total(),
             "state": json.dumps(state) if state is not None else None,
             "agents": order.agents,
             "late_users": order.late_users,
+            "chunks_before": before[0],
+            "received_before": before[1],
         },
     ).one_or_none()
     if claim is None:
+        status = session.execute(
+            text("SELECT status FROM backfills WHERE id = :id"), {"id": backfill_id}
+        ).scalar()
+        if status == "receiving":
+            raise InputLost(
+                "the database restarted during the upload and lost part of what it had "
+                "stored; send the input again",
+                backfill_id=backfill_id,
+            )
         raise ReceiveStopped(backfill_id)
     seq = claim.chunks - len(chunks)
     refused: list[Failure] = []
@@ -182,6 +215,8 @@ def store(
             {"id": backfill_id, "n": len(refused)},
         )
     _insert_failures(session, backfill_id, failures + refused)
+    for kind, count in unchanged.items():  # chunks count their own items when applied
+        metrics.record_backfill_items(session, kind, {"unchanged": count})
     work: list[Work] = []
     if claim.phase != "receiving" or not claim.apply_early:
         return work
@@ -212,6 +247,7 @@ class Receiver:
         transaction: Transaction,
         *,
         first_line: int = 0,
+        stored: tuple[int, int] = (0, 0),
         checkpoints: bool = False,
         known_lines: bool = False,
     ) -> None:
@@ -225,6 +261,7 @@ class Receiver:
         self.transaction = transaction
         self.checkpoints = checkpoints
         self.line = first_line
+        self.stored = stored  # chunks and received lines counted by the stores so far
         self.work: list[Work] = []
         self._partial = b""
         self._oversized = False
@@ -238,7 +275,7 @@ class Receiver:
             if known_lines
             else None
         )
-        self._unchanged = 0
+        self._unchanged: Counter[str] = Counter()  # lines known unchanged, by kind
         self._records: list[bytes | None] = []  # a pull's records, read at its next page end
         # An upload stores behind its validation; a pull's checkpoint must be stored when it
         # returns, before the next page is asked for.
@@ -281,13 +318,13 @@ class Receiver:
         known = self.known
         found = known.look_up(self.transaction, [raw for _, raw in lines])
         for (line, raw), candidate in zip(lines, found, strict=True):
-            if known.take(candidate):
-                self._unchanged += 1
+            if candidate is not None and known.take(candidate):
+                self._unchanged[candidate.kind] += 1
                 continue
             parsed = self._take(line, raw, candidate.digest if candidate else None)
             if parsed is not None:
                 known.read(parsed.kind, parsed.key, parsed.slug, candidate)
-        if self._unchanged >= self.chunk_size and not self.checkpoints:
+        if self._unchanged.total() >= self.chunk_size and not self.checkpoints:
             self._write([])  # progress
 
     def _number(self, raw: bytes | None) -> tuple[int, bytes] | None:
@@ -357,20 +394,35 @@ class Receiver:
         self, chunks: list[tuple[str, int, list[bytes]]], state: dict[str, Any] | None = None
     ) -> None:
         failures, self._failures = self._failures, []
-        unchanged, self._unchanged = self._unchanged, 0
+        unchanged, self._unchanged = self._unchanged, Counter()
         order = replace(self._order)
+        before = self.stored
+        received = sum(len(parts) for _, _, parts in chunks) + len(failures) + unchanged.total()
+        self.stored = (before[0] + len(chunks), before[1] + received)
 
         def write() -> list[Work]:
-            with self.transaction() as session:
-                return store(
-                    session,
-                    self.backfill_id,
-                    chunks,
-                    failures,
-                    state=state,
-                    order=order,
-                    unchanged=unchanged,
-                )
+            try:
+                with self.transaction() as session:
+                    return store(
+                        session,
+                        self.backfill_id,
+                        chunks,
+                        failures,
+                        state=state,
+                        order=order,
+                        unchanged=unchanged,
+                        before=before,
+                    )
+            except InputLost as lost:
+                with self.transaction() as session:
+                    complete(
+                        session,
+                        self.backfill_id,
+                        status="failed",
+                        error=lost.envelope(),
+                        clean=False,
+                    )
+                raise
 
         self.work += write() if self._behind is None else self._behind.submit(write)
 
@@ -392,7 +444,7 @@ class Receiver:
         """After each upstream page: a checkpoint once the buffers hold about a chunk per
         bucket, else just a sign of life (which also notices a cancel)."""
         self._read_records()
-        waiting = self._buffered + len(self._failures) + self._unchanged
+        waiting = self._buffered + len(self._failures) + self._unchanged.total()
         if waiting >= self.chunk_size * self.buckets // 2:
             self.checkpoint(state)
             return

@@ -96,15 +96,15 @@ def transaction() -> Iterator[Session]:
 
 def commit_without_waiting_for_disk(session: Session, wait: bool = False) -> None:
     """Let the current transaction's commit return before its WAL is on disk
-    (`synchronous_commit = off`); `wait=True` takes that back for it.
+    (`synchronous_commit = off`); `wait=True` takes that back for it (the server's setting).
 
-    Only for transactions whose loss in a crash leaves a state the service repairs: a backfill
-    chunk, whose effect, done mark and counts would be lost together (the sweeper queues it
-    again), or a stored chunk of an upload still being received. WAL is flushed in order, so
-    any later synchronous commit (the end of the upload, the run's completion, every live
-    write) makes them durable too; a crash loses at most the last few hundred milliseconds of
-    them, never an answered request."""
-    session.execute(text(f"SET LOCAL synchronous_commit = {'on' if wait else 'off'}"))
+    Only for transactions whose loss in a crash is noticed and repaired: a backfill chunk's
+    apply, whose effect, done mark and counts are lost together (the sweeper queues it again),
+    or a stored chunk of an upload, which the upload's next store notices missing (it fails the
+    upload). WAL is flushed in order, so any later synchronous commit (the end of the upload,
+    the run's completion, every live write) makes them durable too; a crash loses at most the
+    last few hundred milliseconds of them, never an answered request."""
+    session.execute(text(f"SET LOCAL synchronous_commit TO {'DEFAULT' if wait else 'off'}"))
 
 
 def dispose_after_fork() -> None:

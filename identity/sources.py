@@ -213,8 +213,8 @@ def _pull(backfill_id: str, settings: Settings, transaction: Transaction) -> lis
     with transaction() as session:
         run = session.execute(
             text(
-                "SELECT status, source, snapshot_version, source_state, mode, dry_run "
-                "FROM backfills WHERE id = :id"
+                "SELECT status, source, snapshot_version, source_state, mode, dry_run, chunks, "
+                "received FROM backfills WHERE id = :id"
             ),
             {"id": backfill_id},
         ).one_or_none()
@@ -227,6 +227,7 @@ def _pull(backfill_id: str, settings: Settings, transaction: Transaction) -> lis
         settings,
         transaction,
         first_line=state["line"],
+        stored=(run.chunks, run.received),
         checkpoints=True,
         known_lines=reads_known(run.mode, dry_run=run.dry_run),
     )

@@ -4,6 +4,7 @@ when reading them would have said so (identity/backfill_known.py)."""
 import json
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 
 from identity.backfill_known import Candidate, KnownLines, line_digest
@@ -43,6 +44,7 @@ def test_a_second_run_of_the_same_lines_reads_none_of_them_and_rewrites_nothing(
     assert first["counts"]["created"] == 15 and chunks_stored(db, first["id"]) > 0
     before = agent_row(db, f"bot2@{p}-u1")
     assert before[2] is not None, "the chunk apply stores the line's digest"
+    counted = unchanged_items_metric(client)
 
     again = run_backfill(client, items)
     assert again["status"] == "completed"
@@ -56,6 +58,19 @@ def test_a_second_run_of_the_same_lines_reads_none_of_them_and_rewrites_nothing(
     }
     assert chunks_stored(db, again["id"]) == 0
     assert agent_row(db, f"bot2@{p}-u1") == before
+    after = unchanged_items_metric(client)
+    assert (after["user"] - counted["user"], after["agent"] - counted["agent"]) == (3, 12)
+
+
+def unchanged_items_metric(client) -> dict[str, float]:
+    text = httpx.get(client.base_url.join("/metrics")).text
+    found = {"user": 0.0, "agent": 0.0}
+    for kind in found:
+        prefix_ = f'idmirror_backfill_items_total{{kind="{kind}",outcome="unchanged"}} '
+        found[kind] = sum(
+            float(line.split()[-1]) for line in text.splitlines() if line.startswith(prefix_)
+        )
+    return found
 
 
 def test_a_live_write_clears_the_digest_so_the_line_is_read_and_applied_again(client, db):

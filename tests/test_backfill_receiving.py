@@ -134,3 +134,45 @@ def test_agents_of_a_user_that_never_comes_fail_once_the_input_has_ended(client)
     found = failures(client, run["id"])
     assert {f["error"]["code"] for f in found} == {"user_not_found"}
     assert all(f["retryable"] for f in found)
+
+
+def test_an_upload_whose_stored_chunks_were_lost_fails_with_a_clear_error(client, db):
+    """Stores commit without waiting for the disk. If PostgreSQL loses the last of them in a
+    crash and comes back while the upload goes on, the next store finds the run's counts short
+    and fails the upload rather than complete it without those lines."""
+    p = prefix()
+    users = [user_item(f"{p}-u{i}", metadata={"pad": "x" * 60}) for i in range(6_000)]
+    gate = threading.Event()
+
+    def body() -> Iterator[bytes]:
+        yield ndjson([*users, agent_item(f"a@{p}-u0")])  # the agent line stores the users
+        gate.wait(60)
+        yield ndjson([agent_item(f"b@{p}-u1")])
+
+    result: dict[str, httpx.Response] = {}
+    upload = threading.Thread(
+        target=lambda: result.setdefault(
+            "r", client.post("/v1/internal/backfills", content=body(), headers=NDJSON)
+        )
+    )
+    upload.start()
+
+    def stored() -> tuple | None:
+        return db.execute(
+            "SELECT id::text, chunks FROM backfills WHERE status = 'receiving' AND chunks > 0 "
+            "ORDER BY started_at DESC LIMIT 1"
+        ).fetchone()
+
+    backfill_id, _ = wait_until(stored, timeout=60)
+    # As if the last store's commit had not reached the disk before a crash.
+    db.execute(
+        "UPDATE backfills SET chunks = chunks - 1, received = received - 1 WHERE id = %s",
+        (backfill_id,),
+    )
+    gate.set()
+    upload.join(60)
+    answer = result["r"]
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["error"]["code"] == "backfill_input_lost"
+    run = client.get(f"/v1/internal/backfills/{backfill_id}").json()
+    assert run["status"] == "failed" and run["error"]["code"] == "backfill_input_lost"
