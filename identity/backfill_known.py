@@ -46,20 +46,21 @@ _USER_ID = re.compile(
     rb'"id"\s*:\s*"([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"'
 )
 
-# Agents: one entry per line, "slug@user_slug:digest"; answers the entries whose live agent
-# holds that digest and is not newer than the snapshot. Owners are found once per user.
+# Agents: one entry per line, "slug@user_slug:digest"; answers the positions (from 1) of the
+# entries whose live agent holds that digest and is not newer than the snapshot. Owners are
+# found once per user.
 _AGENTS = text(
     """
     WITH k AS MATERIALIZED (
-        SELECT e, split_part(e, '@', 1) AS slug,
+        SELECT n, split_part(e, '@', 1) AS slug,
                split_part(split_part(e, ':', 1), '@', 2) AS user_slug,
                decode(split_part(e, ':', 2), 'hex') AS digest
-        FROM string_to_table(:entries, ',') AS e
+        FROM string_to_table(:entries, ',') WITH ORDINALITY AS t (e, n)
     ),
     owners AS MATERIALIZED (
         SELECT u.id, u.slug FROM users u WHERE u.slug = ANY(string_to_array(:user_slugs, ','))
     )
-    SELECT string_agg(k.e, ',') FROM k JOIN owners o ON o.slug = k.user_slug
+    SELECT string_agg(k.n::text, ',') FROM k JOIN owners o ON o.slug = k.user_slug
     -- A probe of the key's index entry per line: as a LATERAL with LIMIT, the planner cannot
     -- turn it into a join over every agent (which statistics stale after a first load invite).
     CROSS JOIN LATERAL (
@@ -170,10 +171,9 @@ class KnownLines:
                         "version": self.version,
                     },
                 ).scalar()
-                matched = set(known.split(",")) if known else set()
-                for c in agents:
-                    c.known = f"{c.name}:{c.digest}" in matched
-                self._back_off(found_some=bool(matched))
+                for position in known.split(",") if known else ():
+                    agents[int(position) - 1].known = True
+                self._back_off(found_some=bool(known))
             if users:
                 ids = list({c.name for c in users})
                 rows = session.execute(_USERS, {"ids": ids, "version": self.version})
