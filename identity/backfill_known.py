@@ -15,8 +15,11 @@ What keeps the verdict the one the chunk apply would give:
 - an agent is found through its owner's slug, so an agent line whose user slug an earlier user
   line of the input may give or take (the line's slug and the user's stored one) goes the long
   way too; a user line read without a lookup turns the agent path off for the rest of the run.
-  A user line that comes after agent lines does not reach back: agents counted before it were
-  matched by the slugs of that moment, as agent chunks applied early are.
+
+The one case where the verdict can differ: a user line that comes after agent lines does not
+reach back. Agent lines counted before it were matched by the slugs of that moment, as agent
+chunks applied early are, where lines still buffered would be matched after every user
+(docs/backfills.md).
 
 Mirror runs and dry runs read every line (they need the input's items themselves). When a piece
 of agent lines finds none known (a first load), lookups back off, skipping up to 32 pieces, and
@@ -128,6 +131,7 @@ class KnownLines:
         self._skip = 0
 
     def candidate(self, raw: bytes, *, agents: bool = True) -> Candidate | None:
+        """The line's key and digest, if it names its key plainly (once, in canonical form)."""
         match = _AGENT_KEY.search(raw)
         if match is not None:
             if not agents or self.agents_off or raw.count(b'"key"') != 1:
@@ -148,9 +152,8 @@ class KnownLines:
     ) -> list[Candidate | None]:
         """The candidates among `lines`, marked `known` where their row holds their digest."""
         skipping = self._skip > 0
-        if skipping:
+        if skipping:  # agents are backing off; users are looked up even so (their slugs matter)
             self._skip -= 1
-        if skipping:  # users are looked up even so: their stored slugs matter
             found = [
                 self.candidate(raw, agents=False) if b'"user"' in raw else None for raw in lines
             ]
