@@ -264,8 +264,10 @@ def run_once(stack: Stack, path: Path, label: str) -> Run:
         raise RuntimeError(f"the backfill ended {run['status']}: {run.get('error')}")
     with stack.pg_connect() as conn:
         row = conn.execute("SELECT chunks FROM backfills WHERE id = %s", (run["id"],)).fetchone()
-    result = Run(label, seconds, uploaded, run["counts"], run["items_per_second"], rss.growth())
-    result.chunks = row[0] if row else 0
+    chunks = row[0] if row else 0
+    result = Run(
+        label, seconds, uploaded, run["counts"], run["items_per_second"], rss.growth(), chunks
+    )
     print(
         f"   {label}: {seconds:.1f}s (upload and validation {uploaded:.1f}s), "
         f"{run['counts']}, RSS growth {result.rss_growth}",

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, TypeAdapter, ValidationError, model_validator
 
-from identity.backfill_known import line_digest_hex
+from identity.backfill_known import line_digest
 from identity.backfill_plain import plain_agent, plain_object, plain_user, version_of
 from identity.errors import IdmirrorError, InvalidWebhookUrl, ValidationFailed
 from identity.keys import AgentKey, UserKey
@@ -277,7 +277,7 @@ class ItemParser:
         return Parsed("agent", str(key), self._agent_element(line, version, raw, digest))
 
     def _digest(self, raw: bytes) -> str:
-        return line_digest_hex(raw, allow_private_webhooks=self.allow_private)
+        return line_digest(raw, allow_private_webhooks=self.allow_private)
 
     def _agent_element(self, line: int, version: int, raw: bytes, digest: str | None) -> bytes:
         """An agent as a chunk stores it: the line itself, after its number, version and digest."""

@@ -92,15 +92,9 @@ _HASHERS = {
 }
 
 
-def line_digest(raw: bytes, *, allow_private_webhooks: bool) -> bytes:
-    """What a row remembers of the line that wrote it."""
+def line_digest(raw: bytes, *, allow_private_webhooks: bool) -> str:
+    """What a row remembers of the line that wrote it, in hex."""
     hasher = _HASHERS[allow_private_webhooks].copy()  # cheaper than a new one with its person
-    hasher.update(raw)
-    return hasher.digest()
-
-
-def line_digest_hex(raw: bytes, *, allow_private_webhooks: bool) -> str:
-    hasher = _HASHERS[allow_private_webhooks].copy()
     hasher.update(raw)
     return hasher.hexdigest()
 
@@ -110,12 +104,16 @@ class Candidate:
     """A line that names its key plainly enough to be looked up."""
 
     kind: str  # "user" | "agent"
-    key: str  # the ledger key
     name: str  # agents: slug@user_slug; users: the id
     user_slug: str | None  # agents: the owner's slug
     digest: str  # the line's digest, in hex
     known: bool = False  # the row holds this line's digest and is not newer than the snapshot
     stored_slug: str | None = None  # users: the slug the row has now
+
+    @property
+    def key(self) -> str:
+        """The ledger key."""
+        return f"{self.kind}:{self.name}"
 
 
 class KnownLines:
@@ -138,14 +136,14 @@ class KnownLines:
                 return None
             name = match.group(1).decode()
             user_slug = name.partition("@")[2]
-            return Candidate("agent", "agent:" + name, name, user_slug, self._hex(raw))
+            return Candidate("agent", name, user_slug, self._digest(raw))
         if raw.count(b'"id"') != 1 or (match := _USER_ID.search(raw)) is None:
             return None
         user_id = match.group(1).decode()
-        return Candidate("user", "user:" + user_id, user_id, None, self._hex(raw))
+        return Candidate("user", user_id, None, self._digest(raw))
 
-    def _hex(self, raw: bytes) -> str:
-        return line_digest_hex(raw, allow_private_webhooks=self.allow_private)
+    def _digest(self, raw: bytes) -> str:
+        return line_digest(raw, allow_private_webhooks=self.allow_private)
 
     def look_up(
         self, transaction: Callable[[], AbstractContextManager[Session]], lines: list[bytes]

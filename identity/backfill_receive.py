@@ -151,6 +151,13 @@ def _insert_chunk(
     )
 
 
+def _lines_in(
+    chunks: list[tuple[str, int, list[bytes]]], failures: list[Failure], unchanged: Counter[str]
+) -> int:
+    """How many received lines a store counts."""
+    return sum(len(parts) for _, _, parts in chunks) + len(failures) + unchanged.total()
+
+
 def store(
     session: Session,
     backfill_id: str,
@@ -167,16 +174,14 @@ def store(
     stores before this one counted; if the run holds fewer, some were lost (InputLost)."""
     order = order or InputOrder()
     unchanged = unchanged or Counter()
-    if state is None:  # an upload's store; its end commits durably before it is answered
+    if state is None:  # not a pull's checkpoint, where a pull resumes: that one stays durable
         commit_without_waiting_for_disk(session)
     claim = session.execute(
         _CLAIM,
         {
             "id": backfill_id,
             "chunks": len(chunks),
-            "received": sum(len(parts) for _, _, parts in chunks)
-            + len(failures)
-            + unchanged.total(),
+            "received": _lines_in(chunks, failures, unchanged),
             "failed": len(failures),
             "unchanged": unchanged.total(),
             "state": json.dumps(state) if state is not None else None,
@@ -397,8 +402,7 @@ class Receiver:
         unchanged, self._unchanged = self._unchanged, Counter()
         order = replace(self._order)
         before = self.stored
-        received = sum(len(parts) for _, _, parts in chunks) + len(failures) + unchanged.total()
-        self.stored = (before[0] + len(chunks), before[1] + received)
+        self.stored = (before[0] + len(chunks), before[1] + _lines_in(chunks, failures, unchanged))
 
         def write() -> list[Work]:
             try:
