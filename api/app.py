@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from prometheus_client import REGISTRY
 
 from api import errors
+from api.accepts import Accepts
 from api.routes import agents, backfills, graphs, health, jobs, node_types, users
 from api.waiter import JobWaiter
 from identity.db import accept_pool, libpq_url, session_factory
@@ -35,16 +36,19 @@ def create_app() -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await pool.open(wait=False)
-        app.state.dispatcher = async_dispatcher()  # its connections belong to this loop
+        dispatcher = async_dispatcher()  # its connections belong to this loop
+        app.state.accepts = Accepts(
+            pool, dispatcher, idempotency_ttl_hours=settings.idempotency_ttl_hours
+        )
         await waiter.start()
         yield
         await waiter.stop()
-        await app.state.dispatcher.close()
+        await app.state.accepts.close()
+        await dispatcher.close()
         await pool.close()
 
     app = FastAPI(title="idmirror", version="1", lifespan=lifespan)
     app.state.waiter = waiter
-    app.state.accept_pool = pool
     errors.install(app)
     routers = [
         users.router,

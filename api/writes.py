@@ -5,13 +5,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg
 from fastapi import Header, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import Counter
-from psycopg_pool import AsyncConnectionPool
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import State
 
 from identity import ledger
 from identity.db import transaction
@@ -48,30 +45,6 @@ async def write_options(
     return WriteOptions(respond_async, 0.0 if respond_async else wait, idempotency_key)
 
 
-async def _accept(pool: AsyncConnectionPool[Any], sub: ledger.Submission) -> ledger.Accepted:
-    ttl = get_settings().idempotency_ttl_hours
-    retried = False
-    while True:
-        async with pool.connection() as conn:
-            try:
-                return await ledger.accept(conn, sub, idempotency_ttl_hours=ttl)
-            except psycopg.OperationalError:
-                # A pooled connection the server closed (a restart): nothing was committed, so
-                # the accept runs once more, after the pool has dropped its other dead ones.
-                if retried or not conn.broken:
-                    raise
-        retried = True
-        await pool.check()
-
-
-async def _accept_and_queue(state: State, sub: ledger.Submission) -> tuple[ledger.Accepted, bool]:
-    accepted = await _accept(state.accept_pool, sub)
-    if accepted.reused:
-        return accepted, True
-    JOBS_ACCEPTED.labels(sub.kind).inc()
-    return accepted, await state.dispatcher.request_drain(sub.key)
-
-
 def _load(job_id: str) -> dict[str, Any]:
     with transaction() as session:
         return ledger.get_job(session, job_id)
@@ -106,10 +79,12 @@ async def submit(
     if options.wait_seconds > 0:
         waiter.register(job_id)  # before the job exists, so its notification cannot be missed
     try:
-        accepted, queued = await _accept_and_queue(request.app.state, sub)
+        accepted, queued = await request.app.state.accepts.accept(sub)
     except BaseException:
         waiter.forget(job_id)
         raise
+    if not accepted.reused:
+        JOBS_ACCEPTED.labels(sub.kind).inc()
     job = accepted.job
     if job["id"] != job_id:  # an Idempotency-Key named an earlier job
         waiter.forget(job_id)

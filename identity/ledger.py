@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 import psycopg
@@ -40,6 +41,7 @@ class Submission:
     idempotency_key: str | None = None
     job_id: uuid.UUID = field(default_factory=uuid.uuid4)
 
+    @cached_property
     def request_hash(self) -> str:
         canonical = json.dumps([self.kind, self.key, self.payload], sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()
@@ -106,19 +108,34 @@ def job_out(row: Any) -> dict[str, Any]:
 
 
 # psycopg placeholders: the accept runs on the API's event loop through an async connection.
+# Several writes accepted together take one statement. Each key's row in key_heads is bumped
+# once, by the number of its jobs in the statement (rows locked in key order, so two such
+# statements cannot deadlock each other), and its jobs take consecutive seqs and versions in the
+# order they were given: the same numbers accepting them one after the other would give.
 _ACCEPT = f"""
-    WITH head AS (
-        INSERT INTO key_heads (key, last_seq, last_version)
-        VALUES (%(key)s, 1, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint)
+    WITH items AS (
+        SELECT * FROM json_to_recordset(CAST(%(items)s AS json))
+            AS i(n int, id uuid, key text, kind text, payload jsonb, hash text, version bigint)
+    ),
+    counts AS (SELECT key, count(*) AS c FROM items GROUP BY key),
+    head AS (
+        INSERT INTO key_heads AS h (key, last_seq, last_version)
+        SELECT key, c, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint + c - 1
+        FROM counts ORDER BY key
         ON CONFLICT (key) DO UPDATE
-            SET last_seq = key_heads.last_seq + 1,
-                last_version = greatest(key_heads.last_version + 1, excluded.last_version)
-        RETURNING last_seq, last_version
+            SET last_seq = h.last_seq + excluded.last_seq,
+                last_version = greatest(h.last_version + excluded.last_seq, excluded.last_version)
+        RETURNING key, last_seq, last_version
+    ),
+    numbered AS (
+        SELECT i.*, c.c, row_number() OVER (PARTITION BY i.key ORDER BY i.n) AS r
+        FROM items i JOIN counts c USING (key)
     )
     INSERT INTO jobs (id, key, seq, kind, payload, payload_hash, version)
-    SELECT %(id)s, %(key)s, head.last_seq, %(kind)s, %(payload)s, %(hash)s,
-           coalesce(CAST(%(version)s AS bigint), head.last_version)
-    FROM head
+    SELECT nb.id, nb.key, h.last_seq - nb.c + nb.r, nb.kind, nb.payload, nb.hash,
+           coalesce(nb.version, h.last_version - nb.c + nb.r)
+    FROM numbered nb JOIN head h USING (key)
+    ORDER BY nb.n
     RETURNING {JOB_COLUMNS}
     """
 _JOB_BY_ID = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = %(id)s"
@@ -134,27 +151,46 @@ _IDEMPOTENCY_RECORD = (
 )
 
 
+async def _insert(conn: psycopg.AsyncConnection[Any], subs: list[Submission]) -> list[Any]:
+    """Insert the submissions' jobs; their rows, in the order given."""
+    items = json.dumps(
+        [
+            {
+                "n": n,
+                "id": str(sub.job_id),
+                "key": sub.key,
+                "kind": sub.kind,
+                "payload": sub.payload,
+                "hash": sub.request_hash,
+                "version": sub.explicit_version,
+            }
+            for n, sub in enumerate(subs)
+        ]
+    )
+    rows = await (await conn.execute(_ACCEPT, {"items": items})).fetchall()
+    by_id = {row.id: row for row in rows}
+    return [by_id[sub.job_id] for sub in subs]
+
+
+async def accept_many(conn: psycopg.AsyncConnection[Any], subs: list[Submission]) -> list[Accepted]:
+    """Record writes without an Idempotency-Key as pending jobs, in the order given.
+
+    `conn` is in autocommit mode and yields rows with named columns: the accept is a single
+    statement, atomic on its own, so it needs no BEGIN and COMMIT, and all of it commits at once.
+    """
+    if any(sub.idempotency_key is not None for sub in subs):
+        raise ValueError("a write with an Idempotency-Key is accepted on its own, by accept()")
+    return [Accepted(job=job_out(row), reused=False) for row in await _insert(conn, subs)]
+
+
 async def accept(
     conn: psycopg.AsyncConnection[Any], sub: Submission, *, idempotency_ttl_hours: float
 ) -> Accepted:
-    """Record a write as a pending job, or return the job an Idempotency-Key already names.
-
-    `conn` is in autocommit mode and yields rows with named columns. Without an Idempotency-Key
-    the accept is a single statement, atomic on its own, so it needs no BEGIN and COMMIT.
-    """
-    request_hash = sub.request_hash()
-    params = {
-        "id": sub.job_id,
-        "key": sub.key,
-        "kind": sub.kind,
-        "payload": json.dumps(sub.payload),
-        "hash": request_hash,
-        "version": sub.explicit_version,
-    }
+    """Record a write as a pending job, or return the job an Idempotency-Key already names."""
     if sub.idempotency_key is None:
-        row = await (await conn.execute(_ACCEPT, params)).fetchone()
-        return Accepted(job=job_out(row), reused=False)
+        return (await accept_many(conn, [sub]))[0]
 
+    request_hash = sub.request_hash
     async with conn.transaction():
         await conn.execute(_IDEMPOTENCY_LOCK, ["idem:" + sub.idempotency_key])
         lookup = [sub.idempotency_key, idempotency_ttl_hours * 3600]
@@ -168,7 +204,7 @@ async def accept(
                 )
             first = await conn.execute(_JOB_BY_ID, {"id": previous.job_id})
             return Accepted(job=job_out(await first.fetchone()), reused=True)
-        row = await (await conn.execute(_ACCEPT, params)).fetchone()
+        (row,) = await _insert(conn, [sub])
         record = [sub.idempotency_key, request_hash, sub.job_id]
         await conn.execute(_IDEMPOTENCY_RECORD, record)
     return Accepted(job=job_out(row), reused=False)
