@@ -5,7 +5,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, disable_created_metrics
 
 from api import errors
 from api.accepts import Accepts
@@ -29,6 +29,7 @@ def _register_collector() -> None:
 
 def create_app() -> FastAPI:
     settings = get_settings()
+    disable_created_metrics()  # a `_created` series beside each counter would only be noise
     logging.getLogger("identity").setLevel(settings.log_level)
     waiter = JobWaiter(libpq_url(settings.require_database_url()), NOTIFY_CHANNEL)
     pool = accept_pool()

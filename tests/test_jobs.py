@@ -128,6 +128,19 @@ def test_metrics_count_finished_jobs_by_kind_and_outcome(client, stack):
     assert "idmirror_jobs_pending" in after and "idmirror_job_latency_seconds_bucket" in after
 
 
+def test_metrics_count_accepted_jobs_and_carry_no_created_series(client):
+    def accepted(text: str) -> float:
+        label = 'idmirror_jobs_accepted_total{kind="user.upsert"}'
+        return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(label))
+
+    before = client.get("/metrics").text
+    put_user(client)
+    after = client.get("/metrics").text
+    assert accepted(after) == accepted(before) + 1
+    names = {line.split("{")[0].split()[0] for line in after.splitlines() if line[:1] != "#"}
+    assert [name for name in names if name.endswith("_created")] == []
+
+
 def test_health_and_readiness_need_no_token(stack):
     import httpx
 
