@@ -24,7 +24,7 @@ from identity.errors import (
     SourceBusy,
 )
 from identity.pagination import decode_cursor, page, text_value
-from identity.schemas import to_version
+from identity.schemas import check_not_ahead, to_version
 
 COLUMNS = (
     "id, status, phase, mode, prune, dry_run, source, snapshot_at, snapshot_version, received, "
@@ -47,6 +47,8 @@ class BackfillOptions:
     def check(self) -> None:
         if self.prune and self.mode != "mirror":
             raise InvalidBackfill("prune=true needs mode=mirror", mode=self.mode)
+        if self.snapshot_at is not None:
+            check_not_ahead(to_version(self.snapshot_at), "query.snapshot_at")
 
 
 def reads_known(mode: str, *, dry_run: bool) -> bool:

@@ -22,7 +22,7 @@ from identity.backfill_plain import plain_agent, plain_object, plain_user, versi
 from identity.errors import IdmirrorError, InvalidWebhookUrl, ValidationFailed
 from identity.keys import AgentKey, UserKey
 from identity.node_types import NodeTypeUpsert, check_schema, parse_id
-from identity.schemas import AgentUpsert, UserUpsert, find_nul, to_version
+from identity.schemas import AgentUpsert, UserUpsert, check_not_ahead, find_nul, to_version
 from identity.webhooks import check_webhook_url
 
 
@@ -209,9 +209,14 @@ class ItemParser:
                 errors=[{"loc": where.removeprefix("body."), "message": "NUL character"}],
             )
             return Failure(line, kind, key, error.envelope())
-        version = (
-            to_version(item.source_updated_at) if item.source_updated_at else self.snapshot_version
-        )
+        version = self.snapshot_version
+        if item.source_updated_at is not None:
+            version = to_version(item.source_updated_at)
+            try:
+                check_not_ahead(version, "source_updated_at")
+            except ValidationFailed as exc:
+                kind, key = _guess_identity(raw)
+                return Failure(line, kind, key, exc.envelope())
         if isinstance(item, AgentItem):
             return self._agent(line, raw, item, version, digest)
         if isinstance(item, UserItem):

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import AwareDatetime, EmailStr, TypeAdapter, ValidationError
 
-from identity.errors import InvalidUserId
+from identity.errors import InvalidUserId, ValidationFailed
 from identity.keys import SLUG_RE, UserKey
 from identity.schemas import (
     MAX_AGENT_METADATA_BYTES,
@@ -23,6 +23,7 @@ from identity.schemas import (
     AgentUpsert,
     UserUpsert,
     check_metadata_size,
+    check_not_ahead,
     to_version,
 )
 
@@ -110,9 +111,11 @@ def version_of(obj: dict[str, Any], default: int) -> int | None:
     if type(stamp) is not str:
         return None
     try:
-        return to_version(_AWARE.validate_python(stamp))
-    except ValidationError:
+        version = to_version(_AWARE.validate_python(stamp))
+        check_not_ahead(version, "source_updated_at")
+    except (ValidationError, ValidationFailed):
         return None
+    return version
 
 
 def plain_agent(raw: bytes, obj: dict[str, Any]) -> tuple[str, str | None] | None:

@@ -1,6 +1,7 @@
 """Request bodies. Validated at the edge; stored in the ledger as their JSON form."""
 
 import json
+import time
 from datetime import datetime
 from typing import Any
 
@@ -14,7 +15,9 @@ from pydantic import (
     model_validator,
 )
 
+from identity.errors import ValidationFailed
 from identity.keys import SLUG_RE
+from identity.settings import get_settings
 
 MAX_AGENT_METADATA_BYTES = 16 * 1024
 MAX_USER_METADATA_BYTES = 64 * 1024
@@ -23,6 +26,20 @@ MAX_USER_METADATA_BYTES = 64 * 1024
 def to_version(moment: datetime) -> int:
     """A version is a moment in whole microseconds since the epoch."""
     return int(moment.timestamp() * 1_000_000)
+
+
+def check_not_ahead(version: int, loc: str) -> None:
+    """Refuse a time further ahead of this server's clock than IDMIRROR_MAX_CLOCK_SKEW_SECONDS.
+
+    Stored as a version, such a time would make every later write of the key that carries no
+    time of its own, deletes included, `superseded` until the clock caught up with it."""
+    limit = get_settings().max_clock_skew_seconds
+    if version / 1_000_000 - time.time() > limit:
+        name = loc.rpartition(".")[2]
+        raise ValidationFailed(
+            f"{name} is more than {limit:g} seconds ahead of this server's clock",
+            errors=[{"loc": loc, "message": "too far in the future", "type": "too_far_ahead"}],
+        )
 
 
 def check_metadata_size(value: dict[str, Any], limit: int) -> dict[str, Any]:
@@ -64,7 +81,12 @@ class Body(BaseModel):
     _no_nul = model_validator(mode="before")(reject_nul)
 
     def explicit_version(self) -> int | None:
-        return to_version(self.source_updated_at) if self.source_updated_at else None
+        """The body's source_updated_at as a version; refused if it is too far ahead."""
+        if self.source_updated_at is None:
+            return None
+        version = to_version(self.source_updated_at)
+        check_not_ahead(version, "body.source_updated_at")
+        return version
 
 
 class UserUpsert(Body):

@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     allow_private_webhooks: bool = False
     max_operations: int = Field(1000, ge=1)
     max_nodes: int = Field(10000, ge=1)
+    max_clock_skew_seconds: float = Field(300.0, ge=0)
 
     drain_batch_size: int = Field(500, ge=1)
     sweep_interval_seconds: float = Field(5.0, gt=0)

@@ -314,6 +314,11 @@ def test_retry_applies_failed_items_again_once_their_cause_is_fixed(client):
             422,
             "validation_error",
         ),
+        (
+            {"content": b"", "headers": NDJSON, "params": {"snapshot_at": "2999-01-01T00:00:00Z"}},
+            422,
+            "validation_error",
+        ),
         ({"json": {"source": "nowhere"}}, 404, "source_not_found"),
         ({"json": {"sauce": "x"}}, 422, "validation_error"),
         (

@@ -26,6 +26,7 @@ LINES = [
     agent_line(source_updated_at="2025-13-01T10:15:02Z"),
     agent_line(source_updated_at=1_700_000_000),
     agent_line(source_updated_at=None),
+    agent_line(source_updated_at="2999-01-01T00:00:00Z"),  # too far ahead of the clock
     agent_line(display_name=""),
     agent_line(display_name="x" * 255),
     agent_line(display_name="x" * 256),
@@ -133,6 +134,7 @@ USER_LINES = [
     user_line(metadata={"n": [1e5] * 7_000}),
     user_line(source_updated_at="2025-06-01T10:15:02Z"),
     user_line(source_updated_at="2025-06-01T10:15:02"),
+    user_line(source_updated_at="2999-01-01T00:00:00+01:00"),
     user_line(extra=True),
     user_line(type="node_type"),
     user_line(metadata={"nul": "a\x00b"}),
@@ -145,6 +147,14 @@ def test_agent_lines_read_without_the_models_get_the_models_verdict(raw, allow_p
     parser = ItemParser(SNAPSHOT, allow_private_webhooks=allow_private)
     expected = parser.parse_with_models(7, raw)
     assert parser.parse(7, raw) == expected
+
+
+def test_an_item_dated_too_far_ahead_of_the_clock_fails_with_its_line():
+    parser = ItemParser(SNAPSHOT, allow_private_webhooks=False)
+    result = parser.parse(9, user_line(source_updated_at="2999-01-01T00:00:00Z"))
+    assert isinstance(result, Failure) and result.line == 9
+    assert result.key == "user:6f1c2a52-3d1e-4c8a-9a4b-2f4f0c9d7e11"
+    assert result.error["details"]["errors"][0]["type"] == "too_far_ahead"
 
 
 def test_plain_agent_and_user_lines_skip_the_models():

@@ -1,6 +1,7 @@
 """Bad input gets its documented 4xx in the error envelope, and changes nothing."""
 
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -71,6 +72,40 @@ def test_bad_user_body_is_422_with_locations(client, db, body, field):
     )
     assert field in [e["loc"] for e in error["details"]["errors"]]
     assert job_count(db) == before
+
+
+def test_a_source_time_further_ahead_than_the_allowed_skew_is_422(client, db):
+    """Stored, it would make every later write and delete of the key `superseded` until then."""
+    user = put_user(client)
+    ahead = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    before = job_count(db)
+    refused = [
+        client.put(
+            f"/v1/internal/users/{user['id']}",
+            json={"email": user["email"], "slug": user["slug"], "source_updated_at": ahead},
+        ),
+        client.put(
+            f"/v1/internal/agents/late@{user['slug']}",
+            json={"display_name": "Late", "source_updated_at": ahead},
+        ),
+        client.put(
+            f"/v1/internal/node-types/{uuid.uuid4()}",
+            json={"name": "n", "source_updated_at": ahead},
+        ),
+    ]
+    for response in refused:
+        error = assert_error(response, 422, "validation_error")
+        assert error["details"]["errors"][0]["loc"] == "body.source_updated_at"
+        assert error["details"]["errors"][0]["type"] == "too_far_ahead"
+    assert job_count(db) == before
+    assert client.get(f"/v1/internal/users/{user['id']}").json()["version"] == user["version"]
+
+    within = (datetime.now(UTC) + timedelta(seconds=60)).isoformat()  # ordinary clock skew
+    accepted = client.put(
+        f"/v1/internal/agents/late@{user['slug']}",
+        json={"display_name": "Late", "source_updated_at": within},
+    )
+    assert accepted.status_code == 200 and accepted.json()["outcome"] == "created"
 
 
 def test_body_that_is_not_json_is_422(client):
