@@ -139,29 +139,31 @@ def _apply(
 
 
 # The drain's decisions travel as one JSON document: arrays of JSON texts would be escaped
-# element by element on the way, which costs more than applying the jobs.
-_DECISIONS = (
-    "json_to_recordset(CAST(:decisions AS json)) "
-    "AS d(id uuid, status text, outcome text, result json, error json)"
-)
+# element by element on the way, which costs more than applying the jobs. One statement marks
+# the jobs still pending and notifies the waiters of those it marked. Postgres refuses a NOTIFY
+# payload of 8000 bytes or more; the waiter reads larger results from the ledger.
 _RECORD = text(
-    f"""
-    UPDATE jobs j
-    SET status = d.status, outcome = d.outcome, result = d.result, error = d.error,
-        attempts = j.attempts + 1, finished_at = clock_timestamp()
-    FROM {_DECISIONS}
-    WHERE j.id = d.id AND j.status = 'pending'
-    RETURNING j.kind, j.finished_at - j.accepted_at AS latency, d.outcome, d.status
     """
-)
-# Postgres refuses a NOTIFY payload of 8000 bytes or more; larger results are read by the waiter.
-_NOTIFY = text(
-    f"""
-    SELECT pg_notify(:channel, CASE WHEN octet_length(n.body) < 7900 THEN n.body
-                                    ELSE json_build_object('id', n.id)::text END)
-    FROM (SELECT d.id, json_build_object('id', d.id, 'status', d.status,
-                                         'body', coalesce(d.result, d.error))::text AS body
-          FROM {_DECISIONS}) AS n
+    WITH d AS (
+        SELECT * FROM json_to_recordset(CAST(:decisions AS json))
+            AS d(id uuid, status text, outcome text, result json, error json)
+    ),
+    marked AS (
+        UPDATE jobs j
+        SET status = d.status, outcome = d.outcome, result = d.result, error = d.error,
+            attempts = j.attempts + 1, finished_at = clock_timestamp()
+        FROM d
+        WHERE j.id = d.id AND j.status = 'pending'
+        RETURNING j.id, j.kind, j.finished_at - j.accepted_at AS latency, d.outcome, d.status,
+                  json_build_object('id', j.id, 'status', d.status,
+                                    'body', coalesce(d.result, d.error))::text AS note
+    ),
+    notified AS (
+        SELECT count(pg_notify(:channel, CASE WHEN octet_length(note) < 7900 THEN note
+                                              ELSE json_build_object('id', id)::text END))
+        FROM marked
+    )
+    SELECT m.kind, m.latency, m.outcome, m.status FROM marked m, notified
     """
 )
 
@@ -180,12 +182,11 @@ def _record(session: Session, finished: list[Finished]) -> None:
             for f in finished
         ]
     )
-    rows = session.execute(_RECORD, {"decisions": decisions}).all()
+    rows = session.execute(_RECORD, {"decisions": decisions, "channel": NOTIFY_CHANNEL}).all()
     metrics.record_finished(
         session,
         [(r.kind, r.outcome or r.status, r.latency.total_seconds()) for r in rows],
     )
-    session.execute(_NOTIFY, {"channel": NOTIFY_CHANNEL, "decisions": decisions})
 
 
 def drain(

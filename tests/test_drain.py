@@ -1,6 +1,7 @@
 """Draining applies agent upserts of distinct keys together; the outcome is the one-by-one one."""
 
 import asyncio
+import json
 import time
 import uuid
 from datetime import UTC, datetime
@@ -15,7 +16,7 @@ from identity.appliers import APPLIERS, BATCH_APPLIERS
 from identity.db import libpq_url, transaction
 from identity.drain import drain
 from identity.errors import IdmirrorError
-from identity.ledger import Applied, PendingJob, Submission, accept, get_job
+from identity.ledger import NOTIFY_CHANNEL, Applied, PendingJob, Submission, accept, get_job
 from identity.settings import get_settings
 from tests.conftest import new_slug, put_user
 
@@ -155,6 +156,34 @@ def test_a_bad_job_among_others_fails_alone(client, domain):
     assert [j["status"] for j in jobs] == ["applied", "applied", "failed", "applied", "applied"]
     assert jobs[2]["error"]["code"] == "internal_error"
     assert {j["outcome"] for j in jobs if j["status"] == "applied"} == {"created"}
+
+
+def test_a_drain_notifies_each_job_it_finished_once_with_its_answer(client, domain, db):
+    user = put_user(client)
+    small = Submission(f"agent:small@{user['slug']}", "agent.upsert", BODY)
+    big = Submission(  # its answer does not fit in a notification: the waiter reads the ledger
+        f"agent:big@{user['slug']}",
+        "agent.upsert",
+        {**BODY, "metadata": {"blob": "x" * 9000}},
+    )
+    failing = Submission(f"agent:lost@{new_slug('gone')}", "agent.upsert", BODY)
+    ids = accept_all([small, big, failing])
+    with psycopg.connect(get_settings().require_database_url(), autocommit=True) as listener:
+        listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        assert drain_all() == 3  # here, not by the shared worker: the notes below are ours
+        with transaction() as session:  # nothing pending is left: a drain marks nothing more
+            drain(session, small.key, APPLIERS, batch_size=10)
+        notes = [json.loads(n.payload) for n in listener.notifies(timeout=0.5)]
+    mine = [note for note in notes if note["id"] in ids]
+
+    with transaction() as session:
+        jobs = {job_id: get_job(session, job_id) for job_id in ids}
+    assert sorted(note["id"] for note in mine) == sorted(ids)  # each once
+    by_id = {note["id"]: note for note in mine}
+    assert by_id[ids[0]] == {"id": ids[0], "status": "applied", "body": jobs[ids[0]]["result"]}
+    assert by_id[ids[1]] == {"id": ids[1]}
+    assert by_id[ids[2]] == {"id": ids[2], "status": "failed", "body": jobs[ids[2]]["error"]}
+    assert jobs[ids[2]]["error"]["code"] == "user_not_found"
 
 
 @pytest.mark.parametrize("kind", sorted(BATCH_APPLIERS))
