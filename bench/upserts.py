@@ -363,8 +363,9 @@ NAMES = {
 }
 
 
-def bound(usage: Usage, config: StackConfig) -> str:
-    """The resource that limits a run, judged from CPU: a saturated group, else the machine."""
+def bound(usage: Usage, config: StackConfig, concurrency: int, mode: str) -> str:
+    """The resource that limits a run, judged from CPU: a saturated group, else the machine,
+    else the round trip each of the closed loop's clients waits for."""
     cores = os.cpu_count() or 1
     ranked = sorted(((v, g) for g, v in usage.cpu.items()), reverse=True)
     users = sorted([*ranked, (usage.other, "other")], reverse=True)
@@ -380,9 +381,12 @@ def bound(usage: Usage, config: StackConfig) -> str:
         return f"{what} ({top})"
     if usage.machine_busy >= 90:
         return f"machine CPU, {usage.machine_busy:.0f}% of {cores} cores ({top})"
+    waits = usage.top_waits()
+    answer = "its accept's commit" if mode == ASYNC else "its accept's commit and a drain pass"
     return (
-        f"no CPU saturated ({usage.machine_busy:.0f}% of {cores} cores; {top}): "
-        "waits on commits, the broker and the worker"
+        f"latency: each of the {concurrency} clients waits for {answer}; no CPU saturated "
+        f"({usage.machine_busy:.0f}% of {cores} cores; {top})"
+        + (f"; Postgres backends: {waits}" if waits else "")
     )
 
 
@@ -412,7 +416,7 @@ def _results_table(runs: list[Run], several_configs: bool) -> str:
             _ms(run.load.percentile_ms(0.99)),
             f"{run.applied_rate:.0f}",
             str(run.unexpected + run.failed_jobs),
-            bound(run.usage, run.config),
+            bound(run.usage, run.config, run.concurrency, run.mode),
         ]
         if several_configs:
             row.insert(1, run.config.label)
@@ -662,7 +666,8 @@ Configuration:
 *Other answers*: responses that were not the mode's 200/202 (a sync wait that timed out answers
 202), client errors, and jobs that ended `failed`. *Bound*: a process group at 85% or more of what
 it can use (one core per Python process, all cores for Postgres), else the whole machine at 90% or
-more, else no CPU saturated; the three largest CPU users (other processes included) follow.
+more, else the latency of the round trip that each client of the closed loop waits for; the three
+largest CPU users (other processes included) follow.
 
 ### Where the CPU goes
 
