@@ -11,6 +11,7 @@ import statistics
 import tempfile
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -18,13 +19,14 @@ import psycopg
 from bench.options import Options
 from bench.probe import machine
 from bench.report import table, write_section
+from cli.embedded import EmbeddedPostgres
 
 ROUNDS = 7
 OPERATIONS = 1000
+_NOW = datetime.now(UTC)  # the accepted_at of the jobs it applies directly; nothing reads it
 
 
-def _setup_database(home: Path) -> tuple[str, object | None]:
-    from cli.embedded import EmbeddedPostgres
+def _setup_database(home: Path) -> tuple[str, EmbeddedPostgres | None]:
     from cli.main import run_migrations
 
     url = os.environ.get("IDMIRROR_DATABASE_URL")
@@ -49,7 +51,7 @@ def _agent_with_nodes(
     from identity.users import upsert_user
 
     def job(key, kind, payload):
-        return PendingJob(uuid.uuid4(), key, 1, kind, payload, time.time_ns() // 1000, None)
+        return PendingJob(uuid.uuid4(), key, 1, kind, payload, time.time_ns() // 1000, _NOW)
 
     slug = f"u{uuid.uuid4().hex[:10]}"
     upsert_user(
@@ -167,7 +169,7 @@ def run(options: Options) -> None:
                         "node_type.upsert",
                         {"name": "step", "params_schema": {"type": "object"}},
                         1,
-                        None,
+                        _NOW,
                     ),
                 )
                 agents = {

@@ -232,7 +232,7 @@ def core_speed_ms() -> float:
 
 def machine(conn: psycopg.Connection) -> dict[str, str]:
     """The facts a reader needs to compare figures across machines and code versions."""
-    settings = dict(
+    settings: dict[str, str] = dict(
         conn.execute(
             "SELECT name, setting || coalesce(unit, '') FROM pg_settings WHERE name IN "
             "('fsync', 'synchronous_commit', 'shared_buffers', 'max_connections', 'commit_delay')"
