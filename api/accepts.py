@@ -3,7 +3,8 @@
 A write without an Idempotency-Key joins a queue. Up to `writers` tasks take what is queued and
 record it with one statement, then ask for one drain for all of it, and go on while anything is
 queued. A lone write is recorded at once, as it would be on its own; under load one commit
-serves many requests, and a key's writes keep the order in which they arrived.
+serves many requests. The writes of one batch take their key's order in the order they arrived;
+two batches in flight at once are ordered by their commits, as any two concurrent requests are.
 """
 
 import asyncio
