@@ -379,7 +379,7 @@ def bound(usage: Usage, config: StackConfig, concurrency: int, mode: str) -> str
             "loadgen": "load generator CPU",
         }.get(group, f"{NAMES[group]} CPU")
         return f"{what} ({top})"
-    if usage.machine_busy >= 90:
+    if usage.machine_busy >= 85:
         return f"machine CPU, {usage.machine_busy:.0f}% of {cores} cores ({top})"
     waits = usage.top_waits()
     answer = "its accept's commit" if mode == ASYNC else "its accept's commit and a drain pass"
@@ -665,7 +665,7 @@ Configuration:
 
 *Other answers*: responses that were not the mode's 200/202 (a sync wait that timed out answers
 202), client errors, and jobs that ended `failed`. *Bound*: a process group at 85% or more of what
-it can use (one core per Python process, all cores for Postgres), else the whole machine at 90% or
+it can use (one core per Python process, all cores for Postgres), else the whole machine at 85% or
 more, else the latency of the round trip that each client of the closed loop waits for; the three
 largest CPU users (other processes included) follow.
 
