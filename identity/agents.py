@@ -93,7 +93,7 @@ def upsert_agent(session: Session, job: PendingJob) -> Applied:
 # (KEY SHARE) keeps a concurrent user delete out until the write commits.
 _OWNERS_AND_CURRENT = text(
     """
-    SELECT i.n, u.id AS owner, a.*, u.slug AS user_slug, k.tombstone_version
+    SELECT i.n, u.id AS owner, a.*, u.slug AS user_slug, t.version AS tombstone_version
     FROM unnest(CAST(:keys AS text[]), CAST(:slugs AS text[]), CAST(:user_slugs AS text[]))
          WITH ORDINALITY AS i(key, slug, user_slug, n)
     JOIN users u ON u.slug = i.user_slug
@@ -103,7 +103,7 @@ _OWNERS_AND_CURRENT = text(
         FROM agents a WHERE a.user_id = u.id AND a.slug = i.slug
         ORDER BY a.deleted_at IS NULL DESC, a.version DESC LIMIT 1
     ) a ON true
-    LEFT JOIN key_heads k ON k.key = i.key
+    LEFT JOIN key_tombstones t ON t.key = i.key
     FOR KEY SHARE OF u
     """
 )

@@ -189,14 +189,12 @@ def _prune_batch(session: Session, run: Any, batch: int) -> list[Work]:
             {"ids": ids, "v": run.snapshot_version},
         ).scalars()
     )
-    # Rows locked in key order, as accepts lock them, so the two cannot deadlock.
     session.execute(
         text(
             """
-            INSERT INTO key_heads (key, last_seq, last_version, tombstone_version)
-            SELECT k, 0, :v, :v FROM unnest(CAST(:keys AS text[])) AS k ORDER BY k
-            ON CONFLICT (key) DO UPDATE SET tombstone_version =
-                greatest(key_heads.tombstone_version, excluded.tombstone_version)
+            INSERT INTO key_tombstones AS t (key, version)
+            SELECT k, :v FROM unnest(CAST(:keys AS text[])) AS k
+            ON CONFLICT (key) DO UPDATE SET version = greatest(t.version, excluded.version)
             """
         ),
         {

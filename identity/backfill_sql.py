@@ -50,7 +50,7 @@ _USERS = """
                          IS NOT DISTINCT FROM
                          (i.email, i.slug, i.plan, i.metadata, i.external_owner) THEN 'unchanged'
                 WHEN u.id IS NULL AND coalesce(
-                         (SELECT k.tombstone_version FROM key_heads k WHERE k.key = i.key), -1
+                         (SELECT t.version FROM key_tombstones t WHERE t.key = i.key), -1
                      ) > i.v THEN 'superseded'
                 WHEN EXISTS (SELECT 1 FROM users o WHERE o.slug = i.slug AND o.id <> i.id
                              AND NOT EXISTS (SELECT 1 FROM items x WHERE x.id = o.id))
@@ -108,7 +108,7 @@ _AGENTS = """
                 -- No live agent: neither the key's tombstone nor a deleted row of the key may
                 -- be newer than the item.
                 WHEN a.id IS NULL AND greatest(
-                         (SELECT k.tombstone_version FROM key_heads k WHERE k.key = i.key),
+                         (SELECT t.version FROM key_tombstones t WHERE t.key = i.key),
                          (SELECT max(d.version) FROM agents d
                           WHERE d.user_id = o.id AND d.slug = i.slug), -1
                      ) > i.v THEN 'superseded'

@@ -1,4 +1,8 @@
-"""The version at which a key was last deleted, kept in key_heads so stale writes stay stale."""
+"""The version at which a key was last deleted, kept in key_tombstones so stale writes stay stale.
+
+A table of its own rather than a column of key_heads: a drain holds the tombstone row of a key it
+deletes until it commits, and accepts, which lock key_heads rows, must not wait for that.
+"""
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
@@ -6,16 +10,15 @@ from sqlalchemy.orm import Session
 
 def tombstone_version(session: Session, key: str) -> int | None:
     return session.execute(
-        text("SELECT tombstone_version FROM key_heads WHERE key = :key"), {"key": key}
+        text("SELECT version FROM key_tombstones WHERE key = :key"), {"key": key}
     ).scalar_one_or_none()
 
 
 def set_tombstone(session: Session, key: str, version: int) -> None:
     session.execute(
         text(
-            "INSERT INTO key_heads (key, last_seq, last_version, tombstone_version) "
-            "VALUES (:key, 0, :version, :version) ON CONFLICT (key) DO UPDATE SET "
-            "tombstone_version = greatest(key_heads.tombstone_version, excluded.tombstone_version)"
+            "INSERT INTO key_tombstones AS t (key, version) VALUES (:key, :version) "
+            "ON CONFLICT (key) DO UPDATE SET version = greatest(t.version, excluded.version)"
         ),
         {"key": key, "version": version},
     )
