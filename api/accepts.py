@@ -1,19 +1,24 @@
 """Accepting writes on the event loop: writes that arrive together share a statement and a commit.
 
 A write without an Idempotency-Key joins a queue. Up to `writers` tasks take what is queued and
-record it with one statement, then ask for one drain for all of it, and go on while anything is
-queued. A lone write is recorded at once, as it would be on its own; under load one commit
-serves many requests. The writes of one batch take their key's order in the order they arrived;
-two batches in flight at once are ordered by their commits, as any two concurrent requests are.
+record it with one statement, then go on while anything is queued; each batch's drain is asked
+for beside them, so a slow Redis delays answers but not the next commit. A lone write is recorded
+at once, as it would be on its own; under load one commit serves many requests. The writes of one
+batch take their key's order in the order they arrived; two batches in flight at once are
+ordered by their commits, as any two concurrent requests are.
+
+Each write waits for the database at most the pool's timeout from the moment it arrived, however
+many batches are ahead of it; then it fails (503 database_unavailable).
 """
 
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from identity import ledger
 from identity.queue import AsyncDispatcher
@@ -21,10 +26,18 @@ from identity.queue import AsyncDispatcher
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Queued = tuple[ledger.Submission, "asyncio.Future[tuple[ledger.Accepted, bool]]"]
-# A deadlock (with a drain writing tombstones of several keys) rolled the statement back, and
-# nothing was written: it is tried again, up to this many times in all.
-_DEADLOCK_ATTEMPTS = 3
+# Accepted, and the task that asks for its drain: true once a drain is queued, false if the
+# broker could not be reached (the sweeper queues it then).
+Written = tuple[ledger.Accepted, "asyncio.Future[bool]"]
+# Server states in which no statement can run: shutting down, or not yet accepting connections.
+_SHUTTING_DOWN = {"57P01", "57P02", "57P03"}
+
+
+@dataclass
+class _Queued:
+    sub: ledger.Submission
+    future: "asyncio.Future[Written]"
+    deadline: float  # loop time after which the write stops waiting for the database
 
 
 class Accepts:
@@ -43,90 +56,95 @@ class Accepts:
         self._dispatcher = dispatcher
         self._ttl_hours = idempotency_ttl_hours
         self._max_batch = max_batch
-        self._writers = writers
-        self._busy = 0
-        self._queue: list[Queued] = []
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._max_writers = writers
+        self._queue: list[_Queued] = []
+        self._writers: set[asyncio.Task[None]] = set()
+        self._drains: set[asyncio.Future[bool]] = set()
 
     async def accept(self, sub: ledger.Submission) -> tuple[ledger.Accepted, bool]:
         """Record `sub` as a pending job and make sure a drain is queued for it."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._pool.timeout
         if sub.idempotency_key is not None:
             accepted = await self._on_connection(
-                lambda conn: ledger.accept(conn, sub, idempotency_ttl_hours=self._ttl_hours)
+                lambda conn: ledger.accept(conn, sub, idempotency_ttl_hours=self._ttl_hours),
+                deadline,
             )
             if accepted.reused:
                 return accepted, True
-            return accepted, await self._dispatcher.request_drain(sub.key)
-        future: asyncio.Future[tuple[ledger.Accepted, bool]] = (
-            asyncio.get_running_loop().create_future()
-        )
-        self._queue.append((sub, future))
-        if self._busy < self._writers:
-            self._busy += 1
-            task = asyncio.create_task(self._write_while_queued(), name="accept-writer")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        return await future
+            return accepted, await self._request_drain(sub.key)
+        future: asyncio.Future[Written] = loop.create_future()
+        self._queue.append(_Queued(sub, future, deadline))
+        if len(self._writers) < self._max_writers:
+            writer = asyncio.create_task(self._write_while_queued(), name="accept-writer")
+            self._writers.add(writer)
+            writer.add_done_callback(self._writers.discard)
+        accepted, drain = await future
+        return accepted, await asyncio.shield(drain)  # the batch's other requests await it too
 
     async def close(self) -> None:
-        """Let the writers finish what they took."""
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        """Let the writers finish what they took, and the drain requests they made."""
+        while self._writers or self._drains:
+            await asyncio.gather(*self._writers, *self._drains, return_exceptions=True)
 
     async def _write_while_queued(self) -> None:
-        try:
-            while self._queue:
-                taken, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
-                batch = [(sub, future) for sub, future in taken if not future.done()]
-                if batch:
-                    await self._write(batch)
-        finally:
-            self._busy -= 1
+        while self._queue:
+            taken, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
+            batch = [queued for queued in taken if not queued.future.done()]  # not cancelled
+            if batch:
+                await self._write(batch)
 
-    async def _write(self, batch: list[Queued]) -> None:
-        """Record a batch and settle each of its futures; never raises."""
-        subs = [sub for sub, _ in batch]
+    async def _write(self, batch: list[_Queued]) -> None:
+        """Record a batch and settle each of its futures."""
+        subs = [queued.sub for queued in batch]
         try:
-            accepted = await self._on_connection(lambda conn: ledger.accept_many(conn, subs))
-        except psycopg.OperationalError as exc:  # the database is unreachable: every one fails
-            _settle(batch, exc)
-            return
+            accepted = await self._on_connection(
+                lambda conn: ledger.accept_many(conn, subs), min(q.deadline for q in batch)
+            )
         except Exception as exc:
-            if len(batch) == 1:
+            if len(batch) == 1 or _unreachable(exc):
                 _settle(batch, exc)
                 return
-            # Something in one write the database refuses: each is written alone, so it fails
-            # alone. None of them was recorded, so the order of the rest is kept.
+            # The database refused the statement for one write's sake (or rolled it back as a
+            # deadlock's victim): nothing was recorded, and each write is written alone, so
+            # only that one fails and the others keep their order.
             log.warning("%d writes accepted one by one instead", len(batch), exc_info=True)
-            for one in batch:
-                await self._write([one])
+            for queued in batch:
+                if not queued.future.done():
+                    await self._write([queued])
             return
+        except BaseException as exc:  # cancelled: no request may wait forever
+            _settle(batch, exc)
+            raise
+        drain = asyncio.ensure_future(self._request_drain(subs[0].key))
+        self._drains.add(drain)
+        drain.add_done_callback(self._drains.discard)
+        for queued, job in zip(batch, accepted, strict=True):
+            if not queued.future.done():
+                queued.future.set_result((job, drain))
+
+    async def _request_drain(self, key: str) -> bool:
         try:
-            queued = await self._dispatcher.request_drain(subs[0].key)
+            return await self._dispatcher.request_drain(key)
         except Exception:  # the jobs are durable: the sweeper queues their drain
             log.exception("asking for a drain failed; the sweeper will")
-            queued = False
-        for (_, future), job in zip(batch, accepted, strict=True):
-            if not future.done():
-                future.set_result((job, queued))
+            return False
 
     async def _on_connection(
-        self, work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]
+        self, work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]], deadline: float
     ) -> T:
-        """Run `work` on a pooled connection. Once more on a fresh one if the server had closed
-        the connection (a restart), and again after a deadlock: in both cases nothing was
-        committed."""
+        """Run `work` on a pooled connection, waiting for one until `deadline` at the most.
+
+        Once more on a fresh connection if the server had closed the one lent (a restart): the
+        statement then reached no one. Should it have committed before the connection broke,
+        the accept statements record a job id only once and return its row either way."""
+        loop = asyncio.get_running_loop()
         reconnected = False
-        deadlocks = 0
         while True:
-            async with self._pool.connection() as conn:
+            timeout = max(deadline - loop.time(), 0.001)
+            async with self._pool.connection(timeout=timeout) as conn:
                 try:
                     return await work(conn)
-                except psycopg.errors.DeadlockDetected:
-                    deadlocks += 1
-                    if deadlocks >= _DEADLOCK_ATTEMPTS:
-                        raise
-                    continue
                 except psycopg.OperationalError:
                     if reconnected or not conn.broken:
                         raise
@@ -134,7 +152,21 @@ class Accepts:
             await self._pool.check()  # drop the other connections the server closed
 
 
-def _settle(batch: list[Queued], exc: BaseException) -> None:
-    for _, future in batch:
-        if not future.done():
-            future.set_exception(exc)
+def _unreachable(exc: BaseException) -> bool:
+    """Whether `exc` says no statement could run at all, rather than that this one failed."""
+    if isinstance(exc, PoolTimeout | psycopg.InterfaceError):
+        return True
+    if isinstance(exc, psycopg.OperationalError):
+        state = exc.sqlstate
+        return state is None or state.startswith("08") or state in _SHUTTING_DOWN
+    return False
+
+
+def _settle(batch: list[_Queued], exc: BaseException) -> None:
+    for queued in batch:
+        if queued.future.done():
+            continue
+        if isinstance(exc, asyncio.CancelledError):
+            queued.future.cancel()
+        else:
+            queued.future.set_exception(exc)

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from identity.errors import IdempotencyKeyReused, IdmirrorError, JobNotFailed, JobNotFound
 from identity.pagination import decode_cursor, page
+from identity.schemas import check_not_ahead, to_version
 
 log = logging.getLogger(__name__)
 
@@ -111,11 +112,14 @@ def job_out(row: Any) -> dict[str, Any]:
 # Several writes accepted together take one statement. Each key's row in key_heads is bumped
 # once, by the number of its jobs in the statement (rows locked in key order, so two such
 # statements cannot deadlock each other), and its jobs take consecutive seqs and versions in the
-# order they were given: the same numbers accepting them one after the other would give.
+# order they were given: the same numbers accepting them one after the other would give. A job
+# id already in the ledger (a statement sent again after its connection broke, when it had
+# committed after all) is not recorded twice.
 _ACCEPT = f"""
     WITH items AS (
         SELECT * FROM json_to_recordset(CAST(%(items)s AS json))
             AS i(n int, id uuid, key text, kind text, payload jsonb, hash text, version bigint)
+        WHERE NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = i.id)
     ),
     counts AS (SELECT key, count(*) AS c FROM items GROUP BY key),
     head AS (
@@ -139,6 +143,7 @@ _ACCEPT = f"""
     RETURNING {JOB_COLUMNS}
     """
 _JOB_BY_ID = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = %(id)s"
+_JOBS_BY_ID = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ANY(%(ids)s)"
 _IDEMPOTENCY_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 1))"
 _IDEMPOTENCY_LOOKUP = (
     "SELECT request_hash, job_id FROM idempotency_keys WHERE key = %s "
@@ -169,6 +174,10 @@ async def _insert(conn: psycopg.AsyncConnection[Any], subs: list[Submission]) ->
     )
     rows = await (await conn.execute(_ACCEPT, {"items": items})).fetchall()
     by_id = {row.id: row for row in rows}
+    recorded_before = [sub.job_id for sub in subs if sub.job_id not in by_id]
+    if recorded_before:
+        earlier = await conn.execute(_JOBS_BY_ID, {"ids": recorded_before})
+        by_id.update({row.id: row for row in await earlier.fetchall()})
     return [by_id[sub.job_id] for sub in subs]
 
 
@@ -269,7 +278,8 @@ def resubmission(
     source = row.payload.get("source_updated_at")
     version = None
     if source is not None:
-        version = int(datetime.fromisoformat(source).timestamp() * 1_000_000)
+        version = to_version(datetime.fromisoformat(source))
+        check_not_ahead(version, "payload.source_updated_at")  # a job stored before the rule
     return Submission(
         key=row.key,
         kind=row.kind,
