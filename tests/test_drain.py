@@ -14,13 +14,14 @@ from psycopg.rows import namedtuple_row
 from identity.agents import upsert_agent, upsert_agents
 from identity.appliers import APPLIERS, BATCH_APPLIERS
 from identity.db import libpq_url, transaction
-from identity.drain import drain
+from identity.drain import Finished, _record, drain
 from identity.errors import IdmirrorError
 from identity.ledger import NOTIFY_CHANNEL, Applied, PendingJob, Submission, accept, get_job
 from identity.settings import get_settings
 from tests.conftest import new_slug, put_user
 
 NOW = int(time.time() * 1_000_000)
+NOW_AT = datetime.now(UTC)
 LATER = NOW + 3_600_000_000  # an hour ahead: newer than anything the tests store
 BODY = {"display_name": "Scout", "webhook_url": None, "metadata": {"team": "a"}}
 
@@ -171,8 +172,11 @@ def test_a_drain_notifies_each_job_it_finished_once_with_its_answer(client, doma
     with psycopg.connect(get_settings().require_database_url(), autocommit=True) as listener:
         listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
         assert drain_all() == 3  # here, not by the shared worker: the notes below are ours
-        with transaction() as session:  # nothing pending is left: a drain marks nothing more
-            drain(session, small.key, APPLIERS, batch_size=10)
+        with transaction() as session:
+            pending = get_job(session, ids[0])  # as a late duplicate drain last saw it
+        late = PendingJob(uuid.UUID(ids[0]), small.key, 1, small.kind, small.payload, 1, NOW_AT)
+        with transaction() as session:  # a second decision for a finished job marks nothing
+            _record(session, [Finished(late, "created", result={"late": True})])
         notes = [json.loads(n.payload) for n in listener.notifies(timeout=0.5)]
     mine = [note for note in notes if note["id"] in ids]
 
@@ -184,6 +188,7 @@ def test_a_drain_notifies_each_job_it_finished_once_with_its_answer(client, doma
     assert by_id[ids[1]] == {"id": ids[1]}
     assert by_id[ids[2]] == {"id": ids[2], "status": "failed", "body": jobs[ids[2]]["error"]}
     assert jobs[ids[2]]["error"]["code"] == "user_not_found"
+    assert jobs[ids[0]] == pending  # the late decision changed nothing
 
 
 @pytest.mark.parametrize("kind", sorted(BATCH_APPLIERS))
