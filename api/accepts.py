@@ -67,7 +67,7 @@ class Accepts:
         deadline = loop.time() + self._pool.timeout
         if sub.idempotency_key is not None:
             accepted = await self._on_connection(
-                lambda conn: ledger.accept(conn, sub, idempotency_ttl_hours=self._ttl_hours),
+                lambda conn, _: ledger.accept(conn, sub, idempotency_ttl_hours=self._ttl_hours),
                 deadline,
             )
             if accepted.reused:
@@ -99,7 +99,8 @@ class Accepts:
         subs = [queued.sub for queued in batch]
         try:
             accepted = await self._on_connection(
-                lambda conn: ledger.accept_many(conn, subs), min(q.deadline for q in batch)
+                lambda conn, again: ledger.accept_many(conn, subs, again=again),
+                min(q.deadline for q in batch),
             )
         except Exception as exc:
             if len(batch) == 1 or _unreachable(exc):
@@ -131,20 +132,22 @@ class Accepts:
             return False
 
     async def _on_connection(
-        self, work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]], deadline: float
+        self, work: Callable[[psycopg.AsyncConnection[Any], bool], Awaitable[T]], deadline: float
     ) -> T:
-        """Run `work` on a pooled connection, waiting for one until `deadline` at the most.
+        """Run `work(conn, again)` on a pooled connection, waiting for one until `deadline` at
+        the most.
 
-        Once more on a fresh connection if the server had closed the one lent (a restart): the
-        statement then reached no one. Should it have committed before the connection broke,
-        the accept statements record a job id only once and return its row either way."""
+        Once more, with `again` true, on a fresh connection if the server had closed the one
+        lent (a restart): the statement most likely reached no one, and should it have
+        committed before the connection broke, `work` must not record it twice. (An accept with
+        an Idempotency-Key finds its own record then.)"""
         loop = asyncio.get_running_loop()
         reconnected = False
         while True:
             timeout = max(deadline - loop.time(), 0.001)
             async with self._pool.connection(timeout=timeout) as conn:
                 try:
-                    return await work(conn)
+                    return await work(conn, reconnected)
                 except psycopg.OperationalError:
                     if reconnected or not conn.broken:
                         raise

@@ -112,14 +112,11 @@ def job_out(row: Any) -> dict[str, Any]:
 # Several writes accepted together take one statement. Each key's row in key_heads is bumped
 # once, by the number of its jobs in the statement (rows locked in key order, so two such
 # statements cannot deadlock each other), and its jobs take consecutive seqs and versions in the
-# order they were given: the same numbers accepting them one after the other would give. A job
-# id already in the ledger (a statement sent again after its connection broke, when it had
-# committed after all) is not recorded twice.
+# order they were given: the same numbers accepting them one after the other would give.
 _ACCEPT = f"""
     WITH items AS (
         SELECT * FROM json_to_recordset(CAST(%(items)s AS json))
             AS i(n int, id uuid, key text, kind text, payload jsonb, hash text, version bigint)
-        WHERE NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = i.id)
     ),
     counts AS (SELECT key, count(*) AS c FROM items GROUP BY key),
     head AS (
@@ -174,22 +171,31 @@ async def _insert(conn: psycopg.AsyncConnection[Any], subs: list[Submission]) ->
     )
     rows = await (await conn.execute(_ACCEPT, {"items": items})).fetchall()
     by_id = {row.id: row for row in rows}
-    recorded_before = [sub.job_id for sub in subs if sub.job_id not in by_id]
-    if recorded_before:
-        earlier = await conn.execute(_JOBS_BY_ID, {"ids": recorded_before})
-        by_id.update({row.id: row for row in await earlier.fetchall()})
     return [by_id[sub.job_id] for sub in subs]
 
 
-async def accept_many(conn: psycopg.AsyncConnection[Any], subs: list[Submission]) -> list[Accepted]:
+async def accept_many(
+    conn: psycopg.AsyncConnection[Any], subs: list[Submission], *, again: bool = False
+) -> list[Accepted]:
     """Record writes without an Idempotency-Key as pending jobs, in the order given.
 
     `conn` is in autocommit mode and yields rows with named columns: the accept is a single
     statement, atomic on its own, so it needs no BEGIN and COMMIT, and all of it commits at once.
+    `again`: the same writes were sent on a connection that broke before the answer came; if
+    they committed then, they are answered as recorded, not recorded twice. (Only then does the
+    accept look its job ids up: a lookup in the statement itself would be planned once, while
+    the ledger is small, as a scan of it.)
     """
     if any(sub.idempotency_key is not None for sub in subs):
         raise ValueError("a write with an Idempotency-Key is accepted on its own, by accept()")
-    return [Accepted(job=job_out(row), reused=False) for row in await _insert(conn, subs)]
+    recorded: dict[uuid.UUID, Any] = {}
+    if again:
+        found = await conn.execute(_JOBS_BY_ID, {"ids": [sub.job_id for sub in subs]})
+        recorded = {row.id: row for row in await found.fetchall()}
+    rest = [sub for sub in subs if sub.job_id not in recorded]
+    if rest:
+        recorded.update(zip((sub.job_id for sub in rest), await _insert(conn, rest), strict=True))
+    return [Accepted(job=job_out(recorded[sub.job_id]), reused=False) for sub in subs]
 
 
 async def accept(
