@@ -295,6 +295,21 @@ def resubmission(
     )
 
 
+def forget_finished_jobs(session: Session, *, retention_hours: float, limit: int) -> int:
+    """Delete up to `limit` applied or failed jobs accepted more than `retention_hours` ago,
+    oldest first; pending jobs stay whatever their age. Their Idempotency-Keys, younger than
+    the retention (settings), go with them by cascade."""
+    result = session.execute(
+        text(
+            "DELETE FROM jobs WHERE id IN ("
+            "SELECT id FROM jobs WHERE accepted_at < now() - make_interval(secs => :age) "
+            "AND status <> 'pending' ORDER BY accepted_at LIMIT :limit)"
+        ),
+        {"age": retention_hours * 3600, "limit": limit},
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 def forget_idempotency_keys(session: Session, *, ttl_hours: float) -> int:
     result = session.execute(
         text("DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => :ttl)"),

@@ -68,6 +68,10 @@ def record_sweep(session: Session, reenqueued: int) -> None:
     add(session, [("sweeper_reenqueued_total", "{}", float(reenqueued))])
 
 
+def record_forgotten_jobs(session: Session, forgotten: int) -> None:
+    add(session, [("jobs_forgotten_total", "{}", float(forgotten))])
+
+
 def record_backfill_items(session: Session, kind: str, outcomes: Mapping[str, int]) -> None:
     """Count a backfill chunk's items by kind and outcome."""
     add(
@@ -113,6 +117,10 @@ class LedgerCollector(Collector):
             "idmirror_backfill_sweeper_reenqueued",
             "Backfill messages (chunks, steps, pulls) the sweeper sent again",
         )
+        forgotten = CounterMetricFamily(
+            "idmirror_jobs_forgotten",
+            "Finished jobs deleted from the ledger after IDMIRROR_JOB_RETENTION_HOURS",
+        )
         for (name, labels), value in values.items():
             parsed = json.loads(labels)
             if name == "jobs_finished_total":
@@ -123,6 +131,7 @@ class LedgerCollector(Collector):
         backfill_reenqueued.add_metric(
             [], values.get(("backfill_sweeper_reenqueued_total", "{}"), 0.0)
         )
+        forgotten.add_metric([], values.get(("jobs_forgotten_total", "{}"), 0.0))
 
         buckets = [
             (str(b), values.get(("job_latency_seconds_bucket", _labels(le=str(b))), 0.0))
@@ -139,4 +148,12 @@ class LedgerCollector(Collector):
         )
         gauge = GaugeMetricFamily("idmirror_jobs_pending", "Jobs waiting to be applied")
         gauge.add_metric([], float(pending))
-        yield from (finished, reenqueued, latency, gauge, backfill_items, backfill_reenqueued)
+        yield from (
+            finished,
+            reenqueued,
+            latency,
+            gauge,
+            forgotten,
+            backfill_items,
+            backfill_reenqueued,
+        )

@@ -4,7 +4,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     sweep_interval_seconds: float = Field(5.0, gt=0)
     sweep_after_seconds: float = Field(5.0, ge=0)
     idempotency_ttl_hours: float = Field(24.0, gt=0)
+    job_retention_hours: float = Field(168.0, gt=0)
     queued_flag_seconds: int = Field(30, ge=1)
     worker_concurrency: int | None = None
 
@@ -72,6 +73,15 @@ class Settings(BaseSettings):
     prune_max_fraction: float = Field(0.1, ge=0, le=1)
     sources: dict[str, SourceSettings] = Field(default_factory=dict)
     log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _jobs_outlive_their_idempotency_keys(self) -> "Settings":
+        # An Idempotency-Key answers from its job: the job must be kept as long as the key.
+        if self.job_retention_hours < self.idempotency_ttl_hours:
+            raise ValueError(
+                "IDMIRROR_JOB_RETENTION_HOURS must be at least IDMIRROR_IDEMPOTENCY_TTL_HOURS"
+            )
+        return self
 
     def require_database_url(self) -> str:
         if not self.database_url:

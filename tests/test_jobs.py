@@ -3,6 +3,8 @@
 import asyncio
 import uuid
 
+import psycopg
+import pytest
 import redis
 
 from tests.conftest import new_slug, put_user
@@ -126,6 +128,7 @@ def test_metrics_count_finished_jobs_by_kind_and_outcome(client, stack):
     assert finished(after, "created") == finished(before, "created") + 1
     assert finished(after, "unchanged") == finished(before, "unchanged") + 1
     assert "idmirror_jobs_pending" in after and "idmirror_job_latency_seconds_bucket" in after
+    assert "idmirror_jobs_forgotten_total" in after
 
 
 def test_metrics_count_accepted_jobs_and_carry_no_created_series(client):
@@ -200,3 +203,58 @@ def test_the_apis_dispatcher_sends_one_message_while_the_flag_is_up(tmp_home):
         broker.stop()
     # With the broker gone the write is still accepted; the answer says nothing was queued.
     assert asyncio.run(request_drains(AsyncDispatcher(broker.url, 30, sender))) == [False] * 3
+
+
+def test_finished_jobs_past_the_retention_are_forgotten_oldest_first(postgres_server):
+    """Pending jobs stay whatever their age; an old job's Idempotency-Key goes with it."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import Session
+
+    from identity.db import sqlalchemy_url
+    from identity.ledger import forget_finished_jobs
+    from tests.stack import database_url_for
+
+    url = database_url_for(postgres_server, f"idmirror_retention_{uuid.uuid4().hex[:10]}")
+    ages = {"applied": [300, 200, 100, 1], "failed": [250], "pending": [400]}  # hours
+    with psycopg.connect(url, autocommit=True) as conn:
+        ids: dict[str, list[uuid.UUID]] = {}
+        for status, hours in ages.items():
+            for n, age in enumerate(hours):
+                job_id = uuid.uuid4()
+                ids.setdefault(status, []).append(job_id)
+                conn.execute(
+                    "INSERT INTO jobs (id, key, seq, kind, payload, payload_hash, version, status, "
+                    "accepted_at) VALUES (%s, %s, %s, 'user.upsert', '{}', '', 1, %s, "
+                    "now() - make_interval(hours => %s))",
+                    (job_id, f"user:{status}", n + 1, status, age),
+                )
+        conn.execute(
+            "INSERT INTO idempotency_keys (key, request_hash, job_id) VALUES ('old', '', %s)",
+            (ids["applied"][0],),
+        )
+
+        engine = create_engine(sqlalchemy_url(url))
+        try:
+            with Session(engine) as session, session.begin():
+                first = forget_finished_jobs(session, retention_hours=168, limit=2)
+            with Session(engine) as session, session.begin():
+                second = forget_finished_jobs(session, retention_hours=168, limit=2)
+        finally:
+            engine.dispose()
+
+        left = {row[0] for row in conn.execute("SELECT id FROM jobs")}
+        keys = conn.execute("SELECT count(*) FROM idempotency_keys").fetchone()[0]
+    assert (first, second) == (2, 1)
+    assert left == {ids["applied"][2], ids["applied"][3], ids["pending"][0]}
+    assert keys == 0
+
+
+def test_a_job_retention_shorter_than_the_idempotency_ttl_is_refused(monkeypatch):
+    from pydantic import ValidationError
+
+    from identity.settings import Settings
+
+    monkeypatch.setenv("IDMIRROR_JOB_RETENTION_HOURS", "12")
+    monkeypatch.setenv("IDMIRROR_IDEMPOTENCY_TTL_HOURS", "24")
+    with pytest.raises(ValidationError, match="IDMIRROR_JOB_RETENTION_HOURS"):
+        Settings()
