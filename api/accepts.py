@@ -31,6 +31,7 @@ T = TypeVar("T")
 Written = tuple[ledger.Accepted, "asyncio.Future[bool]"]
 # Server states in which no statement can run: shutting down, or not yet accepting connections.
 _SHUTTING_DOWN = {"57P01", "57P02", "57P03"}
+_SECOND_TRY_SECONDS = 1.0
 
 
 @dataclass
@@ -70,8 +71,10 @@ class Accepts:
                 lambda conn, _: ledger.accept(conn, sub, idempotency_ttl_hours=self._ttl_hours),
                 deadline,
             )
-            if accepted.reused:
+            if accepted.reused and accepted.job["status"] != "pending":
                 return accepted, True
+            # A pending job named by its key asks again too: it may be the record of this very
+            # write, made by a try whose connection broke before it could ask.
             return accepted, await self._request_drain(sub.key)
         future: asyncio.Future[Written] = loop.create_future()
         self._queue.append(_Queued(sub, future, deadline))
@@ -88,11 +91,17 @@ class Accepts:
             await asyncio.gather(*self._writers, *self._drains, return_exceptions=True)
 
     async def _write_while_queued(self) -> None:
-        while self._queue:
-            taken, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
-            batch = [queued for queued in taken if not queued.future.done()]  # not cancelled
-            if batch:
-                await self._write(batch)
+        try:
+            while self._queue:
+                taken, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
+                batch = [queued for queued in taken if not queued.future.done()]  # not cancelled
+                if batch:
+                    await self._write(batch)
+        finally:
+            # At once, not in a done callback a loop step later: a write queued in between
+            # would find every writer's place taken and wait with no writer to take it.
+            if (me := asyncio.current_task()) is not None:
+                self._writers.discard(me)
 
     async def _write(self, batch: list[_Queued]) -> None:
         """Record a batch and settle each of its futures."""
@@ -102,6 +111,13 @@ class Accepts:
                 lambda conn, again: ledger.accept_many(conn, subs, again=again),
                 min(q.deadline for q in batch),
             )
+        except PoolTimeout as exc:
+            # The earliest deadline of the batch has passed: the writes whose own wait is over
+            # fail, the others go back to the head of the queue, in their order.
+            now = asyncio.get_running_loop().time()
+            _settle([q for q in batch if q.deadline <= now], exc)
+            self._queue[:0] = [q for q in batch if q.deadline > now]
+            return
         except Exception as exc:
             if len(batch) == 1 or _unreachable(exc):
                 _settle(batch, exc)
@@ -110,9 +126,13 @@ class Accepts:
             # deadlock's victim): nothing was recorded, and each write is written alone, so
             # only that one fails and the others keep their order.
             log.warning("%d writes accepted one by one instead", len(batch), exc_info=True)
-            for queued in batch:
-                if not queued.future.done():
-                    await self._write([queued])
+            try:
+                for queued in batch:
+                    if not queued.future.done():
+                        await self._write([queued])
+            except BaseException as cancelled:
+                _settle(batch, cancelled)
+                raise
             return
         except BaseException as exc:  # cancelled: no request may wait forever
             _settle(batch, exc)
@@ -144,7 +164,10 @@ class Accepts:
         loop = asyncio.get_running_loop()
         reconnected = False
         while True:
-            timeout = max(deadline - loop.time(), 0.001)
+            # The second try gets a second at least: it must find out whether the first
+            # committed, or its writes would be answered 503 although recorded.
+            least = _SECOND_TRY_SECONDS if reconnected else 0.001
+            timeout = max(deadline - loop.time(), least)
             async with self._pool.connection(timeout=timeout) as conn:
                 try:
                     return await work(conn, reconnected)

@@ -188,14 +188,28 @@ async def accept_many(
     """
     if any(sub.idempotency_key is not None for sub in subs):
         raise ValueError("a write with an Idempotency-Key is accepted on its own, by accept()")
-    recorded: dict[uuid.UUID, Any] = {}
-    if again:
-        found = await conn.execute(_JOBS_BY_ID, {"ids": [sub.job_id for sub in subs]})
+    rows = await (_insert_again(conn, subs) if again else _insert(conn, subs))
+    return [Accepted(job=job_out(row), reused=False) for row in rows]
+
+
+async def _insert_again(conn: psycopg.AsyncConnection[Any], subs: list[Submission]) -> list[Any]:
+    """Insert what an earlier try did not record; the rows of all of them, in order."""
+    ids = [sub.job_id for sub in subs]
+    for last_round in (False, True):
+        found = await conn.execute(_JOBS_BY_ID, {"ids": ids})
         recorded = {row.id: row for row in await found.fetchall()}
-    rest = [sub for sub in subs if sub.job_id not in recorded]
-    if rest:
-        recorded.update(zip((sub.job_id for sub in rest), await _insert(conn, rest), strict=True))
-    return [Accepted(job=job_out(recorded[sub.job_id]), reused=False) for sub in subs]
+        rest = [sub for sub in subs if sub.job_id not in recorded]
+        try:
+            inserted = await _insert(conn, rest) if rest else []
+        except psycopg.errors.UniqueViolation as exc:
+            # The earlier try was still running on the server when this one looked, and has
+            # committed since: its rows are read back in the next round.
+            if last_round or exc.diag.constraint_name != "jobs_pkey":
+                raise
+            continue
+        recorded.update(zip((sub.job_id for sub in rest), inserted, strict=True))
+        return [recorded[job_id] for job_id in ids]
+    raise AssertionError("the last round returns or raises")
 
 
 async def accept(

@@ -41,6 +41,8 @@ def with_accepts(
     redis_url: str | None = None,
     pool_timeout: float = 10.0,
     lock_timeout: str = "0",
+    pool_size: int = 4,
+    writers: int = 2,
 ) -> Any:
     """Run `work(accepts)` on an event loop, as the API process does; by default on the
     module's database and Redis."""
@@ -54,7 +56,7 @@ def with_accepts(
         pool = AsyncConnectionPool(
             database_url,
             min_size=1,
-            max_size=4,
+            max_size=pool_size,
             timeout=pool_timeout,
             kwargs={
                 "autocommit": True,
@@ -65,7 +67,7 @@ def with_accepts(
         )
         await pool.open()
         dispatcher = AsyncDispatcher(redis_url, 30, Dispatcher(redis_url, 30))
-        accepts = Accepts(pool, dispatcher, idempotency_ttl_hours=1)
+        accepts = Accepts(pool, dispatcher, idempotency_ttl_hours=1, writers=writers)
         try:
             return await work(accepts)
         finally:
@@ -265,6 +267,36 @@ def test_each_write_waits_for_an_unreachable_database_from_its_own_arrival(servi
 
     assert all(isinstance(answer, PoolTimeout) for _, answer in answers)
     assert max(seconds for seconds, _ in answers) < 1.7  # one batch after another: 2 s and more
+
+
+def test_a_write_whose_wait_is_not_over_outlives_the_batch_that_timed_out(services):
+    """With the only connection held: A times out alone; B and C form the next batch, which
+    times out at B's deadline; C, whose wait is not over, goes back to the queue and is
+    written once the connection is free."""
+    subs = {name: agent_write(f"agent:{name}-{uuid.uuid4().hex[:8]}@wait", name) for name in "ABC"}
+
+    async def work(accepts: Accepts) -> dict[str, Any]:
+        pool = accepts._pool
+
+        async def later(name: str, seconds: float) -> Any:
+            await asyncio.sleep(seconds)
+            try:
+                return await accepts.accept(subs[name])
+            except PoolTimeout as exc:
+                return exc
+
+        async with pool.connection():  # the pool's only connection, for 3.2 s
+            writes = [
+                asyncio.create_task(later(n, s)) for n, s in (("A", 0), ("B", 1.0), ("C", 1.5))
+            ]
+            await asyncio.sleep(3.2)
+        return dict(zip("ABC", await asyncio.gather(*writes), strict=True))
+
+    answers = with_accepts(services, work, pool_timeout=2.0, pool_size=1, writers=1)
+
+    assert isinstance(answers["A"], PoolTimeout) and isinstance(answers["B"], PoolTimeout)
+    assert answers["C"][0].job["status"] == "pending"
+    assert jobs(services, [subs["A"], subs["B"]]) == [None, None]
 
 
 def test_a_redis_that_does_not_answer_holds_no_commit_back(services):
