@@ -310,14 +310,18 @@ def resubmission(
 
 
 def forget_finished_jobs(session: Session, *, retention_hours: float, limit: int) -> int:
-    """Delete up to `limit` applied or failed jobs accepted more than `retention_hours` ago,
-    oldest first; pending jobs stay whatever their age. Their Idempotency-Keys, younger than
-    the retention (settings), go with them by cascade."""
+    """Delete up to `limit` applied or failed jobs that finished more than `retention_hours`
+    ago, oldest first; pending jobs stay whatever their age. Their Idempotency-Keys, younger
+    than the retention (settings), go with them by cascade.
+
+    A job finishes after it is accepted, so the index on accepted_at finds the candidates; the
+    ids are collected first, as an array, so no plan can turn the LIMIT into a scan of jobs."""
     result = session.execute(
         text(
-            "DELETE FROM jobs WHERE id IN ("
+            "DELETE FROM jobs WHERE id = ANY(ARRAY("
             "SELECT id FROM jobs WHERE accepted_at < now() - make_interval(secs => :age) "
-            "AND status <> 'pending' ORDER BY accepted_at LIMIT :limit)"
+            "AND finished_at < now() - make_interval(secs => :age) "
+            "ORDER BY accepted_at LIMIT :limit))"
         ),
         {"age": retention_hours * 3600, "limit": limit},
     )

@@ -76,11 +76,16 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _jobs_outlive_their_idempotency_keys(self) -> "Settings":
-        # An Idempotency-Key answers from its job: the job must be kept as long as the key.
-        if self.job_retention_hours < self.idempotency_ttl_hours:
+        # An Idempotency-Key answers from its job: the job must be kept as long as the key. A
+        # retention left at its default grows with a longer TTL; one that is set must be long
+        # enough.
+        if self.job_retention_hours >= self.idempotency_ttl_hours:
+            return self
+        if "job_retention_hours" in self.model_fields_set:
             raise ValueError(
                 "IDMIRROR_JOB_RETENTION_HOURS must be at least IDMIRROR_IDEMPOTENCY_TTL_HOURS"
             )
+        self.job_retention_hours = self.idempotency_ttl_hours
         return self
 
     def require_database_url(self) -> str:

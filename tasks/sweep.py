@@ -55,18 +55,18 @@ def sweep() -> dict[str, Any]:
     }
 
 
-def forget_old_jobs(retention_hours: float) -> int:
+def forget_old_jobs(
+    retention_hours: float, *, batch: int = FORGET_BATCH, batches: int = FORGET_BATCHES
+) -> int:
     """Delete finished jobs older than the retention, a batch per transaction."""
     total = 0
-    for _ in range(FORGET_BATCHES):
+    for _ in range(batches):
         with transaction() as session:
-            deleted = forget_finished_jobs(
-                session, retention_hours=retention_hours, limit=FORGET_BATCH
-            )
+            deleted = forget_finished_jobs(session, retention_hours=retention_hours, limit=batch)
             if deleted:
                 metrics.record_forgotten_jobs(session, deleted)
         total += deleted
-        if deleted < FORGET_BATCH:
+        if deleted < batch:
             break
     if total:
         log.info("forgot %d finished jobs older than %g hours", total, retention_hours)

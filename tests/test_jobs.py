@@ -222,12 +222,7 @@ def test_finished_jobs_past_the_retention_are_forgotten_oldest_first(postgres_se
             for n, age in enumerate(hours):
                 job_id = uuid.uuid4()
                 ids.setdefault(status, []).append(job_id)
-                conn.execute(
-                    "INSERT INTO jobs (id, key, seq, kind, payload, payload_hash, version, status, "
-                    "accepted_at) VALUES (%s, %s, %s, 'user.upsert', '{}', '', 1, %s, "
-                    "now() - make_interval(hours => %s))",
-                    (job_id, f"user:{status}", n + 1, status, age),
-                )
+                insert_job(conn, job_id, f"user:{status}", n + 1, status, age)
         conn.execute(
             "INSERT INTO idempotency_keys (key, request_hash, job_id) VALUES ('old', '', %s)",
             (ids["applied"][0],),
@@ -237,6 +232,7 @@ def test_finished_jobs_past_the_retention_are_forgotten_oldest_first(postgres_se
         try:
             with Session(engine) as session, session.begin():
                 first = forget_finished_jobs(session, retention_hours=168, limit=2)
+            after_first = {row[0] for row in conn.execute("SELECT id FROM jobs")}
             with Session(engine) as session, session.begin():
                 second = forget_finished_jobs(session, retention_hours=168, limit=2)
         finally:
@@ -245,8 +241,56 @@ def test_finished_jobs_past_the_retention_are_forgotten_oldest_first(postgres_se
         left = {row[0] for row in conn.execute("SELECT id FROM jobs")}
         keys = conn.execute("SELECT count(*) FROM idempotency_keys").fetchone()[0]
     assert (first, second) == (2, 1)
+    assert ids["applied"][0] not in after_first and ids["failed"][0] not in after_first
+    assert ids["applied"][1] in after_first  # 200 h: younger than the two first forgotten
     assert left == {ids["applied"][2], ids["applied"][3], ids["pending"][0]}
     assert keys == 0
+
+
+def insert_job(conn, job_id: uuid.UUID, key: str, seq: int, status: str, age_hours: float) -> None:
+    """A job accepted `age_hours` ago, finished a minute later unless pending."""
+    conn.execute(
+        "INSERT INTO jobs (id, key, seq, kind, payload, payload_hash, version, status, "
+        "accepted_at, finished_at) VALUES (%s, %s, %s, 'user.upsert', '{}', '', 1, %s, "
+        "now() - make_interval(secs => %s * 3600), CASE WHEN %s <> 'pending' "
+        "THEN now() - make_interval(secs => %s * 3600) + interval '1 minute' END)",
+        (job_id, key, seq, status, age_hours, status, age_hours),
+    )
+
+
+def test_the_sweeper_forgets_old_jobs_a_batch_per_transaction_and_counts_them(domain, db):
+    """On the shared database: ages of a few hours, which the shared sweeper's retention of
+    days leaves alone, and a retention of one hour here."""
+    from tasks.sweep import forget_old_jobs
+
+    def forgotten() -> float:
+        row = db.execute(
+            "SELECT value FROM metric_counters WHERE name = 'jobs_forgotten_total'"
+        ).fetchone()
+        return row[0] if row else 0.0
+
+    key = f"user:{uuid.uuid4()}"
+    for n, age in enumerate([5, 4.5, 4, 3.5, 3, 2.5, 2]):
+        insert_job(db, uuid.uuid4(), key, n + 1, "applied", age)
+    recent, pending = uuid.uuid4(), uuid.uuid4()
+    insert_job(db, recent, key, 8, "applied", 0.1)
+    insert_job(db, pending, f"user:{uuid.uuid4()}", 1, "pending", 6)  # no drain will come
+    before = forgotten()
+
+    assert forget_old_jobs(1, batch=3, batches=2) == 6  # two full batches, then it stops
+    assert forget_old_jobs(1, batch=3, batches=2) == 1  # a short batch ends the sweep
+    assert forgotten() == before + 7
+    left = db.execute("SELECT id FROM jobs WHERE key = %s", (key,)).fetchall()
+    assert left == [(recent,)]
+    db.execute("DELETE FROM jobs WHERE id = %s", (pending,))  # left for no sweeper to find
+
+
+def test_the_default_retention_grows_with_a_longer_idempotency_ttl(monkeypatch):
+    from identity.settings import Settings
+
+    monkeypatch.setenv("IDMIRROR_IDEMPOTENCY_TTL_HOURS", "500")
+    monkeypatch.delenv("IDMIRROR_JOB_RETENTION_HOURS", raising=False)
+    assert Settings().job_retention_hours == 500
 
 
 def test_a_job_retention_shorter_than_the_idempotency_ttl_is_refused(monkeypatch):
