@@ -5,6 +5,9 @@ row is also the one every accept of the key locks, so writes accepted together w
 key would wait for the drain. In a table of their own, tombstones are locked only by drains and
 prunes, which already hold the key's lock.
 
+Stop the workers before this migration, as before any: a drain of the old code would look for the
+column it removes. key_heads is locked first, so no tombstone written meanwhile is left behind.
+
 Revision ID: 0006
 Revises: 0005
 """
@@ -20,6 +23,7 @@ depends_on = None
 def upgrade() -> None:
     op.execute(
         """
+        LOCK TABLE key_heads IN ACCESS EXCLUSIVE MODE;
         CREATE TABLE key_tombstones (
             key text PRIMARY KEY,
             version bigint NOT NULL
