@@ -24,7 +24,7 @@ import httpx
 import psutil
 
 from bench.options import Options
-from bench.probe import machine
+from bench.probe import machine, note_core_speed_at_end
 from bench.report import table, write_section
 from bench.stack import TOKEN, Stack, StackConfig
 from identity.agents import new_agent_ids
@@ -399,6 +399,7 @@ def bench(users: int, agents: int, *, keep: bool, write: bool) -> None:
         first = run_once(stack, path, "first run")
         second = run_once(stack, path, "unchanged re-run")
         facts["load_after"] = " ".join(f"{v:.2f}" for v in os.getloadavg())
+        note_core_speed_at_end(facts)
     expected = users + agents
     assert first.counts["created"] == expected, first.counts
     assert second.counts["unchanged"] == expected, second.counts

@@ -17,7 +17,7 @@ from pathlib import Path
 import psycopg
 
 from bench.options import Options
-from bench.probe import machine
+from bench.probe import machine, note_core_speed_at_end
 from bench.report import table, write_section
 from cli.embedded import EmbeddedPostgres
 
@@ -190,6 +190,7 @@ def run(options: Options) -> None:
                         f"  {size} nodes: median {statistics.median(results[size]) * 1000:.0f} ms",
                         flush=True,
                     )
+                note_core_speed_at_end(facts)
         finally:
             if server is not None:
                 server.stop()

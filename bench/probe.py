@@ -224,6 +224,12 @@ def code_revision() -> str:
     return revision
 
 
+def note_core_speed_at_end(facts: dict[str, str]) -> None:
+    """Add the core's speed at the end of a run to the one `machine()` read at its start: a
+    host shared with other machines can change speed in the middle of a run."""
+    facts["core_speed"] += f" at the start and {core_speed_ms():.1f} ms at the end"
+
+
 def core_speed_ms() -> float:
     """Milliseconds this Python takes for sum(range(10**6)), best of 5: one core's speed, to
     compare runs on machines of the same kind (their hosts are not equally busy)."""

@@ -20,7 +20,14 @@ import redis
 from bench import load
 from bench.load import LoadResult, RequestFactory
 from bench.options import Options
-from bench.probe import Sampler, Usage, code_revision, machine, redis_command_calls
+from bench.probe import (
+    Sampler,
+    Usage,
+    code_revision,
+    machine,
+    note_core_speed_at_end,
+    redis_command_calls,
+)
 from bench.report import table, write_section
 from bench.stack import TOKEN, Stack, StackConfig
 
@@ -732,6 +739,7 @@ def run(options: Options) -> None:
                 bench.close()
             if options.keep:
                 print(f"   logs and data kept in {stack.home}")
+    note_core_speed_at_end(facts)
     if options.write:
         write_section(SECTION, render(runs, facts, options, revisions))
         print("wrote docs/benchmarks.md")
