@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import Counter
 from starlette.concurrency import run_in_threadpool
 
-from identity import ledger
+from identity.ledger import jobs as ledger
 from identity.db import transaction
 from identity.errors import ValidationFailed
 from identity.settings import get_settings

@@ -1,6 +1,6 @@
 """Apply time of one 1,000-operation graph update, on a small agent and on a 10,000-node one.
 
-The update goes through the real drain path (identity.drain: lock, load, apply, write, mark the job,
+The update goes through the real drain path (identity.ledger.drain: lock, load, apply, write, mark the job,
 notify) in one transaction that is rolled back, so every round starts from the same graph.
 The claim under test: cost grows with the number of operations, not with the graph's size.
 """
@@ -46,8 +46,8 @@ def _agent_with_nodes(
 ) -> tuple[str, str]:
     """A user, an agent and `size` nodes in a layered DAG with about one connection per node."""
     from identity.agents import upsert_agent
-    from identity.graph import update_agent_graph
-    from identity.ledger import PendingJob
+    from identity.graph.service import update_agent_graph
+    from identity.ledger.jobs import PendingJob
     from identity.users import upsert_user
 
     def job(key, kind, payload):
@@ -120,7 +120,7 @@ def _measure(url: str, agent_id: str, slug: str, operations: list[dict]) -> list
 
     from identity.appliers import APPLIERS
     from identity.db import session_factory
-    from identity.drain import drain
+    from identity.ledger.drain import drain
 
     key = f"agent:bot@{slug}"
     times = []
@@ -154,7 +154,7 @@ def run(options: Options) -> None:
         url, server = _setup_database(Path(tmp))
         try:
             from identity.db import session_factory
-            from identity.ledger import PendingJob
+            from identity.ledger.jobs import PendingJob
             from identity.node_types import upsert_node_type
 
             node_type = uuid.uuid4()
@@ -216,7 +216,7 @@ Revision {facts["revision"]}.
 
 One `POST /v1/agents/{{ref}}/update` of 1,000 operations (500 `create_node`, 250
 `create_connection` from existing nodes into new ones, 200 `update_node`, 50 `delete_node`),
-applied through the worker's own drain path (`identity.drain.drain`: key lock, graph load,
+applied through the worker's own drain path (`identity.ledger.drain.drain`: key lock, graph load,
 operations, set-based write, job result, notify) in a transaction rolled back after each
 of {ROUNDS} rounds. Times are wall clock of the drain, in ms.
 

@@ -10,10 +10,10 @@ from sqlalchemy.orm import Session
 
 from identity.errors import AgentNotFound, IdmirrorError, UserNotFound
 from identity.keys import AgentKey, AgentRef
-from identity.ledger import Applied, PendingJob, Submission, upserted
+from identity.ledger.jobs import Applied, PendingJob, Submission, upserted
 from identity.pagination import decode_cursor, page, text_value
 from identity.schemas import AgentUpsert
-from identity.tombstones import set_tombstone
+from identity.ledger.tombstones import set_tombstone
 from identity.webhooks import check_webhook_url
 
 AGENT_COLUMNS = (

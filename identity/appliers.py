@@ -3,8 +3,8 @@
 from sqlalchemy.orm import Session
 
 from identity.agents import delete_agent, upsert_agent, upsert_agents
-from identity.graph import update_agent_graph
-from identity.ledger import Applied, Applier, BatchApplier, PendingJob
+from identity.graph.service import update_agent_graph
+from identity.ledger.jobs import Applied, Applier, BatchApplier, PendingJob
 from identity.node_types import upsert_node_type
 from identity.settings import get_settings
 from identity.users import delete_user, upsert_user

@@ -9,7 +9,7 @@ import redis
 from celery import Celery
 from kombu.exceptions import OperationalError as KombuOperationalError
 
-from identity.backfill_flow import Work
+from identity.backfill.flow import Work
 from identity.settings import get_settings
 
 log = logging.getLogger(__name__)

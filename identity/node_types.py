@@ -12,7 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from identity.errors import InvalidNodeTypeId, InvalidParams, InvalidParamsSchema, NodeTypeNotFound
-from identity.ledger import Applied, PendingJob, Submission, upserted
+from identity.ledger.jobs import Applied, PendingJob, Submission, upserted
 from identity.pagination import list_by_id
 from identity.schemas import Body
 

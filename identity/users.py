@@ -10,10 +10,10 @@ from sqlalchemy.orm import Session
 
 from identity.errors import SlugTaken, UserNotFound
 from identity.keys import UserKey
-from identity.ledger import Applied, PendingJob, Submission, upserted
+from identity.ledger.jobs import Applied, PendingJob, Submission, upserted
 from identity.pagination import list_by_id
 from identity.schemas import UserUpsert
-from identity.tombstones import set_tombstone, tombstone_version
+from identity.ledger.tombstones import set_tombstone, tombstone_version
 
 USER_COLUMNS = "id, email, slug, plan, metadata, external_owner, version, created_at, updated_at"
 

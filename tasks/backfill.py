@@ -10,13 +10,13 @@ from typing import Any
 from celery import shared_task
 from sqlalchemy.exc import DBAPIError
 
-from identity import sources
-from identity.backfill_apply import apply_chunk, fail_chunk
-from identity.backfill_drift import run_step
-from identity.backfill_flow import Work
+from identity.backfill import sources
+from identity.backfill.apply import apply_chunk, fail_chunk
+from identity.backfill.drift import run_step
+from identity.backfill.flow import Work
 from identity.backfill_queue import get_sender
 from identity.db import transaction
-from identity.drain import TRANSIENT_ERRORS
+from identity.ledger.drain import TRANSIENT_ERRORS
 from identity.errors import SourceBusy, SourceNotFound
 from identity.settings import get_settings
 

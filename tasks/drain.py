@@ -6,7 +6,7 @@ from celery import shared_task
 
 from identity.appliers import APPLIERS, BATCH_APPLIERS
 from identity.db import transaction
-from identity.drain import TRANSIENT_ERRORS, drain
+from identity.ledger.drain import TRANSIENT_ERRORS, drain
 from identity.queue import get_dispatcher
 from identity.settings import get_settings
 

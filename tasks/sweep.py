@@ -7,11 +7,11 @@ from typing import Any
 from celery import shared_task
 
 from identity import metrics
-from identity.backfill_flow import stray_work
+from identity.backfill.flow import stray_work
 from identity.backfill_queue import get_sender
 from identity.db import transaction
-from identity.drain import stale_keys
-from identity.ledger import forget_finished_jobs, forget_idempotency_keys
+from identity.ledger.drain import stale_keys
+from identity.ledger.jobs import forget_finished_jobs, forget_idempotency_keys
 from identity.queue import get_dispatcher
 from identity.settings import get_settings
 

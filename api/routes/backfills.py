@@ -11,12 +11,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from api.deps import Paging, read_session, require_token
-from identity import backfill, sources
-from identity.backfill_drift import run_step
-from identity.backfill_flow import Work, interrupt_upload
-from identity.backfill_items import validation_envelope
+from identity.backfill import runs as backfill
+from identity.backfill import sources
+from identity.backfill.drift import run_step
+from identity.backfill.flow import Work, interrupt_upload
+from identity.backfill.items import validation_envelope
 from identity.backfill_queue import get_sender
-from identity.backfill_receive import Receiver, ReceiveStopped
+from identity.backfill.receive import Receiver, ReceiveStopped
 from identity.db import transaction
 from identity.errors import PruneThresholdExceeded, UnsupportedMediaType, ValidationFailed
 from identity.schemas import to_version

@@ -9,12 +9,12 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import read_session, require_token
 from api.writes import WriteOptions, submit, write_options
-from identity import graph
+from identity.graph import service as graph
 from identity.db import transaction
 from identity.errors import AgentNotFound
-from identity.graph_ops import AgentGraphUpdate
+from identity.graph.operations import AgentGraphUpdate
 from identity.keys import AgentRef
-from identity.ledger import Submission
+from identity.ledger.jobs import Submission
 from identity.settings import get_settings
 
 router = APIRouter(prefix="/v1/agents", tags=["graphs"], dependencies=[Depends(require_token)])

@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import Paging, read_session, require_token
 from api.writes import WriteOptions, submit, write_options
-from identity import ledger
+from identity.ledger import jobs as ledger
 from identity.db import transaction
 from identity.errors import JobNotFound
 

@@ -1,0 +1,1 @@
+"""Backfills: bulk mirrors uploaded or pulled, received into chunks, applied set-based."""

@@ -1,0 +1,1 @@
+"""Agent graphs: ordered node and connection operations, applied atomically, laid out on read."""

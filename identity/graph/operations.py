@@ -1,0 +1,137 @@
+"""Graph update requests: the five operations and every check that needs no database.
+
+These run in the API before the job is accepted, so a malformed request fails at once and is
+never queued. What needs the stored graph (does the node exist, would this close a cycle) is
+checked by the worker in identity/graph/service.py.
+"""
+
+import uuid
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+
+from identity.errors import EmptyUpdate, InvalidOperation, ValidationFailed
+from identity.schemas import reject_nul
+
+TempRef = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class _Op(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CreateNode(_Op):
+    op: Literal["create_node"]
+    node_type_id: uuid.UUID
+    temp_ref_id: TempRef | None = None
+    params_used: dict[str, Any] = Field(default_factory=dict)
+
+
+class UpdateNode(_Op):
+    op: Literal["update_node"]
+    agent_node_id: uuid.UUID
+    params_used: dict[str, Any]
+
+
+class DeleteNode(_Op):
+    op: Literal["delete_node"]
+    agent_node_id: uuid.UUID
+
+
+class _ConnectionOp(_Op):
+    source_agent_node_id: uuid.UUID | None = None
+    source_temp_ref_id: TempRef | None = None
+    target_agent_node_id: uuid.UUID | None = None
+    target_temp_ref_id: TempRef | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one_reference_per_end(self) -> "_ConnectionOp":
+        for end in ("source", "target"):
+            given = [
+                getattr(self, f"{end}_agent_node_id") is not None,
+                getattr(self, f"{end}_temp_ref_id") is not None,
+            ]
+            if sum(given) != 1:
+                raise ValueError(f"give exactly one of {end}_agent_node_id and {end}_temp_ref_id")
+        return self
+
+
+class CreateConnection(_ConnectionOp):
+    op: Literal["create_connection"]
+
+
+class DeleteConnection(_ConnectionOp):
+    op: Literal["delete_connection"]
+
+
+Operation = CreateNode | UpdateNode | DeleteNode | CreateConnection | DeleteConnection
+_OPERATION: TypeAdapter[Operation] = TypeAdapter(Annotated[Operation, Field(discriminator="op")])
+
+
+class AgentGraphUpdate(BaseModel):
+    """POST/PATCH /v1/agents/{ref}/update. Operations are checked one by one, by index."""
+
+    model_config = ConfigDict(extra="forbid")
+    _no_nul = model_validator(mode="before")(reject_nul)
+
+    name: str | None = Field(None, min_length=1, max_length=120)
+    description: str | None = Field(None, max_length=5000)
+    visibility: Literal["public", "private"] | None = None
+    operations: list[dict[str, Any]] | None = None
+
+
+def parse_operations(raw: list[dict[str, Any]], *, max_operations: int) -> list[Operation]:
+    """Validate shapes and temp refs; raise InvalidOperation naming the failing op_index."""
+    if len(raw) > max_operations:
+        raise ValidationFailed(
+            f"at most {max_operations} operations per request",
+            errors=[{"loc": "body.operations", "message": f"at most {max_operations} items"}],
+        )
+    operations: list[Operation] = []
+    defined: set[str] = set()
+    for index, item in enumerate(raw):
+        try:
+            op = _OPERATION.validate_python(item)
+        except ValidationError as exc:
+            problems = [
+                {"loc": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
+                for e in exc.errors()
+            ]
+            raise InvalidOperation(
+                f"operation {index} is malformed: {problems[0]['message']}",
+                op_index=index,
+                errors=problems,
+            ) from None
+        if isinstance(op, CreateNode) and op.temp_ref_id is not None:
+            if op.temp_ref_id in defined:
+                raise InvalidOperation(
+                    f"temp_ref_id {op.temp_ref_id!r} is defined twice", op_index=index
+                )
+            defined.add(op.temp_ref_id)
+        if isinstance(op, _ConnectionOp):
+            for ref in (op.source_temp_ref_id, op.target_temp_ref_id):
+                if ref is not None and ref not in defined:
+                    raise InvalidOperation(
+                        f"temp_ref_id {ref!r} is used before a create_node defines it",
+                        op_index=index,
+                        temp_ref_id=ref,
+                    )
+        operations.append(op)
+    return operations
+
+
+def update_payload(body: AgentGraphUpdate, *, max_operations: int) -> dict[str, Any]:
+    """The ledger payload of a checked update, or EmptyUpdate when it asks for nothing."""
+    fields = {k: v for k, v in body.model_dump(exclude={"operations"}).items() if v is not None}
+    if not fields and not body.operations:
+        raise EmptyUpdate("give at least one of name, description, visibility, operations")
+    operations = parse_operations(body.operations or [], max_operations=max_operations)
+    return {
+        **fields,
+        "operations": [op.model_dump(mode="json", exclude_none=True) for op in operations],
+    }
+
+
+def load_operations(payload: dict[str, Any]) -> list[Operation]:
+    """Operations as stored in a job, already checked at accept time."""
+    return [_OPERATION.validate_python(item) for item in payload.get("operations", [])]

@@ -1,0 +1,150 @@
+"""Agent graphs: applying an update (see identity/graph/apply.py) and reading a graph whole.
+
+Positions are not stored: they are derived from the structure whenever the graph is read
+(identity/graph/layout.py), so they are always those of the graph as it is.
+"""
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from identity import node_types
+from identity.agents import get_agent
+from identity.errors import AgentNotFound
+from identity.graph.apply import Overlay, Run, rows, write
+from identity.graph.operations import (
+    AgentGraphUpdate,
+    CreateNode,
+    UpdateNode,
+    load_operations,
+    update_payload,
+)
+from identity.keys import AgentKey, AgentRef
+from identity.graph.layout import layered_positions
+from identity.ledger.jobs import Applied, PendingJob, Submission
+
+
+@dataclass
+class StoredGraph:
+    nodes: dict[uuid.UUID, tuple[uuid.UUID, dict[str, Any], int]]  # id -> (type, params, seq)
+    outgoing: dict[uuid.UUID, set[uuid.UUID]]
+
+
+def load_graph(session: Session, agent_id: str) -> StoredGraph:
+    nodes = {
+        node_id: (type_id, params, seq)
+        for node_id, type_id, params, seq in rows(
+            session,
+            "SELECT id, node_type_id, params_used, created_seq FROM agent_nodes "
+            "WHERE agent_id = %(a)s",
+            {"a": agent_id},
+        )
+    }
+    outgoing: dict[uuid.UUID, set[uuid.UUID]] = {}
+    for source, target in rows(
+        session,
+        "SELECT source_node_id, target_node_id FROM agent_connections WHERE agent_id = %(a)s",
+        {"a": agent_id},
+    ):
+        outgoing.setdefault(source, set()).add(target)
+    return StoredGraph(nodes, outgoing)
+
+
+def graph_out(graph: StoredGraph) -> dict[str, Any]:
+    """The public form of a graph, with the layout computed from its structure."""
+    seq = {node_id: node[2] for node_id, node in graph.nodes.items()}
+    ordered = sorted(graph.nodes.items(), key=lambda item: item[1][2])
+    positions = layered_positions(seq, graph.outgoing)
+    return {
+        "nodes": [
+            {
+                "agent_node_id": str(node_id),
+                "node_type_id": str(type_id),
+                "params_used": params,
+                "position": {"x": positions[node_id][0], "y": positions[node_id][1]},
+            }
+            for node_id, (type_id, params, _) in ordered
+        ],
+        "connections": [
+            {"source_agent_node_id": str(s), "target_agent_node_id": str(t)}
+            for s, t in sorted(
+                ((s, t) for s, targets in graph.outgoing.items() for t in targets),
+                key=lambda edge: (seq[edge[0]], seq[edge[1]]),
+            )
+        ],
+    }
+
+
+def update_agent_graph(session: Session, job: PendingJob, *, max_nodes: int) -> Applied:
+    """Apply an update's fields and operations in order, all or nothing."""
+    key = AgentKey.parse(job.key.removeprefix("agent:"))
+    agent = get_agent(session, AgentRef(key=key))
+    wanted_id = job.payload.get("agent_id")
+    if wanted_id is not None and wanted_id != agent["id"]:
+        raise AgentNotFound("the agent this update named has been replaced", ref=wanted_id)
+    operations = load_operations(job.payload)
+    overlay = Overlay.load(session, agent["id"], operations)
+    wanted_types = {op.node_type_id for op in operations if isinstance(op, CreateNode)}
+    wanted_types |= {
+        overlay.stored[op.agent_node_id].type_id
+        for op in operations
+        if isinstance(op, UpdateNode) and op.agent_node_id in overlay.stored
+    }
+    run = Run(overlay, node_types.schemas_for(session, wanted_types), max_nodes)
+    for index, op in enumerate(operations):
+        run.apply(index, op)
+
+    fields = {
+        k: job.payload[k]
+        for k in ("name", "description", "visibility")
+        if k in job.payload and job.payload[k] != agent[k]
+    }
+    if not fields and not operations:
+        # Asked for what is already there: like an identical PUT, nothing is rewritten.
+        return Applied("unchanged", {"agent": agent, "created_nodes": []})
+    if operations:
+        write(overlay)
+    session.execute(
+        text(
+            "UPDATE agents SET name = coalesce(:name, name), "
+            "description = coalesce(:description, description), "
+            "visibility = coalesce(:visibility, visibility), updated_at = clock_timestamp() "
+            "WHERE id = :id"
+        ),
+        {"id": agent["id"], **{k: fields.get(k) for k in ("name", "description", "visibility")}},
+    )
+    # The graph itself is not copied into the ledger: the API reads it when it answers.
+    result = {
+        "agent": get_agent(session, AgentRef(agent_id=agent["id"])),
+        "created_nodes": run.created,
+    }
+    return Applied("updated", result)
+
+
+def read_graph(session: Session, ref: AgentRef, *, include_deleted: bool = False) -> dict[str, Any]:
+    agent = get_agent(session, ref, include_deleted=include_deleted)
+    return graph_out(load_graph(session, agent["id"]))
+
+
+def update_submission(
+    session: Session,
+    raw_ref: str,
+    body: AgentGraphUpdate,
+    idempotency_key: str | None,
+    *,
+    max_operations: int,
+) -> Submission:
+    """Check an update without the graph and address it to the agent's key."""
+    ref = AgentRef.parse(raw_ref)
+    payload = update_payload(body, max_operations=max_operations)
+    key = ref.key
+    if ref.agent_id is not None:
+        agent = get_agent(session, ref)
+        key = AgentKey(agent["slug"], agent["user_slug"])
+        payload["agent_id"] = ref.agent_id
+    return Submission(
+        key=str(key), kind="agent.update", payload=payload, idempotency_key=idempotency_key
+    )

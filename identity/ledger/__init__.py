@@ -1,0 +1,1 @@
+"""The job ledger: writes accepted as jobs, drained in per-key order, finished once."""

@@ -1,0 +1,198 @@
+"""Accepting writes on the event loop: writes that arrive together share a statement and a commit.
+
+A write without an Idempotency-Key joins a queue. Up to `writers` tasks take what is queued and
+record it with one statement, then go on while anything is queued; each batch's drain is asked
+for beside them, so a slow Redis delays answers but not the next commit. A lone write is recorded
+at once, as it would be on its own; under load one commit serves many requests. The writes of one
+batch take their key's order in the order they arrived; two batches in flight at once are
+ordered by their commits, as any two concurrent requests are.
+
+Each write waits for the database at most the pool's timeout from the moment it arrived, however
+many batches are ahead of it; then it fails (503 database_unavailable).
+"""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from identity.ledger import jobs as ledger
+from identity.queue import AsyncDispatcher
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+# Accepted, and the task that asks for its drain: true once a drain is queued, false if the
+# broker could not be reached (the sweeper queues it then).
+Written = tuple[ledger.Accepted, "asyncio.Future[bool]"]
+# Server states in which no statement can run: shutting down, or not yet accepting connections.
+_SHUTTING_DOWN = {"57P01", "57P02", "57P03"}
+_SECOND_TRY_SECONDS = 1.0
+
+
+@dataclass
+class _Queued:
+    sub: ledger.Submission
+    future: "asyncio.Future[Written]"
+    deadline: float  # loop time after which the write stops waiting for the database
+
+
+class Accepts:
+    """The API process's way into the ledger: (the accepted job, whether a drain is queued)."""
+
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[Any],
+        dispatcher: AsyncDispatcher,
+        *,
+        idempotency_ttl_hours: float,
+        max_batch: int = 100,
+        writers: int = 2,
+    ) -> None:
+        self._pool = pool
+        self._dispatcher = dispatcher
+        self._ttl_hours = idempotency_ttl_hours
+        self._max_batch = max_batch
+        self._max_writers = writers
+        self._queue: list[_Queued] = []
+        self._writers: set[asyncio.Task[None]] = set()
+        self._drains: set[asyncio.Future[bool]] = set()
+
+    async def accept(self, sub: ledger.Submission) -> tuple[ledger.Accepted, bool]:
+        """Record `sub` as a pending job and make sure a drain is queued for it."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._pool.timeout
+        if sub.idempotency_key is not None:
+            accepted = await self._on_connection(
+                lambda conn, _: ledger.accept(conn, sub, idempotency_ttl_hours=self._ttl_hours),
+                deadline,
+            )
+            if accepted.reused and accepted.job["status"] != "pending":
+                return accepted, True
+            # A pending job named by its key asks again too: it may be the record of this very
+            # write, made by a try whose connection broke before it could ask.
+            return accepted, await self._request_drain(sub.key)
+        future: asyncio.Future[Written] = loop.create_future()
+        self._queue.append(_Queued(sub, future, deadline))
+        if len(self._writers) < self._max_writers:
+            writer = asyncio.create_task(self._write_while_queued(), name="accept-writer")
+            self._writers.add(writer)
+            writer.add_done_callback(self._writers.discard)
+        accepted, drain = await future
+        return accepted, await asyncio.shield(drain)  # the batch's other requests await it too
+
+    async def close(self) -> None:
+        """Let the writers finish what they took, and the drain requests they made."""
+        while self._writers or self._drains:
+            await asyncio.gather(*self._writers, *self._drains, return_exceptions=True)
+
+    async def _write_while_queued(self) -> None:
+        try:
+            while self._queue:
+                taken, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
+                batch = [queued for queued in taken if not queued.future.done()]  # not cancelled
+                if batch:
+                    await self._write(batch)
+        finally:
+            # At once, not in a done callback a loop step later: a write queued in between
+            # would find every writer's place taken and wait with no writer to take it.
+            if (me := asyncio.current_task()) is not None:
+                self._writers.discard(me)
+
+    async def _write(self, batch: list[_Queued]) -> None:
+        """Record a batch and settle each of its futures."""
+        subs = [queued.sub for queued in batch]
+        try:
+            accepted = await self._on_connection(
+                lambda conn, again: ledger.accept_many(conn, subs, again=again),
+                min(q.deadline for q in batch),
+            )
+        except PoolTimeout as exc:
+            # The earliest deadline of the batch has passed: the writes whose own wait is over
+            # fail, the others go back to the head of the queue, in their order.
+            now = asyncio.get_running_loop().time()
+            _settle([q for q in batch if q.deadline <= now], exc)
+            self._queue[:0] = [q for q in batch if q.deadline > now]
+            return
+        except Exception as exc:
+            if len(batch) == 1 or _unreachable(exc):
+                _settle(batch, exc)
+                return
+            # The database refused the statement for one write's sake (or rolled it back as a
+            # deadlock's victim): nothing was recorded, and each write is written alone, so
+            # only that one fails and the others keep their order.
+            log.warning("%d writes accepted one by one instead", len(batch), exc_info=True)
+            try:
+                for queued in batch:
+                    if not queued.future.done():
+                        await self._write([queued])
+            except BaseException as cancelled:
+                _settle(batch, cancelled)
+                raise
+            return
+        except BaseException as exc:  # cancelled: no request may wait forever
+            _settle(batch, exc)
+            raise
+        drain = asyncio.ensure_future(self._request_drain(subs[0].key))
+        self._drains.add(drain)
+        drain.add_done_callback(self._drains.discard)
+        for queued, job in zip(batch, accepted, strict=True):
+            if not queued.future.done():
+                queued.future.set_result((job, drain))
+
+    async def _request_drain(self, key: str) -> bool:
+        try:
+            return await self._dispatcher.request_drain(key)
+        except Exception:  # the jobs are durable: the sweeper queues their drain
+            log.exception("asking for a drain failed; the sweeper will")
+            return False
+
+    async def _on_connection(
+        self, work: Callable[[psycopg.AsyncConnection[Any], bool], Awaitable[T]], deadline: float
+    ) -> T:
+        """Run `work(conn, again)` on a pooled connection, waiting for one until `deadline` at
+        the most.
+
+        Once more, with `again` true, on a fresh connection if the server had closed the one
+        lent (a restart): the statement most likely reached no one, and should it have
+        committed before the connection broke, `work` must not record it twice. (An accept with
+        an Idempotency-Key finds its own record then.)"""
+        loop = asyncio.get_running_loop()
+        reconnected = False
+        while True:
+            # The second try gets a second at least: it must find out whether the first
+            # committed, or its writes would be answered 503 although recorded.
+            least = _SECOND_TRY_SECONDS if reconnected else 0.001
+            timeout = max(deadline - loop.time(), least)
+            async with self._pool.connection(timeout=timeout) as conn:
+                try:
+                    return await work(conn, reconnected)
+                except psycopg.OperationalError:
+                    if reconnected or not conn.broken:
+                        raise
+            reconnected = True
+            await self._pool.check()  # drop the other connections the server closed
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether `exc` says no statement could run at all, rather than that this one failed."""
+    if isinstance(exc, PoolTimeout | psycopg.InterfaceError):
+        return True
+    if isinstance(exc, psycopg.OperationalError):
+        state = exc.sqlstate
+        return state is None or state.startswith("08") or state in _SHUTTING_DOWN
+    return False
+
+
+def _settle(batch: list[_Queued], exc: BaseException) -> None:
+    for queued in batch:
+        if queued.future.done():
+            continue
+        if isinstance(exc, asyncio.CancelledError):
+            queued.future.cancel()
+        else:
+            queued.future.set_exception(exc)

@@ -1,0 +1,254 @@
+"""Draining the ledger: a key's pending jobs applied in order under its lock, with others.
+
+A drain takes the lock of the key it was sent for, then tries the locks of other keys with
+pending jobs, applies what it holds (agent upserts of distinct keys together, every other job in
+its own savepoint), and records every decision, counter and notification in its transaction.
+See docs/architecture.md ("Draining under per-key locks").
+"""
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.orm import Session
+
+from identity import metrics
+from identity.errors import IdmirrorError
+from identity.ledger.jobs import NOTIFY_CHANNEL, Applier, BatchApplier, PendingJob
+
+log = logging.getLogger(__name__)
+
+TRANSIENT_ERRORS = (OperationalError, InterfaceError)
+
+
+@dataclass
+class DrainReport:
+    applied: int = 0
+    failed: int = 0
+    keys: int = 0
+    more: bool = False
+
+
+def _lock_key(session: Session, key: str) -> None:
+    """Wait for the key's lock: the same one live writes and backfill chunks take."""
+    session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": key})
+
+
+def _pending(session: Session, keys: list[str], limit: int) -> list[PendingJob]:
+    """Up to `limit` pending jobs of `keys`, each key's in seq order."""
+    rows = session.execute(
+        text(
+            "SELECT id, key, seq, kind, payload, version, accepted_at FROM jobs "
+            "WHERE key = ANY(:keys) AND status = 'pending' ORDER BY key, seq LIMIT :limit"
+        ),
+        {"keys": keys, "limit": limit},
+    ).all()
+    return [PendingJob(*row) for row in rows]
+
+
+@dataclass
+class Finished:
+    """A job's decision, recorded with the others of its drain in one statement."""
+
+    job: PendingJob
+    outcome: str | None
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+
+    @property
+    def status(self) -> str:
+        return "failed" if self.error is not None else "applied"
+
+
+def _apply_one(session: Session, job: PendingJob, appliers: dict[str, Applier]) -> Finished:
+    """Apply a job in a savepoint; a job that fails for good is marked failed, not retried."""
+    try:
+        with session.begin_nested():
+            applied = appliers[job.kind](session, job)
+    except TRANSIENT_ERRORS:
+        raise
+    except IdmirrorError as exc:
+        return Finished(job, None, error=exc.envelope())
+    except Exception as exc:  # a bug or a poison payload: fail this job, keep draining the rest
+        log.exception("job %s (%s on %s) failed unexpectedly", job.id, job.kind, job.key)
+        error = {
+            "code": "internal_error",
+            "message": f"the job could not be applied: {type(exc).__name__}",
+            "status": 500,
+            "details": {},
+        }
+        return Finished(job, None, error=error)
+    return Finished(job, applied.outcome, result=applied.result)
+
+
+def _apply_together(
+    session: Session, jobs: list[PendingJob], applier: BatchApplier
+) -> list[Finished] | None:
+    """Apply jobs of distinct keys in one savepoint; None when they must go one by one."""
+    try:
+        with session.begin_nested():
+            outcomes = applier(session, jobs)
+    except TRANSIENT_ERRORS:
+        raise
+    except Exception:  # one bad job must fail alone: each is applied on its own instead
+        log.warning("%d %s jobs applied one by one instead", len(jobs), jobs[0].kind, exc_info=True)
+        return None
+    return [
+        Finished(job, None, error=outcome.envelope())
+        if isinstance(outcome, IdmirrorError)
+        else Finished(job, outcome.outcome, result=outcome.result)
+        for job, outcome in zip(jobs, outcomes, strict=True)
+    ]
+
+
+def _rounds(jobs: list[PendingJob]) -> list[list[PendingJob]]:
+    """Round n holds the n-th job of every key: its keys are distinct, and each key's jobs
+    stay in sequence order from one round to the next."""
+    rounds: list[list[PendingJob]] = []
+    taken: dict[str, int] = {}
+    for job in jobs:
+        n = taken[job.key] = taken.get(job.key, -1) + 1
+        if n == len(rounds):
+            rounds.append([])
+        rounds[n].append(job)
+    return rounds
+
+
+def _apply(
+    session: Session,
+    jobs: list[PendingJob],
+    appliers: dict[str, Applier],
+    batch_appliers: dict[str, BatchApplier],
+) -> list[Finished]:
+    """Apply jobs given in sequence order per key: several jobs of one kind with a batch applier
+    together, every other job on its own."""
+    finished: list[Finished] = []
+    for round_ in _rounds(jobs):
+        by_kind: dict[str, list[PendingJob]] = {}
+        for job in round_:
+            by_kind.setdefault(job.kind, []).append(job)
+        for kind, group in by_kind.items():
+            together = None
+            if kind in batch_appliers and len(group) > 1:
+                together = _apply_together(session, group, batch_appliers[kind])
+            finished += together or [_apply_one(session, job, appliers) for job in group]
+    return finished
+
+
+# The drain's decisions travel as one JSON document: arrays of JSON texts would be escaped
+# element by element on the way, which costs more than applying the jobs. One statement marks
+# the jobs still pending and notifies the waiters of those it marked. Postgres refuses a NOTIFY
+# payload of 8000 bytes or more; the waiter reads larger results from the ledger.
+_RECORD = text(
+    """
+    WITH d AS (
+        SELECT * FROM json_to_recordset(CAST(:decisions AS json))
+            AS d(id uuid, status text, outcome text, result json, error json)
+    ),
+    marked AS (
+        UPDATE jobs j
+        SET status = d.status, outcome = d.outcome, result = d.result, error = d.error,
+            attempts = j.attempts + 1, finished_at = clock_timestamp()
+        FROM d
+        WHERE j.id = d.id AND j.status = 'pending'
+        RETURNING j.id, j.kind, j.finished_at - j.accepted_at AS latency, d.outcome, d.status,
+                  json_build_object('id', j.id, 'status', d.status,
+                                    'body', coalesce(d.result, d.error))::text AS note
+    ),
+    notified AS (
+        SELECT count(pg_notify(:channel, CASE WHEN octet_length(note) < 7900 THEN note
+                                              ELSE json_build_object('id', id)::text END))
+        FROM marked
+    )
+    SELECT m.kind, m.latency, m.outcome, m.status FROM marked m, notified
+    """
+)
+
+
+def _record(session: Session, finished: list[Finished]) -> None:
+    """Mark every job of the drain with its decision, count them, and wake their waiters."""
+    decisions = json.dumps(
+        [
+            {
+                "id": str(f.job.id),
+                "status": f.status,
+                "outcome": f.outcome,
+                "result": f.result,
+                "error": f.error,
+            }
+            for f in finished
+        ]
+    )
+    rows = session.execute(_RECORD, {"decisions": decisions, "channel": NOTIFY_CHANNEL}).all()
+    metrics.record_finished(
+        session,
+        [(r.kind, r.outcome or r.status, r.latency.total_seconds()) for r in rows],
+    )
+
+
+def drain(
+    session: Session,
+    key: str | None,
+    appliers: dict[str, Applier],
+    *,
+    batch_size: int,
+    batch_appliers: dict[str, BatchApplier] | None = None,
+) -> DrainReport:
+    """Apply pending jobs of `key` (if given), then of other keys whose lock is free.
+
+    Waits for `key`'s lock (a job of that key may have committed after the holder looked);
+    other keys are only taken when their lock is free, so two drains never wait on each other.
+    At most `batch_size` jobs, recorded and committed together.
+    """
+    report = DrainReport()
+    jobs: list[PendingJob] = []
+    if key is not None:
+        _lock_key(session, key)
+        jobs = _pending(session, [key], batch_size)
+        report.more = len(jobs) == batch_size
+
+    budget = batch_size - len(jobs)
+    if budget > 0:
+        # Try-lock up to 100 other keys in one statement; the LIMIT in the subquery bounds
+        # which keys are tried. Their jobs are read by a second statement, whose snapshot
+        # is taken after the locks, so it sees everything the previous holders committed.
+        locked = (
+            session.execute(
+                text(
+                    "SELECT k FROM (SELECT DISTINCT key AS k FROM jobs WHERE status = 'pending' "
+                    "AND key IS DISTINCT FROM :key LIMIT :n) AS candidates "
+                    "WHERE pg_try_advisory_xact_lock(hashtextextended(k, 0))"
+                ),
+                {"key": key, "n": min(budget, 100)},
+            )
+            .scalars()
+            .all()
+        )
+        if locked:
+            # A prefix of each key's jobs in seq order: the rest waits for the next pass.
+            jobs += _pending(session, list(locked), budget)
+
+    finished = _apply(session, jobs, appliers, batch_appliers or {})
+    report.keys = len({job.key for job in jobs})
+    report.failed = sum(1 for f in finished if f.status == "failed")
+    report.applied = len(finished) - report.failed
+    if finished:
+        _record(session, finished)
+    return report
+
+
+def stale_keys(session: Session, *, older_than_seconds: float, limit: int = 1000) -> list[str]:
+    """Keys with a job pending for longer than a drain message should take to arrive."""
+    return list(
+        session.execute(
+            text(
+                "SELECT key FROM jobs WHERE status = 'pending' "
+                "AND accepted_at < clock_timestamp() - make_interval(secs => :age) "
+                "GROUP BY key ORDER BY min(accepted_at) LIMIT :limit"
+            ),
+            {"age": older_than_seconds, "limit": limit},
+        ).scalars()
+    )

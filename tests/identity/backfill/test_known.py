@@ -1,0 +1,262 @@
+"""Lines an earlier backfill applied are counted unchanged without being read again, and only
+when reading them would have said so (identity/backfill/known.py)."""
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+
+from identity.backfill.known import Candidate, KnownLines, line_digest
+from tests.identity.backfill.test_runs import (
+    agent_item,
+    iso,
+    ndjson,
+    post_ndjson,
+    prefix,
+    run_backfill,
+    user_item,
+    wait_done,
+)
+
+
+def chunks_stored(db, backfill_id: str) -> int:
+    """How many chunks the run stored: zero when every line was known."""
+    return db.execute("SELECT chunks FROM backfills WHERE id = %s", (backfill_id,)).fetchone()[0]
+
+
+def agent_row(db, key: str) -> tuple:
+    slug, user_slug = key.split("@")
+    return db.execute(
+        "SELECT a.display_name, a.xmin::text, a.line_digest FROM agents a "
+        "JOIN users u ON u.id = a.user_id WHERE u.slug = %s AND a.slug = %s "
+        "AND a.deleted_at IS NULL",
+        (user_slug, slug),
+    ).fetchone()
+
+
+def test_a_second_run_of_the_same_lines_reads_none_of_them_and_rewrites_nothing(client, db):
+    p = prefix()
+    items = [user_item(f"{p}-u{i}") for i in range(3)] + [
+        agent_item(f"bot{j}@{p}-u{i}", metadata={"j": j}) for i in range(3) for j in range(4)
+    ]
+    first = run_backfill(client, items)
+    assert first["counts"]["created"] == 15 and chunks_stored(db, first["id"]) > 0
+    before = agent_row(db, f"bot2@{p}-u1")
+    assert before[2] is not None, "the chunk apply stores the line's digest"
+    counted = unchanged_items_metric(client)
+
+    again = run_backfill(client, items)
+    assert again["status"] == "completed"
+    assert again["counts"] == {
+        "received": 15,
+        "created": 0,
+        "updated": 0,
+        "unchanged": 15,
+        "superseded": 0,
+        "failed": 0,
+    }
+    assert chunks_stored(db, again["id"]) == 0
+    assert agent_row(db, f"bot2@{p}-u1") == before
+    after = unchanged_items_metric(client)
+    assert (after["user"] - counted["user"], after["agent"] - counted["agent"]) == (3, 12)
+
+
+def unchanged_items_metric(client) -> dict[str, float]:
+    text = httpx.get(client.base_url.join("/metrics")).text
+    found = {"user": 0.0, "agent": 0.0}
+    for kind in found:
+        prefix_ = f'idmirror_backfill_items_total{{kind="{kind}",outcome="unchanged"}} '
+        found[kind] = sum(
+            float(line.split()[-1]) for line in text.splitlines() if line.startswith(prefix_)
+        )
+    return found
+
+
+def test_a_live_write_clears_the_digest_so_the_line_is_read_and_applied_again(client, db):
+    p = prefix()
+    user, agent = user_item(f"{p}-u"), agent_item(f"bot@{p}-u", display_name="From file")
+    run_backfill(client, [user, agent])
+    live = client.put(f"/v1/internal/agents/bot@{p}-u", json={"display_name": "Live"})
+    assert live.status_code == 200 and live.json()["outcome"] == "updated"
+    assert agent_row(db, f"bot@{p}-u")[2] is None
+
+    # A newer snapshot: the file's line is read again and wins over the live write.
+    again = run_backfill(client, [user, agent])
+    assert again["counts"]["updated"] == 1 and again["counts"]["unchanged"] == 1
+    assert chunks_stored(db, again["id"]) == 1  # the agent's chunk; the user was known
+    assert agent_row(db, f"bot@{p}-u")[0] == "From file"
+
+    third = run_backfill(client, [user, agent])
+    assert third["counts"]["unchanged"] == 2 and chunks_stored(db, third["id"]) == 0
+
+
+def test_an_identical_live_write_keeps_the_digest(client, db):
+    p = prefix()
+    user, agent = user_item(f"{p}-u"), agent_item(f"bot@{p}-u", display_name="Same")
+    run_backfill(client, [user, agent])
+    body = {"display_name": "Same"}
+    assert client.put(f"/v1/internal/agents/bot@{p}-u", json=body).json()["outcome"] == "unchanged"
+    again = run_backfill(client, [user, agent])
+    assert again["counts"]["unchanged"] == 2 and chunks_stored(db, again["id"]) == 0
+
+
+def test_a_key_that_came_earlier_in_the_input_is_read_in_order(client, db):
+    p = prefix()
+    user, old = user_item(f"{p}-u"), agent_item(f"bot@{p}-u", display_name="Old")
+    run_backfill(client, [user, old])
+    # The row holds the old line's digest; a newer line of the key comes first, then the old
+    # line again. Read in order, the old line is the last word.
+    new = agent_item(f"bot@{p}-u", display_name="New")
+    run = run_backfill(client, [user, new, old])
+    assert run["counts"]["failed"] == 0
+    assert agent_row(db, f"bot@{p}-u")[0] == "Old"
+
+
+def test_an_agent_whose_owner_slug_an_earlier_user_line_moves_is_read(client, db):
+    p = prefix()
+    owner = user_item(f"{p}-a")
+    bot = agent_item(f"bot@{p}-a", display_name="Owner's bot")
+    run_backfill(client, [owner, bot])
+
+    # The owner moves to slug b: the same agent line now names a user that no longer exists.
+    # Found through the slug as it was, it would pass for unchanged.
+    moved = {**owner, "slug": f"{p}-b"}
+    run = run_backfill(client, [moved, bot])
+    assert run["counts"] == {
+        "received": 2,
+        "created": 0,
+        "updated": 1,
+        "unchanged": 0,
+        "superseded": 0,
+        "failed": 1,
+    }
+    assert agent_row(db, f"bot@{p}-b")[0] == "Owner's bot"
+
+
+def test_a_deleted_agent_is_not_known(client, db):
+    p = prefix()
+    items = [user_item(f"{p}-u"), agent_item(f"bot@{p}-u")]
+    run_backfill(client, items)
+    first_id = client.get(f"/v1/agents/bot@{p}-u").json()["id"]
+    assert client.delete(f"/v1/internal/agents/bot@{p}-u").json()["outcome"] == "deleted"
+
+    again = run_backfill(client, items)
+    assert again["counts"]["created"] == 1 and again["counts"]["unchanged"] == 1
+    assert client.get(f"/v1/agents/bot@{p}-u").json()["id"] != first_id
+
+
+def test_a_snapshot_older_than_the_rows_reads_the_lines_and_finds_them_superseded(client, db):
+    p = prefix()
+    items = [user_item(f"{p}-u"), agent_item(f"bot@{p}-u")]
+    run_backfill(client, items)
+    old = iso(datetime.now(UTC) - timedelta(hours=1))
+    run = run_backfill(client, items, snapshot_at=old)
+    assert run["counts"]["superseded"] == 2 and run["counts"]["unchanged"] == 0
+    # The agent alone too (with its user line, it would be read because its user's was).
+    run = run_backfill(client, items[1:], snapshot_at=old)
+    assert run["counts"]["superseded"] == 1 and run["counts"]["unchanged"] == 0
+
+
+def test_mirror_runs_and_dry_runs_read_every_line(client, db):
+    p = prefix()
+    items = [user_item(f"{p}-u"), agent_item(f"bot@{p}-u")]
+    run_backfill(client, items)
+    for params in ({"mode": "mirror"}, {"dry_run": True}):
+        run = wait_done(client, post_ndjson(client, ndjson(items), **params)["id"])
+        assert run["counts"]["unchanged"] == 2, params
+        assert run["status"] == "completed"
+        if run["mode"] == "mirror":
+            assert run["drift"]["agents"] == 0
+        assert chunks_stored(db, run["id"]) == 2, params
+
+
+def test_unchanged_lines_are_counted_while_the_upload_goes_on(client, db):
+    p = prefix()
+    users = [user_item(f"{p}-u{i}", metadata={"pad": "x" * 100}) for i in range(6_000)]
+    run_backfill(client, users)
+    seen_while_receiving: list[int] = []
+
+    def body():
+        yield ndjson(users)
+        # The upload pauses before its end: meanwhile the known lines are counted.
+        deadline = datetime.now(UTC) + timedelta(seconds=30)
+        while not seen_while_receiving and datetime.now(UTC) < deadline:
+            row = db.execute(
+                "SELECT unchanged FROM backfills WHERE status = 'receiving' AND unchanged > 0 "
+                "ORDER BY started_at DESC LIMIT 1"
+            ).fetchone()
+            seen_while_receiving.extend(row or ())
+        yield b""
+
+    run = wait_done(client, post_ndjson(client, body())["id"])
+    assert run["counts"]["unchanged"] == 6_000 and chunks_stored(db, run["id"]) == 0
+    assert seen_while_receiving and 0 < seen_while_receiving[0] < 6_000
+
+
+# --- the order rules, without a database ---------------------------------------------------
+
+
+def known(kind: str, key: str, user_slug: str | None = None, stored_slug: str | None = None):
+    name = key.split(":", 1)[1]
+    return Candidate(kind, name, user_slug, "00", known=True, stored_slug=stored_slug)
+
+
+def test_a_key_is_known_only_the_first_time_it_comes():
+    lines = KnownLines(1, allow_private_webhooks=False)
+    assert lines.take(known("agent", "agent:bot@a", "a"))
+    assert not lines.take(known("agent", "agent:bot@a", "a"))
+    lines.read("agent", "agent:other@a", None, None)
+    assert not lines.take(known("agent", "agent:other@a", "a"))
+
+
+def test_user_lines_that_are_read_move_their_old_and_new_slugs():
+    lines = KnownLines(1, allow_private_webhooks=False)
+    uid = "0b7c2a0e-3f0c-4a8e-9a55-0d1c8c1f2b3a"
+    lines.read("user", f"user:{uid}", "new", known("user", f"user:{uid}", stored_slug="old"))
+    assert not lines.take(known("agent", "agent:bot@new", "new"))
+    assert not lines.take(known("agent", "agent:bot@old", "old"))
+    assert lines.take(known("agent", "agent:bot@other", "other"))
+    # A user read without a lookup (its stored slug unknown) turns agents off for the run.
+    lines.read("user", "user:1b7c2a0e-3f0c-4a8e-9a55-0d1c8c1f2b3a", "x", None)
+    assert not lines.take(known("agent", "agent:bot2@other", "other"))
+    assert lines.take(known("user", "user:2b7c2a0e-3f0c-4a8e-9a55-0d1c8c1f2b3a"))
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (
+            {"type": "agent", "key": "bot@govind", "display_name": "B"},
+            ("agent", "agent:bot@govind"),
+        ),
+        (
+            {"key": "bot@govind", "type": "agent", "display_name": "B"},
+            ("agent", "agent:bot@govind"),
+        ),
+        ({"type": "agent", "key": "bot@govind", "metadata": {"key": "x"}}, None),
+        ({"type": "agent", "key": "Bot@govind"}, None),
+        (
+            {"type": "user", "id": "0b7c2a0e-3f0c-4a8e-9a55-0d1c8c1f2b3a", "slug": "g"},
+            ("user", "user:0b7c2a0e-3f0c-4a8e-9a55-0d1c8c1f2b3a"),
+        ),
+        ({"type": "user", "id": "0B7C2A0E-3F0C-4A8E-9A55-0D1C8C1F2B3A", "slug": "g"}, None),
+        (
+            {"type": "user", "id": "0b7c2a0e-3f0c-4a8e-9a55-0d1c8c1f2b3a", "metadata": {"id": 1}},
+            None,
+        ),
+    ],
+)
+def test_lines_are_looked_up_only_when_they_name_their_key_plainly(line, expected):
+    raw = json.dumps(line).encode()
+    candidate = KnownLines(1, allow_private_webhooks=False).candidate(raw)
+    assert (candidate and (candidate.kind, candidate.key)) == expected
+    if candidate is not None:
+        assert candidate.digest == line_digest(raw, allow_private_webhooks=False)
+
+
+def test_the_digest_depends_on_the_private_webhook_setting():
+    raw = json.dumps(agent_item("bot@govind", webhook_url="http://10.0.0.5/hook")).encode()
+    assert line_digest(raw, allow_private_webhooks=True) != line_digest(
+        raw, allow_private_webhooks=False
+    )

@@ -1,0 +1,178 @@
+"""While the input still arrives: a cancel stops the run; agent chunks are applied only once every
+user before them is in place, and never at the cost of an agent whose user line comes later."""
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import httpx
+
+from tests.stack import wait_until
+from tests.identity.backfill.test_runs import (
+    NDJSON,
+    agent_item,
+    failures,
+    ndjson,
+    prefix,
+    user_item,
+    wait_done,
+)
+
+
+def upload_in_two_parts(
+    client: httpx.Client, first: bytes, second: bytes
+) -> tuple[dict, Callable[[], dict]]:
+    """Start an upload that sends `first` and holds `second` back. Returns the run (receiving)
+    and a function that sends the rest and returns the answer."""
+    gate = threading.Event()
+
+    def body() -> Iterator[bytes]:
+        yield first
+        gate.wait(60)
+        yield second
+
+    result: dict[str, httpx.Response] = {}
+    upload = threading.Thread(
+        target=lambda: result.setdefault(
+            "r", client.post("/v1/internal/backfills", content=body(), headers=NDJSON)
+        )
+    )
+    upload.start()
+    run = wait_until(
+        lambda: next(
+            iter(client.get("/v1/internal/backfills?status=receiving").json()["items"]), None
+        )
+    )
+
+    def answer() -> dict:
+        gate.set()
+        upload.join(60)
+        assert result["r"].status_code == 202, result["r"].text
+        return result["r"].json()
+
+    return run, answer
+
+
+def test_cancel_while_receiving_stops_the_run_and_applies_nothing_more(client):
+    p = prefix()
+    owner = user_item(f"{p}-u")
+    agents = [agent_item(f"a{i}@{p}-u") for i in range(5_000)]
+    run, answer = upload_in_two_parts(client, ndjson([owner]), ndjson(agents))
+    cancelled = client.post(f"/v1/internal/backfills/{run['id']}/cancel")
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    assert answer()["status"] == "cancelled"
+    time.sleep(1)
+    assert client.get(f"/v1/internal/users/{owner['id']}").status_code == 404
+    assert client.get(f"/v1/agents?user_slug={p}-u").json()["items"] == []
+    # Cancelling a finished run changes nothing.
+    again = client.post(f"/v1/internal/backfills/{run['id']}/cancel").json()
+    assert (
+        again["status"] == "cancelled" and again["finished_at"] == cancelled.json()["finished_at"]
+    )
+
+
+def test_agents_after_their_users_are_applied_while_the_input_still_arrives(client, db):
+    p = prefix()
+    users = [user_item(f"{p}-u{i}") for i in range(20)]
+    agents = [agent_item(f"a{i}@{p}-u{i % 20}") for i in range(15_000)]
+    run, answer = upload_in_two_parts(
+        client, ndjson(users + agents), ndjson([agent_item(f"last@{p}-u0")])
+    )
+
+    def applied_early() -> dict | None:
+        now = client.get(f"/v1/internal/backfills/{run['id']}").json()
+        return now if now["counts"]["created"] >= 20 + 5_000 else None
+
+    during = wait_until(applied_early, timeout=60)
+    assert during["status"] == "receiving"
+    answer()
+    done = wait_done(client, run["id"])
+    assert done["status"] == "completed"
+    assert done["counts"]["created"] == 15_021 and done["counts"]["failed"] == 0
+    assert client.get(f"/v1/agents/last@{p}-u0").status_code == 200
+
+
+def test_an_agent_whose_user_line_comes_later_is_not_failed(client, db):
+    p = prefix()
+    owners = [user_item(f"{p}-u{i}") for i in range(20)]
+    late = user_item(f"{p}-late")
+    agents = [
+        agent_item(f"x{i}@{p}-late") if i % 100 == 0 else agent_item(f"a{i}@{p}-u{i % 20}")
+        for i in range(15_000)
+    ]
+    run, answer = upload_in_two_parts(
+        client, ndjson(owners + agents), ndjson([late, agent_item(f"y@{p}-late")])
+    )
+
+    def stopped() -> bool:
+        row = db.execute(
+            "SELECT status, early_agents FROM backfills WHERE id = %s", (run["id"],)
+        ).fetchone()
+        assert row[0] == "receiving"
+        return row[1] is False
+
+    # An agent chunk applied early met x0@...-late before its user: agents wait from now on.
+    wait_until(stopped, timeout=60)
+    answer()
+    done = wait_done(client, run["id"])
+    assert done["status"] == "completed", done
+    assert done["counts"]["failed"] == 0, failures(client, run["id"])
+    assert done["counts"]["created"] == 15_022
+    assert client.get(f"/v1/agents/x0@{p}-late").status_code == 200
+    assert client.get(f"/v1/agents/y@{p}-late").status_code == 200
+
+
+def test_agents_of_a_user_that_never_comes_fail_once_the_input_has_ended(client):
+    p = prefix()
+    owners = [user_item(f"{p}-u{i}") for i in range(20)]
+    agents = [agent_item(f"a{i}@{p}-u{i % 20}") for i in range(15_000)]
+    orphans = [agent_item(f"o{i}@{p}-nobody") for i in range(3)]
+    run, answer = upload_in_two_parts(client, ndjson(owners + orphans + agents), b"")
+    answer()
+    done = wait_done(client, run["id"])
+    assert done["counts"]["created"] == 15_020 and done["counts"]["failed"] == 3
+    found = failures(client, run["id"])
+    assert {f["error"]["code"] for f in found} == {"user_not_found"}
+    assert all(f["retryable"] for f in found)
+
+
+def test_an_upload_whose_stored_chunks_were_lost_fails_with_a_clear_error(client, db):
+    """Stores commit without waiting for the disk. If PostgreSQL loses the last of them in a
+    crash and comes back while the upload goes on, the next store finds the run's counts short
+    and fails the upload rather than complete it without those lines."""
+    p = prefix()
+    users = [user_item(f"{p}-u{i}", metadata={"pad": "x" * 60}) for i in range(6_000)]
+    gate = threading.Event()
+
+    def body() -> Iterator[bytes]:
+        yield ndjson([*users, agent_item(f"a@{p}-u0")])  # the agent line stores the users
+        gate.wait(60)
+        yield ndjson([agent_item(f"b@{p}-u1")])
+
+    result: dict[str, httpx.Response] = {}
+    upload = threading.Thread(
+        target=lambda: result.setdefault(
+            "r", client.post("/v1/internal/backfills", content=body(), headers=NDJSON)
+        )
+    )
+    upload.start()
+
+    def stored() -> tuple | None:
+        return db.execute(
+            "SELECT id::text, chunks FROM backfills WHERE status = 'receiving' AND chunks > 0 "
+            "ORDER BY started_at DESC LIMIT 1"
+        ).fetchone()
+
+    backfill_id, _ = wait_until(stored, timeout=60)
+    # As if the last store's commit had not reached the disk before a crash.
+    db.execute(
+        "UPDATE backfills SET chunks = chunks - 1, received = received - 1 WHERE id = %s",
+        (backfill_id,),
+    )
+    gate.set()
+    upload.join(60)
+    answer = result["r"]
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["error"]["code"] == "backfill_input_lost"
+    run = client.get(f"/v1/internal/backfills/{backfill_id}").json()
+    assert run["status"] == "failed" and run["error"]["code"] == "backfill_input_lost"

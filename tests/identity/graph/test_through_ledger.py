@@ -1,0 +1,97 @@
+"""Graph updates are not idempotent by nature: the ledger makes them exactly-once and ordered."""
+
+import threading
+import uuid
+
+import pytest
+from celery import Celery
+
+from identity.db import transaction
+from identity.errors import GraphTooLarge
+from identity.graph.service import update_agent_graph
+from identity.ledger.jobs import PendingJob
+from tests.conftest import put_agent, put_node_type
+from tests.stack import wait_until
+
+
+def node_count(db, agent_id):
+    return db.execute(
+        "SELECT count(*) FROM agent_nodes WHERE agent_id = %s", (agent_id,)
+    ).fetchone()[0]
+
+
+def test_a_graph_job_delivered_three_times_creates_its_nodes_once(client, db, domain, redis_url):
+    from tasks.drain import drain_key
+
+    agent, node_type = put_agent(client), put_node_type(client)
+    key = f"agent:bot@{agent['user_slug']}"
+    operations = [{"op": "create_node", "node_type_id": node_type} for _ in range(5)]
+    response = client.post(
+        f"/v1/agents/{agent['id']}/update",
+        json={"operations": operations},
+        headers={"Prefer": "respond-async"},
+    )
+    assert response.status_code == 202
+    job_id = response.headers["Idmirror-Job-Id"]
+
+    drain_key(key)  # delivered again, run right here
+    broker = Celery("redeliver", broker=redis_url)
+    for _ in range(2):  # and twice more through the broker, to the real worker
+        broker.send_task("identity.drain_key", args=[key])
+    wait_until(lambda: client.get(f"/v1/jobs/{job_id}").json()["status"] == "applied")
+    wait_until(lambda: broker.connection().default_channel.client.llen("celery") == 0)
+
+    assert node_count(db, agent["id"]) == 5
+    job = client.get(f"/v1/jobs/{job_id}").json()
+    assert job["attempts"] == 1 and len(job["result"]["created_nodes"]) == 5
+    assert len(client.get(f"/v1/agents/{agent['id']}/graph").json()["nodes"]) == 5
+
+
+def test_concurrent_clients_both_apply_in_acceptance_order(client, db, stack):
+    agent, node_type = put_agent(client), put_node_type(client)
+
+    def send(name):
+        with stack.client() as own:
+            for n in range(15):
+                op = {
+                    "op": "create_node",
+                    "node_type_id": node_type,
+                    "params_used": {"by": name, "n": n},
+                }
+                response = own.post(f"/v1/agents/{agent['id']}/update", json={"operations": [op]})
+                assert response.status_code == 200, response.text
+
+    threads = [threading.Thread(target=send, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    jobs = db.execute(
+        "SELECT result FROM jobs WHERE key = %s AND kind = 'agent.update' ORDER BY seq",
+        (f"agent:bot@{agent['user_slug']}",),
+    ).fetchall()
+    by_acceptance = [row[0]["created_nodes"][0]["agent_node_id"] for row in jobs]
+    stored = db.execute(
+        "SELECT id::text, params_used FROM agent_nodes WHERE agent_id = %s ORDER BY created_seq",
+        (agent["id"],),
+    ).fetchall()
+    assert [row[0] for row in stored] == by_acceptance
+    for name in ("a", "b"):
+        assert [p["n"] for _, p in stored if p["by"] == name] == list(range(15))
+
+
+def test_graph_size_limit_is_checked_per_operation(client, domain):
+    agent, node_type = put_agent(client), put_node_type(client)
+    job = PendingJob(
+        id=uuid.uuid4(),
+        key=f"agent:bot@{agent['user_slug']}",
+        seq=1,
+        kind="agent.update",
+        payload={"operations": [{"op": "create_node", "node_type_id": node_type}] * 3},
+        version=0,
+        accepted_at=None,  # type: ignore[arg-type]
+    )
+    with pytest.raises(GraphTooLarge) as raised, transaction() as session:
+        update_agent_graph(session, job, max_nodes=2)
+    assert raised.value.details["op_index"] == 2
