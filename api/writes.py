@@ -10,9 +10,9 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import Counter
 from starlette.concurrency import run_in_threadpool
 
-from identity.ledger import jobs as ledger
 from identity.db import transaction
 from identity.errors import ValidationFailed
+from identity.ledger import jobs as ledger
 from identity.settings import get_settings
 
 JOBS_ACCEPTED = Counter("idmirror_jobs_accepted", "Jobs accepted into the ledger", ["kind"])

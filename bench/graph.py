@@ -1,7 +1,8 @@
 """Apply time of one 1,000-operation graph update, on a small agent and on a 10,000-node one.
 
-The update goes through the real drain path (identity.ledger.drain: lock, load, apply, write, mark the job,
-notify) in one transaction that is rolled back, so every round starts from the same graph.
+The update goes through the real drain path (identity.ledger.drain: lock, load, apply, write,
+mark the job, notify) in one transaction that is rolled back, so every round starts from the same
+graph.
 The claim under test: cost grows with the number of operations, not with the graph's size.
 """
 
@@ -11,7 +12,6 @@ import statistics
 import tempfile
 import time
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -23,7 +23,6 @@ from cli.embedded import EmbeddedPostgres
 
 ROUNDS = 7
 OPERATIONS = 1000
-_NOW = datetime.now(UTC)  # the accepted_at of the jobs it applies directly; nothing reads it
 
 
 def _setup_database(home: Path) -> tuple[str, EmbeddedPostgres | None]:
@@ -47,20 +46,15 @@ def _agent_with_nodes(
     """A user, an agent and `size` nodes in a layered DAG with about one connection per node."""
     from identity.agents import upsert_agent
     from identity.graph.service import update_agent_graph
-    from identity.ledger.jobs import PendingJob
+    from identity.keys import AgentKey, UserKey
+    from identity.schemas import AgentUpsert, UserUpsert
     from identity.users import upsert_user
 
-    def job(key, kind, payload):
-        return PendingJob(uuid.uuid4(), key, 1, kind, payload, time.time_ns() // 1000, _NOW)
-
     slug = f"u{uuid.uuid4().hex[:10]}"
-    upsert_user(
-        session,
-        job(f"user:{uuid.uuid4()}", "user.upsert", {"email": "b@example.com", "slug": slug}),
-    )
-    agent = upsert_agent(
-        session, job(f"agent:bot@{slug}", "agent.upsert", {"display_name": "Bench"})
-    )
+    key = AgentKey("bot", slug)
+    user = UserUpsert(email="b@example.com", slug=slug)
+    upsert_user(session, UserKey(uuid.uuid4()), user, time.time_ns() // 1000)
+    agent = upsert_agent(session, key, AgentUpsert(display_name="Bench"), time.time_ns() // 1000)
     ops = [
         {
             "op": "create_node",
@@ -78,9 +72,7 @@ def _agent_with_nodes(
         }
         for i in range(1, size)
     ]
-    update_agent_graph(
-        session, job(f"agent:bot@{slug}", "agent.update", {"operations": ops}), max_nodes=10**6
-    )
+    update_agent_graph(session, key, {"operations": ops}, max_nodes=10**6)
     return agent.result["id"], slug
 
 
@@ -118,7 +110,7 @@ def _measure(url: str, agent_id: str, slug: str, operations: list[dict]) -> list
 
     from sqlalchemy import text
 
-    from identity.appliers import APPLIERS
+    from identity.appliers import apply_job
     from identity.db import session_factory
     from identity.ledger.drain import drain
 
@@ -140,7 +132,7 @@ def _measure(url: str, agent_id: str, slug: str, operations: list[dict]) -> list
                 },
             )
             started = time.perf_counter()
-            report = drain(session, key, APPLIERS, batch_size=1)
+            report = drain(session, key, apply_job, batch_size=1)
             session.flush()
             times.append(time.perf_counter() - started)
             assert report.applied == 1 and report.failed == 0, report
@@ -154,24 +146,14 @@ def run(options: Options) -> None:
         url, server = _setup_database(Path(tmp))
         try:
             from identity.db import session_factory
-            from identity.ledger.jobs import PendingJob
-            from identity.node_types import upsert_node_type
+            from identity.keys import NodeTypeKey
+            from identity.node_types import NodeTypeUpsert, upsert_node_type
 
             node_type = uuid.uuid4()
             results = {}
             with session_factory().begin() as session:
-                upsert_node_type(
-                    session,
-                    PendingJob(
-                        uuid.uuid4(),
-                        f"node_type:{node_type}",
-                        1,
-                        "node_type.upsert",
-                        {"name": "step", "params_schema": {"type": "object"}},
-                        1,
-                        _NOW,
-                    ),
-                )
+                step = NodeTypeUpsert(name="step", params_schema={"type": "object"})
+                upsert_node_type(session, NodeTypeKey(node_type), step, 1)
                 agents = {
                     size: _agent_with_nodes(session, node_type, size, rng) for size in (100, 10_000)
                 }

@@ -10,10 +10,10 @@ from sqlalchemy.orm import Session
 
 from identity.errors import AgentNotFound, IdmirrorError, UserNotFound
 from identity.keys import AgentKey, AgentRef
-from identity.ledger.jobs import Applied, PendingJob, Submission, upserted
+from identity.ledger.jobs import Applied, Submission, upserted
+from identity.ledger.tombstones import set_tombstone
 from identity.pagination import decode_cursor, page, text_value
 from identity.schemas import AgentUpsert
-from identity.ledger.tombstones import set_tombstone
 from identity.webhooks import check_webhook_url
 
 AGENT_COLUMNS = (
@@ -81,9 +81,13 @@ ON_CONFLICT = """
 """
 
 
-def upsert_agent(session: Session, job: PendingJob) -> Applied:
+# One agent upsert: its key, its body and its version.
+AgentWrite = tuple[AgentKey, AgentUpsert, int]
+
+
+def upsert_agent(session: Session, key: AgentKey, body: AgentUpsert, version: int) -> Applied:
     """Create or replace an agent's mirrored fields; a write newer than a tombstone starts over."""
-    outcome = upsert_agents(session, [job])[0]
+    outcome = upsert_agents(session, [(key, body, version)])[0]
     if isinstance(outcome, IdmirrorError):
         raise outcome
     return outcome
@@ -129,20 +133,21 @@ _UPSERT = text(
 )
 
 
-def upsert_agents(session: Session, jobs: list[PendingJob]) -> list[Applied | IdmirrorError]:
+def upsert_agents(session: Session, writes: list[AgentWrite]) -> list[Applied | IdmirrorError]:
     """Upsert agents of distinct keys in two statements: read the owners and current
-    rows of all, then write those that may write. An outcome per job, in order."""
-    keys = [AgentKey.parse(job.key.removeprefix("agent:")) for job in jobs]
-    bodies = [AgentUpsert.model_validate(job.payload) for job in jobs]
+    rows of all, then write those that may write. An outcome per write, in order."""
+    keys = [key for key, _, _ in writes]
+    bodies = [body for _, body, _ in writes]
+    versions = [version for _, _, version in writes]
     params = {
-        "keys": [job.key for job in jobs],
+        "keys": [str(key) for key in keys],
         "slugs": [key.slug for key in keys],
         "user_slugs": [key.user_slug for key in keys],
     }
     found = {row.n: row for row in session.execute(_OWNERS_AND_CURRENT, params)}
     outcomes: list[Applied | IdmirrorError | None] = []
-    writes: list[int] = []  # indexes of the jobs that go on to the write
-    for index, (job, key) in enumerate(zip(jobs, keys, strict=True)):
+    writing: list[int] = []  # indexes of the writes that go on to the statement
+    for index, (key, version) in enumerate(zip(keys, versions, strict=True)):
         row = found.get(index + 1)
         outcome: Applied | IdmirrorError | None = None
         if row is None:
@@ -156,15 +161,15 @@ def upsert_agents(session: Session, jobs: list[PendingJob]) -> list[Applied | Id
                 -1 if row.tombstone_version is None else row.tombstone_version,
                 current.version if current is not None else -1,
             )
-            if floor > job.version:
+            if floor > version:
                 result = agent_out(current, created=False) if current is not None else {}
                 outcome = Applied("superseded", {**result, "outcome": "superseded"})
         if outcome is None:
-            writes.append(index)
+            writing.append(index)
         outcomes.append(outcome)
-    if writes:
+    if writing:
         items = []
-        for i, agent_id in zip(writes, new_agent_ids(len(writes)), strict=True):
+        for i, agent_id in zip(writing, new_agent_ids(len(writing)), strict=True):
             body = bodies[i]
             items.append(
                 {
@@ -175,29 +180,28 @@ def upsert_agents(session: Session, jobs: list[PendingJob]) -> list[Applied | Id
                     "display_name": body.display_name,
                     "webhook_url": body.webhook_url,
                     "metadata": body.metadata,
-                    "version": jobs[i].version,
+                    "version": versions[i],
                 }
             )
         rows = session.execute(_UPSERT, {"items": json.dumps(items)})
         written = {(row.user_id, row.slug): row for row in rows}
-        for i in writes:
+        for i in writing:
             row = found[i + 1]
             live = row if row.id is not None and row.deleted_at is None else None
             wrote = written.get((row.owner, keys[i].slug))
             assert wrote is not None or live is not None, "only a live agent can make it skip"
-            outcomes[i] = upserted(wrote, live, jobs[i].version, agent_out)
+            outcomes[i] = upserted(wrote, live, versions[i], agent_out)
     done = [outcome for outcome in outcomes if outcome is not None]
-    assert len(done) == len(jobs), "every job has its outcome"
+    assert len(done) == len(writes), "every write has its outcome"
     return done
 
 
-def delete_agent(session: Session, job: PendingJob) -> Applied:
+def delete_agent(session: Session, key: AgentKey, version: int) -> Applied:
     """Soft-delete: the row stays as a tombstone and the key remembers the delete's version."""
-    key = AgentKey.parse(job.key.removeprefix("agent:"))
     live = _latest(session, key, include_deleted=False)
-    if live is not None and live.version > job.version:
+    if live is not None and live.version > version:
         return Applied("superseded", {"id": live.id, "outcome": "superseded"})
-    set_tombstone(session, job.key, job.version)
+    set_tombstone(session, str(key), version)
     if live is None:
         return Applied("unchanged", {"outcome": "unchanged"})
     session.execute(
@@ -205,7 +209,7 @@ def delete_agent(session: Session, job: PendingJob) -> Applied:
             "UPDATE agents SET deleted_at = clock_timestamp(), updated_at = clock_timestamp(), "
             "version = :version WHERE id = :id"
         ),
-        {"id": live.id, "version": job.version},
+        {"id": live.id, "version": version},
     )
     return Applied("deleted", {"id": live.id, "outcome": "deleted"})
 

@@ -1,27 +1,57 @@
-"""Which function applies each kind of job."""
+"""Which domain function applies each kind of job: its key and body parsed once, typed."""
+
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from identity.agents import delete_agent, upsert_agent, upsert_agents
+from identity.errors import IdmirrorError
 from identity.graph.service import update_agent_graph
-from identity.ledger.jobs import Applied, Applier, BatchApplier, PendingJob
-from identity.node_types import upsert_node_type
+from identity.keys import AgentKey, LedgerKey, NodeTypeKey, UserKey, parse_ledger_key
+from identity.ledger.jobs import Applied, BatchApplier, PendingJob
+from identity.node_types import NodeTypeUpsert, upsert_node_type
+from identity.schemas import AgentUpsert, UserUpsert
 from identity.settings import get_settings
 from identity.users import delete_user, upsert_user
 
 
-def _update_graph(session: Session, job: PendingJob) -> Applied:
-    return update_agent_graph(session, job, max_nodes=get_settings().max_nodes)
+def apply_upsert(
+    session: Session, key: LedgerKey, payload: dict[str, Any], version: int
+) -> Applied:
+    """Create or replace the identity `key` names with `payload` at `version`."""
+    match key:
+        case UserKey():
+            return upsert_user(session, key, UserUpsert.model_validate(payload), version)
+        case AgentKey():
+            return upsert_agent(session, key, AgentUpsert.model_validate(payload), version)
+        case NodeTypeKey():
+            return upsert_node_type(session, key, NodeTypeUpsert.model_validate(payload), version)
 
 
-APPLIERS: dict[str, Applier] = {
-    "user.upsert": upsert_user,
-    "user.delete": delete_user,
-    "agent.upsert": upsert_agent,
-    "agent.delete": delete_agent,
-    "agent.update": _update_graph,
-    "node_type.upsert": upsert_node_type,
-}
+def apply_job(session: Session, job: PendingJob) -> Applied:
+    """Apply one job of any kind."""
+    key = parse_ledger_key(job.key)
+    match job.kind, key:
+        case (("user.upsert" | "agent.upsert" | "node_type.upsert"), _):
+            return apply_upsert(session, key, job.payload, job.version)
+        case "user.delete", UserKey():
+            return delete_user(session, key, job.version)
+        case "agent.delete", AgentKey():
+            return delete_agent(session, key, job.version)
+        case "agent.update", AgentKey():
+            return update_agent_graph(session, key, job.payload, max_nodes=get_settings().max_nodes)
+    raise ValueError(f"no applier for a {job.kind} job on {job.key}")
+
+
+def apply_agent_upserts(session: Session, jobs: list[PendingJob]) -> list[Applied | IdmirrorError]:
+    """Agent upserts of distinct keys, applied together."""
+    writes = []
+    for job in jobs:
+        key = parse_ledger_key(job.key)
+        assert isinstance(key, AgentKey), "agent.upsert jobs are addressed to agent keys"
+        writes.append((key, AgentUpsert.model_validate(job.payload), job.version))
+    return upsert_agents(session, writes)
+
 
 # Kinds whose jobs of distinct keys can be applied together, far cheaper than one by one.
-BATCH_APPLIERS: dict[str, BatchApplier] = {"agent.upsert": upsert_agents}
+BATCH_APPLIERS: dict[str, BatchApplier] = {"agent.upsert": apply_agent_upserts}

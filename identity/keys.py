@@ -4,7 +4,7 @@ import re
 import uuid
 from dataclasses import dataclass
 
-from identity.errors import InvalidAgentKey, InvalidAgentRef, InvalidUserId
+from identity.errors import InvalidAgentKey, InvalidAgentRef, InvalidNodeTypeId, InvalidUserId
 
 SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 AGENT_ID_RE = re.compile(r"^agt_[A-Za-z0-9]{12}$")
@@ -56,13 +56,36 @@ class AgentKey:
         return f"agent:{self.path}"
 
 
-def parse_ledger_key(raw: str) -> UserKey | AgentKey:
-    """Parse the string form a task receives."""
+@dataclass(frozen=True)
+class NodeTypeKey:
+    """`node_type:<uuid>`: a node type of the catalog, by the integrator's UUID."""
+
+    node_type_id: uuid.UUID
+
+    @classmethod
+    def parse(cls, raw: str) -> "NodeTypeKey":
+        try:
+            return cls(uuid.UUID(raw))
+        except (ValueError, AttributeError, TypeError):
+            raise InvalidNodeTypeId(f"{raw!r} is not a UUID", node_type_id=raw) from None
+
+    def __str__(self) -> str:
+        return f"node_type:{self.node_type_id}"
+
+
+LedgerKey = UserKey | AgentKey | NodeTypeKey
+
+
+def parse_ledger_key(raw: str) -> LedgerKey:
+    """Parse the string form the ledger stores and tasks receive (`user:<uuid>`, ...)."""
     kind, _, rest = raw.partition(":")
-    if kind == "user":
-        return UserKey.parse(rest)
-    if kind == "agent":
-        return AgentKey.parse(rest)
+    match kind:
+        case "user":
+            return UserKey.parse(rest)
+        case "agent":
+            return AgentKey.parse(rest)
+        case "node_type":
+            return NodeTypeKey.parse(rest)
     raise ValueError(f"unknown ledger key {raw!r}")
 
 

@@ -11,8 +11,9 @@ from pydantic import Field
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from identity.errors import InvalidNodeTypeId, InvalidParams, InvalidParamsSchema, NodeTypeNotFound
-from identity.ledger.jobs import Applied, PendingJob, Submission, upserted
+from identity.errors import InvalidParams, InvalidParamsSchema, NodeTypeNotFound
+from identity.keys import NodeTypeKey
+from identity.ledger.jobs import Applied, Submission, upserted
 from identity.pagination import list_by_id
 from identity.schemas import Body
 
@@ -28,10 +29,8 @@ class NodeTypeUpsert(Body):
 
 
 def parse_id(raw: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(raw)
-    except ValueError:
-        raise InvalidNodeTypeId(f"{raw!r} is not a UUID", node_type_id=raw) from None
+    """A node type id from a path or an item: a UUID, else invalid_node_type_id."""
+    return NodeTypeKey.parse(raw).node_type_id
 
 
 def check_schema(schema: dict[str, Any]) -> None:
@@ -78,10 +77,10 @@ def validate_params(schema: dict[str, Any], params: dict[str, Any], **context: A
 
 
 def upsert_submission(raw_id: str, body: NodeTypeUpsert, idempotency_key: str | None) -> Submission:
-    node_type_id = parse_id(raw_id)
+    key = NodeTypeKey.parse(raw_id)
     check_schema(body.params_schema)
     return Submission(
-        key=f"node_type:{node_type_id}",
+        key=str(key),
         kind="node_type.upsert",
         payload=body.model_dump(mode="json"),
         explicit_version=body.explicit_version(),
@@ -120,10 +119,11 @@ _UPSERT = text(
 )
 
 
-def upsert_node_type(session: Session, job: PendingJob) -> Applied:
+def upsert_node_type(
+    session: Session, key: NodeTypeKey, body: NodeTypeUpsert, version: int
+) -> Applied:
     """Create or replace a node type; identical or older bodies change nothing."""
-    node_type_id = uuid.UUID(job.key.removeprefix("node_type:"))
-    body = NodeTypeUpsert.model_validate(job.payload)
+    node_type_id = key.node_type_id
     row = session.execute(
         _UPSERT,
         {
@@ -131,11 +131,11 @@ def upsert_node_type(session: Session, job: PendingJob) -> Applied:
             "name": body.name,
             "description": body.description,
             "params_schema": json.dumps(body.params_schema),
-            "version": job.version,
+            "version": version,
         },
     ).one_or_none()
     existing = _select(session, node_type_id) if row is None else None
-    return upserted(row, existing, job.version, node_type_out)
+    return upserted(row, existing, version, node_type_out)
 
 
 def _select(session: Session, node_type_id: uuid.UUID) -> Any:

@@ -10,10 +10,10 @@ from sqlalchemy.orm import Session
 
 from identity.errors import SlugTaken, UserNotFound
 from identity.keys import UserKey
-from identity.ledger.jobs import Applied, PendingJob, Submission, upserted
+from identity.ledger.jobs import Applied, Submission, upserted
+from identity.ledger.tombstones import set_tombstone, tombstone_version
 from identity.pagination import list_by_id
 from identity.schemas import UserUpsert
-from identity.ledger.tombstones import set_tombstone, tombstone_version
 
 USER_COLUMNS = "id, email, slug, plan, metadata, external_owner, version, created_at, updated_at"
 
@@ -65,12 +65,10 @@ _UPSERT = text(
 )
 
 
-def upsert_user(session: Session, job: PendingJob) -> Applied:
+def upsert_user(session: Session, key: UserKey, body: UserUpsert, version: int) -> Applied:
     """Create or replace a user's mirrored fields; older and identical writes change nothing."""
-    key = UserKey.parse(job.key.removeprefix("user:"))
-    body = UserUpsert.model_validate(job.payload)
     existing = _select(session, key.user_id)
-    if existing is None and (tombstone_version(session, job.key) or -1) > job.version:
+    if existing is None and (tombstone_version(session, str(key)) or -1) > version:
         return Applied(
             "superseded", {"id": str(key.user_id), "created": False, "outcome": "superseded"}
         )
@@ -85,21 +83,20 @@ def upsert_user(session: Session, job: PendingJob) -> Applied:
                     "plan": body.plan,
                     "metadata": json.dumps(body.metadata),
                     "external_owner": body.external_owner,
-                    "version": job.version,
+                    "version": version,
                 },
             ).one_or_none()
     except IntegrityError:
         raise SlugTaken(f"slug {body.slug!r} belongs to another user", slug=body.slug) from None
-    return upserted(row, existing, job.version, user_out)
+    return upserted(row, existing, version, user_out)
 
 
-def delete_user(session: Session, job: PendingJob) -> Applied:
+def delete_user(session: Session, key: UserKey, version: int) -> Applied:
     """Remove a user and, by cascade, its agents; remember the delete so stale writes stay out."""
-    key = UserKey.parse(job.key.removeprefix("user:"))
     existing = _select(session, key.user_id)
-    if existing is not None and existing.version > job.version:
+    if existing is not None and existing.version > version:
         return Applied("superseded", {"id": str(key.user_id), "outcome": "superseded"})
-    set_tombstone(session, job.key, job.version)
+    set_tombstone(session, str(key), version)
     if existing is None:
         return Applied("unchanged", {"id": str(key.user_id), "outcome": "unchanged"})
     session.execute(text("DELETE FROM users WHERE id = :id"), {"id": key.user_id})

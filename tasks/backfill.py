@@ -16,8 +16,8 @@ from identity.backfill.drift import run_step
 from identity.backfill.flow import Work
 from identity.backfill_queue import get_sender
 from identity.db import transaction
-from identity.ledger.drain import TRANSIENT_ERRORS
 from identity.errors import SourceBusy, SourceNotFound
+from identity.ledger.drain import TRANSIENT_ERRORS
 from identity.settings import get_settings
 
 log = logging.getLogger(__name__)

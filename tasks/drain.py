@@ -4,7 +4,7 @@ from typing import Any
 
 from celery import shared_task
 
-from identity.appliers import APPLIERS, BATCH_APPLIERS
+from identity.appliers import BATCH_APPLIERS, apply_job
 from identity.db import transaction
 from identity.ledger.drain import TRANSIENT_ERRORS, drain
 from identity.queue import get_dispatcher
@@ -32,7 +32,7 @@ def drain_key(key: str) -> dict[str, Any]:
     while True:
         with transaction() as session:
             report = drain(
-                session, first, APPLIERS, batch_size=batch_size, batch_appliers=BATCH_APPLIERS
+                session, first, apply_job, batch_size=batch_size, batch_appliers=BATCH_APPLIERS
             )
         applied, failed = applied + report.applied, failed + report.failed
         if report.applied + report.failed == 0:

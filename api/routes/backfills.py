@@ -16,8 +16,8 @@ from identity.backfill import sources
 from identity.backfill.drift import run_step
 from identity.backfill.flow import Work, interrupt_upload
 from identity.backfill.items import validation_envelope
-from identity.backfill_queue import get_sender
 from identity.backfill.receive import Receiver, ReceiveStopped
+from identity.backfill_queue import get_sender
 from identity.db import transaction
 from identity.errors import PruneThresholdExceeded, UnsupportedMediaType, ValidationFailed
 from identity.schemas import to_version

@@ -9,9 +9,9 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import read_session, require_token
 from api.writes import WriteOptions, submit, write_options
-from identity.graph import service as graph
 from identity.db import transaction
 from identity.errors import AgentNotFound
+from identity.graph import service as graph
 from identity.graph.operations import AgentGraphUpdate
 from identity.keys import AgentRef
 from identity.ledger.jobs import Submission

@@ -10,9 +10,9 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import Paging, read_session, require_token
 from api.writes import WriteOptions, submit, write_options
-from identity.ledger import jobs as ledger
 from identity.db import transaction
 from identity.errors import JobNotFound
+from identity.ledger import jobs as ledger
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(require_token)])
 

@@ -9,10 +9,8 @@ delete can never fall between its tombstone check and its write.
 """
 
 import json
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import text
@@ -20,7 +18,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from identity import metrics
-from identity.agents import new_agent_ids, upsert_agent
+from identity.agents import new_agent_ids
+from identity.appliers import apply_upsert
 from identity.backfill.flow import (
     RUN_COLUMNS,
     Work,
@@ -34,12 +33,9 @@ from identity.backfill.flow import (
 from identity.backfill.sql import CHUNK, KEYS, LOCK_KEYS, STATEMENTS
 from identity.db import commit_without_waiting_for_disk
 from identity.errors import IdmirrorError, SlugTaken, UserNotFound
-from identity.ledger.jobs import PendingJob
-from identity.node_types import upsert_node_type
-from identity.users import upsert_user
+from identity.keys import parse_ledger_key
 
 OUTCOMES = ("created", "updated", "unchanged", "superseded", "failed")
-APPLIERS = {"node_type": upsert_node_type, "user": upsert_user, "agent": upsert_agent}
 
 
 @dataclass
@@ -120,7 +116,6 @@ def _one_by_one(
         text(f"SELECT c.items {CHUNK}"), _chunk_params(backfill_id, seq)
     ).scalar_one()
     out = Outcomes()
-    now = datetime.now(UTC)
     for item in sorted(items, key=lambda i: i["l"]):
         if kind == "agent":
             body = item["d"]
@@ -129,10 +124,9 @@ def _one_by_one(
         else:
             key = f"{kind}:{item['id']}"
             payload = {f: v for f, v in item.items() if f not in ("l", "v", "h", "id")}
-        job = PendingJob(uuid.uuid4(), key, 0, f"{kind}.upsert", payload, item["v"], now)
         try:
             with session.begin_nested():
-                applied = APPLIERS[kind](session, job)
+                applied = apply_upsert(session, parse_ledger_key(key), payload, item["v"])
         except IdmirrorError as exc:
             out.add(ItemResult(item["l"], key, "failed", exc.envelope()), cover=False)
             continue

@@ -24,9 +24,9 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import text
 
-from identity.backfill.runs import BackfillOptions, create, reads_known
 from identity.backfill.flow import Work, complete
 from identity.backfill.receive import Receiver, ReceiveStopped, Transaction
+from identity.backfill.runs import BackfillOptions, create, reads_known
 from identity.db import get_engine
 from identity.errors import IdmirrorError, InvalidBackfill, ServiceUnavailable, SourceNotFound
 from identity.settings import Settings, SourceSettings

@@ -15,6 +15,7 @@ from identity import node_types
 from identity.agents import get_agent
 from identity.errors import AgentNotFound
 from identity.graph.apply import Overlay, Run, rows, write
+from identity.graph.layout import layered_positions
 from identity.graph.operations import (
     AgentGraphUpdate,
     CreateNode,
@@ -23,8 +24,7 @@ from identity.graph.operations import (
     update_payload,
 )
 from identity.keys import AgentKey, AgentRef
-from identity.graph.layout import layered_positions
-from identity.ledger.jobs import Applied, PendingJob, Submission
+from identity.ledger.jobs import Applied, Submission
 
 
 @dataclass
@@ -78,14 +78,15 @@ def graph_out(graph: StoredGraph) -> dict[str, Any]:
     }
 
 
-def update_agent_graph(session: Session, job: PendingJob, *, max_nodes: int) -> Applied:
+def update_agent_graph(
+    session: Session, key: AgentKey, payload: dict[str, Any], *, max_nodes: int
+) -> Applied:
     """Apply an update's fields and operations in order, all or nothing."""
-    key = AgentKey.parse(job.key.removeprefix("agent:"))
     agent = get_agent(session, AgentRef(key=key))
-    wanted_id = job.payload.get("agent_id")
+    wanted_id = payload.get("agent_id")
     if wanted_id is not None and wanted_id != agent["id"]:
         raise AgentNotFound("the agent this update named has been replaced", ref=wanted_id)
-    operations = load_operations(job.payload)
+    operations = load_operations(payload)
     overlay = Overlay.load(session, agent["id"], operations)
     wanted_types = {op.node_type_id for op in operations if isinstance(op, CreateNode)}
     wanted_types |= {
@@ -98,9 +99,9 @@ def update_agent_graph(session: Session, job: PendingJob, *, max_nodes: int) -> 
         run.apply(index, op)
 
     fields = {
-        k: job.payload[k]
+        k: payload[k]
         for k in ("name", "description", "visibility")
-        if k in job.payload and job.payload[k] != agent[k]
+        if k in payload and payload[k] != agent[k]
     }
     if not fields and not operations:
         # Asked for what is already there: like an identical PUT, nothing is rewritten.

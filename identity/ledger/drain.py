@@ -63,11 +63,11 @@ class Finished:
         return "failed" if self.error is not None else "applied"
 
 
-def _apply_one(session: Session, job: PendingJob, appliers: dict[str, Applier]) -> Finished:
+def _apply_one(session: Session, job: PendingJob, apply: Applier) -> Finished:
     """Apply a job in a savepoint; a job that fails for good is marked failed, not retried."""
     try:
         with session.begin_nested():
-            applied = appliers[job.kind](session, job)
+            applied = apply(session, job)
     except TRANSIENT_ERRORS:
         raise
     except IdmirrorError as exc:
@@ -120,7 +120,7 @@ def _rounds(jobs: list[PendingJob]) -> list[list[PendingJob]]:
 def _apply(
     session: Session,
     jobs: list[PendingJob],
-    appliers: dict[str, Applier],
+    apply: Applier,
     batch_appliers: dict[str, BatchApplier],
 ) -> list[Finished]:
     """Apply jobs given in sequence order per key: several jobs of one kind with a batch applier
@@ -134,7 +134,7 @@ def _apply(
             together = None
             if kind in batch_appliers and len(group) > 1:
                 together = _apply_together(session, group, batch_appliers[kind])
-            finished += together or [_apply_one(session, job, appliers) for job in group]
+            finished += together or [_apply_one(session, job, apply) for job in group]
     return finished
 
 
@@ -192,7 +192,7 @@ def _record(session: Session, finished: list[Finished]) -> None:
 def drain(
     session: Session,
     key: str | None,
-    appliers: dict[str, Applier],
+    apply: Applier,
     *,
     batch_size: int,
     batch_appliers: dict[str, BatchApplier] | None = None,
@@ -231,7 +231,7 @@ def drain(
             # A prefix of each key's jobs in seq order: the rest waits for the next pass.
             jobs += _pending(session, list(locked), budget)
 
-    finished = _apply(session, jobs, appliers, batch_appliers or {})
+    finished = _apply(session, jobs, apply, batch_appliers or {})
     report.keys = len({job.key for job in jobs})
     report.failed = sum(1 for f in finished if f.status == "failed")
     report.applied = len(finished) - report.failed

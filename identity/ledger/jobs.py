@@ -2,7 +2,8 @@
 
 Every write becomes a `jobs` row before anything else happens. A key's jobs take a sequence
 number from `key_heads` in the accepting transaction, so sequence order is commit order, and
-identity/ledger/drain.py applies them under a transaction-scoped advisory lock on the key, in that order.
+identity/ledger/drain.py applies them under a transaction-scoped advisory lock on the key, in
+that order.
 """
 
 import hashlib

@@ -2,7 +2,14 @@
 
 from datetime import UTC, datetime, timedelta
 
-from tests.identity.backfill.test_runs import agent_item, iso, ndjson, prefix, run_backfill, user_item
+from tests.identity.backfill.test_runs import (
+    agent_item,
+    iso,
+    ndjson,
+    prefix,
+    run_backfill,
+    user_item,
+)
 
 
 def owner_with_agents(client, count: int) -> tuple[dict, list[str]]:

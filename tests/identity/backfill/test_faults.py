@@ -17,8 +17,8 @@ import pytest
 import redis
 
 from cli.embedded import EmbeddedPostgres, EmbeddedRedis
-from tests.stack import Stack, database_url_for, wait_until
 from tests.identity.backfill.test_runs import agent_item, ndjson, post_ndjson, user_item, wait_done
+from tests.stack import Stack, database_url_for, wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,6 @@ from collections.abc import Callable, Iterator
 
 import httpx
 
-from tests.stack import wait_until
 from tests.identity.backfill.test_runs import (
     NDJSON,
     agent_item,
@@ -17,6 +16,7 @@ from tests.identity.backfill.test_runs import (
     user_item,
     wait_done,
 )
+from tests.stack import wait_until
 
 
 def upload_in_two_parts(

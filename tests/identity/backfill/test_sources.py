@@ -12,9 +12,9 @@ import psycopg
 import pytest
 
 from cli.embedded import EmbeddedRedis, free_port
-from tests.stack import Stack, database_url_for, wait_until
 from tests.identity.backfill.test_runs import wait_done
 from tests.identity.backfill.upstream import Upstream
+from tests.stack import Stack, database_url_for, wait_until
 
 pytestmark = pytest.mark.slow
 

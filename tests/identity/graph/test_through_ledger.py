@@ -1,7 +1,6 @@
 """Graph updates are not idempotent by nature: the ledger makes them exactly-once and ordered."""
 
 import threading
-import uuid
 
 import pytest
 from celery import Celery
@@ -9,7 +8,7 @@ from celery import Celery
 from identity.db import transaction
 from identity.errors import GraphTooLarge
 from identity.graph.service import update_agent_graph
-from identity.ledger.jobs import PendingJob
+from identity.keys import AgentKey
 from tests.conftest import put_agent, put_node_type
 from tests.stack import wait_until
 
@@ -83,15 +82,8 @@ def test_concurrent_clients_both_apply_in_acceptance_order(client, db, stack):
 
 def test_graph_size_limit_is_checked_per_operation(client, domain):
     agent, node_type = put_agent(client), put_node_type(client)
-    job = PendingJob(
-        id=uuid.uuid4(),
-        key=f"agent:bot@{agent['user_slug']}",
-        seq=1,
-        kind="agent.update",
-        payload={"operations": [{"op": "create_node", "node_type_id": node_type}] * 3},
-        version=0,
-        accepted_at=None,  # type: ignore[arg-type]
-    )
+    key = AgentKey("bot", agent["user_slug"])
+    payload = {"operations": [{"op": "create_node", "node_type_id": node_type}] * 3}
     with pytest.raises(GraphTooLarge) as raised, transaction() as session:
-        update_agent_graph(session, job, max_nodes=2)
+        update_agent_graph(session, key, payload, max_nodes=2)
     assert raised.value.details["op_index"] == 2

@@ -15,8 +15,8 @@ import pytest
 import redis
 from psycopg_pool import PoolTimeout
 
-from identity.ledger.accept import Accepts
 from cli.embedded import EmbeddedRedis, free_port
+from identity.ledger.accept import Accepts
 from identity.ledger.jobs import Accepted, Submission
 from identity.queue import AsyncDispatcher, Dispatcher
 from tests.stack import database_url_for
