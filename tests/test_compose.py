@@ -4,6 +4,7 @@ commands as a local install."""
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import compose
 import pytest
@@ -24,7 +25,7 @@ def config() -> dict:
     return json.loads(result.stdout)
 
 
-def test_compose_file_has_the_whole_topology(config):
+def test_compose_file_has_the_whole_topology(config: dict[str, Any]) -> None:
     assert set(config["services"]) == {
         "postgres",
         "redis",
@@ -36,12 +37,12 @@ def test_compose_file_has_the_whole_topology(config):
     }
 
 
-def test_services_run_the_idmirror_commands(config):
+def test_services_run_the_idmirror_commands(config: dict[str, Any]) -> None:
     for name in ("migrate", "api", "worker", "beat", "flower"):
         assert config["services"][name]["command"] == ["idmirror", name]
 
 
-def test_stores_and_api_have_healthchecks_and_start_in_order(config):
+def test_stores_and_api_have_healthchecks_and_start_in_order(config: dict[str, Any]) -> None:
     services = config["services"]
     for name in ("postgres", "redis", "api"):
         assert services[name]["healthcheck"]["test"], name
@@ -52,7 +53,7 @@ def test_stores_and_api_have_healthchecks_and_start_in_order(config):
         )
 
 
-def test_every_process_gets_the_same_service_urls(config):
+def test_every_process_gets_the_same_service_urls(config: dict[str, Any]) -> None:
     urls = {
         (s["environment"]["IDMIRROR_DATABASE_URL"], s["environment"]["IDMIRROR_REDIS_URL"])
         for name, s in config["services"].items()

@@ -11,7 +11,7 @@ from api.errors import install
 from cli.embedded import free_port
 
 
-def test_unexpected_errors_answer_500_and_keep_the_connection():
+def test_unexpected_errors_answer_500_and_keep_the_connection() -> None:
     app = FastAPI()
     install(app)
 

@@ -2,11 +2,14 @@
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
 from tests.conftest import put_user
+from tests.stack import Stack
 
 
 def job_count(db) -> int:
@@ -24,7 +27,9 @@ def assert_error(response: httpx.Response, status: int, code: str) -> dict:
     "headers",
     [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic abc"}, {"Authorization": ""}],
 )
-def test_missing_or_wrong_token_is_401_and_changes_nothing(stack, db, headers):
+def test_missing_or_wrong_token_is_401_and_changes_nothing(
+    stack: Stack, db: psycopg.Connection[Any], headers
+) -> None:
     before = job_count(db)
     with httpx.Client(base_url=stack.base_url, headers=headers) as anonymous:
         user_id = str(uuid.uuid4())
@@ -37,7 +42,7 @@ def test_missing_or_wrong_token_is_401_and_changes_nothing(stack, db, headers):
 
 
 @pytest.mark.parametrize("bad_id", ["not-a-uuid", "123", "6f1c2a8e-3b7d-4e21-9a55-0c8e2f4b7d1"])
-def test_bad_user_id_is_400(client, db, bad_id):
+def test_bad_user_id_is_400(client: httpx.Client, db: psycopg.Connection[Any], bad_id) -> None:
     before = job_count(db)
     response = client.put(f"/v1/internal/users/{bad_id}", json={"email": "a@b.co", "slug": "ok"})
     assert_error(response, 400, "invalid_user_id")
@@ -65,7 +70,9 @@ def test_bad_user_id_is_400(client, db, bad_id):
         ({"email": "a@example.com", "slug": "ok", "surprise": 1}, "body.surprise"),
     ],
 )
-def test_bad_user_body_is_422_with_locations(client, db, body, field):
+def test_bad_user_body_is_422_with_locations(
+    client: httpx.Client, db: psycopg.Connection[Any], body, field
+) -> None:
     before = job_count(db)
     error = assert_error(
         client.put(f"/v1/internal/users/{uuid.uuid4()}", json=body), 422, "validation_error"
@@ -74,7 +81,9 @@ def test_bad_user_body_is_422_with_locations(client, db, body, field):
     assert job_count(db) == before
 
 
-def test_a_source_time_further_ahead_than_the_allowed_skew_is_422(client, db):
+def test_a_source_time_further_ahead_than_the_allowed_skew_is_422(
+    client: httpx.Client, db: psycopg.Connection[Any]
+) -> None:
     """Stored, it would make every later write and delete of the key `superseded` until then."""
     user = put_user(client)
     ahead = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
@@ -108,7 +117,7 @@ def test_a_source_time_further_ahead_than_the_allowed_skew_is_422(client, db):
     assert accepted.status_code == 200 and accepted.json()["outcome"] == "created"
 
 
-def test_body_that_is_not_json_is_422(client):
+def test_body_that_is_not_json_is_422(client: httpx.Client) -> None:
     response = client.put(
         f"/v1/internal/users/{uuid.uuid4()}",
         content=b"{not json",
@@ -120,14 +129,14 @@ def test_body_that_is_not_json_is_422(client):
 @pytest.mark.parametrize(
     "key", ["scout", "scout@a@b", "Scout@owner", "scout@", "@owner", "sc_out@owner", "-x@owner"]
 )
-def test_bad_agent_key_is_400(client, db, key):
+def test_bad_agent_key_is_400(client: httpx.Client, db: psycopg.Connection[Any], key) -> None:
     before = job_count(db)
     response = client.put(f"/v1/internal/agents/{key}", json={"display_name": "S"})
     assert_error(response, 400, "invalid_agent_key")
     assert job_count(db) == before
 
 
-def test_oversized_agent_metadata_is_422(client, db):
+def test_oversized_agent_metadata_is_422(client: httpx.Client, db: psycopg.Connection[Any]) -> None:
     user = put_user(client)
     before = job_count(db)
     response = client.put(
@@ -164,7 +173,9 @@ def test_oversized_agent_metadata_is_422(client, db):
         "http://100.100.100.200/latest/meta-data/",
     ],
 )
-def test_private_or_malformed_webhook_url_is_refused(client, db, url):
+def test_private_or_malformed_webhook_url_is_refused(
+    client: httpx.Client, db: psycopg.Connection[Any], url
+) -> None:
     user = put_user(client)
     before = job_count(db)
     response = client.put(
@@ -175,7 +186,7 @@ def test_private_or_malformed_webhook_url_is_refused(client, db, url):
     assert client.get(f"/v1/agents/hook@{user['slug']}").status_code == 404
 
 
-def test_public_webhook_url_is_accepted(client):
+def test_public_webhook_url_is_accepted(client: httpx.Client) -> None:
     user = put_user(client)
     response = client.put(
         f"/v1/internal/agents/hook@{user['slug']}",
@@ -185,7 +196,7 @@ def test_public_webhook_url_is_accepted(client):
     assert response.json()["webhook_url"] == "https://hooks.example.com/x?y=1"
 
 
-def test_bad_list_parameters_are_4xx(client):
+def test_bad_list_parameters_are_4xx(client: httpx.Client) -> None:
     assert_error(client.get("/v1/internal/users", params={"limit": 0}), 422, "validation_error")
     assert_error(client.get("/v1/internal/users", params={"limit": 501}), 422, "validation_error")
     assert_error(
@@ -194,12 +205,12 @@ def test_bad_list_parameters_are_4xx(client):
     assert_error(client.get("/v1/jobs", params={"status": "done"}), 422, "validation_error")
 
 
-def test_unknown_route_and_method_use_the_envelope(client):
+def test_unknown_route_and_method_use_the_envelope(client: httpx.Client) -> None:
     assert_error(client.get("/v1/nothing-here"), 404, "not_found")
     assert_error(client.post(f"/v1/internal/users/{uuid.uuid4()}"), 405, "method_not_allowed")
 
 
-def test_bad_agent_ref_is_400_and_unknown_agent_is_404(client):
+def test_bad_agent_ref_is_400_and_unknown_agent_is_404(client: httpx.Client) -> None:
     assert_error(client.get("/v1/agents/what"), 400, "invalid_agent_ref")
     assert_error(client.get("/v1/agents/agt_000000000000"), 404, "agent_not_found")
     assert_error(client.get("/v1/agents/no-such@no-user"), 404, "agent_not_found")
@@ -213,7 +224,9 @@ def test_bad_agent_ref_is_400_and_unknown_agent_is_404(client):
         {"email": "a@example.com", "slug": "ok", "metadata": {"k\u0000": 1}},
     ],
 )
-def test_nul_characters_are_refused(client, db, body):
+def test_nul_characters_are_refused(
+    client: httpx.Client, db: psycopg.Connection[Any], body
+) -> None:
     before = job_count(db)
     response = client.put(f"/v1/internal/users/{uuid.uuid4()}", json=body)
     assert (
@@ -231,7 +244,7 @@ def test_nul_characters_are_refused(client, db, body):
         ("/v1/node-types", [None]),
     ],
 )
-def test_forged_cursors_are_400(client, path, sort_key):
+def test_forged_cursors_are_400(client: httpx.Client, path, sort_key) -> None:
     from identity.pagination import encode_cursor
 
     assert_error(

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import httpx
 import psutil
@@ -16,7 +17,9 @@ from tests.stack import ROOT, wait_until
 pytestmark = pytest.mark.slow
 
 
-def test_up_serves_the_api_worker_and_flower_on_embedded_services_and_stops_cleanly(tmp_home):
+def test_up_serves_the_api_worker_and_flower_on_embedded_services_and_stops_cleanly(
+    tmp_home: Path,
+) -> None:
     port, flower_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("IDMIRROR_")}
     env.update(
@@ -69,7 +72,7 @@ def test_up_serves_the_api_worker_and_flower_on_embedded_services_and_stops_clea
     assert leftovers == [], "up must stop the servers it started"
 
 
-def test_a_server_older_than_postgresql_15_is_refused():
+def test_a_server_older_than_postgresql_15_is_refused() -> None:
     from identity.db import UnsupportedServer, check_server_version
 
     check_server_version(150019)  # the machine's own 15.19

@@ -2,11 +2,17 @@
 
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import psycopg
 
 from tests.conftest import new_slug, put_user
 
 
-def test_same_body_twice_gives_same_id_and_unchanged(client, db):
+def test_same_body_twice_gives_same_id_and_unchanged(
+    client: httpx.Client, db: psycopg.Connection[Any]
+) -> None:
     user = put_user(client)
     path = f"/v1/internal/agents/scout@{user['slug']}"
     body = {
@@ -25,7 +31,7 @@ def test_same_body_twice_gives_same_id_and_unchanged(client, db):
     assert count[0] == 1
 
 
-def test_different_body_updates(client):
+def test_different_body_updates(client: httpx.Client) -> None:
     user = put_user(client)
     path = f"/v1/internal/agents/scout@{user['slug']}"
     first = client.put(path, json={"display_name": "Scout"}).json()
@@ -35,14 +41,14 @@ def test_different_body_updates(client):
     assert client.get(f"/v1/agents/{first['id']}").json()["display_name"] == "Scout II"
 
 
-def test_percent_encoded_at_is_the_same_key(client):
+def test_percent_encoded_at_is_the_same_key(client: httpx.Client) -> None:
     user = put_user(client)
     first = client.put(f"/v1/internal/agents/bot@{user['slug']}", json={"display_name": "B"}).json()
     second = client.put(f"/v1/internal/agents/bot%40{user['slug']}", json={"display_name": "B"})
     assert second.json()["id"] == first["id"] and second.json()["outcome"] == "unchanged"
 
 
-def test_agent_for_missing_user_is_404(client, db):
+def test_agent_for_missing_user_is_404(client: httpx.Client, db: psycopg.Connection[Any]) -> None:
     slug = new_slug("a")
     response = client.put(f"/v1/internal/agents/{slug}@nobody-here", json={"display_name": "S"})
     assert response.status_code == 404
@@ -50,7 +56,9 @@ def test_agent_for_missing_user_is_404(client, db):
     assert db.execute("SELECT count(*) FROM agents WHERE slug = %s", (slug,)).fetchone()[0] == 0
 
 
-def test_fifty_concurrent_identical_first_puts_create_once(client, db):
+def test_fifty_concurrent_identical_first_puts_create_once(
+    client: httpx.Client, db: psycopg.Connection[Any]
+) -> None:
     user = put_user(client)
     path = f"/v1/internal/agents/racer@{user['slug']}"
     with ThreadPoolExecutor(50) as pool:
@@ -68,7 +76,9 @@ def test_fifty_concurrent_identical_first_puts_create_once(client, db):
     assert rows[0] == 1
 
 
-def test_fifty_concurrent_different_puts_end_with_the_last_accepted(client, db):
+def test_fifty_concurrent_different_puts_end_with_the_last_accepted(
+    client: httpx.Client, db: psycopg.Connection[Any]
+) -> None:
     user = put_user(client)
     path = f"/v1/internal/agents/busy@{user['slug']}"
     with ThreadPoolExecutor(50) as pool:
@@ -88,7 +98,7 @@ def test_fifty_concurrent_different_puts_end_with_the_last_accepted(client, db):
     assert [o[0] for o in outcomes] == ["created"] + ["updated"] * 49
 
 
-def test_soft_delete_keeps_a_tombstone_and_a_newer_put_starts_over(client):
+def test_soft_delete_keeps_a_tombstone_and_a_newer_put_starts_over(client: httpx.Client) -> None:
     user = put_user(client)
     path = f"/v1/internal/agents/ghost@{user['slug']}"
     first = client.put(path, json={"display_name": "Ghost"}).json()
@@ -103,7 +113,7 @@ def test_soft_delete_keeps_a_tombstone_and_a_newer_put_starts_over(client):
     assert again["id"] != first["id"]
 
 
-def test_put_older_than_the_tombstone_is_superseded(client):
+def test_put_older_than_the_tombstone_is_superseded(client: httpx.Client) -> None:
     user = put_user(client)
     path = f"/v1/internal/agents/old@{user['slug']}"
     earlier = datetime.now(UTC) - timedelta(minutes=1)
@@ -120,7 +130,7 @@ def test_put_older_than_the_tombstone_is_superseded(client):
     assert client.get(f"/v1/agents/old@{user['slug']}").status_code == 404
 
 
-def test_list_filters_by_user_and_hides_deleted(client):
+def test_list_filters_by_user_and_hides_deleted(client: httpx.Client) -> None:
     user = put_user(client)
     for slug in ("a1", "a2", "a3"):
         client.put(f"/v1/internal/agents/{slug}@{user['slug']}", json={"display_name": slug})
@@ -133,7 +143,9 @@ def test_list_filters_by_user_and_hides_deleted(client):
     assert sorted(a["slug"] for a in everything["items"]) == ["a1", "a2", "a3"]
 
 
-def test_stale_put_does_not_resurrect_an_agent_after_its_owner_changed_slug(client):
+def test_stale_put_does_not_resurrect_an_agent_after_its_owner_changed_slug(
+    client: httpx.Client,
+) -> None:
     user = put_user(client)
     moment = datetime.now(UTC) - timedelta(minutes=10)
     old_path = f"/v1/internal/agents/keep@{user['slug']}"

@@ -9,26 +9,26 @@ from identity.keys import AgentKey, AgentRef, UserKey, parse_ledger_key
 from identity.webhooks import check_webhook_url
 
 
-def test_agent_key_round_trips():
+def test_agent_key_round_trips() -> None:
     key = AgentKey.parse("scout@govind")
     assert (key.slug, key.user_slug, str(key)) == ("scout", "govind", "agent:scout@govind")
     assert parse_ledger_key(str(key)) == key
 
 
 @pytest.mark.parametrize("raw", ["scout", "a@b@c", "A@b", "a@", "@b", "a-@b", "a@" + "b" * 65])
-def test_malformed_agent_keys_raise_a_typed_error(raw):
+def test_malformed_agent_keys_raise_a_typed_error(raw) -> None:
     with pytest.raises(InvalidAgentKey):
         AgentKey.parse(raw)
 
 
-def test_user_key_accepts_only_uuids():
+def test_user_key_accepts_only_uuids() -> None:
     user_id = uuid.uuid4()
     assert parse_ledger_key(str(UserKey.parse(str(user_id)))) == UserKey(user_id)
     with pytest.raises(InvalidUserId):
         UserKey.parse("nope")
 
 
-def test_agent_ref_is_an_id_or_a_key():
+def test_agent_ref_is_an_id_or_a_key() -> None:
     assert AgentRef.parse("agt_abcDEF123456").agent_id == "agt_abcDEF123456"
     assert AgentRef.parse("scout@govind").key == AgentKey("scout", "govind")
     with pytest.raises(InvalidAgentRef):
@@ -43,14 +43,14 @@ def test_agent_ref_is_an_id_or_a_key():
         "https://[2606:2800:21f:cb07::1]/x",
     ],
 )
-def test_public_webhooks_pass(url):
+def test_public_webhooks_pass(url) -> None:
     check_webhook_url(url, allow_private=False)
 
 
 @pytest.mark.parametrize(
     "url", ["http://127.0.0.1/", "http://10.0.0.1/", "http://[fe80::1]/", "http://017700000001/"]
 )
-def test_private_webhooks_fail_unless_allowed(url):
+def test_private_webhooks_fail_unless_allowed(url) -> None:
     with pytest.raises(InvalidWebhookUrl):
         check_webhook_url(url, allow_private=False)
     check_webhook_url(url, allow_private=True)

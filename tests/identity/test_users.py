@@ -2,11 +2,15 @@
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import psycopg
 
 from tests.conftest import new_slug, put_user
 
 
-def test_first_put_creates_the_user(client):
+def test_first_put_creates_the_user(client: httpx.Client) -> None:
     user_id = str(uuid.uuid4())
     slug = new_slug("u")
     response = client.put(
@@ -22,7 +26,7 @@ def test_first_put_creates_the_user(client):
     assert client.get(f"/v1/internal/users/{user_id}").json()["slug"] == slug
 
 
-def test_second_identical_put_is_a_noop(client, db):
+def test_second_identical_put_is_a_noop(client: httpx.Client, db: psycopg.Connection[Any]) -> None:
     user = put_user(client)
     xmin_before = db.execute("SELECT xmin::text FROM users WHERE id = %s", (user["id"],)).fetchone()
     again = client.put(
@@ -37,7 +41,7 @@ def test_second_identical_put_is_a_noop(client, db):
     assert xmin_after == xmin_before, "an identical body must not rewrite the row"
 
 
-def test_different_body_updates_and_omitted_fields_take_defaults(client):
+def test_different_body_updates_and_omitted_fields_take_defaults(client: httpx.Client) -> None:
     user = put_user(client, plan="pro", external_owner="crm")
     updated = client.put(
         f"/v1/internal/users/{user['id']}", json={"email": "new@example.com", "slug": user["slug"]}
@@ -49,7 +53,7 @@ def test_different_body_updates_and_omitted_fields_take_defaults(client):
     assert updated["version"] > user["version"]
 
 
-def test_slug_of_another_user_is_409_and_changes_nothing(client):
+def test_slug_of_another_user_is_409_and_changes_nothing(client: httpx.Client) -> None:
     first = put_user(client)
     second = put_user(client)
     response = client.put(
@@ -61,7 +65,7 @@ def test_slug_of_another_user_is_409_and_changes_nothing(client):
     assert client.get(f"/v1/internal/users/{second['id']}").json()["slug"] == second["slug"]
 
 
-def test_older_source_updated_at_is_superseded(client):
+def test_older_source_updated_at_is_superseded(client: httpx.Client) -> None:
     now = datetime.now(UTC)
     user = put_user(client, source_updated_at=now.isoformat())
     stale = client.put(
@@ -76,7 +80,7 @@ def test_older_source_updated_at_is_superseded(client):
     assert client.get(f"/v1/internal/users/{user['id']}").json()["email"] == user["email"]
 
 
-def test_delete_removes_the_user_and_is_retry_safe(client):
+def test_delete_removes_the_user_and_is_retry_safe(client: httpx.Client) -> None:
     user = put_user(client)
     first = client.delete(f"/v1/internal/users/{user['id']}")
     assert first.status_code == 200 and first.json()["outcome"] == "deleted"
@@ -85,7 +89,7 @@ def test_delete_removes_the_user_and_is_retry_safe(client):
     assert again.status_code == 200 and again.json()["outcome"] == "unchanged"
 
 
-def test_stale_write_does_not_resurrect_a_deleted_user(client):
+def test_stale_write_does_not_resurrect_a_deleted_user(client: httpx.Client) -> None:
     before_delete = datetime.now(UTC) - timedelta(seconds=1)
     user = put_user(client, source_updated_at=(before_delete - timedelta(seconds=1)).isoformat())
     client.delete(f"/v1/internal/users/{user['id']}")
@@ -105,7 +109,9 @@ def test_stale_write_does_not_resurrect_a_deleted_user(client):
     assert fresh["outcome"] == "created" and fresh["created"] is True
 
 
-def test_deleting_a_user_deletes_its_agents(client, db):
+def test_deleting_a_user_deletes_its_agents(
+    client: httpx.Client, db: psycopg.Connection[Any]
+) -> None:
     user = put_user(client)
     client.put(f"/v1/internal/agents/bot@{user['slug']}", json={"display_name": "Bot"})
     client.delete(f"/v1/internal/users/{user['id']}")
@@ -114,7 +120,7 @@ def test_deleting_a_user_deletes_its_agents(client, db):
     assert client.get(f"/v1/agents/bot@{user['slug']}?include_deleted=true").status_code == 404
 
 
-def test_list_pages_through_every_user(client):
+def test_list_pages_through_every_user(client: httpx.Client) -> None:
     ids = {put_user(client)["id"] for _ in range(5)}
     seen, cursor = set(), None
     while True:

@@ -5,6 +5,7 @@ does (its sweeper, its worker) can mask a failure here.
 """
 
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def isolated(postgres_server: str, tmp_home: Path):
+def isolated(postgres_server: str, tmp_home: Path) -> Iterator[tuple[Stack, EmbeddedRedis]]:
     broker = EmbeddedRedis(tmp_home / "redis")
     broker.start()
     url = database_url_for(postgres_server, f"idmirror_fault_{uuid.uuid4().hex[:10]}")
@@ -50,7 +51,9 @@ def submit_async(stack: Stack, requests: list[tuple[str, dict]]) -> list[str]:
     return [r.headers["Idmirror-Job-Id"] for r in responses]
 
 
-def test_put_while_broker_is_down_is_accepted_and_applied_once_it_is_back(isolated):
+def test_put_while_broker_is_down_is_accepted_and_applied_once_it_is_back(
+    isolated: tuple[Stack, EmbeddedRedis],
+) -> None:
     stack, broker = isolated
     for name in ("worker", "beat", "api"):
         stack.start(name)
@@ -80,7 +83,9 @@ def test_put_while_broker_is_down_is_accepted_and_applied_once_it_is_back(isolat
             restarted.stop()
 
 
-def test_redis_flushed_with_500_pending_jobs_all_reach_a_final_state(isolated):
+def test_redis_flushed_with_500_pending_jobs_all_reach_a_final_state(
+    isolated: tuple[Stack, EmbeddedRedis],
+) -> None:
     stack, broker = isolated
     stack.start("api")  # no worker yet: the jobs stay pending and their messages queued
     job_ids = submit_async(
@@ -109,7 +114,9 @@ def test_redis_flushed_with_500_pending_jobs_all_reach_a_final_state(isolated):
     assert applied == 500 and users == 500
 
 
-def test_worker_killed_mid_drain_every_job_applied_exactly_once(isolated):
+def test_worker_killed_mid_drain_every_job_applied_exactly_once(
+    isolated: tuple[Stack, EmbeddedRedis],
+) -> None:
     stack, _ = isolated
     stack.env["IDMIRROR_DRAIN_BATCH_SIZE"] = "20"
     stack.start("worker", "--concurrency", "1")
@@ -173,7 +180,7 @@ def test_worker_killed_mid_drain_every_job_applied_exactly_once(isolated):
             assert live == [last]
 
 
-def test_postgres_restart_loses_nothing_accepted(tmp_home):
+def test_postgres_restart_loses_nothing_accepted(tmp_home: Path) -> None:
     """A restart drops every pooled connection of the API and the worker: accepted jobs are
     applied once it is back, and writes arriving after it are accepted without a 5xx."""
     postgres, broker = EmbeddedPostgres(tmp_home / "postgres"), EmbeddedRedis(tmp_home / "redis")
@@ -225,7 +232,9 @@ def test_postgres_restart_loses_nothing_accepted(tmp_home):
         postgres.stop()
 
 
-def test_writes_after_the_database_dropped_every_connection_are_accepted(isolated):
+def test_writes_after_the_database_dropped_every_connection_are_accepted(
+    isolated: tuple[Stack, EmbeddedRedis],
+) -> None:
     stack, _ = isolated
     for name in ("worker", "beat", "api"):
         stack.start(name)
