@@ -171,6 +171,16 @@ def test_oversized_agent_metadata_is_422(client: httpx.Client, db: psycopg.Conne
         "http://[::1/hook",
         "http://100.64.0.1/hook",
         "http://100.100.100.200/latest/meta-data/",
+        # IPv6 forms that carry an IPv4 address: compatible, NAT64, 6to4
+        "http://[::127.0.0.1]/hook",
+        "http://[64:ff9b::a9fe:a9fe]/latest/meta-data/",
+        "http://[2002:7f00:1::]/hook",
+        # hosts that IDNA maps to loopback: full-width digits, ideographic dots, circled letters
+        "http://\uff11\uff12\uff17\uff0e\uff10\uff0e\uff10\uff0e\uff11/hook",
+        "http://127\u30020\u30020\u30021/hook",
+        "http://\u24db\u24de\u24d2\u24d0\u24db\u24d7\u24de\u24e2\u24e3/hook",
+        "http://%31%32%37.0.0.1/hook",
+        "http://hooks.example.com:70000/hook",
     ],
 )
 def test_private_or_malformed_webhook_url_is_refused(

@@ -1,12 +1,11 @@
-"""Key parsing and the webhook rule: pure functions, no services."""
+"""Key parsing: pure functions, no services."""
 
 import uuid
 
 import pytest
 
-from identity.errors import InvalidAgentKey, InvalidAgentRef, InvalidUserId, InvalidWebhookUrl
+from identity.errors import InvalidAgentKey, InvalidAgentRef, InvalidUserId
 from identity.keys import AgentKey, AgentRef, UserKey, parse_ledger_key
-from identity.webhooks import check_webhook_url
 
 
 def test_agent_key_round_trips() -> None:
@@ -33,24 +32,3 @@ def test_agent_ref_is_an_id_or_a_key() -> None:
     assert AgentRef.parse("scout@govind").key == AgentKey("scout", "govind")
     with pytest.raises(InvalidAgentRef):
         AgentRef.parse("agt_short")
-
-
-@pytest.mark.parametrize(
-    "url",
-    [
-        "https://hooks.example.com/a",
-        "http://93.184.215.14:8080/x",
-        "https://[2606:2800:21f:cb07::1]/x",
-    ],
-)
-def test_public_webhooks_pass(url) -> None:
-    check_webhook_url(url, allow_private=False)
-
-
-@pytest.mark.parametrize(
-    "url", ["http://127.0.0.1/", "http://10.0.0.1/", "http://[fe80::1]/", "http://017700000001/"]
-)
-def test_private_webhooks_fail_unless_allowed(url) -> None:
-    with pytest.raises(InvalidWebhookUrl):
-        check_webhook_url(url, allow_private=False)
-    check_webhook_url(url, allow_private=True)
