@@ -11,7 +11,11 @@ from sqlalchemy.orm import Session
 from identity.errors import SlugTaken, UserNotFound
 from identity.keys import UserKey
 from identity.ledger.jobs import Applied, Submission, upserted
-from identity.ledger.tombstones import set_tombstone, tombstone_version
+from identity.ledger.tombstones import (
+    set_agent_tombstones_of_user,
+    set_tombstone,
+    tombstone_version,
+)
 from identity.pagination import list_by_id
 from identity.schemas import UserUpsert
 
@@ -99,6 +103,7 @@ def delete_user(session: Session, key: UserKey, version: int) -> Applied:
     set_tombstone(session, str(key), version)
     if existing is None:
         return Applied("unchanged", {"id": str(key.user_id), "outcome": "unchanged"})
+    set_agent_tombstones_of_user(session, key.user_id, version)
     session.execute(text("DELETE FROM users WHERE id = :id"), {"id": key.user_id})
     return Applied("deleted", {"id": str(key.user_id), "outcome": "deleted"})
 

@@ -8,6 +8,7 @@ import httpx
 import psycopg
 
 from tests.conftest import new_slug, put_user
+from tests.identity.backfill.test_runs import agent_item, run_backfill
 
 
 def test_first_put_creates_the_user(client: httpx.Client) -> None:
@@ -132,3 +133,34 @@ def test_list_pages_through_every_user(client: httpx.Client) -> None:
         if cursor is None:
             break
     assert ids <= seen
+
+
+def test_agents_deleted_with_their_user_stay_deleted_for_stale_writes(
+    client: httpx.Client,
+) -> None:
+    # The user is deleted (taking its agents), then mirrored again by a newer write. Writes to
+    # its old agents that are older than the delete must lose, live or through a backfill,
+    # exactly as they would against a DELETE of the agent itself.
+    before_delete = datetime.now(UTC) - timedelta(seconds=2)
+    user = put_user(client, source_updated_at=(before_delete - timedelta(seconds=2)).isoformat())
+    path = f"/v1/internal/users/{user['id']}"
+    for slug in ("live", "batch"):
+        agent = client.put(
+            f"/v1/internal/agents/{slug}@{user['slug']}",
+            json={"display_name": "Bot", "source_updated_at": before_delete.isoformat()},
+        )
+        assert agent.json()["outcome"] == "created"
+    assert client.delete(path).json()["outcome"] == "deleted"
+    again = client.put(path, json={"email": user["email"], "slug": user["slug"]})
+    assert again.json()["outcome"] == "created"
+
+    stale = {"display_name": "Stale", "source_updated_at": before_delete.isoformat()}
+    live = client.put(f"/v1/internal/agents/live@{user['slug']}", json=stale)
+    assert live.status_code == 200 and live.json()["outcome"] == "superseded"
+    run = run_backfill(client, [agent_item(f"batch@{user['slug']}", **stale)])
+    assert run["counts"]["superseded"] == 1 and run["counts"]["created"] == 0
+    for slug in ("live", "batch"):
+        assert client.get(f"/v1/agents/{slug}@{user['slug']}").status_code == 404
+
+    newer = {"display_name": "Fresh"}  # a write newer than the delete creates the agent anew
+    assert client.put(f"/v1/internal/agents/live@{user['slug']}", json=newer).json()["created"]
