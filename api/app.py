@@ -8,14 +8,14 @@ from fastapi import FastAPI
 from prometheus_client import REGISTRY, disable_created_metrics
 
 from api import errors
+from api.metrics import LedgerCollector
 from api.routes import agents, backfills, graphs, health, jobs, node_types, users
 from identity.db import accept_pool, libpq_url, session_factory
 from identity.ledger.accept import Accepts
 from identity.ledger.jobs import NOTIFY_CHANNEL
 from identity.ledger.notify import JobWaiter
-from identity.metrics import LedgerCollector
-from identity.queue import async_dispatcher
 from identity.settings import get_settings
+from worker.producer import async_dispatcher
 
 _collector: LedgerCollector | None = None
 
