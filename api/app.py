@@ -8,14 +8,15 @@ from fastapi import FastAPI
 from prometheus_client import REGISTRY, disable_created_metrics
 
 from api import errors
+from api.deps import Ledger
+from api.metrics import LedgerCollector
 from api.routes import agents, backfills, graphs, health, jobs, node_types, users
 from identity.db import accept_pool, libpq_url, session_factory
 from identity.ledger.accept import Accepts
 from identity.ledger.jobs import NOTIFY_CHANNEL
 from identity.ledger.notify import JobWaiter
-from identity.metrics import LedgerCollector
-from identity.queue import async_dispatcher
 from identity.settings import get_settings
+from worker.producer import async_dispatcher
 
 _collector: LedgerCollector | None = None
 
@@ -38,18 +39,16 @@ def create_app() -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await pool.open(wait=False)
         dispatcher = async_dispatcher()  # its connections belong to this loop
-        app.state.accepts = Accepts(
-            pool, dispatcher, idempotency_ttl_hours=settings.idempotency_ttl_hours
-        )
+        accepts = Accepts(pool, dispatcher, idempotency_ttl_hours=settings.idempotency_ttl_hours)
+        app.state.ledger = Ledger(accepts, waiter)
         await waiter.start()
         yield
         await waiter.stop()
-        await app.state.accepts.close()
+        await accepts.close()
         await dispatcher.close()
         await pool.close()
 
     app = FastAPI(title="idmirror", version="1", lifespan=lifespan)
-    app.state.waiter = waiter
     errors.install(app)
     routers = [
         users.router,

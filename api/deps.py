@@ -1,13 +1,17 @@
-"""Request dependencies: the bearer token and a read-only session."""
+"""Request dependencies: the bearer token, a read-only session, and the way into the ledger."""
 
 import hmac
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated
 
-from fastapi import Header, Query
+from fastapi import Depends, Header, Query, Request
 from sqlalchemy.orm import Session
 
 from identity.db import session_factory
 from identity.errors import InvalidToken
+from identity.ledger.accept import Accepts
+from identity.ledger.notify import JobWaiter
 from identity.settings import get_settings
 
 
@@ -36,3 +40,21 @@ class Paging:
     ) -> None:
         self.limit = limit
         self.cursor = cursor
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """What a write needs in the API process: the accept batcher and the job waiter, both made
+    for the app's event loop by its lifespan."""
+
+    accepts: Accepts
+    waiter: JobWaiter
+
+
+def get_ledger(request: Request) -> Ledger:
+    """The app's Ledger, which create_app's lifespan sets."""
+    ledger: Ledger = request.app.state.ledger
+    return ledger
+
+
+LedgerDep = Annotated[Ledger, Depends(get_ledger)]

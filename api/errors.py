@@ -11,16 +11,20 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from identity.errors import IdmirrorError
+from identity.errors import (
+    DatabaseUnavailable,
+    HttpError,
+    IdmirrorError,
+    InternalError,
+    ValidationFailed,
+)
 
 log = logging.getLogger(__name__)
 
 
-def error_response(
-    status: int, code: str, message: str, details: dict[str, Any] | None = None, **kwargs: Any
-) -> JSONResponse:
-    body = {"error": {"code": code, "message": message, "status": status, "details": details or {}}}
-    return JSONResponse(body, status_code=status, **kwargs)
+def error_response(error: IdmirrorError, **kwargs: Any) -> JSONResponse:
+    """The envelope of `error`, under its status."""
+    return JSONResponse({"error": error.envelope()}, status_code=error.status, **kwargs)
 
 
 def _location(loc: tuple[Any, ...]) -> str:
@@ -30,7 +34,7 @@ def _location(loc: tuple[Any, ...]) -> str:
 def install(app: FastAPI) -> None:
     @app.exception_handler(IdmirrorError)
     async def domain_error(_: Request, exc: IdmirrorError) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.message, exc.details)
+        return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -38,15 +42,14 @@ def install(app: FastAPI) -> None:
             {"loc": _location(e.get("loc", ())), "message": e.get("msg", ""), "type": e.get("type")}
             for e in exc.errors()
         ]
-        return error_response(
-            422, "validation_error", "the request is not valid", {"errors": errors}
-        )
+        return error_response(ValidationFailed("the request is not valid", errors=errors))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         codes = {404: "not_found", 405: "method_not_allowed"}
         code = codes.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+        error = HttpError(exc.status_code, code, str(exc.detail))
+        return error_response(error, headers=exc.headers)
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(InterfaceError)
@@ -54,13 +57,11 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(psycopg.InterfaceError)
     async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
         log.warning("database unreachable on %s %s: %s", request.method, request.url.path, exc)
-        return error_response(
-            503,
-            "database_unavailable",
+        error = DatabaseUnavailable(
             "the database cannot be reached; send the request again "
-            "(an Idempotency-Key makes that safe)",
-            headers={"Retry-After": "1"},
+            "(an Idempotency-Key makes that safe)"
         )
+        return error_response(error, headers={"Retry-After": "1"})
 
     app.add_middleware(UnexpectedErrors)
 
@@ -91,7 +92,5 @@ class UnexpectedErrors:
             log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
             if started:
                 raise  # part of an answer is out: nothing else can be said on this connection
-            response = error_response(
-                500, "internal_error", "the server failed to handle this request"
-            )
+            response = error_response(InternalError("the server failed to handle this request"))
             await response(scope, receive, send)

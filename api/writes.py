@@ -5,11 +5,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import Header, Request
+from fastapi import Header
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import Counter
 from starlette.concurrency import run_in_threadpool
 
+from api.deps import Ledger
 from identity.db import transaction
 from identity.errors import ValidationFailed
 from identity.ledger import jobs as ledger
@@ -63,7 +64,7 @@ def job_response(job: dict[str, Any]) -> Response:
 
 
 async def submit(
-    request: Request,
+    into: Ledger,
     sub: ledger.Submission,
     options: WriteOptions,
     *,
@@ -74,12 +75,12 @@ async def submit(
     `complete` adds to an applied job's result what the ledger does not keep (a graph update's
     graph, read when answering).
     """
-    waiter = request.app.state.waiter
+    waiter = into.waiter
     job_id = str(sub.job_id)
     if options.wait_seconds > 0:
         waiter.register(job_id)  # before the job exists, so its notification cannot be missed
     try:
-        accepted, queued = await request.app.state.accepts.accept(sub)
+        accepted, queued = await into.accepts.accept(sub)
     except BaseException:
         waiter.forget(job_id)
         raise

@@ -8,9 +8,14 @@ from typing import Any
 from psycopg.rows import namedtuple_row
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from identity.settings import get_settings
+
+# Errors that say the database could not run the statement now, not that the statement is wrong:
+# a transaction that meets one rolls back and is tried again.
+TRANSIENT_ERRORS = (OperationalError, InterfaceError)
 
 
 def sqlalchemy_url(url: str) -> str:

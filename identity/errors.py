@@ -79,6 +79,29 @@ class ServiceUnavailable(IdmirrorError):
     code, status = "service_unavailable", 503
 
 
+class DatabaseUnavailable(ServiceUnavailable):
+    code = "database_unavailable"
+
+
+class NotReady(ServiceUnavailable):
+    code = "not_ready"
+
+
+class InternalError(IdmirrorError):
+    """A failure the client did not cause (a bug, a poison payload): the message names its kind,
+    never its text, which may carry data."""
+
+    code, status = "internal_error", 500
+
+
+class HttpError(IdmirrorError):
+    """An error the web framework raised (unknown route, wrong method), under its own status."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code = status, code
+
+
 # --- agent graphs ---------------------------------------------------------------------------
 
 

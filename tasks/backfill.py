@@ -14,22 +14,13 @@ from identity.backfill import sources
 from identity.backfill.apply import apply_chunk, fail_chunk
 from identity.backfill.drift import run_step
 from identity.backfill.flow import Work
-from identity.backfill_queue import get_sender
-from identity.db import transaction
-from identity.errors import SourceBusy, SourceNotFound
-from identity.ledger.drain import TRANSIENT_ERRORS
+from identity.db import TRANSIENT_ERRORS, transaction
+from identity.errors import InternalError, SourceBusy, SourceNotFound
 from identity.settings import get_settings
+from tasks.policy import RETRY_POLICY
+from worker.producer import get_producer
 
 log = logging.getLogger(__name__)
-
-RETRY_POLICY: dict[str, Any] = {
-    "acks_late": True,
-    "autoretry_for": TRANSIENT_ERRORS,
-    "retry_backoff": True,
-    "retry_backoff_max": 30,
-    "retry_jitter": True,
-    "max_retries": 10,
-}
 
 
 @shared_task(name="identity.backfill_chunk", **RETRY_POLICY)
@@ -42,15 +33,10 @@ def backfill_chunk(backfill_id: str, seq: int) -> dict[str, Any]:
         raise
     except (DBAPIError, ValueError, KeyError, TypeError) as exc:
         log.exception("backfill %s chunk %s cannot be applied", backfill_id, seq)
-        error = {
-            "code": "internal_error",
-            "message": f"the item's chunk could not be applied: {type(exc).__name__}",
-            "status": 500,
-            "details": {},
-        }
+        error = InternalError(f"the item's chunk could not be applied: {type(exc).__name__}")
         with transaction() as session:
-            work = fail_chunk(session, backfill_id, seq, error)
-    get_sender().send(work)
+            work = fail_chunk(session, backfill_id, seq, error.envelope())
+    get_producer().send_work(work)
     return {"backfill_id": backfill_id, "seq": seq, "queued": len(work)}
 
 
@@ -69,7 +55,7 @@ def backfill_step(backfill_id: str) -> dict[str, Any]:
             )
         steps += 1
         if work != [Work("step", backfill_id)]:
-            get_sender().send(work)
+            get_producer().send_work(work)
             return {"backfill_id": backfill_id, "steps": steps}
 
 
@@ -77,7 +63,7 @@ def backfill_step(backfill_id: str) -> dict[str, Any]:
 def backfill_pull(backfill_id: str) -> dict[str, Any]:
     """Pull a run's upstream source into chunks, resuming from its last checkpoint."""
     work = sources.pull(backfill_id, get_settings(), transaction)
-    get_sender().send(work)
+    get_producer().send_work(work)
     return {"backfill_id": backfill_id, "queued": len(work)}
 
 
@@ -90,5 +76,5 @@ def backfill_source(name: str) -> dict[str, Any]:
     except (SourceBusy, SourceNotFound) as exc:
         log.info("scheduled pull of %s not started: %s", name, exc.message)
         return {"source": name, "started": None}
-    get_sender().send(work)
+    get_producer().send_work(work)
     return {"source": name, "started": run["id"]}

@@ -6,26 +6,19 @@ from celery import shared_task
 
 from identity.appliers import BATCH_APPLIERS, apply_job
 from identity.db import transaction
-from identity.ledger.drain import TRANSIENT_ERRORS, drain
-from identity.queue import get_dispatcher
+from identity.ledger.drain import drain
 from identity.settings import get_settings
+from tasks.policy import RETRY_POLICY
+from worker.producer import get_producer
 
 
-@shared_task(
-    name="identity.drain_key",
-    acks_late=True,
-    autoretry_for=TRANSIENT_ERRORS,
-    retry_backoff=True,
-    retry_backoff_max=30,
-    retry_jitter=True,
-    max_retries=10,
-)
+@shared_task(name="identity.drain_key", **RETRY_POLICY)
 def drain_key(key: str) -> dict[str, Any]:
     """Drain `key` first, then every key whose lock is free, until a pass finds nothing to do.
 
     A key locked by another drain is left to it: that drain did work, so it passes again.
     """
-    get_dispatcher().clear_flag()
+    get_producer().clear_flag()
     batch_size = get_settings().drain_batch_size
     applied = failed = 0
     first: str | None = key

@@ -6,14 +6,12 @@ from typing import Any
 
 from celery import shared_task
 
-from identity import metrics
+from identity import counters
 from identity.backfill.flow import stray_work
-from identity.backfill_queue import get_sender
 from identity.db import transaction
-from identity.ledger.drain import stale_keys
-from identity.ledger.jobs import forget_finished_jobs, forget_idempotency_keys
-from identity.queue import get_dispatcher
+from identity.ledger.retention import forget_finished_jobs, forget_idempotency_keys, stale_keys
 from identity.settings import get_settings
+from worker.producer import get_producer
 
 log = logging.getLogger(__name__)
 
@@ -35,17 +33,17 @@ def sweep() -> dict[str, Any]:
             older_than_seconds=settings.sweep_after_seconds,
             receive_timeout_seconds=settings.backfill_receive_timeout_seconds,
         )
-    dispatcher = get_dispatcher()
+    dispatcher = get_producer()
     sent = sum(1 for key in keys if dispatcher.send_drain(key) == "sent")
     if keys:
         log.warning("sweeper found %d keys with stray pending jobs, queued %d", len(keys), sent)
         with transaction() as session:
-            metrics.record_sweep(session, sent)
-    backfill_sent = get_sender().send(backfill_work)
+            counters.record_sweep(session, sent)
+    backfill_sent = get_producer().send_work(backfill_work)
     if backfill_work:
         log.warning("sweeper re-queued %d stray backfill messages", backfill_sent)
         with transaction() as session:
-            metrics.record_backfill_sweep(session, backfill_sent)
+            counters.record_backfill_sweep(session, backfill_sent)
     return {
         "stale_keys": len(keys),
         "queued": sent,
@@ -64,7 +62,7 @@ def forget_old_jobs(
         with transaction() as session:
             deleted = forget_finished_jobs(session, retention_hours=retention_hours, limit=batch)
             if deleted:
-                metrics.record_forgotten_jobs(session, deleted)
+                counters.record_forgotten_jobs(session, deleted)
         total += deleted
         if deleted < batch:
             break

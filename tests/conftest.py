@@ -50,13 +50,14 @@ def database_url(postgres_server: str) -> str:
 @pytest.fixture(scope="session")
 def domain(database_url: str, redis_url: str) -> Iterator[None]:
     """Point this process's own settings at the test database, for calling the domain directly."""
-    from identity import db, queue, settings
+    from identity import db, settings
+    from worker import producer
 
     saved = {k: os.environ.get(k) for k in ("IDMIRROR_DATABASE_URL", "IDMIRROR_REDIS_URL")}
     os.environ["IDMIRROR_DATABASE_URL"] = database_url
     os.environ["IDMIRROR_REDIS_URL"] = redis_url
     settings.get_settings.cache_clear()
-    queue.get_dispatcher.cache_clear()
+    producer.get_producer.cache_clear()
     db._engine, db._sessionmaker = None, None
     yield
     for key, value in saved.items():
@@ -65,7 +66,7 @@ def domain(database_url: str, redis_url: str) -> Iterator[None]:
         else:
             os.environ[key] = value
     settings.get_settings.cache_clear()
-    queue.get_dispatcher.cache_clear()
+    producer.get_producer.cache_clear()
 
 
 @pytest.fixture(scope="session")

@@ -1,16 +1,25 @@
-"""The Celery app: `celery -A worker.app worker` and `celery -A worker.app beat`."""
+"""The one Celery app: `celery -A worker.app worker` and `celery -A worker.app beat`, and the app
+the producer (worker/producer.py) sends through from the API and from tasks."""
 
 import logging
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import beat_init, worker_init, worker_process_init
 
 from identity.db import dispose_after_fork
 from identity.settings import get_settings
 
+# Configured lazily (celeryconfig is read on first use), so that importing the app, as the API
+# does, needs no settings yet.
 app = Celery("idmirror")
 app.config_from_object("celeryconfig")
-app.conf.broker_url = get_settings().require_redis_url()
+
+
+@worker_init.connect
+@beat_init.connect
+def _require_broker(**_: object) -> None:
+    """A worker or beat without a broker URL stops here, not on Celery's default broker."""
+    get_settings().require_redis_url()
 
 
 @worker_process_init.connect

@@ -2,11 +2,11 @@
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
-from api.deps import Paging, read_session, require_token
+from api.deps import LedgerDep, Paging, read_session, require_token
 from api.writes import WriteOptions, submit, write_options
 from identity import agents
 from identity.keys import SLUG_RE, AgentRef
@@ -23,7 +23,7 @@ public = APIRouter(prefix="/v1/agents", tags=["agents"], dependencies=[Depends(r
 async def put_agent(
     agent_key: str,
     body: AgentUpsert,
-    request: Request,
+    into: LedgerDep,
     options: WriteOptions = Depends(write_options),
 ) -> Response:
     """Create or replace an agent by {slug}@{user_slug}."""
@@ -33,17 +33,15 @@ async def put_agent(
         options.idempotency_key,
         allow_private_webhooks=get_settings().allow_private_webhooks,
     )
-    return await submit(request, sub, options)
+    return await submit(into, sub, options)
 
 
 @internal.delete("/{agent_key}")
 async def delete_agent(
-    agent_key: str, request: Request, options: WriteOptions = Depends(write_options)
+    agent_key: str, into: LedgerDep, options: WriteOptions = Depends(write_options)
 ) -> Response:
     """Soft-delete an agent; its tombstone keeps older writes out."""
-    return await submit(
-        request, agents.delete_submission(agent_key, options.idempotency_key), options
-    )
+    return await submit(into, agents.delete_submission(agent_key, options.idempotency_key), options)
 
 
 @public.get("/{ref}")

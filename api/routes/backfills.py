@@ -17,11 +17,11 @@ from identity.backfill.drift import run_step
 from identity.backfill.flow import Work, interrupt_upload
 from identity.backfill.items import validation_envelope
 from identity.backfill.receive import Receiver, ReceiveStopped
-from identity.backfill_queue import get_sender
 from identity.db import transaction
 from identity.errors import PruneThresholdExceeded, UnsupportedMediaType, ValidationFailed
 from identity.schemas import to_version
 from identity.settings import get_settings
+from worker.producer import get_producer
 
 router = APIRouter(
     prefix="/v1/internal/backfills", tags=["backfills"], dependencies=[Depends(require_token)]
@@ -55,7 +55,7 @@ class RunOptions:
 
 
 def _send(work: list[Work]) -> None:
-    get_sender().send(work)
+    get_producer().send_work(work)
 
 
 def _create(options: backfill.BackfillOptions) -> dict[str, Any]:

@@ -2,12 +2,12 @@
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import read_session, require_token
+from api.deps import LedgerDep, read_session, require_token
 from api.writes import WriteOptions, submit, write_options
 from identity.db import transaction
 from identity.errors import AgentNotFound
@@ -42,12 +42,12 @@ def _with_graph(result: dict[str, Any]) -> dict[str, Any]:
 async def update_agent(
     ref: str,
     body: AgentGraphUpdate,
-    request: Request,
+    into: LedgerDep,
     options: WriteOptions = Depends(write_options),
 ) -> Response:
     """Change an agent's name, description, visibility and graph, atomically and in order."""
     sub = await run_in_threadpool(_submission, ref, body, options.idempotency_key)
-    return await submit(request, sub, options, complete=_with_graph)
+    return await submit(into, sub, options, complete=_with_graph)
 
 
 @router.get("/{ref}/graph")

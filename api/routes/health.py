@@ -6,8 +6,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
+from api.errors import error_response
 from identity.db import session_factory
-from identity.queue import get_dispatcher
+from identity.errors import NotReady
+from worker.producer import get_producer
 
 router = APIRouter(tags=["operations"])
 
@@ -29,20 +31,12 @@ def _database_ok() -> bool:
 @router.get("/readyz")
 async def readyz() -> JSONResponse:
     database = await run_in_threadpool(_database_ok)
-    broker = await run_in_threadpool(get_dispatcher().ping)
+    broker = await run_in_threadpool(get_producer().ping)
     ready = database and broker
     checks = {"database": "ok" if database else "down", "broker": "ok" if broker else "down"}
     if ready:
         return JSONResponse({"status": "ready", "checks": checks})
-    body = {
-        "error": {
-            "code": "not_ready",
-            "message": "a dependency is unreachable",
-            "status": 503,
-            "details": {"checks": checks},
-        }
-    }
-    return JSONResponse(body, status_code=503)
+    return error_response(NotReady("a dependency is unreachable", checks=checks))
 
 
 @router.get("/metrics")

@@ -3,12 +3,12 @@
 import uuid
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import Paging, read_session, require_token
+from api.deps import LedgerDep, Paging, read_session, require_token
 from api.writes import WriteOptions, submit, write_options
 from identity.db import transaction
 from identity.errors import JobNotFound
@@ -49,8 +49,8 @@ def _resubmission(job_id: uuid.UUID, idempotency_key: str | None) -> ledger.Subm
 
 @router.post("/{job_id}/retry")
 async def retry_job(
-    job_id: str, request: Request, options: WriteOptions = Depends(write_options)
+    job_id: str, into: LedgerDep, options: WriteOptions = Depends(write_options)
 ) -> Response:
     """Submit a failed job's payload again as a new job on the same key."""
     sub = await run_in_threadpool(_resubmission, _job_id(job_id), options.idempotency_key)
-    return await submit(request, sub, options)
+    return await submit(into, sub, options)

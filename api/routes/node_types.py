@@ -2,11 +2,11 @@
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
-from api.deps import Paging, read_session, require_token
+from api.deps import LedgerDep, Paging, read_session, require_token
 from api.writes import WriteOptions, submit, write_options
 from identity import node_types
 from identity.node_types import NodeTypeUpsert
@@ -23,12 +23,12 @@ public = APIRouter(
 async def put_node_type(
     node_type_id: str,
     body: NodeTypeUpsert,
-    request: Request,
+    into: LedgerDep,
     options: WriteOptions = Depends(write_options),
 ) -> Response:
     """Create or replace a node type and its params_schema."""
     sub = node_types.upsert_submission(node_type_id, body, options.idempotency_key)
-    return await submit(request, sub, options)
+    return await submit(into, sub, options)
 
 
 @public.get("/{node_type_id}")

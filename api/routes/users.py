@@ -2,11 +2,11 @@
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
-from api.deps import Paging, read_session, require_token
+from api.deps import LedgerDep, Paging, read_session, require_token
 from api.writes import WriteOptions, submit, write_options
 from identity import users
 from identity.keys import UserKey
@@ -19,20 +19,20 @@ router = APIRouter(
 
 @router.put("/{user_id}")
 async def put_user(
-    user_id: str, body: UserUpsert, request: Request, options: WriteOptions = Depends(write_options)
+    user_id: str, body: UserUpsert, into: LedgerDep, options: WriteOptions = Depends(write_options)
 ) -> Response:
     """Create or replace a user by the integrator's UUID."""
     return await submit(
-        request, users.upsert_submission(user_id, body, options.idempotency_key), options
+        into, users.upsert_submission(user_id, body, options.idempotency_key), options
     )
 
 
 @router.delete("/{user_id}")
 async def delete_user(
-    user_id: str, request: Request, options: WriteOptions = Depends(write_options)
+    user_id: str, into: LedgerDep, options: WriteOptions = Depends(write_options)
 ) -> Response:
     """Delete a user and, by cascade, its agents."""
-    return await submit(request, users.delete_submission(user_id, options.idempotency_key), options)
+    return await submit(into, users.delete_submission(user_id, options.idempotency_key), options)
 
 
 @router.get("/{user_id}")

@@ -17,7 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from identity import metrics
+from identity import counters
 from identity.agents import new_agent_ids
 from identity.appliers import apply_upsert
 from identity.backfill.flow import (
@@ -322,7 +322,7 @@ def finish_chunk(
         ),
         {"id": backfill_id, **{o: counts.get(o, 0) for o in OUTCOMES}},
     ).one()
-    metrics.record_backfill_items(session, kind, counts)
+    counters.record_backfill_items(session, kind, counts)
     if row.status not in ("receiving", "running"):
         return []
     return advance(session, row, kind=kind, bucket=bucket)

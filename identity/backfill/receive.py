@@ -18,7 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DataError, DBAPIError
 from sqlalchemy.orm import Session
 
-from identity import metrics
+from identity import counters
 from identity.backfill.flow import (
     EARLY_KINDS,
     Work,
@@ -221,7 +221,7 @@ def store(
         )
     _insert_failures(session, backfill_id, failures + refused)
     for kind, count in unchanged.items():  # chunks count their own items when applied
-        metrics.record_backfill_items(session, kind, {"unchanged": count})
+        counters.record_backfill_items(session, kind, {"unchanged": count})
     work: list[Work] = []
     if claim.phase != "receiving" or not claim.apply_early:
         return work

@@ -12,31 +12,173 @@ many batches are ahead of it; then it fails (503 database_unavailable).
 """
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from identity.ledger import jobs as ledger
-from identity.queue import AsyncDispatcher
+from identity.errors import IdempotencyKeyReused
+from identity.ledger.jobs import JOB_COLUMNS, Accepted, Submission, job_out
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+class DrainRequests(Protocol):
+    """Whatever asks the workers for a drain (worker/producer.py in the API process)."""
+
+    async def request_drain(self, key: str) -> bool:
+        """Make sure a drain of `key` is queued; False if the broker could not be reached."""
+        ...
+
+
 # Accepted, and the task that asks for its drain: true once a drain is queued, false if the
 # broker could not be reached (the sweeper queues it then).
-Written = tuple[ledger.Accepted, "asyncio.Future[bool]"]
+Written = tuple[Accepted, "asyncio.Future[bool]"]
 # Server states in which no statement can run: shutting down, or not yet accepting connections.
 _SHUTTING_DOWN = {"57P01", "57P02", "57P03"}
 _SECOND_TRY_SECONDS = 1.0
 
 
+# psycopg placeholders: the accept runs on the API's event loop through an async connection.
+# Several writes accepted together take one statement. Each key's row in key_heads is bumped
+# once, by the number of its jobs in the statement (rows locked in key order, so two such
+# statements cannot deadlock each other), and its jobs take consecutive seqs and versions in the
+# order they were given: the same numbers accepting them one after the other would give.
+_ACCEPT = f"""
+    WITH items AS (
+        SELECT * FROM json_to_recordset(CAST(%(items)s AS json))
+            AS i(n int, id uuid, key text, kind text, payload jsonb, hash text, version bigint)
+    ),
+    counts AS (SELECT key, count(*) AS c FROM items GROUP BY key),
+    head AS (
+        INSERT INTO key_heads AS h (key, last_seq, last_version)
+        SELECT key, c, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint + c - 1
+        FROM counts ORDER BY key
+        ON CONFLICT (key) DO UPDATE
+            SET last_seq = h.last_seq + excluded.last_seq,
+                last_version = greatest(h.last_version + excluded.last_seq, excluded.last_version)
+        RETURNING key, last_seq, last_version
+    ),
+    numbered AS (
+        SELECT i.*, c.c, row_number() OVER (PARTITION BY i.key ORDER BY i.n) AS r
+        FROM items i JOIN counts c USING (key)
+    )
+    INSERT INTO jobs (id, key, seq, kind, payload, payload_hash, version)
+    SELECT nb.id, nb.key, h.last_seq - nb.c + nb.r, nb.kind, nb.payload, nb.hash,
+           coalesce(nb.version, h.last_version - nb.c + nb.r)
+    FROM numbered nb JOIN head h USING (key)
+    ORDER BY nb.n
+    RETURNING {JOB_COLUMNS}
+    """
+_JOB_BY_ID = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = %(id)s"
+_JOBS_BY_ID = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ANY(%(ids)s)"
+_IDEMPOTENCY_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 1))"
+_IDEMPOTENCY_LOOKUP = (
+    "SELECT request_hash, job_id FROM idempotency_keys WHERE key = %s "
+    "AND created_at > now() - make_interval(secs => %s)"
+)
+_IDEMPOTENCY_RECORD = (
+    "INSERT INTO idempotency_keys (key, request_hash, job_id) VALUES (%s, %s, %s) "
+    "ON CONFLICT (key) DO UPDATE SET request_hash = excluded.request_hash, "
+    "job_id = excluded.job_id, created_at = now()"
+)
+
+
+async def _insert(conn: psycopg.AsyncConnection[Any], subs: list[Submission]) -> list[Any]:
+    """Insert the submissions' jobs; their rows, in the order given."""
+    items = json.dumps(
+        [
+            {
+                "n": n,
+                "id": str(sub.job_id),
+                "key": sub.key,
+                "kind": sub.kind,
+                "payload": sub.payload,
+                "hash": sub.request_hash,
+                "version": sub.explicit_version,
+            }
+            for n, sub in enumerate(subs)
+        ]
+    )
+    rows = await (await conn.execute(_ACCEPT, {"items": items})).fetchall()
+    by_id = {row.id: row for row in rows}
+    return [by_id[sub.job_id] for sub in subs]
+
+
+async def accept_many(
+    conn: psycopg.AsyncConnection[Any], subs: list[Submission], *, again: bool = False
+) -> list[Accepted]:
+    """Record writes without an Idempotency-Key as pending jobs, in the order given.
+
+    `conn` is in autocommit mode and yields rows with named columns: the accept is a single
+    statement, atomic on its own, so it needs no BEGIN and COMMIT, and all of it commits at once.
+    `again`: the same writes were sent on a connection that broke before the answer came; if
+    they committed then, they are answered as recorded, not recorded twice. (Only then does the
+    accept look its job ids up: a lookup in the statement itself would be planned once, while
+    the ledger is small, as a scan of it.)
+    """
+    if any(sub.idempotency_key is not None for sub in subs):
+        raise ValueError("a write with an Idempotency-Key is accepted on its own, by accept()")
+    rows = await (_insert_again(conn, subs) if again else _insert(conn, subs))
+    return [Accepted(job=job_out(row), reused=False) for row in rows]
+
+
+async def _insert_again(conn: psycopg.AsyncConnection[Any], subs: list[Submission]) -> list[Any]:
+    """Insert what an earlier try did not record; the rows of all of them, in order."""
+    ids = [sub.job_id for sub in subs]
+    for last_round in (False, True):
+        found = await conn.execute(_JOBS_BY_ID, {"ids": ids})
+        recorded = {row.id: row for row in await found.fetchall()}
+        rest = [sub for sub in subs if sub.job_id not in recorded]
+        try:
+            inserted = await _insert(conn, rest) if rest else []
+        except psycopg.errors.UniqueViolation as exc:
+            # The earlier try was still running on the server when this one looked, and has
+            # committed since: its rows are read back in the next round.
+            if last_round or exc.diag.constraint_name != "jobs_pkey":
+                raise
+            continue
+        recorded.update(zip((sub.job_id for sub in rest), inserted, strict=True))
+        return [recorded[job_id] for job_id in ids]
+    raise AssertionError("the last round returns or raises")
+
+
+async def accept(
+    conn: psycopg.AsyncConnection[Any], sub: Submission, *, idempotency_ttl_hours: float
+) -> Accepted:
+    """Record a write as a pending job, or return the job an Idempotency-Key already names."""
+    if sub.idempotency_key is None:
+        return (await accept_many(conn, [sub]))[0]
+
+    request_hash = sub.request_hash
+    async with conn.transaction():
+        await conn.execute(_IDEMPOTENCY_LOCK, ["idem:" + sub.idempotency_key])
+        lookup = [sub.idempotency_key, idempotency_ttl_hours * 3600]
+        previous = await (await conn.execute(_IDEMPOTENCY_LOOKUP, lookup)).fetchone()
+        if previous is not None:
+            if previous.request_hash != request_hash:
+                raise IdempotencyKeyReused(
+                    "this Idempotency-Key was used with a different request",
+                    idempotency_key=sub.idempotency_key,
+                    job_id=str(previous.job_id),
+                )
+            first = await conn.execute(_JOB_BY_ID, {"id": previous.job_id})
+            return Accepted(job=job_out(await first.fetchone()), reused=True)
+        (row,) = await _insert(conn, [sub])
+        record = [sub.idempotency_key, request_hash, sub.job_id]
+        await conn.execute(_IDEMPOTENCY_RECORD, record)
+    return Accepted(job=job_out(row), reused=False)
+
+
 @dataclass
 class _Queued:
-    sub: ledger.Submission
+    sub: Submission
     future: "asyncio.Future[Written]"
     deadline: float  # loop time after which the write stops waiting for the database
 
@@ -47,7 +189,7 @@ class Accepts:
     def __init__(
         self,
         pool: AsyncConnectionPool[Any],
-        dispatcher: AsyncDispatcher,
+        dispatcher: DrainRequests,
         *,
         idempotency_ttl_hours: float,
         max_batch: int = 100,
@@ -62,13 +204,13 @@ class Accepts:
         self._writers: set[asyncio.Task[None]] = set()
         self._drains: set[asyncio.Future[bool]] = set()
 
-    async def accept(self, sub: ledger.Submission) -> tuple[ledger.Accepted, bool]:
+    async def accept(self, sub: Submission) -> tuple[Accepted, bool]:
         """Record `sub` as a pending job and make sure a drain is queued for it."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._pool.timeout
         if sub.idempotency_key is not None:
             accepted = await self._on_connection(
-                lambda conn, _: ledger.accept(conn, sub, idempotency_ttl_hours=self._ttl_hours),
+                lambda conn, _: accept(conn, sub, idempotency_ttl_hours=self._ttl_hours),
                 deadline,
             )
             if accepted.reused and accepted.job["status"] != "pending":
@@ -108,7 +250,7 @@ class Accepts:
         subs = [queued.sub for queued in batch]
         try:
             accepted = await self._on_connection(
-                lambda conn, again: ledger.accept_many(conn, subs, again=again),
+                lambda conn, again: accept_many(conn, subs, again=again),
                 min(q.deadline for q in batch),
             )
         except PoolTimeout as exc:

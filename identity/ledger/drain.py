@@ -12,16 +12,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from identity import metrics
-from identity.errors import IdmirrorError
+from identity import counters
+from identity.db import TRANSIENT_ERRORS
+from identity.errors import IdmirrorError, InternalError
 from identity.ledger.jobs import NOTIFY_CHANNEL, Applier, BatchApplier, PendingJob
 
 log = logging.getLogger(__name__)
-
-TRANSIENT_ERRORS = (OperationalError, InterfaceError)
 
 
 @dataclass
@@ -74,13 +72,8 @@ def _apply_one(session: Session, job: PendingJob, apply: Applier) -> Finished:
         return Finished(job, None, error=exc.envelope())
     except Exception as exc:  # a bug or a poison payload: fail this job, keep draining the rest
         log.exception("job %s (%s on %s) failed unexpectedly", job.id, job.kind, job.key)
-        error = {
-            "code": "internal_error",
-            "message": f"the job could not be applied: {type(exc).__name__}",
-            "status": 500,
-            "details": {},
-        }
-        return Finished(job, None, error=error)
+        error = InternalError(f"the job could not be applied: {type(exc).__name__}")
+        return Finished(job, None, error=error.envelope())
     return Finished(job, applied.outcome, result=applied.result)
 
 
@@ -183,7 +176,7 @@ def _record(session: Session, finished: list[Finished]) -> None:
         ]
     )
     rows = session.execute(_RECORD, {"decisions": decisions, "channel": NOTIFY_CHANNEL}).all()
-    metrics.record_finished(
+    counters.record_finished(
         session,
         [(r.kind, r.outcome or r.status, r.latency.total_seconds()) for r in rows],
     )
@@ -238,17 +231,3 @@ def drain(
     if finished:
         _record(session, finished)
     return report
-
-
-def stale_keys(session: Session, *, older_than_seconds: float, limit: int = 1000) -> list[str]:
-    """Keys with a job pending for longer than a drain message should take to arrive."""
-    return list(
-        session.execute(
-            text(
-                "SELECT key FROM jobs WHERE status = 'pending' "
-                "AND accepted_at < clock_timestamp() - make_interval(secs => :age) "
-                "GROUP BY key ORDER BY min(accepted_at) LIMIT :limit"
-            ),
-            {"age": older_than_seconds, "limit": limit},
-        ).scalars()
-    )

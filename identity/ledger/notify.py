@@ -3,6 +3,9 @@
 Workers NOTIFY each finished job in the transaction that finished it, with its status and body
 when they fit in a notification. A request registers its job id before the job is accepted, so
 no notification can be missed; a slow poll covers a listener that is reconnecting.
+
+The listener holds a raw psycopg connection: LISTEN is not a query, and receiving notifications
+needs the driver's own `notifies()`, which SQLAlchemy does not wrap.
 """
 
 import asyncio

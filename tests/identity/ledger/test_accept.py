@@ -18,8 +18,8 @@ from psycopg_pool import PoolTimeout
 from cli.embedded import EmbeddedRedis, free_port
 from identity.ledger.accept import Accepts
 from identity.ledger.jobs import Accepted, Submission
-from identity.queue import AsyncDispatcher, Dispatcher
 from tests.stack import database_url_for
+from worker.producer import AsyncDispatcher, Producer
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,7 @@ def with_accepts(
             open=False,
         )
         await pool.open()
-        dispatcher = AsyncDispatcher(redis_url, 30, Dispatcher(redis_url, 30))
+        dispatcher = AsyncDispatcher(redis_url, 30, Producer(redis_url, 30))
         accepts = Accepts(pool, dispatcher, idempotency_ttl_hours=1, writers=writers)
         try:
             return await work(accepts)
@@ -150,7 +150,7 @@ def test_a_write_sent_again_after_it_committed_is_recorded_once(services):
     """What the second try after a broken connection does when the first had committed."""
     from psycopg.rows import namedtuple_row
 
-    from identity.ledger.jobs import accept_many
+    from identity.ledger.accept import accept_many
 
     key = f"agent:k-{uuid.uuid4().hex[:8]}@again"
     sub, other = agent_write(key, "once"), agent_write(key, "next")

@@ -14,8 +14,9 @@ from psycopg.rows import namedtuple_row
 from identity.appliers import BATCH_APPLIERS, apply_agent_upserts, apply_job
 from identity.db import libpq_url, transaction
 from identity.errors import IdmirrorError
+from identity.ledger.accept import accept
 from identity.ledger.drain import Finished, _record, drain
-from identity.ledger.jobs import NOTIFY_CHANNEL, Applied, PendingJob, Submission, accept, get_job
+from identity.ledger.jobs import NOTIFY_CHANNEL, Applied, PendingJob, Submission, get_job
 from identity.settings import get_settings
 from tests.conftest import new_slug, put_user
 

@@ -163,12 +163,12 @@ def test_retry_honours_an_idempotency_key(client):
 
 def test_at_most_one_drain_message_waits_in_the_queue(tmp_home):
     from cli.embedded import EmbeddedRedis
-    from identity.queue import Dispatcher
+    from worker.producer import Producer
 
     broker = EmbeddedRedis(tmp_home / "redis")  # no worker reads this one
     broker.start()
     try:
-        dispatcher = Dispatcher(broker.url, flag_seconds=30)
+        dispatcher = Producer(broker.url, flag_seconds=30)
         assert dispatcher.send_drain(f"user:{uuid.uuid4()}") == "sent"
         assert dispatcher.send_drain(f"user:{uuid.uuid4()}") == "already_queued"
         dispatcher.clear_flag()  # what a drain does first
@@ -180,7 +180,7 @@ def test_at_most_one_drain_message_waits_in_the_queue(tmp_home):
 
 def test_the_apis_dispatcher_sends_one_message_while_the_flag_is_up(tmp_home):
     from cli.embedded import EmbeddedRedis
-    from identity.queue import AsyncDispatcher, Dispatcher
+    from worker.producer import AsyncDispatcher, Producer
 
     broker = EmbeddedRedis(tmp_home / "redis")  # no worker reads this one
     broker.start()
@@ -192,7 +192,7 @@ def test_the_apis_dispatcher_sends_one_message_while_the_flag_is_up(tmp_home):
             await dispatcher.close()
 
     try:
-        sender = Dispatcher(broker.url, flag_seconds=30)
+        sender = Producer(broker.url, flag_seconds=30)
         dispatcher = AsyncDispatcher(broker.url, 30, sender)
         assert asyncio.run(request_drains(dispatcher)) == [True, True, True]
         assert redis.Redis.from_url(broker.url).llen("celery") == 1
@@ -211,7 +211,7 @@ def test_finished_jobs_past_the_retention_are_forgotten_oldest_first(postgres_se
     from sqlalchemy.orm import Session
 
     from identity.db import sqlalchemy_url
-    from identity.ledger.jobs import forget_finished_jobs
+    from identity.ledger.retention import forget_finished_jobs
     from tests.stack import database_url_for
 
     url = database_url_for(postgres_server, f"idmirror_retention_{uuid.uuid4().hex[:10]}")
