@@ -1,3 +1,5 @@
+"""`python -m cli`: the same command as `idmirror`."""
+
 from cli.main import app
 
 app()
