@@ -1,6 +1,7 @@
 """The one path every write takes: accept a job, queue its drain, wait for it, answer."""
 
 import re
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -51,6 +52,18 @@ def _load(job_id: str) -> dict[str, Any]:
         return ledger.get_job(session, job_id)
 
 
+def _mark_retried(job_id: uuid.UUID, retry_job_id: uuid.UUID) -> None:
+    with transaction() as session:
+        ledger.mark_retried(session, job_id, retry_job_id)
+
+
+async def _settle_retry(retry_of: uuid.UUID, job_id: str, reused: bool) -> None:
+    """A retry recorded before (sent twice at once) is refused; a new one is linked."""
+    if reused:
+        raise ledger.already_retried(retry_of, job_id)
+    await run_in_threadpool(_mark_retried, retry_of, uuid.UUID(job_id))
+
+
 def job_response(job: dict[str, Any]) -> Response:
     """200 with the result, the error envelope of a failed job, or 202 for a pending one."""
     headers = {"Idmirror-Job-Id": job["id"]}
@@ -89,6 +102,8 @@ async def submit(
     job = accepted.job
     if job["id"] != job_id:  # an Idempotency-Key named an earlier job
         waiter.forget(job_id)
+    if sub.retry_of is not None:
+        await _settle_retry(sub.retry_of, job["id"], accepted.reused)
     if job["status"] == "pending" and queued and options.wait_seconds > 0:
 
         async def load() -> dict[str, Any]:

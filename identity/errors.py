@@ -71,6 +71,12 @@ class JobNotFailed(IdmirrorError):
     code, status = "job_not_failed", 409
 
 
+class AlreadyRetried(IdmirrorError):
+    """A failed job is retried once; `details.retry_job_id` names the job that retried it."""
+
+    code, status = "already_retried", 409
+
+
 class SlugTaken(IdmirrorError):
     code, status = "slug_taken", 409
 

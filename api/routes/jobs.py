@@ -42,15 +42,15 @@ def list_jobs(
     )
 
 
-def _resubmission(job_id: uuid.UUID, idempotency_key: str | None) -> ledger.Submission:
+def _resubmission(job_id: uuid.UUID) -> ledger.Submission:
     with transaction() as session:
-        return ledger.resubmission(session, job_id, idempotency_key=idempotency_key)
+        return ledger.resubmission(session, job_id)
 
 
 @router.post("/{job_id}/retry")
 async def retry_job(
     job_id: str, into: LedgerDep, options: WriteOptions = Depends(write_options)
 ) -> Response:
-    """Submit a failed job's payload again as a new job on the same key."""
-    sub = await run_in_threadpool(_resubmission, _job_id(job_id), options.idempotency_key)
+    """Submit a failed job's payload again as a new job on the same key, once."""
+    sub = await run_in_threadpool(_resubmission, _job_id(job_id))
     return await submit(into, sub, options)

@@ -152,15 +152,6 @@ def test_health_and_readiness_need_no_token(stack):
     assert ready == {"status": "ready", "checks": {"database": "ok", "broker": "ok"}}
 
 
-def test_retry_honours_an_idempotency_key(client):
-    failed = client.put(f"/v1/internal/agents/x@{new_slug('gone')}", json={"display_name": "X"})
-    job_id, key = failed.headers["Idmirror-Job-Id"], uuid.uuid4().hex
-    first = client.post(f"/v1/jobs/{job_id}/retry", headers={"Idempotency-Key": key})
-    second = client.post(f"/v1/jobs/{job_id}/retry", headers={"Idempotency-Key": key})
-    assert first.status_code == second.status_code == 404
-    assert first.headers["Idmirror-Job-Id"] == second.headers["Idmirror-Job-Id"] != job_id
-
-
 def test_at_most_one_drain_message_waits_in_the_queue(tmp_home):
     from cli.embedded import EmbeddedRedis
     from worker.producer import Producer
