@@ -17,9 +17,9 @@ from sqlalchemy.orm import Session
 
 from identity import metrics
 from identity.backfill.flow import EARLY_KINDS, Work, heads, users_pending
-from identity.backfill.items import Failure
+from identity.backfill.items import Failure, stored_key
 from identity.db import commit_without_waiting_for_disk
-from identity.errors import ServiceUnavailable, ValidationFailed
+from identity.errors import IdmirrorError, ServiceUnavailable, ValidationFailed
 
 _LINE = re.compile(rb'^\{"l":(\d+)')  # every stored element starts with its line number
 Chunk = tuple[str, int, list[bytes]]  # kind, bucket, the stored elements
@@ -241,11 +241,9 @@ def _screen(session: Session, kind: str, parts: list[bytes]) -> tuple[list[bytes
         match = _LINE.match(part)
         line = int(match.group(1)) if match else 0
         try:
-            element = json.loads(part.decode(errors="replace"))
-            name = element.get("id") or element["d"]["key"]
-        except (ValueError, KeyError, TypeError):
-            name = None
+            key: str | None = str(stored_key(kind, json.loads(part.decode(errors="replace"))))
+        except (ValueError, KeyError, TypeError, IdmirrorError):
+            key = None
         error = ValidationFailed("the item holds text or numbers that cannot be stored as JSON")
-        key = f"{kind}:{name}" if name else None
         failures.append(Failure(line, kind, key, error.envelope()))
     return good, failures
