@@ -16,7 +16,8 @@ from identity.backfill import sources
 from identity.backfill.drift import run_step
 from identity.backfill.flow import Work, interrupt_upload
 from identity.backfill.items import validation_envelope
-from identity.backfill.receive import Receiver, ReceiveStopped
+from identity.backfill.store import ReceiveStopped
+from identity.backfill.upload import UploadReceiver
 from identity.db import transaction
 from identity.errors import PruneThresholdExceeded, UnsupportedMediaType, ValidationFailed
 from identity.schemas import to_version
@@ -78,7 +79,9 @@ async def _receive(request: Request, options: backfill.BackfillOptions) -> dict[
     run = await run_in_threadpool(_create, options)
     version = to_version(datetime.fromisoformat(run["snapshot_at"]))
     known_lines = backfill.reads_known(run["mode"], dry_run=run["dry_run"])
-    receiver = Receiver(run["id"], version, get_settings(), transaction, known_lines=known_lines)
+    receiver = UploadReceiver(
+        run["id"], version, get_settings(), transaction, known_lines=known_lines
+    )
     try:
         pending = bytearray()
         async for data in request.stream():
@@ -105,7 +108,7 @@ async def _receive(request: Request, options: backfill.BackfillOptions) -> dict[
     return run
 
 
-def _finish(receiver: Receiver) -> list[Work]:
+def _finish(receiver: UploadReceiver) -> list[Work]:
     """End of input. A pruning run checks its threshold now, so that a refusal is the answer."""
     work = receiver.finish()
     if Work("step", receiver.backfill_id) in work:

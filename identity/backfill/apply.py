@@ -30,10 +30,10 @@ from identity.backfill.flow import (
     unqueue,
     users_pending,
 )
+from identity.backfill.items import stored_key
 from identity.backfill.sql import CHUNK, KEYS, LOCK_KEYS, STATEMENTS
 from identity.db import commit_without_waiting_for_disk
 from identity.errors import IdmirrorError, SlugTaken, UserNotFound
-from identity.keys import parse_ledger_key
 
 OUTCOMES = ("created", "updated", "unchanged", "superseded", "failed")
 
@@ -117,16 +117,16 @@ def _one_by_one(
     ).scalar_one()
     out = Outcomes()
     for item in sorted(items, key=lambda i: i["l"]):
+        typed_key = stored_key(kind, item)
+        key = str(typed_key)
         if kind == "agent":
             body = item["d"]
-            key = f"agent:{body['key']}"
             payload = {f: body[f] for f in ("display_name", "webhook_url", "metadata") if f in body}
         else:
-            key = f"{kind}:{item['id']}"
             payload = {f: v for f, v in item.items() if f not in ("l", "v", "h", "id")}
         try:
             with session.begin_nested():
-                applied = apply_upsert(session, parse_ledger_key(key), payload, item["v"])
+                applied = apply_upsert(session, typed_key, payload, item["v"])
         except IdmirrorError as exc:
             out.add(ItemResult(item["l"], key, "failed", exc.envelope()), cover=False)
             continue

@@ -253,6 +253,16 @@ def stray_work(
     session: Session, *, older_than_seconds: float, receive_timeout_seconds: float
 ) -> list[Work]:
     """What the sweeper must queue again: chunks, steps and pulls whose message was lost."""
+    work = _stray_chunks(session, older_than_seconds)
+    work += _stray_steps(session, older_than_seconds)
+    work += _silent_pulls(session, max(older_than_seconds * 3, 10.0))
+    _fail_silent_uploads(session, receive_timeout_seconds)
+    _clean_finished(session)
+    return work
+
+
+def _stray_chunks(session: Session, older_than_seconds: float) -> list[Work]:
+    """The runnable head chunks of every active run, queued longer ago than that or never."""
     work: list[Work] = []
     runs = session.execute(
         text(
@@ -267,6 +277,11 @@ def stray_work(
             kinds += PHASE_KINDS["agents"]
         for kind in kinds:
             work += heads(session, run.id, kind, stale_seconds=older_than_seconds)
+    return work
+
+
+def _stray_steps(session: Session, older_than_seconds: float) -> list[Work]:
+    """Plan and drift steps queued longer ago than that, or never."""
     steps = session.execute(
         text(
             """
@@ -281,9 +296,14 @@ def stray_work(
         ),
         {"age": older_than_seconds},
     ).scalars()
-    work += [Work("step", str(i)) for i in steps]
-    # A pull touches its run at every page; a silent one lost its worker. A duplicate is
-    # harmless: the pull holds a lock for as long as it runs.
+    return [Work("step", str(i)) for i in steps]
+
+
+def _silent_pulls(session: Session, silent_seconds: float) -> list[Work]:
+    """Pulls silent for that long.
+
+    A pull touches its run at every page; a silent one lost its worker. A duplicate is
+    harmless: the pull holds a lock for as long as it runs."""
     pulls = session.execute(
         text(
             """
@@ -295,9 +315,13 @@ def stray_work(
             RETURNING id
             """
         ),
-        {"age": max(older_than_seconds * 3, 10.0)},
+        {"age": silent_seconds},
     ).scalars()
-    work += [Work("pull", str(i)) for i in pulls]
+    return [Work("pull", str(i)) for i in pulls]
+
+
+def _fail_silent_uploads(session: Session, receive_timeout_seconds: float) -> None:
+    """Uploads with no progress for that long lost their API process: they fail."""
     session.execute(
         text(
             """
@@ -311,7 +335,10 @@ def stray_work(
         ),
         {"age": receive_timeout_seconds, "error": json.dumps(UPLOAD_INTERRUPTED)},
     )
-    # Cancelled and failed runs leave their chunks and covered users to be cleaned here.
+
+
+def _clean_finished(session: Session) -> None:
+    """Cancelled and failed runs leave their chunks and covered users to be removed here."""
     session.execute(
         text(
             """
@@ -329,4 +356,3 @@ def stray_work(
             "WHERE status IN ('completed', 'failed', 'cancelled'))"
         )
     )
-    return work

@@ -1,7 +1,7 @@
 """Backfill items: one NDJSON line validated into the element a chunk stores, or a failure.
 
 Lines are validated with the same models as the PUT bodies (plus `type` and `id` / `key`), or,
-for agent and user lines that plainly pass, with the same rules without them (backfill_plain). A
+for agent and user lines that plainly pass, with the same rules without them (plain.py). A
 chunk stores users and node types normalised (validation normalises `email`) and agents as the
 line's own JSON object next to its line number and version: the bulk of a backfill is agents,
 and their common path re-serialises nothing.
@@ -20,8 +20,8 @@ from pydantic import Field, TypeAdapter, ValidationError, model_validator
 from identity.backfill.known import line_digest
 from identity.backfill.plain import plain_agent, plain_object, plain_user, version_of
 from identity.errors import IdmirrorError, InvalidWebhookUrl, ValidationFailed
-from identity.keys import AgentKey, UserKey
-from identity.node_types import NodeTypeUpsert, check_schema, parse_id
+from identity.keys import AgentKey, LedgerKey, NodeTypeKey, UserKey
+from identity.node_types import NodeTypeUpsert, check_schema
 from identity.schemas import AgentUpsert, UserUpsert, check_not_ahead, find_nul, to_version
 from identity.webhooks import check_webhook_url
 
@@ -77,6 +77,18 @@ class Failure:
     error: dict[str, Any]
 
 
+def stored_key(kind: str, element: dict[str, Any]) -> LedgerKey:
+    """The key of an element as a chunk stores it (its key was valid when it was received)."""
+    match kind:
+        case "agent":
+            return AgentKey.parse(element["d"]["key"])
+        case "user":
+            return UserKey.parse(element["id"])
+        case "node_type":
+            return NodeTypeKey.parse(element["id"])
+    raise ValueError(f"no stored element is of kind {kind!r}")
+
+
 def bucket_of(key: str, buckets: int) -> int:
     """Every item of one key lands in the same bucket, whose chunks are applied in order."""
     return zlib.crc32(key.encode()) % buckets
@@ -113,10 +125,10 @@ def _guess_identity(raw: bytes) -> tuple[str | None, str | None]:
         if kind == "user":
             return kind, str(UserKey.parse(name))
         if kind == "node_type":
-            return kind, f"node_type:{parse_id(name)}"
+            return kind, str(NodeTypeKey.parse(name))
     except IdmirrorError:
         pass
-    return kind, f"{kind}:{name}"
+    return kind, f"{kind}:{name}"  # not a valid key: the failure names what the line said
 
 
 @lru_cache(maxsize=4096)
@@ -180,18 +192,19 @@ class ItemParser:
         if obj is None or version is None:
             return None
         if obj["type"] == "user":
-            fields = plain_user(raw, obj)
-            if fields is None:
+            user = plain_user(raw, obj)
+            if user is None:
                 return None
+            user_key, fields = user
             stored = _user_element(line, version, digest or self._digest(raw), fields)
-            return Parsed("user", f"user:{fields['id']}", stored, fields["slug"])
+            return Parsed("user", str(user_key), stored, fields["slug"])
         agent = plain_agent(raw, obj)
         if agent is None:
             return None
         key, url = agent
         if url is not None and _webhook_verdict(_origin(url), self.allow_private):
             return None
-        return Parsed("agent", f"agent:{key}", self._agent_element(line, version, raw, digest))
+        return Parsed("agent", str(key), self._agent_element(line, version, raw, digest))
 
     def parse_with_models(
         self, line: int, raw: bytes, digest: str | None = None
@@ -217,24 +230,26 @@ class ItemParser:
             except ValidationFailed as exc:
                 kind, key = _guess_identity(raw)
                 return Failure(line, kind, key, exc.envelope())
-        if isinstance(item, AgentItem):
-            return self._agent(line, raw, item, version, digest)
-        if isinstance(item, UserItem):
-            return self._user(line, raw, item, version, digest)
-        return self._node_type(line, raw, item, version)
+        match item:
+            case AgentItem():
+                return self._agent(line, raw, item, version, digest)
+            case UserItem():
+                return self._user(line, raw, item, version, digest)
+            case NodeTypeItem():
+                return self._node_type(line, raw, item, version)
 
     def _node_type(
         self, line: int, raw: bytes, item: NodeTypeItem, version: int
     ) -> Parsed | Failure:
         try:
-            node_type_id = parse_id(item.id)
+            key = NodeTypeKey.parse(item.id)
             check_schema(item.params_schema)
             _storable(raw, item)
             stored = json.dumps(
                 {
                     "l": line,
                     "v": version,
-                    "id": str(node_type_id),
+                    "id": str(key.node_type_id),
                     "name": item.name,
                     "description": item.description,
                     "params_schema": item.params_schema,
@@ -246,7 +261,7 @@ class ItemParser:
             return Failure(line, "node_type", f"node_type:{item.id}", exc.envelope())
         except ValueError as exc:
             return Failure(line, "node_type", None, ValidationFailed(str(exc)).envelope())
-        return Parsed("node_type", f"node_type:{node_type_id}", stored)
+        return Parsed("node_type", str(key), stored)
 
     def _user(
         self, line: int, raw: bytes, item: UserItem, version: int, digest: str | None

@@ -44,7 +44,7 @@ MOVING_CAPACITY = 500_000  # user slugs (0.6 MB)
 MAX_BACKOFF = 32
 
 _SLUG = SLUG_RE.pattern.removeprefix("^").removesuffix("$").encode()
-_AGENT_KEY = re.compile(rb'"key"\s*:\s*"(' + _SLUG + b"@" + _SLUG + rb')"')
+_AGENT_KEY = re.compile(rb'"key"\s*:\s*"(' + _SLUG + b"@(" + _SLUG + rb'))"')
 _USER_ID = re.compile(
     rb'"id"\s*:\s*"([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"'
 )
@@ -134,8 +134,7 @@ class KnownLines:
         if match is not None:
             if not agents or self.agents_off or raw.count(b'"key"') != 1:
                 return None
-            name = match.group(1).decode()
-            user_slug = name.partition("@")[2]
+            name, user_slug = match.group(1).decode(), match.group(2).decode()
             return Candidate("agent", name, user_slug, self._digest(raw))
         if raw.count(b'"id"') != 1 or (match := _USER_ID.search(raw)) is None:
             return None

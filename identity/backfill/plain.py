@@ -5,7 +5,7 @@ A line is read here with json.loads and the same rules in a few lines of code; w
 reading cannot plainly accept (a missing or odd field, an escape, a non-finite number, deep
 nesting, a value at a limit) returns None and goes through the models, which decide and write
 the error. So nothing is accepted here that the models refuse, and what is accepted is stored
-exactly as the models' path stores it (tests/test_backfill_items.py holds both to that).
+exactly as the models' path stores it (tests/identity/backfill/test_items.py holds both to that).
 """
 
 import json
@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import AwareDatetime, EmailStr, TypeAdapter, ValidationError
 
 from identity.errors import InvalidUserId, ValidationFailed
-from identity.keys import SLUG_RE, UserKey
+from identity.keys import SLUG_RE, AgentKey, UserKey
 from identity.schemas import (
     MAX_AGENT_METADATA_BYTES,
     MAX_USER_METADATA_BYTES,
@@ -29,7 +29,7 @@ from identity.schemas import (
 
 _SLUG = SLUG_RE.pattern.removeprefix("^").removesuffix("$")
 _USER_SLUG = re.compile(_SLUG)
-_AGENT_KEY = re.compile(f"{_SLUG}@{_SLUG}")
+_AGENT_KEY = re.compile(f"({_SLUG})@({_SLUG})")
 _FIELDS = {
     "agent": frozenset(AgentUpsert.model_fields) | {"type", "key"},
     "user": frozenset(UserUpsert.model_fields) | {"type", "id"},
@@ -118,7 +118,7 @@ def version_of(obj: dict[str, Any], default: int) -> int | None:
     return version
 
 
-def plain_agent(raw: bytes, obj: dict[str, Any]) -> tuple[str, str | None] | None:
+def plain_agent(raw: bytes, obj: dict[str, Any]) -> tuple[AgentKey, str | None] | None:
     """The key and webhook_url of a plain agent line (the webhook rule is the caller's)."""
     key, name, url = obj.get("key"), obj.get("display_name"), obj.get("webhook_url")
     if (
@@ -127,14 +127,15 @@ def plain_agent(raw: bytes, obj: dict[str, Any]) -> tuple[str, str | None] | Non
         or not name
         or not _text(url, 2048, optional=True)
         or not _metadata_fits(raw, obj.get("metadata", {}), MAX_AGENT_METADATA_BYTES)
-        or not _AGENT_KEY.fullmatch(key)
+        or not (match := _AGENT_KEY.fullmatch(key))
     ):
         return None
-    return key, url
+    return AgentKey(match[1], match[2]), url
 
 
-def plain_user(raw: bytes, obj: dict[str, Any]) -> dict[str, Any] | None:
-    """A plain user line's fields as the models' path stores them (email normalised)."""
+def plain_user(raw: bytes, obj: dict[str, Any]) -> tuple[UserKey, dict[str, Any]] | None:
+    """A plain user line's key, and its fields as the models' path stores them (email
+    normalised)."""
     user_id, email, slug = obj.get("id"), obj.get("email"), obj.get("slug")
     plan, owner = obj.get("plan", "free"), obj.get("external_owner")
     metadata = obj.get("metadata", {})
@@ -154,7 +155,7 @@ def plain_user(raw: bytes, obj: dict[str, Any]) -> dict[str, Any] | None:
         email = _plain_email(email) or _EMAIL.validate_python(email)
     except (InvalidUserId, ValidationError):
         return None
-    return {
+    return key, {
         "id": str(key.user_id),
         "email": email,
         "slug": slug,

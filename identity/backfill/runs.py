@@ -2,9 +2,9 @@
 
 A backfill is a run in `backfills`; its input (an NDJSON upload or an upstream pull) is stored in
 chunks and applied by chunk tasks, users before agents, with the same version rules as single
-writes. This module creates, reads, cancels and retries runs; receiving is in backfill_receive,
-applying in backfill_apply, the phases in backfill_flow and mirror mode in backfill_drift.
-docs/backfills.md describes the whole.
+writes. This module creates, reads, cancels and retries runs; receiving is in receive.py (with
+upload.py, pull.py and store.py), applying in apply.py, the phases in flow.py and mirror mode in
+drift.py. docs/backfills.md describes the whole.
 """
 
 import uuid
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import text
+from sqlalchemy import Row, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -23,6 +23,7 @@ from identity.errors import (
     InvalidBackfill,
     SourceBusy,
 )
+from identity.keys import AgentKey, parse_ledger_key
 from identity.pagination import decode_cursor, page, text_value
 from identity.schemas import check_not_ahead, to_version
 
@@ -53,7 +54,7 @@ class BackfillOptions:
 
 def reads_known(mode: str, *, dry_run: bool) -> bool:
     """Whether the run may count lines an earlier backfill applied as unchanged without reading
-    them (backfill_known): not a mirror run, whose drift needs every item of the input, nor a
+    them (known.py): not a mirror run, whose drift needs every item of the input, nor a
     dry run, which keeps to the one path it reports on."""
     return mode == "upsert" and not dry_run
 
@@ -212,11 +213,15 @@ def list_drift(
         ),
         {"id": run_id, "after": after[0] if after else None, "limit": limit + 1},
     ).all()
-    items = [
-        {"agent_id": r.agent_id, "key": r.key.removeprefix("agent:"), "state": r.state}
-        for r in rows
-    ]
-    return page(items, limit, ["agent_id"])
+    return page([_drifted(r) for r in rows], limit, ["agent_id"])
+
+
+def _drifted(row: Row[Any]) -> dict[str, Any]:
+    """A drifted agent as the API lists it: its key without the ledger's `agent:`."""
+    match parse_ledger_key(row.key):
+        case AgentKey() as key:
+            return {"agent_id": row.agent_id, "key": key.path, "state": row.state}
+    raise ValueError(f"drift holds agents only, not {row.key!r}")
 
 
 def cancel(session: Session, backfill_id: str) -> dict[str, Any]:

@@ -25,8 +25,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import text
 
 from identity.backfill.flow import Work, complete
-from identity.backfill.receive import Receiver, ReceiveStopped, Transaction
+from identity.backfill.pull import PullReceiver
+from identity.backfill.receive import Transaction
 from identity.backfill.runs import BackfillOptions, create, reads_known
+from identity.backfill.store import ReceiveStopped
 from identity.db import get_engine
 from identity.errors import IdmirrorError, InvalidBackfill, ServiceUnavailable, SourceNotFound
 from identity.settings import Settings, SourceSettings
@@ -221,14 +223,13 @@ def _pull(backfill_id: str, settings: Settings, transaction: Transaction) -> lis
     if run is None or run.status != "receiving" or run.source is None:
         return []
     state = run.source_state or {"stage": STAGES[0], "cursor": None, "line": 0}
-    receiver = Receiver(
+    receiver = PullReceiver(
         backfill_id,
         run.snapshot_version,
         settings,
         transaction,
         first_line=state["line"],
         stored=(run.chunks, run.received),
-        checkpoints=True,
         known_lines=reads_known(run.mode, dry_run=run.dry_run),
     )
     try:
