@@ -102,20 +102,19 @@ def parse_operations(raw: list[dict[str, Any]], *, max_operations: int) -> list[
                 op_index=index,
                 errors=problems,
             ) from None
-        if isinstance(op, CreateNode) and op.temp_ref_id is not None:
-            if op.temp_ref_id in defined:
-                raise InvalidOperation(
-                    f"temp_ref_id {op.temp_ref_id!r} is defined twice", op_index=index
-                )
-            defined.add(op.temp_ref_id)
-        if isinstance(op, _ConnectionOp):
-            for ref in (op.source_temp_ref_id, op.target_temp_ref_id):
-                if ref is not None and ref not in defined:
-                    raise InvalidOperation(
-                        f"temp_ref_id {ref!r} is used before a create_node defines it",
-                        op_index=index,
-                        temp_ref_id=ref,
-                    )
+        match op:
+            case CreateNode(temp_ref_id=str(ref)):
+                if ref in defined:
+                    raise InvalidOperation(f"temp_ref_id {ref!r} is defined twice", op_index=index)
+                defined.add(ref)
+            case CreateConnection() | DeleteConnection():
+                for used in (op.source_temp_ref_id, op.target_temp_ref_id):
+                    if used is not None and used not in defined:
+                        raise InvalidOperation(
+                            f"temp_ref_id {used!r} is used before a create_node defines it",
+                            op_index=index,
+                            temp_ref_id=used,
+                        )
         operations.append(op)
     return operations
 

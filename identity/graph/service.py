@@ -19,6 +19,7 @@ from identity.graph.layout import layered_positions
 from identity.graph.operations import (
     AgentGraphUpdate,
     CreateNode,
+    Operation,
     UpdateNode,
     load_operations,
     update_payload,
@@ -78,6 +79,18 @@ def graph_out(graph: StoredGraph) -> dict[str, Any]:
     }
 
 
+def _schema_types(overlay: Overlay, operations: list[Operation]) -> set[uuid.UUID]:
+    """The node types whose params schemas the operations are checked against."""
+    wanted = set()
+    for op in operations:
+        match op:
+            case CreateNode(node_type_id=type_id):
+                wanted.add(type_id)
+            case UpdateNode(agent_node_id=node_id) if node_id in overlay.stored:
+                wanted.add(overlay.stored[node_id].type_id)
+    return wanted
+
+
 def update_agent_graph(
     session: Session, key: AgentKey, payload: dict[str, Any], *, max_nodes: int
 ) -> Applied:
@@ -88,13 +101,8 @@ def update_agent_graph(
         raise AgentNotFound("the agent this update named has been replaced", ref=wanted_id)
     operations = load_operations(payload)
     overlay = Overlay.load(session, agent["id"], operations)
-    wanted_types = {op.node_type_id for op in operations if isinstance(op, CreateNode)}
-    wanted_types |= {
-        overlay.stored[op.agent_node_id].type_id
-        for op in operations
-        if isinstance(op, UpdateNode) and op.agent_node_id in overlay.stored
-    }
-    run = Run(overlay, node_types.schemas_for(session, wanted_types), max_nodes)
+    schemas = node_types.schemas_for(session, _schema_types(overlay, operations))
+    run = Run(overlay, schemas, max_nodes)
     for index, op in enumerate(operations):
         run.apply(index, op)
 
