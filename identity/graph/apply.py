@@ -50,13 +50,6 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return merged
 
 
-def rows(session: Session, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-    """Plain tuples straight from the driver, in the session's transaction."""
-    driver = session.connection().connection.driver_connection
-    with driver.cursor() as cursor:  # type: ignore[union-attr]
-        return cursor.execute(sql, params).fetchall()
-
-
 def named_nodes(op: Operation) -> set[uuid.UUID]:
     """The stored nodes an operation names by id (temp refs name nodes not stored yet)."""
     match op:
@@ -95,20 +88,22 @@ class Overlay:
     @classmethod
     def load(cls, session: Session, agent_id: str, operations: list[Operation]) -> "Overlay":
         named = set().union(*(named_nodes(op) for op in operations))
-        size, top = rows(
-            session,
-            "SELECT count(*), coalesce(max(created_seq), 0) FROM agent_nodes "
-            "WHERE agent_id = %(a)s",
+        size, top = session.execute(
+            text(
+                "SELECT count(*), coalesce(max(created_seq), 0) FROM agent_nodes "
+                "WHERE agent_id = :a"
+            ),
             {"a": agent_id},
-        )[0]
+        ).one()
         overlay = cls(session, agent_id, {}, {}, size, top + 1)
         if named:
-            for node_id, type_id, seq, params in rows(
-                session,
-                "SELECT id, node_type_id, created_seq, params_used FROM agent_nodes "
-                "WHERE agent_id = %(a)s AND id = ANY(%(ids)s)",
+            for node_id, type_id, seq, params in session.execute(
+                text(
+                    "SELECT id, node_type_id, created_seq, params_used FROM agent_nodes "
+                    "WHERE agent_id = :a AND id = ANY(CAST(:ids AS uuid[]))"
+                ),
                 {"a": agent_id, "ids": list(named)},
-            ):
+            ).tuples():
                 overlay.stored[node_id] = Node(type_id, params, seq)
             overlay.expand(set(overlay.stored))
         return overlay
@@ -120,12 +115,13 @@ class Overlay:
             return
         for node_id in wanted:
             self.stored_out[node_id] = set()
-        for source, target in rows(
-            self.session,
-            "SELECT source_node_id, target_node_id FROM agent_connections "
-            "WHERE agent_id = %(a)s AND source_node_id = ANY(%(ids)s)",
+        for source, target in self.session.execute(
+            text(
+                "SELECT source_node_id, target_node_id FROM agent_connections "
+                "WHERE agent_id = :a AND source_node_id = ANY(CAST(:ids AS uuid[]))"
+            ),
             {"a": self.agent_id, "ids": wanted},
-        ):
+        ).tuples():
             self.stored_out[source].add(target)
 
     def node(self, node_id: uuid.UUID) -> Node | None:

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from identity import node_types
 from identity.agents import get_agent
 from identity.errors import AgentNotFound
-from identity.graph.apply import Overlay, Run, rows, write
+from identity.graph.apply import Overlay, Run, write
 from identity.graph.layout import layered_positions
 from identity.graph.operations import (
     AgentGraphUpdate,
@@ -37,19 +37,19 @@ class StoredGraph:
 def load_graph(session: Session, agent_id: str) -> StoredGraph:
     nodes = {
         node_id: (type_id, params, seq)
-        for node_id, type_id, params, seq in rows(
-            session,
-            "SELECT id, node_type_id, params_used, created_seq FROM agent_nodes "
-            "WHERE agent_id = %(a)s",
+        for node_id, type_id, params, seq in session.execute(
+            text(
+                "SELECT id, node_type_id, params_used, created_seq FROM agent_nodes "
+                "WHERE agent_id = :a"
+            ),
             {"a": agent_id},
-        )
+        ).tuples()
     }
     outgoing: dict[uuid.UUID, set[uuid.UUID]] = {}
-    for source, target in rows(
-        session,
-        "SELECT source_node_id, target_node_id FROM agent_connections WHERE agent_id = %(a)s",
+    for source, target in session.execute(
+        text("SELECT source_node_id, target_node_id FROM agent_connections WHERE agent_id = :a"),
         {"a": agent_id},
-    ):
+    ).tuples():
         outgoing.setdefault(source, set()).add(target)
     return StoredGraph(nodes, outgoing)
 
