@@ -19,10 +19,10 @@ from identity.graph.layout import layered_positions
 from identity.graph.operations import (
     AgentGraphUpdate,
     CreateNode,
+    GraphUpdateJob,
     Operation,
     UpdateNode,
-    load_operations,
-    update_payload,
+    update_job,
 )
 from identity.keys import AgentKey, AgentRef
 from identity.ledger.jobs import Applied, Submission
@@ -92,25 +92,20 @@ def _schema_types(overlay: Overlay, operations: list[Operation]) -> set[uuid.UUI
 
 
 def update_agent_graph(
-    session: Session, key: AgentKey, payload: dict[str, Any], *, max_nodes: int
+    session: Session, key: AgentKey, update: GraphUpdateJob, *, max_nodes: int
 ) -> Applied:
     """Apply an update's fields and operations in order, all or nothing."""
     agent = get_agent(session, AgentRef(key=key))
-    wanted_id = payload.get("agent_id")
-    if wanted_id is not None and wanted_id != agent["id"]:
-        raise AgentNotFound("the agent this update named has been replaced", ref=wanted_id)
-    operations = load_operations(payload)
+    if update.agent_id is not None and update.agent_id != agent["id"]:
+        raise AgentNotFound("the agent this update named has been replaced", ref=update.agent_id)
+    operations = update.operations
     overlay = Overlay.load(session, agent["id"], operations)
     schemas = node_types.schemas_for(session, _schema_types(overlay, operations))
     run = Run(overlay, schemas, max_nodes)
     for index, op in enumerate(operations):
         run.apply(index, op)
 
-    fields = {
-        k: payload[k]
-        for k in ("name", "description", "visibility")
-        if k in payload and payload[k] != agent[k]
-    }
+    fields = {k: v for k, v in update.fields().items() if v != agent[k]}
     if not fields and not operations:
         # Asked for what is already there: like an identical PUT, nothing is rewritten.
         return Applied("unchanged", {"agent": agent, "created_nodes": []})
@@ -148,12 +143,12 @@ def update_submission(
 ) -> Submission:
     """Check an update without the graph and address it to the agent's key."""
     ref = AgentRef.parse(raw_ref)
-    payload = update_payload(body, max_operations=max_operations)
+    update = update_job(body, max_operations=max_operations)
     key = ref.key
     if ref.agent_id is not None:
         agent = get_agent(session, ref)
         key = AgentKey(agent["slug"], agent["user_slug"])
-        payload["agent_id"] = ref.agent_id
+        update = update.model_copy(update={"agent_id": ref.agent_id})
     return Submission(
-        key=str(key), kind="agent.update", payload=payload, idempotency_key=idempotency_key
+        key=str(key), kind="agent.update", payload=update.stored(), idempotency_key=idempotency_key
     )

@@ -7,6 +7,7 @@ from celery import Celery
 
 from identity.db import transaction
 from identity.errors import GraphTooLarge
+from identity.graph.operations import GraphUpdateJob
 from identity.graph.service import update_agent_graph
 from identity.keys import AgentKey
 from tests.conftest import put_agent, put_node_type
@@ -85,5 +86,5 @@ def test_graph_size_limit_is_checked_per_operation(client, domain):
     key = AgentKey("bot", agent["user_slug"])
     payload = {"operations": [{"op": "create_node", "node_type_id": node_type}] * 3}
     with pytest.raises(GraphTooLarge) as raised, transaction() as session:
-        update_agent_graph(session, key, payload, max_nodes=2)
+        update_agent_graph(session, key, GraphUpdateJob.model_validate(payload), max_nodes=2)
     assert raised.value.details["op_index"] == 2
