@@ -1,4 +1,5 @@
-"""Agent graphs: applying an update (see identity/graph/apply.py) and reading a graph whole.
+"""Agent graphs: applying an update (its operations run in identity/graph/apply.py) and reading a
+graph whole.
 
 Positions are not stored: they are derived from the structure whenever the graph is read
 (identity/graph/layout.py), so they are always those of the graph as it is.
@@ -12,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from identity import node_types
-from identity.agents import get_agent
+from identity.agents import AGENT_COLUMNS, agent_out, get_agent
 from identity.errors import AgentNotFound
 from identity.graph.apply import Overlay, Run, write
 from identity.graph.layout import layered_positions
@@ -26,6 +27,14 @@ from identity.graph.operations import (
 )
 from identity.keys import AgentKey, AgentRef
 from identity.ledger.jobs import Applied, Submission
+
+# Returns the agent as written, so the answer needs no second read of it.
+_UPDATE_AGENT = text(
+    "UPDATE agents a SET name = coalesce(:name, a.name), "
+    "description = coalesce(:description, a.description), "
+    "visibility = coalesce(:visibility, a.visibility), updated_at = clock_timestamp() "
+    f"FROM users u WHERE a.id = :id AND u.id = a.user_id RETURNING {AGENT_COLUMNS}"
+)
 
 
 @dataclass
@@ -111,26 +120,23 @@ def update_agent_graph(
         return Applied("unchanged", {"agent": agent, "created_nodes": []})
     if operations:
         write(overlay)
-    session.execute(
-        text(
-            "UPDATE agents SET name = coalesce(:name, name), "
-            "description = coalesce(:description, description), "
-            "visibility = coalesce(:visibility, visibility), updated_at = clock_timestamp() "
-            "WHERE id = :id"
-        ),
+    written = session.execute(
+        _UPDATE_AGENT,
         {"id": agent["id"], **{k: fields.get(k) for k in ("name", "description", "visibility")}},
-    )
+    ).one()
     # The graph itself is not copied into the ledger: the API reads it when it answers.
-    result = {
-        "agent": get_agent(session, AgentRef(agent_id=agent["id"])),
-        "created_nodes": run.created,
-    }
-    return Applied("updated", result)
+    return Applied("updated", {"agent": agent_out(written), "created_nodes": run.created})
 
 
 def read_graph(session: Session, ref: AgentRef, *, include_deleted: bool = False) -> dict[str, Any]:
+    """The graph of the agent `ref` names, laid out; AgentNotFound when there is none."""
     agent = get_agent(session, ref, include_deleted=include_deleted)
-    return graph_out(load_graph(session, agent["id"]))
+    return graph_of(session, agent["id"])
+
+
+def graph_of(session: Session, agent_id: str) -> dict[str, Any]:
+    """The graph of the agent with this id, laid out; empty once the agent row is gone."""
+    return graph_out(load_graph(session, agent_id))
 
 
 def update_submission(
