@@ -45,6 +45,7 @@ def _agent_with_nodes(
 ) -> tuple[str, str]:
     """A user, an agent and `size` nodes in a layered DAG with about one connection per node."""
     from identity.agents import upsert_agent
+    from identity.graph.operations import GraphUpdateJob
     from identity.graph.service import update_agent_graph
     from identity.keys import AgentKey, UserKey
     from identity.schemas import AgentUpsert, UserUpsert
@@ -72,7 +73,8 @@ def _agent_with_nodes(
         }
         for i in range(1, size)
     ]
-    update_agent_graph(session, key, {"operations": ops}, max_nodes=10**6)
+    graph = GraphUpdateJob.model_validate({"operations": ops})
+    update_agent_graph(session, key, graph, max_nodes=10**6)
     return agent.result["id"], slug
 
 

@@ -6,6 +6,7 @@ from sqlalchemy.orm import Session
 
 from identity.agents import delete_agent, upsert_agent, upsert_agents
 from identity.errors import IdmirrorError
+from identity.graph.operations import GraphUpdateJob
 from identity.graph.service import update_agent_graph
 from identity.keys import AgentKey, LedgerKey, NodeTypeKey, UserKey, parse_ledger_key
 from identity.ledger.jobs import Applied, BatchApplier, PendingJob
@@ -39,7 +40,8 @@ def apply_job(session: Session, job: PendingJob) -> Applied:
         case "agent.delete", AgentKey():
             return delete_agent(session, key, job.version)
         case "agent.update", AgentKey():
-            return update_agent_graph(session, key, job.payload, max_nodes=get_settings().max_nodes)
+            update = GraphUpdateJob.model_validate(job.payload)
+            return update_agent_graph(session, key, update, max_nodes=get_settings().max_nodes)
     raise ValueError(f"no applier for a {job.kind} job on {job.key}")
 
 

@@ -10,7 +10,6 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import LedgerDep, read_session, require_token
 from api.writes import WriteOptions, submit, write_options
 from identity.db import transaction
-from identity.errors import AgentNotFound
 from identity.graph import service as graph
 from identity.graph.operations import AgentGraphUpdate
 from identity.keys import AgentRef
@@ -28,14 +27,13 @@ def _submission(ref: str, body: AgentGraphUpdate, idempotency_key: str | None) -
 
 
 def _with_graph(result: dict[str, Any]) -> dict[str, Any]:
-    """The graph as it is right after the update (a tombstoned agent keeps its graph)."""
-    ref = AgentRef(agent_id=result["agent"]["id"])
+    """The graph as it is right after the update.
+
+    Read by the agent's id alone: a tombstoned agent keeps its graph, and an agent whose owner
+    was deleted since went with its graph, which then reads as empty.
+    """
     with transaction() as session:
-        try:
-            current = graph.read_graph(session, ref, include_deleted=True)
-        except AgentNotFound:  # its owner was deleted since, and the graph with it
-            current = {"nodes": [], "connections": []}
-    return {**result, "graph": current}
+        return {**result, "graph": graph.graph_of(session, result["agent"]["id"])}
 
 
 @router.api_route("/{ref}/update", methods=["POST", "PATCH"])

@@ -50,11 +50,16 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return merged
 
 
-def rows(session: Session, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-    """Plain tuples straight from the driver, in the session's transaction."""
-    driver = session.connection().connection.driver_connection
-    with driver.cursor() as cursor:  # type: ignore[union-attr]
-        return cursor.execute(sql, params).fetchall()
+def named_nodes(op: Operation) -> set[uuid.UUID]:
+    """The stored nodes an operation names by id (temp refs name nodes not stored yet)."""
+    match op:
+        case UpdateNode(agent_node_id=node_id) | DeleteNode(agent_node_id=node_id):
+            return {node_id}
+        case CreateConnection() | DeleteConnection():
+            ends = (op.source_agent_node_id, op.target_agent_node_id)
+            return {node_id for node_id in ends if node_id is not None}
+        case CreateNode():
+            return set()
 
 
 @dataclass
@@ -82,25 +87,23 @@ class Overlay:
 
     @classmethod
     def load(cls, session: Session, agent_id: str, operations: list[Operation]) -> "Overlay":
-        named = set()
-        for op in operations:
-            for attr in ("agent_node_id", "source_agent_node_id", "target_agent_node_id"):
-                if getattr(op, attr, None) is not None:
-                    named.add(getattr(op, attr))
-        size, top = rows(
-            session,
-            "SELECT count(*), coalesce(max(created_seq), 0) FROM agent_nodes "
-            "WHERE agent_id = %(a)s",
+        named = set().union(*(named_nodes(op) for op in operations))
+        size, top = session.execute(
+            text(
+                "SELECT count(*), coalesce(max(created_seq), 0) FROM agent_nodes "
+                "WHERE agent_id = :a"
+            ),
             {"a": agent_id},
-        )[0]
+        ).one()
         overlay = cls(session, agent_id, {}, {}, size, top + 1)
         if named:
-            for node_id, type_id, seq, params in rows(
-                session,
-                "SELECT id, node_type_id, created_seq, params_used FROM agent_nodes "
-                "WHERE agent_id = %(a)s AND id = ANY(%(ids)s)",
+            for node_id, type_id, seq, params in session.execute(
+                text(
+                    "SELECT id, node_type_id, created_seq, params_used FROM agent_nodes "
+                    "WHERE agent_id = :a AND id = ANY(CAST(:ids AS uuid[]))"
+                ),
                 {"a": agent_id, "ids": list(named)},
-            ):
+            ).tuples():
                 overlay.stored[node_id] = Node(type_id, params, seq)
             overlay.expand(set(overlay.stored))
         return overlay
@@ -112,12 +115,13 @@ class Overlay:
             return
         for node_id in wanted:
             self.stored_out[node_id] = set()
-        for source, target in rows(
-            self.session,
-            "SELECT source_node_id, target_node_id FROM agent_connections "
-            "WHERE agent_id = %(a)s AND source_node_id = ANY(%(ids)s)",
+        for source, target in self.session.execute(
+            text(
+                "SELECT source_node_id, target_node_id FROM agent_connections "
+                "WHERE agent_id = :a AND source_node_id = ANY(CAST(:ids AS uuid[]))"
+            ),
             {"a": self.agent_id, "ids": wanted},
-        ):
+        ).tuples():
             self.stored_out[source].add(target)
 
     def node(self, node_id: uuid.UUID) -> Node | None:
@@ -175,69 +179,92 @@ class Run:
             )
         return found
 
-    def end(self, op: CreateConnection | DeleteConnection, end: str, index: int) -> uuid.UUID:
-        node_id = getattr(op, f"{end}_agent_node_id")
-        temp_ref = getattr(op, f"{end}_temp_ref_id")
+    def end(self, node_id: uuid.UUID | None, temp_ref: str | None, index: int) -> uuid.UUID:
+        """The node one end of a connection refers to, by id or by temp ref."""
         if temp_ref is not None:
             if temp_ref not in self.temp_refs:
                 raise InvalidOperation(f"unknown temp_ref_id {temp_ref!r}", op_index=index)
             node_id = self.temp_refs[temp_ref]
+        assert node_id is not None, "each end names a node id or a temp ref"
         self.node(node_id, index)
         return node_id
 
+    def ends(self, op: CreateConnection | DeleteConnection, index: int) -> Edge:
+        source = self.end(op.source_agent_node_id, op.source_temp_ref_id, index)
+        return source, self.end(op.target_agent_node_id, op.target_temp_ref_id, index)
+
     def apply(self, index: int, op: Operation) -> None:
+        """Apply one operation to the overlay, or raise the error the contract gives it."""
+        match op:
+            case CreateNode():
+                self.create_node(index, op)
+            case UpdateNode():
+                self.update_node(index, op)
+            case DeleteNode():
+                self.delete_node(index, op)
+            case CreateConnection():
+                self.create_connection(index, op)
+            case DeleteConnection():
+                self.delete_connection(index, op)
+
+    def create_node(self, index: int, op: CreateNode) -> None:
         graph = self.graph
-        if isinstance(op, CreateNode):
-            schema = self.schemas.get(op.node_type_id)
-            if schema is None:
-                raise UnknownNodeType(
-                    f"no node type {op.node_type_id}",
-                    op_index=index,
-                    node_type_id=str(op.node_type_id),
-                )
-            node_types.validate_params(schema, op.params_used, op_index=index)
-            if graph.size >= self.max_nodes:
-                raise GraphTooLarge(f"an agent has at most {self.max_nodes} nodes", op_index=index)
-            node_id = uuid.uuid4()
-            graph.new[node_id] = Node(op.node_type_id, op.params_used, graph.next_seq)
-            graph.next_seq += 1
-            graph.size += 1
-            if op.temp_ref_id is not None:
-                self.temp_refs[op.temp_ref_id] = node_id
-            self.created.append({"temp_ref_id": op.temp_ref_id, "agent_node_id": str(node_id)})
-        elif isinstance(op, UpdateNode):
-            node = self.node(op.agent_node_id, index)
-            params = merge_patch(node.params, op.params_used)
-            node_types.validate_params(self.schemas[node.type_id], params, op_index=index)
-            node.params = params
-            graph.patched.add(op.agent_node_id)
-        elif isinstance(op, DeleteNode):
-            node_id = op.agent_node_id
-            self.node(node_id, index)
-            if graph.new.pop(node_id, None) is None:
-                graph.deleted.add(node_id)
-            graph.added = {(s, t) for s, t in graph.added if node_id not in (s, t)}
-            graph.size -= 1
-        elif isinstance(op, CreateConnection):
-            source, target = self.end(op, "source", index), self.end(op, "target", index)
-            if source == target:
-                raise SelfLoop("a node cannot connect to itself", op_index=index)
-            if graph.has_edge(source, target):
-                raise ConnectionExists("this connection exists already", op_index=index)
-            if graph.reaches(target, source):
-                raise GraphCycle("this connection would close a cycle", op_index=index)
-            if (source, target) in graph.removed:
-                graph.removed.discard((source, target))
-            else:
-                graph.added.add((source, target))
-        elif isinstance(op, DeleteConnection):
-            source, target = self.end(op, "source", index), self.end(op, "target", index)
-            if not graph.has_edge(source, target):
-                raise ConnectionNotFound("no such connection", op_index=index)
-            if (source, target) in graph.added:
-                graph.added.discard((source, target))
-            else:
-                graph.removed.add((source, target))
+        schema = self.schemas.get(op.node_type_id)
+        if schema is None:
+            raise UnknownNodeType(
+                f"no node type {op.node_type_id}",
+                op_index=index,
+                node_type_id=str(op.node_type_id),
+            )
+        node_types.validate_params(schema, op.params_used, op_index=index)
+        if graph.size >= self.max_nodes:
+            raise GraphTooLarge(f"an agent has at most {self.max_nodes} nodes", op_index=index)
+        node_id = uuid.uuid4()
+        graph.new[node_id] = Node(op.node_type_id, op.params_used, graph.next_seq)
+        graph.next_seq += 1
+        graph.size += 1
+        if op.temp_ref_id is not None:
+            self.temp_refs[op.temp_ref_id] = node_id
+        self.created.append({"temp_ref_id": op.temp_ref_id, "agent_node_id": str(node_id)})
+
+    def update_node(self, index: int, op: UpdateNode) -> None:
+        node = self.node(op.agent_node_id, index)
+        params = merge_patch(node.params, op.params_used)
+        node_types.validate_params(self.schemas[node.type_id], params, op_index=index)
+        node.params = params
+        self.graph.patched.add(op.agent_node_id)
+
+    def delete_node(self, index: int, op: DeleteNode) -> None:
+        graph, node_id = self.graph, op.agent_node_id
+        self.node(node_id, index)
+        if graph.new.pop(node_id, None) is None:
+            graph.deleted.add(node_id)
+        graph.added = {(s, t) for s, t in graph.added if node_id not in (s, t)}
+        graph.size -= 1
+
+    def create_connection(self, index: int, op: CreateConnection) -> None:
+        graph = self.graph
+        source, target = self.ends(op, index)
+        if source == target:
+            raise SelfLoop("a node cannot connect to itself", op_index=index)
+        if graph.has_edge(source, target):
+            raise ConnectionExists("this connection exists already", op_index=index)
+        if graph.reaches(target, source):
+            raise GraphCycle("this connection would close a cycle", op_index=index)
+        if (source, target) in graph.removed:
+            graph.removed.discard((source, target))
+        else:
+            graph.added.add((source, target))
+
+    def delete_connection(self, index: int, op: DeleteConnection) -> None:
+        graph = self.graph
+        source, target = self.ends(op, index)
+        if not graph.has_edge(source, target):
+            raise ConnectionNotFound("no such connection", op_index=index)
+        if (source, target) in graph.added:
+            graph.added.discard((source, target))
+        else:
+            graph.removed.add((source, target))
 
 
 def write(overlay: Overlay) -> None:

@@ -1,8 +1,9 @@
-"""Graph update requests: the five operations and every check that needs no database.
+"""Graph update requests: the five operations, every check that needs no database, and the job.
 
-These run in the API before the job is accepted, so a malformed request fails at once and is
-never queued. What needs the stored graph (does the node exist, would this close a cycle) is
-checked by the worker in identity/graph/service.py.
+The checks run in the API before the job is accepted, so a malformed request fails at once and
+is never queued; the worker reads the stored job back as a GraphUpdateJob. What needs the stored
+graph (does the node exist, would this close a cycle) is checked by the worker, in
+identity/graph/apply.py.
 """
 
 import uuid
@@ -102,36 +103,49 @@ def parse_operations(raw: list[dict[str, Any]], *, max_operations: int) -> list[
                 op_index=index,
                 errors=problems,
             ) from None
-        if isinstance(op, CreateNode) and op.temp_ref_id is not None:
-            if op.temp_ref_id in defined:
-                raise InvalidOperation(
-                    f"temp_ref_id {op.temp_ref_id!r} is defined twice", op_index=index
-                )
-            defined.add(op.temp_ref_id)
-        if isinstance(op, _ConnectionOp):
-            for ref in (op.source_temp_ref_id, op.target_temp_ref_id):
-                if ref is not None and ref not in defined:
-                    raise InvalidOperation(
-                        f"temp_ref_id {ref!r} is used before a create_node defines it",
-                        op_index=index,
-                        temp_ref_id=ref,
-                    )
+        match op:
+            case CreateNode(temp_ref_id=str(ref)):
+                if ref in defined:
+                    raise InvalidOperation(f"temp_ref_id {ref!r} is defined twice", op_index=index)
+                defined.add(ref)
+            case CreateConnection() | DeleteConnection():
+                for used in (op.source_temp_ref_id, op.target_temp_ref_id):
+                    if used is not None and used not in defined:
+                        raise InvalidOperation(
+                            f"temp_ref_id {used!r} is used before a create_node defines it",
+                            op_index=index,
+                            temp_ref_id=used,
+                        )
         operations.append(op)
     return operations
 
 
-def update_payload(body: AgentGraphUpdate, *, max_operations: int) -> dict[str, Any]:
-    """The ledger payload of a checked update, or EmptyUpdate when it asks for nothing."""
-    fields = {k: v for k, v in body.model_dump(exclude={"operations"}).items() if v is not None}
+class GraphUpdateJob(BaseModel):
+    """An agent.update job's payload as the ledger stores it, checked when it was accepted."""
+
+    # Jobs recorded by earlier releases must still apply: keys this model does not know are
+    # ignored, as they were when the payload was read as a plain dict.
+    model_config = ConfigDict(extra="ignore")
+
+    agent_id: str | None = None  # set when the request named the agent by id
+    name: str | None = None
+    description: str | None = None
+    visibility: Literal["public", "private"] | None = None
+    operations: list[Annotated[Operation, Field(discriminator="op")]] = Field(default_factory=list)
+
+    def fields(self) -> dict[str, str]:
+        """The agent columns the update sets: name, description, visibility, where given."""
+        return self.model_dump(include={"name", "description", "visibility"}, exclude_none=True)
+
+    def stored(self) -> dict[str, Any]:
+        """The JSON the ledger keeps: the fields given and each operation without nulls."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+def update_job(body: AgentGraphUpdate, *, max_operations: int) -> GraphUpdateJob:
+    """The job of a checked update, or EmptyUpdate when it asks for nothing."""
+    fields = body.model_dump(exclude={"operations"}, exclude_none=True)
     if not fields and not body.operations:
         raise EmptyUpdate("give at least one of name, description, visibility, operations")
     operations = parse_operations(body.operations or [], max_operations=max_operations)
-    return {
-        **fields,
-        "operations": [op.model_dump(mode="json", exclude_none=True) for op in operations],
-    }
-
-
-def load_operations(payload: dict[str, Any]) -> list[Operation]:
-    """Operations as stored in a job, already checked at accept time."""
-    return [_OPERATION.validate_python(item) for item in payload.get("operations", [])]
+    return GraphUpdateJob(**fields, operations=operations)

@@ -1,4 +1,5 @@
-"""Agent graphs: applying an update (see identity/graph/apply.py) and reading a graph whole.
+"""Agent graphs: applying an update (its operations run in identity/graph/apply.py) and reading a
+graph whole.
 
 Positions are not stored: they are derived from the structure whenever the graph is read
 (identity/graph/layout.py), so they are always those of the graph as it is.
@@ -12,19 +13,28 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from identity import node_types
-from identity.agents import get_agent
+from identity.agents import AGENT_COLUMNS, agent_out, get_agent
 from identity.errors import AgentNotFound
-from identity.graph.apply import Overlay, Run, rows, write
+from identity.graph.apply import Overlay, Run, write
 from identity.graph.layout import layered_positions
 from identity.graph.operations import (
     AgentGraphUpdate,
     CreateNode,
+    GraphUpdateJob,
+    Operation,
     UpdateNode,
-    load_operations,
-    update_payload,
+    update_job,
 )
 from identity.keys import AgentKey, AgentRef
 from identity.ledger.jobs import Applied, Submission
+
+# Returns the agent as written, so the answer needs no second read of it.
+_UPDATE_AGENT = text(
+    "UPDATE agents a SET name = coalesce(:name, a.name), "
+    "description = coalesce(:description, a.description), "
+    "visibility = coalesce(:visibility, a.visibility), updated_at = clock_timestamp() "
+    f"FROM users u WHERE a.id = :id AND u.id = a.user_id RETURNING {AGENT_COLUMNS}"
+)
 
 
 @dataclass
@@ -36,19 +46,19 @@ class StoredGraph:
 def load_graph(session: Session, agent_id: str) -> StoredGraph:
     nodes = {
         node_id: (type_id, params, seq)
-        for node_id, type_id, params, seq in rows(
-            session,
-            "SELECT id, node_type_id, params_used, created_seq FROM agent_nodes "
-            "WHERE agent_id = %(a)s",
+        for node_id, type_id, params, seq in session.execute(
+            text(
+                "SELECT id, node_type_id, params_used, created_seq FROM agent_nodes "
+                "WHERE agent_id = :a"
+            ),
             {"a": agent_id},
-        )
+        ).tuples()
     }
     outgoing: dict[uuid.UUID, set[uuid.UUID]] = {}
-    for source, target in rows(
-        session,
-        "SELECT source_node_id, target_node_id FROM agent_connections WHERE agent_id = %(a)s",
+    for source, target in session.execute(
+        text("SELECT source_node_id, target_node_id FROM agent_connections WHERE agent_id = :a"),
         {"a": agent_id},
-    ):
+    ).tuples():
         outgoing.setdefault(source, set()).add(target)
     return StoredGraph(nodes, outgoing)
 
@@ -78,56 +88,55 @@ def graph_out(graph: StoredGraph) -> dict[str, Any]:
     }
 
 
+def _schema_types(overlay: Overlay, operations: list[Operation]) -> set[uuid.UUID]:
+    """The node types whose params schemas the operations are checked against."""
+    wanted = set()
+    for op in operations:
+        match op:
+            case CreateNode(node_type_id=type_id):
+                wanted.add(type_id)
+            case UpdateNode(agent_node_id=node_id) if node_id in overlay.stored:
+                wanted.add(overlay.stored[node_id].type_id)
+    return wanted
+
+
 def update_agent_graph(
-    session: Session, key: AgentKey, payload: dict[str, Any], *, max_nodes: int
+    session: Session, key: AgentKey, update: GraphUpdateJob, *, max_nodes: int
 ) -> Applied:
     """Apply an update's fields and operations in order, all or nothing."""
     agent = get_agent(session, AgentRef(key=key))
-    wanted_id = payload.get("agent_id")
-    if wanted_id is not None and wanted_id != agent["id"]:
-        raise AgentNotFound("the agent this update named has been replaced", ref=wanted_id)
-    operations = load_operations(payload)
+    if update.agent_id is not None and update.agent_id != agent["id"]:
+        raise AgentNotFound("the agent this update named has been replaced", ref=update.agent_id)
+    operations = update.operations
     overlay = Overlay.load(session, agent["id"], operations)
-    wanted_types = {op.node_type_id for op in operations if isinstance(op, CreateNode)}
-    wanted_types |= {
-        overlay.stored[op.agent_node_id].type_id
-        for op in operations
-        if isinstance(op, UpdateNode) and op.agent_node_id in overlay.stored
-    }
-    run = Run(overlay, node_types.schemas_for(session, wanted_types), max_nodes)
+    schemas = node_types.schemas_for(session, _schema_types(overlay, operations))
+    run = Run(overlay, schemas, max_nodes)
     for index, op in enumerate(operations):
         run.apply(index, op)
 
-    fields = {
-        k: payload[k]
-        for k in ("name", "description", "visibility")
-        if k in payload and payload[k] != agent[k]
-    }
+    fields = {k: v for k, v in update.fields().items() if v != agent[k]}
     if not fields and not operations:
         # Asked for what is already there: like an identical PUT, nothing is rewritten.
         return Applied("unchanged", {"agent": agent, "created_nodes": []})
     if operations:
         write(overlay)
-    session.execute(
-        text(
-            "UPDATE agents SET name = coalesce(:name, name), "
-            "description = coalesce(:description, description), "
-            "visibility = coalesce(:visibility, visibility), updated_at = clock_timestamp() "
-            "WHERE id = :id"
-        ),
+    written = session.execute(
+        _UPDATE_AGENT,
         {"id": agent["id"], **{k: fields.get(k) for k in ("name", "description", "visibility")}},
-    )
+    ).one()
     # The graph itself is not copied into the ledger: the API reads it when it answers.
-    result = {
-        "agent": get_agent(session, AgentRef(agent_id=agent["id"])),
-        "created_nodes": run.created,
-    }
-    return Applied("updated", result)
+    return Applied("updated", {"agent": agent_out(written), "created_nodes": run.created})
 
 
 def read_graph(session: Session, ref: AgentRef, *, include_deleted: bool = False) -> dict[str, Any]:
+    """The graph of the agent `ref` names, laid out; AgentNotFound when there is none."""
     agent = get_agent(session, ref, include_deleted=include_deleted)
-    return graph_out(load_graph(session, agent["id"]))
+    return graph_of(session, agent["id"])
+
+
+def graph_of(session: Session, agent_id: str) -> dict[str, Any]:
+    """The graph of the agent with this id, laid out; empty once the agent row is gone."""
+    return graph_out(load_graph(session, agent_id))
 
 
 def update_submission(
@@ -140,12 +149,12 @@ def update_submission(
 ) -> Submission:
     """Check an update without the graph and address it to the agent's key."""
     ref = AgentRef.parse(raw_ref)
-    payload = update_payload(body, max_operations=max_operations)
+    update = update_job(body, max_operations=max_operations)
     key = ref.key
     if ref.agent_id is not None:
         agent = get_agent(session, ref)
         key = AgentKey(agent["slug"], agent["user_slug"])
-        payload["agent_id"] = ref.agent_id
+        update = update.model_copy(update={"agent_id": ref.agent_id})
     return Submission(
-        key=str(key), kind="agent.update", payload=payload, idempotency_key=idempotency_key
+        key=str(key), kind="agent.update", payload=update.stored(), idempotency_key=idempotency_key
     )

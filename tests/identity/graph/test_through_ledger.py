@@ -5,10 +5,12 @@ import threading
 import pytest
 from celery import Celery
 
+from identity.agents import get_agent
 from identity.db import transaction
 from identity.errors import GraphTooLarge
+from identity.graph.operations import GraphUpdateJob
 from identity.graph.service import update_agent_graph
-from identity.keys import AgentKey
+from identity.keys import AgentKey, AgentRef
 from tests.conftest import put_agent, put_node_type
 from tests.stack import wait_until
 
@@ -85,5 +87,24 @@ def test_graph_size_limit_is_checked_per_operation(client, domain):
     key = AgentKey("bot", agent["user_slug"])
     payload = {"operations": [{"op": "create_node", "node_type_id": node_type}] * 3}
     with pytest.raises(GraphTooLarge) as raised, transaction() as session:
-        update_agent_graph(session, key, payload, max_nodes=2)
+        update_agent_graph(session, key, GraphUpdateJob.model_validate(payload), max_nodes=2)
     assert raised.value.details["op_index"] == 2
+
+
+def test_the_agent_an_update_answers_with_is_the_agent_as_stored(client, domain):
+    agent, node_type = put_agent(client), put_node_type(client)
+    key = AgentKey("bot", agent["user_slug"])
+    update = GraphUpdateJob.model_validate(
+        {
+            "name": "renamed",
+            "visibility": "private",
+            "operations": [{"op": "create_node", "node_type_id": node_type}],
+        }
+    )
+    with transaction() as session:
+        applied = update_agent_graph(session, key, update, max_nodes=10)
+        stored = get_agent(session, AgentRef(key=key))
+    assert applied.outcome == "updated"
+    assert applied.result["agent"] == stored
+    assert stored["name"] == "renamed" and stored["visibility"] == "private"
+    assert stored["updated_at"] != agent["updated_at"]
