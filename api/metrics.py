@@ -57,27 +57,32 @@ class LedgerCollector(Collector):
         )
         forgotten.add_metric([], values.get(("jobs_forgotten_total", "{}"), 0.0))
 
-        buckets = [
-            (str(b), values.get(("job_latency_seconds_bucket", stored_labels(le=str(b))), 0.0))
-            for b in LATENCY_BUCKETS
-        ]
-        count = values.get(("job_latency_seconds_count", "{}"), 0.0)
-        latency = HistogramMetricFamily(
-            "idmirror_job_latency_seconds", "Time from accept to final status"
-        )
-        latency.add_metric(
-            [],
-            buckets + [("+Inf", count)],
-            sum_value=values.get(("job_latency_seconds_sum", "{}"), 0.0),
-        )
         gauge = GaugeMetricFamily("idmirror_jobs_pending", "Jobs waiting to be applied")
         gauge.add_metric([], float(pending))
         yield from (
             finished,
             reenqueued,
-            latency,
+            _latency(values),
             gauge,
             forgotten,
             backfill_items,
             backfill_reenqueued,
         )
+
+
+def _latency(values: dict[tuple[str, str], float]) -> HistogramMetricFamily:
+    """The accept-to-final-status histogram, from its stored cumulative buckets."""
+    buckets = [
+        (str(b), values.get(("job_latency_seconds_bucket", stored_labels(le=str(b))), 0.0))
+        for b in LATENCY_BUCKETS
+    ]
+    count = values.get(("job_latency_seconds_count", "{}"), 0.0)
+    latency = HistogramMetricFamily(
+        "idmirror_job_latency_seconds", "Time from accept to final status"
+    )
+    latency.add_metric(
+        [],
+        buckets + [("+Inf", count)],
+        sum_value=values.get(("job_latency_seconds_sum", "{}"), 0.0),
+    )
+    return latency

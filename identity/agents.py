@@ -133,12 +133,34 @@ _UPSERT = text(
 )
 
 
+def _settled_before_writing(
+    key: AgentKey, version: int, row: Any
+) -> Applied | IdmirrorError | None:
+    """The outcome of a write that its owner and current row decide alone (no user, or older
+    than the key's tombstone or deleted row); None when it goes on to the statement."""
+    if row is None:
+        return UserNotFound(
+            f"no user has slug {key.user_slug!r}; upsert the user first", user_slug=key.user_slug
+        )
+    if row.id is not None and row.deleted_at is None:
+        return None  # a live agent: the statement's own condition decides
+    current = row if row.id is not None else None
+    floor = max(
+        -1 if row.tombstone_version is None else row.tombstone_version,
+        current.version if current is not None else -1,
+    )
+    if floor <= version:
+        return None
+    result = agent_out(current, created=False) if current is not None else {}
+    return Applied("superseded", {**result, "outcome": "superseded"})
+
+
 def upsert_agents(session: Session, writes: list[AgentWrite]) -> list[Applied | IdmirrorError]:
     """Upsert agents of distinct keys in two statements: read the owners and current
     rows of all, then write those that may write. An outcome per write, in order."""
-    keys = [key for key, _, _ in writes]
-    bodies = [body for _, body, _ in writes]
-    versions = [version for _, _, version in writes]
+    if not writes:
+        return []
+    keys, bodies, versions = (list(column) for column in zip(*writes, strict=True))
     params = {
         "keys": [str(key) for key in keys],
         "slugs": [key.slug for key in keys],
@@ -148,22 +170,7 @@ def upsert_agents(session: Session, writes: list[AgentWrite]) -> list[Applied | 
     outcomes: list[Applied | IdmirrorError | None] = []
     writing: list[int] = []  # indexes of the writes that go on to the statement
     for index, (key, version) in enumerate(zip(keys, versions, strict=True)):
-        row = found.get(index + 1)
-        outcome: Applied | IdmirrorError | None = None
-        if row is None:
-            outcome = UserNotFound(
-                f"no user has slug {key.user_slug!r}; upsert the user first",
-                user_slug=key.user_slug,
-            )
-        elif row.id is None or row.deleted_at is not None:  # no live agent
-            current = row if row.id is not None else None
-            floor = max(
-                -1 if row.tombstone_version is None else row.tombstone_version,
-                current.version if current is not None else -1,
-            )
-            if floor > version:
-                result = agent_out(current, created=False) if current is not None else {}
-                outcome = Applied("superseded", {**result, "outcome": "superseded"})
+        outcome = _settled_before_writing(key, version, found.get(index + 1))
         if outcome is None:
             writing.append(index)
         outcomes.append(outcome)
