@@ -1,0 +1,5 @@
+"""`python -m bench.backfill --users N --agents N [--no-write]`: the backfill benchmark alone."""
+
+from bench.backfill import main
+
+main()

@@ -1,0 +1,69 @@
+"""One backfill through the service: the NDJSON file uploaded, followed until it completed, with
+the API's and worker's memory sampled throughout."""
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from bench.backfill.rss import RssSampler
+from bench.stack import TOKEN, Stack
+
+
+@dataclass
+class Run:
+    """What one backfill took: time, counts, rate and memory growth."""
+
+    label: str
+    seconds: float
+    upload_seconds: float
+    counts: dict[str, int]
+    items_per_second: float
+    rss_growth: dict[str, float] = field(default_factory=dict)
+    chunks: int = 0  # chunks stored: none for lines known from an earlier run
+
+
+def run_once(stack: Stack, path: Path, label: str) -> Run:
+    """Upload the file as a backfill and poll it until it ends; it must end completed."""
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    roots = {"api": stack.processes["api"].pid, "worker": stack.processes["worker"].pid}
+    with (
+        httpx.Client(
+            base_url=stack.base_url, headers=headers, timeout=httpx.Timeout(30, read=None)
+        ) as client,
+        RssSampler(roots) as rss,
+    ):
+
+        def blocks():  # type: ignore[no-untyped-def]
+            with path.open("rb") as source:
+                while block := source.read(1 << 20):
+                    yield block
+
+        started = time.monotonic()
+        response = client.post(
+            "/v1/internal/backfills",
+            content=blocks(),
+            headers={"Content-Type": "application/x-ndjson"},
+        )
+        response.raise_for_status()
+        uploaded = time.monotonic() - started
+        run = response.json()
+        while run["status"] in ("receiving", "running"):
+            time.sleep(0.2)
+            run = client.get(f"/v1/internal/backfills/{run['id']}").json()
+        seconds = time.monotonic() - started
+    if run["status"] != "completed":
+        raise RuntimeError(f"the backfill ended {run['status']}: {run.get('error')}")
+    with stack.pg_connect() as conn:
+        row = conn.execute("SELECT chunks FROM backfills WHERE id = %s", (run["id"],)).fetchone()
+    chunks = row[0] if row else 0
+    result = Run(
+        label, seconds, uploaded, run["counts"], run["items_per_second"], rss.growth(), chunks
+    )
+    print(
+        f"   {label}: {seconds:.1f}s (upload and validation {uploaded:.1f}s), "
+        f"{run['counts']}, RSS growth {result.rss_growth}",
+        flush=True,
+    )
+    return result

@@ -1,0 +1,52 @@
+"""One measured run of the upserts benchmark: the modes, the workload's size and the `Run`
+record every other module of the benchmark reads."""
+
+from dataclasses import dataclass
+
+from bench.load import LoadResult
+from bench.probe import Usage
+from bench.stack import StackConfig
+
+USERS = 200
+AGENTS = 2000
+HOT_KEYS = 8
+
+SYNC, ASYNC = "sync-wait", "respond-async"
+HOT, CREATES = "sync-wait, hot keys", "sync-wait, creates"
+
+
+@dataclass
+class Run:
+    mode: str
+    keys: int
+    round: int
+    config: StackConfig
+    concurrency: int
+    load: LoadResult
+    usage: Usage
+    drain_usage: Usage | None
+    applied_seconds: float | None  # respond-async: first request until nothing was pending
+    backlog: int | None  # respond-async: jobs pending when the last request was answered
+    queued: int  # drain messages in the broker when the last request was answered
+    queue_tail: tuple[int, float] | None  # respond-async: messages left once all was applied,
+    # and the seconds the worker took to consume them
+    tail_usage: Usage | None
+    drain_tasks: int | None
+    broker_messages: int | None
+    events: int | None
+    failed_jobs: int
+
+    @property
+    def expected_status(self) -> int:
+        return 202 if self.mode == ASYNC else 200
+
+    @property
+    def unexpected(self) -> int:
+        ok = self.load.statuses[self.expected_status]
+        return self.load.answered - ok + sum(self.load.errors.values())
+
+    @property
+    def applied_rate(self) -> float:
+        if self.applied_seconds is not None:
+            return self.load.statuses[202] / self.applied_seconds
+        return self.load.statuses[200] / self.load.elapsed if self.load.elapsed else 0.0
