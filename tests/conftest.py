@@ -112,7 +112,8 @@ def put_user(client: httpx.Client, **overrides: Any) -> dict[str, Any]:
     body = {"email": "someone@example.com", "slug": new_slug("u"), **overrides}
     response = client.put(f"/v1/internal/users/{user_id}", json=body)
     assert response.status_code == 200, response.text
-    return response.json()
+    user: dict[str, Any] = response.json()
+    return user
 
 
 def put_node_type(client: httpx.Client, params_schema: dict[str, Any] | None = None) -> str:
@@ -130,4 +131,5 @@ def put_agent(client: httpx.Client) -> dict[str, Any]:
     user = put_user(client)
     response = client.put(f"/v1/internal/agents/bot@{user['slug']}", json={"display_name": "Bot"})
     assert response.status_code == 200, response.text
-    return response.json()
+    agent: dict[str, Any] = response.json()
+    return agent

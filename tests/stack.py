@@ -12,16 +12,21 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, LiteralString, TypeVar
 
 import httpx
 import psycopg
+from psycopg.abc import Params
 from sqlalchemy.engine import make_url
 
 from cli.embedded import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "test-token-" + uuid.uuid4().hex
+
+T = TypeVar("T")
 
 
 CREATED_DATABASES: list[str] = []
@@ -79,12 +84,12 @@ class Stack:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def client(self, **kwargs: object) -> httpx.Client:
+    def client(self, **kwargs: Any) -> httpx.Client:
         return httpx.Client(
             base_url=self.base_url,
             headers={"Authorization": f"Bearer {TOKEN}"},
             timeout=30,
-            **kwargs,  # type: ignore[arg-type]
+            **kwargs,
         )
 
     def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
@@ -153,7 +158,9 @@ class Stack:
             self.kill(name, signal.SIGTERM)
 
 
-def wait_until(predicate, timeout: float = 30.0, interval: float = 0.2):  # type: ignore[no-untyped-def]
+def wait_until(
+    predicate: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.2
+) -> T:
     """Poll `predicate` until it returns something truthy; fail the test on timeout."""
     deadline = time.monotonic() + timeout
     while True:
@@ -163,3 +170,12 @@ def wait_until(predicate, timeout: float = 30.0, interval: float = 0.2):  # type
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         time.sleep(interval)
+
+
+def scalar(
+    conn: psycopg.Connection[Any], query: LiteralString, params: Params | None = None
+) -> Any:
+    """The first column of the first row `query` returns; a query that returns no row fails."""
+    row = conn.execute(query, params).fetchone()
+    assert row is not None, f"no row: {query}"
+    return row[0]

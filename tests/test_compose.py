@@ -14,7 +14,7 @@ COMPOSE = Path(compose.__file__).parent / "docker-compose"
 
 
 @pytest.fixture(scope="module")
-def config() -> dict:
+def config() -> dict[str, Any]:
     result = subprocess.run(
         [str(COMPOSE), "-f", str(ROOT / "docker-compose.yml"), "config", "--format", "json"],
         capture_output=True,
@@ -22,7 +22,8 @@ def config() -> dict:
         env={"PATH": "/usr/bin:/bin", "HOME": "/tmp"},
     )
     assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+    parsed: dict[str, Any] = json.loads(result.stdout)
+    return parsed
 
 
 def test_compose_file_has_the_whole_topology(config: dict[str, Any]) -> None:

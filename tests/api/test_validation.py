@@ -9,16 +9,17 @@ import psycopg
 import pytest
 
 from tests.conftest import put_user
-from tests.stack import Stack
+from tests.stack import Stack, scalar
 
 
-def job_count(db) -> int:
-    return db.execute("SELECT count(*) FROM jobs").fetchone()[0]
+def job_count(db: psycopg.Connection[Any]) -> int:
+    count: int = scalar(db, "SELECT count(*) FROM jobs")
+    return count
 
 
-def assert_error(response: httpx.Response, status: int, code: str) -> dict:
+def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
     assert response.status_code == status, response.text
-    error = response.json()["error"]
+    error: dict[str, Any] = response.json()["error"]
     assert error["code"] == code and error["status"] == status and error["message"]
     return error
 
@@ -28,7 +29,7 @@ def assert_error(response: httpx.Response, status: int, code: str) -> dict:
     [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic abc"}, {"Authorization": ""}],
 )
 def test_missing_or_wrong_token_is_401_and_changes_nothing(
-    stack: Stack, db: psycopg.Connection[Any], headers
+    stack: Stack, db: psycopg.Connection[Any], headers: dict[str, str]
 ) -> None:
     before = job_count(db)
     with httpx.Client(base_url=stack.base_url, headers=headers) as anonymous:
@@ -42,7 +43,7 @@ def test_missing_or_wrong_token_is_401_and_changes_nothing(
 
 
 @pytest.mark.parametrize("bad_id", ["not-a-uuid", "123", "6f1c2a8e-3b7d-4e21-9a55-0c8e2f4b7d1"])
-def test_bad_user_id_is_400(client: httpx.Client, db: psycopg.Connection[Any], bad_id) -> None:
+def test_bad_user_id_is_400(client: httpx.Client, db: psycopg.Connection[Any], bad_id: str) -> None:
     before = job_count(db)
     response = client.put(f"/v1/internal/users/{bad_id}", json={"email": "a@b.co", "slug": "ok"})
     assert_error(response, 400, "invalid_user_id")
@@ -71,7 +72,7 @@ def test_bad_user_id_is_400(client: httpx.Client, db: psycopg.Connection[Any], b
     ],
 )
 def test_bad_user_body_is_422_with_locations(
-    client: httpx.Client, db: psycopg.Connection[Any], body, field
+    client: httpx.Client, db: psycopg.Connection[Any], body: dict[str, Any], field: str
 ) -> None:
     before = job_count(db)
     error = assert_error(
@@ -129,7 +130,7 @@ def test_body_that_is_not_json_is_422(client: httpx.Client) -> None:
 @pytest.mark.parametrize(
     "key", ["scout", "scout@a@b", "Scout@owner", "scout@", "@owner", "sc_out@owner", "-x@owner"]
 )
-def test_bad_agent_key_is_400(client: httpx.Client, db: psycopg.Connection[Any], key) -> None:
+def test_bad_agent_key_is_400(client: httpx.Client, db: psycopg.Connection[Any], key: str) -> None:
     before = job_count(db)
     response = client.put(f"/v1/internal/agents/{key}", json={"display_name": "S"})
     assert_error(response, 400, "invalid_agent_key")
@@ -184,7 +185,7 @@ def test_oversized_agent_metadata_is_422(client: httpx.Client, db: psycopg.Conne
     ],
 )
 def test_private_or_malformed_webhook_url_is_refused(
-    client: httpx.Client, db: psycopg.Connection[Any], url
+    client: httpx.Client, db: psycopg.Connection[Any], url: str
 ) -> None:
     user = put_user(client)
     before = job_count(db)
@@ -235,7 +236,7 @@ def test_bad_agent_ref_is_400_and_unknown_agent_is_404(client: httpx.Client) -> 
     ],
 )
 def test_nul_characters_are_refused(
-    client: httpx.Client, db: psycopg.Connection[Any], body
+    client: httpx.Client, db: psycopg.Connection[Any], body: dict[str, Any]
 ) -> None:
     before = job_count(db)
     response = client.put(f"/v1/internal/users/{uuid.uuid4()}", json=body)
@@ -254,7 +255,7 @@ def test_nul_characters_are_refused(
         ("/v1/node-types", [None]),
     ],
 )
-def test_forged_cursors_are_400(client: httpx.Client, path, sort_key) -> None:
+def test_forged_cursors_are_400(client: httpx.Client, path: str, sort_key: list[Any]) -> None:
     from identity.pagination import encode_cursor
 
     assert_error(

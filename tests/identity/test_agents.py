@@ -8,6 +8,7 @@ import httpx
 import psycopg
 
 from tests.conftest import new_slug, put_user
+from tests.stack import scalar
 
 
 def test_same_body_twice_gives_same_id_and_unchanged(
@@ -27,8 +28,7 @@ def test_same_body_twice_gives_same_id_and_unchanged(
     assert second["id"] == first["id"]
     assert second["created"] is False and second["outcome"] == "unchanged"
     assert second["updated_at"] == first["updated_at"]
-    count = db.execute("SELECT count(*) FROM agents WHERE user_id = %s", (user["id"],)).fetchone()
-    assert count[0] == 1
+    assert scalar(db, "SELECT count(*) FROM agents WHERE user_id = %s", (user["id"],)) == 1
 
 
 def test_different_body_updates(client: httpx.Client) -> None:
@@ -53,7 +53,7 @@ def test_agent_for_missing_user_is_404(client: httpx.Client, db: psycopg.Connect
     response = client.put(f"/v1/internal/agents/{slug}@nobody-here", json={"display_name": "S"})
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "user_not_found"
-    assert db.execute("SELECT count(*) FROM agents WHERE slug = %s", (slug,)).fetchone()[0] == 0
+    assert scalar(db, "SELECT count(*) FROM agents WHERE slug = %s", (slug,)) == 0
 
 
 def test_fifty_concurrent_identical_first_puts_create_once(
@@ -70,10 +70,10 @@ def test_fifty_concurrent_identical_first_puts_create_once(
     assert sum(b["created"] for b in bodies) == 1
     assert len({b["id"] for b in bodies}) == 1
     assert sorted(b["outcome"] for b in bodies) == ["created"] + ["unchanged"] * 49
-    rows = db.execute(
-        "SELECT count(*) FROM agents WHERE user_id = %s AND slug = 'racer'", (user["id"],)
-    ).fetchone()
-    assert rows[0] == 1
+    racers = scalar(
+        db, "SELECT count(*) FROM agents WHERE user_id = %s AND slug = 'racer'", (user["id"],)
+    )
+    assert racers == 1
 
 
 def test_fifty_concurrent_different_puts_end_with_the_last_accepted(
@@ -86,10 +86,11 @@ def test_fifty_concurrent_different_puts_end_with_the_last_accepted(
             pool.map(lambda i: client.put(path, json={"display_name": f"v{i}"}), range(50))
         )
     assert all(r.status_code == 200 for r in responses)
-    last = db.execute(
+    last = scalar(
+        db,
         "SELECT payload->>'display_name' FROM jobs WHERE key = %s ORDER BY seq DESC LIMIT 1",
         (f"agent:busy@{user['slug']}",),
-    ).fetchone()[0]
+    )
     stored = client.get(f"/v1/agents/busy@{user['slug']}").json()
     assert stored["display_name"] == last
     outcomes = db.execute(

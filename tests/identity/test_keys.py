@@ -15,7 +15,7 @@ def test_agent_key_round_trips() -> None:
 
 
 @pytest.mark.parametrize("raw", ["scout", "a@b@c", "A@b", "a@", "@b", "a-@b", "a@" + "b" * 65])
-def test_malformed_agent_keys_raise_a_typed_error(raw) -> None:
+def test_malformed_agent_keys_raise_a_typed_error(raw: str) -> None:
     with pytest.raises(InvalidAgentKey):
         AgentKey.parse(raw)
 

@@ -9,6 +9,7 @@ import psycopg
 
 from tests.conftest import new_slug, put_user
 from tests.identity.backfill.test_runs import agent_item, run_backfill
+from tests.stack import scalar
 
 
 def test_first_put_creates_the_user(client: httpx.Client) -> None:
@@ -116,16 +117,16 @@ def test_deleting_a_user_deletes_its_agents(
     user = put_user(client)
     client.put(f"/v1/internal/agents/bot@{user['slug']}", json={"display_name": "Bot"})
     client.delete(f"/v1/internal/users/{user['id']}")
-    rows = db.execute("SELECT count(*) FROM agents WHERE user_id = %s", (user["id"],)).fetchone()
-    assert rows[0] == 0
+    assert scalar(db, "SELECT count(*) FROM agents WHERE user_id = %s", (user["id"],)) == 0
     assert client.get(f"/v1/agents/bot@{user['slug']}?include_deleted=true").status_code == 404
 
 
 def test_list_pages_through_every_user(client: httpx.Client) -> None:
     ids = {put_user(client)["id"] for _ in range(5)}
-    seen, cursor = set(), None
+    seen: set[str] = set()
+    cursor: str | None = None
     while True:
-        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        params: dict[str, str | int] = {"limit": 2, **({"cursor": cursor} if cursor else {})}
         page = client.get("/v1/internal/users", params=params).json()
         assert len(page["items"]) <= 2
         seen.update(item["id"] for item in page["items"])

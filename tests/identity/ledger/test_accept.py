@@ -7,8 +7,8 @@ no worker reads, so every job stays as the accept left it.
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, TypeVar
 
 import psycopg
 import pytest
@@ -21,9 +21,12 @@ from identity.ledger.jobs import Accepted, Submission
 from tests.stack import database_url_for
 from worker.producer import AsyncDispatcher, Producer
 
+T = TypeVar("T")
+Services = tuple[str, str]  # the module's database URL and Redis URL
+
 
 @pytest.fixture(scope="module")
-def services(postgres_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def services(postgres_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     broker = EmbeddedRedis(tmp_path_factory.mktemp("accepts") / "redis")
     broker.start()
     url = database_url_for(postgres_server, f"idmirror_accepts_{uuid.uuid4().hex[:10]}")
@@ -34,8 +37,8 @@ def services(postgres_server: str, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 def with_accepts(
-    services: Any,
-    work: Any,
+    services: Services,
+    work: Callable[[Accepts], Coroutine[Any, Any, T]],
     *,
     database_url: str | None = None,
     redis_url: str | None = None,
@@ -43,7 +46,7 @@ def with_accepts(
     lock_timeout: str = "0",
     pool_size: int = 4,
     writers: int = 2,
-) -> Any:
+) -> T:
     """Run `work(accepts)` on an event loop, as the API process does; by default on the
     module's database and Redis."""
     from psycopg.rows import namedtuple_row
@@ -52,7 +55,7 @@ def with_accepts(
     database_url = database_url or services[0]
     redis_url = redis_url or services[1]
 
-    async def run() -> Any:
+    async def run() -> T:
         pool = AsyncConnectionPool(
             database_url,
             min_size=1,
@@ -87,7 +90,7 @@ def agent_write(key: str, name: str, version: int | None = None) -> Submission:
     )
 
 
-def accept_together(services: Any, subs: list[Submission]) -> list[Any]:
+def accept_together(services: Services, subs: list[Submission]) -> list[Any]:
     """Accept `subs` concurrently; each one's (Accepted, queued) or the exception it raised."""
 
     async def work(accepts: Accepts) -> list[Any]:
@@ -96,7 +99,7 @@ def accept_together(services: Any, subs: list[Submission]) -> list[Any]:
     return with_accepts(services, work)
 
 
-def jobs(services: Any, subs: list[Submission]) -> list[Any]:
+def jobs(services: Services, subs: list[Submission]) -> list[Any]:
     with psycopg.connect(services[0]) as conn:
         rows = conn.execute(
             "SELECT id, seq, version, xmin::text::bigint FROM jobs WHERE id = ANY(%s)",
@@ -106,7 +109,9 @@ def jobs(services: Any, subs: list[Submission]) -> list[Any]:
     return [by_id.get(s.job_id) for s in subs]
 
 
-def test_writes_arriving_together_share_one_statement_and_one_drain_message(services):
+def test_writes_arriving_together_share_one_statement_and_one_drain_message(
+    services: Services,
+) -> None:
     _, redis_url = services
     queue = redis.Redis.from_url(redis_url)
     queue.delete("celery", "idmirror:drain-queued")
@@ -122,7 +127,9 @@ def test_writes_arriving_together_share_one_statement_and_one_drain_message(serv
     assert queue.llen("celery") == 1
 
 
-def test_a_keys_writes_accepted_together_keep_their_arrival_order(services, caplog):
+def test_a_keys_writes_accepted_together_keep_their_arrival_order(
+    services: Services, caplog: pytest.LogCaptureFixture
+) -> None:
     key = f"agent:hot-{uuid.uuid4().hex[:8]}@order"
     accept_together(services, [agent_write(key, "v0")])  # the key has a head row from here on
     explicit = 1_000_000  # an old source_updated_at: kept as given, not renumbered
@@ -146,7 +153,7 @@ def test_a_keys_writes_accepted_together_keep_their_arrival_order(services, capl
     assert head == (34,)
 
 
-def test_a_write_sent_again_after_it_committed_is_recorded_once(services):
+def test_a_write_sent_again_after_it_committed_is_recorded_once(services: Services) -> None:
     """What the second try after a broken connection does when the first had committed."""
     from psycopg.rows import namedtuple_row
 
@@ -172,7 +179,9 @@ def test_a_write_sent_again_after_it_committed_is_recorded_once(services):
     assert head == (2,)
 
 
-def test_a_write_the_database_refuses_fails_alone(services, caplog):
+def test_a_write_the_database_refuses_fails_alone(
+    services: Services, caplog: pytest.LogCaptureFixture
+) -> None:
     key = f"agent:k-{uuid.uuid4().hex[:8]}@alone"
     # A NUL character, which jsonb cannot store (the API refuses it before it gets here).
     refused = Submission(key=key, kind="agent.upsert", payload={"display_name": "a\x00b"})
@@ -188,7 +197,9 @@ def test_a_write_the_database_refuses_fails_alone(services, caplog):
     assert "one by one instead" in caplog.text
 
 
-def test_a_batch_rolled_back_as_a_deadlock_victim_is_written_one_by_one(services, caplog):
+def test_a_batch_rolled_back_as_a_deadlock_victim_is_written_one_by_one(
+    services: Services, caplog: pytest.LogCaptureFixture
+) -> None:
     database_url, _ = services
     tag = uuid.uuid4().hex[:8]
     k1, k2 = f"agent:k1-{tag}@deadlock", f"agent:k2-{tag}@deadlock"
@@ -217,7 +228,7 @@ def test_a_batch_rolled_back_as_a_deadlock_victim_is_written_one_by_one(services
     assert "one by one instead" in caplog.text
 
 
-def test_a_drain_deleting_a_key_holds_no_accept_of_it_back(services):
+def test_a_drain_deleting_a_key_holds_no_accept_of_it_back(services: Services) -> None:
     """The tombstone a delete writes is locked until its drain commits; accepts of that key
     (and the other writes of their batch) do not wait for it."""
     from sqlalchemy import create_engine
@@ -245,7 +256,9 @@ def test_a_drain_deleting_a_key_holds_no_accept_of_it_back(services):
     assert [a[0].job["seq"] for a in answers] == [2, 1]
 
 
-def test_each_write_waits_for_an_unreachable_database_from_its_own_arrival(services):
+def test_each_write_waits_for_an_unreachable_database_from_its_own_arrival(
+    services: Services,
+) -> None:
     """Writes queued behind batches that are still waiting fail when their own wait is over,
     not one batch after another."""
     nowhere = f"postgresql://postgres@127.0.0.1:{free_port()}/idmirror"
@@ -269,7 +282,9 @@ def test_each_write_waits_for_an_unreachable_database_from_its_own_arrival(servi
     assert max(seconds for seconds, _ in answers) < 1.7  # one batch after another: 2 s and more
 
 
-def test_a_write_whose_wait_is_not_over_outlives_the_batch_that_timed_out(services):
+def test_a_write_whose_wait_is_not_over_outlives_the_batch_that_timed_out(
+    services: Services,
+) -> None:
     """With the only connection held: A times out alone; B and C form the next batch, which
     times out at B's deadline; C, whose wait is not over, goes back to the queue and is
     written once the connection is free."""
@@ -299,7 +314,7 @@ def test_a_write_whose_wait_is_not_over_outlives_the_batch_that_timed_out(servic
     assert jobs(services, [subs["A"], subs["B"]]) == [None, None]
 
 
-def test_a_redis_that_does_not_answer_holds_no_commit_back(services):
+def test_a_redis_that_does_not_answer_holds_no_commit_back(services: Services) -> None:
     """The drain requests of a batch go beside the writers: every write is committed while the
     first drain request still waits for Redis."""
     tag = uuid.uuid4().hex[:8]

@@ -8,13 +8,14 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 import redis
 
 from cli.embedded import EmbeddedPostgres, EmbeddedRedis
-from tests.stack import Stack, database_url_for, wait_until
+from tests.stack import Stack, database_url_for, scalar, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +39,7 @@ def counts(stack: Stack) -> dict[str, int]:
     return {"pending": 0, "applied": 0, "failed": 0, **dict(rows)}
 
 
-def submit_async(stack: Stack, requests: list[tuple[str, dict]]) -> list[str]:
+def submit_async(stack: Stack, requests: list[tuple[str, dict[str, Any]]]) -> list[str]:
     """PUT every (path, body) with Prefer: respond-async; every answer must be 202."""
     with stack.client() as client, ThreadPoolExecutor(16) as pool:
         responses = list(
@@ -105,12 +106,13 @@ def test_redis_flushed_with_500_pending_jobs_all_reach_a_final_state(
     final = counts(stack)
     assert final["applied"] == 500 and final["failed"] == 0
     with psycopg.connect(stack.database_url) as conn:
-        applied = conn.execute(
+        applied = scalar(
+            conn,
             "SELECT count(*) FROM jobs WHERE id = ANY(%s) AND status = 'applied' "
             "AND outcome = 'created' AND attempts = 1",
             (job_ids,),
-        ).fetchone()[0]
-        users = conn.execute("SELECT count(*) FROM users").fetchone()[0]
+        )
+        users = scalar(conn, "SELECT count(*) FROM users")
     assert applied == 500 and users == 500
 
 
@@ -155,7 +157,7 @@ def test_worker_killed_mid_drain_every_job_applied_exactly_once(
     with psycopg.connect(stack.database_url) as conn:
         final = counts(stack)
         assert final == {"pending": 0, "applied": 20 + total, "failed": 0}
-        assert conn.execute("SELECT count(*) FROM jobs WHERE attempts <> 1").fetchone()[0] == 0
+        assert scalar(conn, "SELECT count(*) FROM jobs WHERE attempts <> 1") == 0
         for owner in owners:
             key = f"agent:bot@{owner}"
             outcomes = [
@@ -223,7 +225,7 @@ def test_postgres_restart_loses_nothing_accepted(tmp_home: Path) -> None:
                 "SELECT status, attempts, count(*) FROM jobs WHERE kind = 'agent.upsert' "
                 "GROUP BY 1, 2"
             ).fetchall()
-            agents = conn.execute("SELECT count(*) FROM agents").fetchone()[0]
+            agents = scalar(conn, "SELECT count(*) FROM agents")
         assert jobs == [("applied", 1, 70)] and agents == 70
         assert len(set(before)) == 50
     finally:
@@ -249,10 +251,11 @@ def test_writes_after_the_database_dropped_every_connection_are_accepted(
         stack, [(f"/v1/internal/agents/a{i}@{owner}", {"display_name": "A"}) for i in range(32)]
     )
     with psycopg.connect(stack.database_url, autocommit=True) as conn:
-        dropped = conn.execute(
+        dropped = scalar(
+            conn,
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        ).fetchone()[0]
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
     assert dropped >= 3  # the API's LISTEN connection and at least two pooled ones
 
     with stack.client() as client:

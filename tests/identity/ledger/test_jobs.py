@@ -2,16 +2,21 @@
 
 import asyncio
 import uuid
+from pathlib import Path
+from typing import Any
 
+import httpx
 import psycopg
 import pytest
 import redis
 
 from tests.conftest import new_slug, put_user
-from tests.stack import wait_until
+from tests.stack import Stack, scalar, wait_until
 
 
-def test_respond_async_answers_202_with_a_location_that_later_shows_the_applied_job(client):
+def test_respond_async_answers_202_with_a_location_that_later_shows_the_applied_job(
+    client: httpx.Client,
+) -> None:
     user_id = str(uuid.uuid4())
     response = client.put(
         f"/v1/internal/users/{user_id}",
@@ -27,7 +32,7 @@ def test_respond_async_answers_202_with_a_location_that_later_shows_the_applied_
     assert job["result"]["id"] == user_id and job["finished_at"] is not None
 
 
-def test_sync_write_carries_its_job_id(client):
+def test_sync_write_carries_its_job_id(client: httpx.Client) -> None:
     user = put_user(client)
     response = client.put(
         f"/v1/internal/users/{user['id']}", json={"email": user["email"], "slug": user["slug"]}
@@ -37,14 +42,16 @@ def test_sync_write_carries_its_job_id(client):
     assert job["result"] == response.json()
 
 
-def test_failed_write_answers_with_the_jobs_error_and_keeps_it(client):
+def test_failed_write_answers_with_the_jobs_error_and_keeps_it(client: httpx.Client) -> None:
     response = client.put(f"/v1/internal/agents/x@{new_slug('nobody')}", json={"display_name": "X"})
     assert response.status_code == 404
     job = client.get(f"/v1/jobs/{response.headers['Idmirror-Job-Id']}").json()
     assert job["status"] == "failed" and job["error"] == response.json()["error"]
 
 
-def test_same_idempotency_key_and_body_returns_the_first_job(client, db):
+def test_same_idempotency_key_and_body_returns_the_first_job(
+    client: httpx.Client, db: psycopg.Connection[Any]
+) -> None:
     user_id, key = str(uuid.uuid4()), uuid.uuid4().hex
     body = {"email": "idem@example.com", "slug": new_slug("u")}
     first = client.put(f"/v1/internal/users/{user_id}", json=body, headers={"Idempotency-Key": key})
@@ -53,11 +60,12 @@ def test_same_idempotency_key_and_body_returns_the_first_job(client, db):
     )
     assert first.headers["Idmirror-Job-Id"] == second.headers["Idmirror-Job-Id"]
     assert second.json() == first.json() and second.json()["outcome"] == "created"
-    jobs = db.execute("SELECT count(*) FROM jobs WHERE key = %s", (f"user:{user_id}",)).fetchone()
-    assert jobs[0] == 1
+    assert scalar(db, "SELECT count(*) FROM jobs WHERE key = %s", (f"user:{user_id}",)) == 1
 
 
-def test_same_idempotency_key_with_another_body_is_422(client, db):
+def test_same_idempotency_key_with_another_body_is_422(
+    client: httpx.Client, db: psycopg.Connection[Any]
+) -> None:
     user_id, key = str(uuid.uuid4()), uuid.uuid4().hex
     slug = new_slug("u")
     client.put(
@@ -75,7 +83,7 @@ def test_same_idempotency_key_with_another_body_is_422(client, db):
     assert client.get(f"/v1/internal/users/{user_id}").json()["email"] == "a@example.com"
 
 
-def test_overlong_idempotency_key_is_refused(client):
+def test_overlong_idempotency_key_is_refused(client: httpx.Client) -> None:
     response = client.put(
         f"/v1/internal/users/{uuid.uuid4()}",
         json={"email": "a@example.com", "slug": new_slug("u")},
@@ -84,7 +92,7 @@ def test_overlong_idempotency_key_is_refused(client):
     assert response.status_code == 422 and response.json()["error"]["code"] == "validation_error"
 
 
-def test_jobs_list_filters_by_key_status_and_kind(client):
+def test_jobs_list_filters_by_key_status_and_kind(client: httpx.Client) -> None:
     user = put_user(client)
     client.put(f"/v1/internal/agents/j1@{user['slug']}", json={"display_name": "J"})
     client.put(f"/v1/internal/agents/j1@{user['slug']}", json={"display_name": "J2"})
@@ -96,7 +104,7 @@ def test_jobs_list_filters_by_key_status_and_kind(client):
     assert client.get("/v1/jobs", params={"key": key, "kind": "user.upsert"}).json()["items"] == []
 
 
-def test_failed_job_can_be_retried_once_its_cause_is_fixed(client):
+def test_failed_job_can_be_retried_once_its_cause_is_fixed(client: httpx.Client) -> None:
     slug = new_slug("late")
     failed = client.put(f"/v1/internal/agents/bot@{slug}", json={"display_name": "Bot"})
     assert failed.status_code == 404
@@ -109,12 +117,14 @@ def test_failed_job_can_be_retried_once_its_cause_is_fixed(client):
     assert again.status_code == 409 and again.json()["error"]["code"] == "job_not_failed"
 
 
-def test_unknown_job_is_404(client):
+def test_unknown_job_is_404(client: httpx.Client) -> None:
     assert client.get(f"/v1/jobs/{uuid.uuid4()}").json()["error"]["code"] == "job_not_found"
     assert client.get("/v1/jobs/not-a-uuid").status_code == 404
 
 
-def test_metrics_count_finished_jobs_by_kind_and_outcome(client, stack):
+def test_metrics_count_finished_jobs_by_kind_and_outcome(
+    client: httpx.Client, stack: Stack
+) -> None:
     def finished(text: str, outcome: str) -> float:
         label = f'idmirror_jobs_finished_total{{kind="user.upsert",outcome="{outcome}"}}'
         return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(label))
@@ -131,7 +141,7 @@ def test_metrics_count_finished_jobs_by_kind_and_outcome(client, stack):
     assert "idmirror_jobs_forgotten_total" in after
 
 
-def test_metrics_count_accepted_jobs_and_carry_no_created_series(client):
+def test_metrics_count_accepted_jobs_and_carry_no_created_series(client: httpx.Client) -> None:
     def accepted(text: str) -> float:
         label = 'idmirror_jobs_accepted_total{kind="user.upsert"}'
         return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(label))
@@ -144,7 +154,7 @@ def test_metrics_count_accepted_jobs_and_carry_no_created_series(client):
     assert [name for name in names if name.endswith("_created")] == []
 
 
-def test_health_and_readiness_need_no_token(stack):
+def test_health_and_readiness_need_no_token(stack: Stack) -> None:
     import httpx
 
     assert httpx.get(stack.base_url + "/healthz").json() == {"status": "ok"}
@@ -152,7 +162,7 @@ def test_health_and_readiness_need_no_token(stack):
     assert ready == {"status": "ready", "checks": {"database": "ok", "broker": "ok"}}
 
 
-def test_at_most_one_drain_message_waits_in_the_queue(tmp_home):
+def test_at_most_one_drain_message_waits_in_the_queue(tmp_home: Path) -> None:
     from cli.embedded import EmbeddedRedis
     from worker.producer import Producer
 
@@ -169,7 +179,7 @@ def test_at_most_one_drain_message_waits_in_the_queue(tmp_home):
         broker.stop()
 
 
-def test_the_apis_dispatcher_sends_one_message_while_the_flag_is_up(tmp_home):
+def test_the_apis_dispatcher_sends_one_message_while_the_flag_is_up(tmp_home: Path) -> None:
     from cli.embedded import EmbeddedRedis
     from worker.producer import AsyncDispatcher, Producer
 
@@ -196,7 +206,7 @@ def test_the_apis_dispatcher_sends_one_message_while_the_flag_is_up(tmp_home):
     assert asyncio.run(request_drains(AsyncDispatcher(broker.url, 30, sender))) == [False] * 3
 
 
-def test_finished_jobs_past_the_retention_are_forgotten_oldest_first(postgres_server):
+def test_finished_jobs_past_the_retention_are_forgotten_oldest_first(postgres_server: str) -> None:
     """Pending jobs stay whatever their age; an old job's Idempotency-Key goes with it."""
     from sqlalchemy import create_engine
     from sqlalchemy.orm import Session
@@ -230,7 +240,7 @@ def test_finished_jobs_past_the_retention_are_forgotten_oldest_first(postgres_se
             engine.dispose()
 
         left = {row[0] for row in conn.execute("SELECT id FROM jobs")}
-        keys = conn.execute("SELECT count(*) FROM idempotency_keys").fetchone()[0]
+        keys = scalar(conn, "SELECT count(*) FROM idempotency_keys")
     assert (first, second) == (2, 1)
     assert ids["applied"][0] not in after_first and ids["failed"][0] not in after_first
     assert ids["applied"][1] in after_first  # 200 h: younger than the two first forgotten
@@ -238,7 +248,14 @@ def test_finished_jobs_past_the_retention_are_forgotten_oldest_first(postgres_se
     assert keys == 0
 
 
-def insert_job(conn, job_id: uuid.UUID, key: str, seq: int, status: str, age_hours: float) -> None:
+def insert_job(
+    conn: psycopg.Connection[Any],
+    job_id: uuid.UUID,
+    key: str,
+    seq: int,
+    status: str,
+    age_hours: float,
+) -> None:
     """A job accepted `age_hours` ago, finished a minute later unless pending."""
     conn.execute(
         "INSERT INTO jobs (id, key, seq, kind, payload, payload_hash, version, status, "
@@ -249,7 +266,9 @@ def insert_job(conn, job_id: uuid.UUID, key: str, seq: int, status: str, age_hou
     )
 
 
-def test_the_sweeper_forgets_old_jobs_a_batch_per_transaction_and_counts_them(domain, db):
+def test_the_sweeper_forgets_old_jobs_a_batch_per_transaction_and_counts_them(
+    domain: None, db: psycopg.Connection[Any]
+) -> None:
     """On the shared database: ages of a few hours, which the shared sweeper's retention of
     days leaves alone, and a retention of one hour here."""
     from tasks.sweep import forget_old_jobs
@@ -276,7 +295,9 @@ def test_the_sweeper_forgets_old_jobs_a_batch_per_transaction_and_counts_them(do
     db.execute("DELETE FROM jobs WHERE id = %s", (pending,))  # left for no sweeper to find
 
 
-def test_the_default_retention_grows_with_a_longer_idempotency_ttl(monkeypatch):
+def test_the_default_retention_grows_with_a_longer_idempotency_ttl(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from identity.settings import Settings
 
     monkeypatch.setenv("IDMIRROR_IDEMPOTENCY_TTL_HOURS", "500")
@@ -284,7 +305,9 @@ def test_the_default_retention_grows_with_a_longer_idempotency_ttl(monkeypatch):
     assert Settings().job_retention_hours == 500
 
 
-def test_a_job_retention_shorter_than_the_idempotency_ttl_is_refused(monkeypatch):
+def test_a_job_retention_shorter_than_the_idempotency_ttl_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from pydantic import ValidationError
 
     from identity.settings import Settings
