@@ -18,6 +18,8 @@ from identity.settings import get_settings
 if TYPE_CHECKING:
     import httpx
 
+    from cli.embedded import EmbeddedPostgres, EmbeddedRedis
+
 app = typer.Typer(
     help="idmirror: mirror users and agents through a durable job ledger.", no_args_is_help=True
 )
@@ -121,14 +123,13 @@ def _token(home: Path) -> str:
     return token
 
 
-@app.command()
-def up() -> None:
-    """Run it all: embedded Postgres and Redis (unless URLs are set), API, worker, beat, Flower."""
+def _start_services(
+    home: Path,
+) -> tuple[str, str, "EmbeddedPostgres | None", "EmbeddedRedis | None"]:
+    """The configured Postgres and Redis URLs, starting embedded servers for those not set."""
     from cli.embedded import EmbeddedPostgres, EmbeddedRedis
 
     settings = get_settings()
-    home = settings.home.resolve()
-    home.mkdir(parents=True, exist_ok=True)
     postgres = redis_server = None
     database_url, redis_url = settings.database_url, settings.redis_url
     if not database_url:
@@ -139,6 +140,58 @@ def up() -> None:
         redis_server = EmbeddedRedis(home / "redis")
         redis_url = redis_server.start()
         console.print(f"started embedded Redis at {redis_url}")
+    return database_url, redis_url, postgres, redis_server
+
+
+def _start_processes(env: dict[str, str]) -> dict[str, subprocess.Popen[bytes]]:
+    """The API, worker, beat and Flower, each as `python -m cli <name>` with this environment."""
+    me = [sys.executable, "-m", "cli"]
+    return {
+        name: subprocess.Popen(me + [name], env=env) for name in ("api", "worker", "beat", "flower")
+    }
+
+
+class _Supervisor:
+    """Watches the processes `up` started until a signal or one of them exiting, then stops all."""
+
+    def __init__(self, processes: dict[str, subprocess.Popen[bytes]]) -> None:
+        self.processes = processes
+        self.stopping = False
+        signal.signal(signal.SIGTERM, self._stop)
+        # Also when started in the background, where SIGINT would otherwise be ignored.
+        signal.signal(signal.SIGINT, self._stop)
+
+    def _stop(self, *_: object) -> None:
+        self.stopping = True
+
+    def watch(self) -> None:
+        """Return once asked to stop or when any process has exited."""
+        while not self.stopping:
+            for name, process in self.processes.items():
+                if process.poll() is not None:
+                    console.print(f"[red]{name} exited with {process.returncode}; stopping[/]")
+                    self.stopping = True
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        """Terminate every process still running; kill those not gone after 15 s."""
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.terminate()  # a warm shutdown for Celery, a graceful one for uvicorn
+        for process in self.processes.values():
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+@app.command()
+def up() -> None:
+    """Run it all: embedded Postgres and Redis (unless URLs are set), API, worker, beat, Flower."""
+    settings = get_settings()
+    home = settings.home.resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    database_url, redis_url, postgres, redis_server = _start_services(home)
     token = _token(home)
     env = {
         **os.environ,
@@ -149,10 +202,7 @@ def up() -> None:
     }
     run_migrations(database_url)
 
-    me = [sys.executable, "-m", "cli"]
-    processes = {
-        name: subprocess.Popen(me + [name], env=env) for name in ("api", "worker", "beat", "flower")
-    }
+    processes = _start_processes(env)
     base = f"http://{settings.host}:{settings.port}"
     console.print(
         f"\n[bold green]idmirror is up[/]\n"
@@ -163,33 +213,13 @@ def up() -> None:
         f"  export IDMIRROR_TOKEN={token}\n"
         f"Ctrl-C stops everything.\n"
     )
-    stopping = False
-
-    def stop(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, stop)
-    # Also when started in the background, where SIGINT would otherwise be ignored.
-    signal.signal(signal.SIGINT, stop)
+    supervisor = _Supervisor(processes)
     try:
-        while not stopping:
-            for name, process in processes.items():
-                if process.poll() is not None:
-                    console.print(f"[red]{name} exited with {process.returncode}; stopping[/]")
-                    stopping = True
-            time.sleep(0.5)
+        supervisor.watch()
     except KeyboardInterrupt:
         pass
     finally:
-        for process in processes.values():
-            if process.poll() is None:
-                process.terminate()  # a warm shutdown for Celery, a graceful one for uvicorn
-        for process in processes.values():
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        supervisor.stop()
         if redis_server:
             redis_server.stop()
         if postgres:
