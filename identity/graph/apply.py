@@ -103,7 +103,7 @@ class Overlay:
                     "WHERE agent_id = :a AND id = ANY(CAST(:ids AS uuid[]))"
                 ),
                 {"a": agent_id, "ids": list(named)},
-            ).tuples():
+            ):
                 overlay.stored[node_id] = Node(type_id, params, seq)
             overlay.expand(set(overlay.stored))
         return overlay
@@ -121,7 +121,7 @@ class Overlay:
                 "WHERE agent_id = :a AND source_node_id = ANY(CAST(:ids AS uuid[]))"
             ),
             {"a": self.agent_id, "ids": wanted},
-        ).tuples():
+        ):
             self.stored_out[source].add(target)
 
     def node(self, node_id: uuid.UUID) -> Node | None:

@@ -52,13 +52,13 @@ def load_graph(session: Session, agent_id: str) -> StoredGraph:
                 "WHERE agent_id = :a"
             ),
             {"a": agent_id},
-        ).tuples()
+        )
     }
     outgoing: dict[uuid.UUID, set[uuid.UUID]] = {}
     for source, target in session.execute(
         text("SELECT source_node_id, target_node_id FROM agent_connections WHERE agent_id = :a"),
         {"a": agent_id},
-    ).tuples():
+    ):
         outgoing.setdefault(source, set()).add(target)
     return StoredGraph(nodes, outgoing)
 
