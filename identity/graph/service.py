@@ -44,21 +44,32 @@ class StoredGraph:
 
 
 def load_graph(session: Session, agent_id: str) -> StoredGraph:
-    nodes = {
-        node_id: (type_id, params, seq)
-        for node_id, type_id, params, seq in session.execute(
-            text(
-                "SELECT id, node_type_id, params_used, created_seq FROM agent_nodes "
-                "WHERE agent_id = :a"
-            ),
-            {"a": agent_id},
-        )
-    }
-    outgoing: dict[uuid.UUID, set[uuid.UUID]] = {}
-    for source, target in session.execute(
-        text("SELECT source_node_id, target_node_id FROM agent_connections WHERE agent_id = :a"),
+    """The agent's whole graph, in two statements of one row each.
+
+    Each statement aggregates its rows into arrays (and the params into one JSON document):
+    building a result row per node would cost more than the query itself on a large graph."""
+    ids, types, seqs, params = session.execute(
+        text(
+            "SELECT coalesce(array_agg(id), '{}'), coalesce(array_agg(node_type_id), '{}'), "
+            "coalesce(array_agg(created_seq), '{}'), coalesce(json_agg(params_used), '[]') "
+            "FROM agent_nodes WHERE agent_id = :a"
+        ),
         {"a": agent_id},
-    ):
+    ).one()
+    nodes = {
+        node_id: (type_id, node_params, seq)
+        for node_id, type_id, seq, node_params in zip(ids, types, seqs, params, strict=True)
+    }
+    sources, targets = session.execute(
+        text(
+            "SELECT coalesce(array_agg(source_node_id), '{}'), "
+            "coalesce(array_agg(target_node_id), '{}') "
+            "FROM agent_connections WHERE agent_id = :a"
+        ),
+        {"a": agent_id},
+    ).one()
+    outgoing: dict[uuid.UUID, set[uuid.UUID]] = {}
+    for source, target in zip(sources, targets, strict=True):
         outgoing.setdefault(source, set()).add(target)
     return StoredGraph(nodes, outgoing)
 
