@@ -9,6 +9,7 @@ from prometheus_client import REGISTRY, disable_created_metrics
 
 from api import errors
 from api.deps import Ledger
+from api.limits import Limits, RequestLimits
 from api.metrics import LedgerCollector
 from api.routes import agents, backfills, graphs, health, jobs, node_types, users
 from identity.db import accept_pool, libpq_url, session_factory
@@ -49,6 +50,10 @@ def create_app() -> FastAPI:
         await pool.close()
 
     app = FastAPI(title="idmirror", version="1", lifespan=lifespan)
+    limits = Limits(
+        settings.max_body_bytes, settings.max_graph_body_bytes, settings.body_timeout_seconds
+    )
+    app.add_middleware(RequestLimits, limits=limits)  # inside errors' catch-all, added next
     errors.install(app)
     routers = [
         users.router,

@@ -15,15 +15,20 @@ from identity.ledger.notify import JobWaiter
 from identity.settings import get_settings
 
 
-async def require_token(authorization: str | None = Header(None)) -> None:
-    """Bearer token, compared in constant time."""
+def token_matches(authorization: str | None) -> bool:
+    """Whether an Authorization header carries the bearer token, compared in constant time."""
     expected = get_settings().internal_token
     scheme, _, token = (authorization or "").partition(" ")
-    if (
-        not expected
-        or scheme.lower() != "bearer"
-        or not hmac.compare_digest(token.strip().encode(), expected.encode())
-    ):
+    return (
+        bool(expected)
+        and scheme.lower() == "bearer"
+        and hmac.compare_digest(token.strip().encode(), (expected or "").encode())
+    )
+
+
+async def require_token(authorization: str | None = Header(None)) -> None:
+    """Bearer token (api/limits.py has refused a wrong one before any body was read)."""
+    if not token_matches(authorization):
         raise InvalidToken("missing or wrong bearer token")
 
 

@@ -27,6 +27,10 @@ class InvalidToken(IdmirrorError):
     code, status = "invalid_token", 401
 
 
+class PayloadTooLarge(IdmirrorError):
+    code, status = "payload_too_large", 413
+
+
 class InvalidUserId(IdmirrorError):
     code, status = "invalid_user_id", 400
 

@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     max_operations: int = Field(1000, ge=1)
     max_nodes: int = Field(10000, ge=1)
     max_clock_skew_seconds: float = Field(300.0, ge=0)
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    max_graph_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    body_timeout_seconds: float = Field(10.0, gt=0)
 
     drain_batch_size: int = Field(500, ge=1)
     sweep_interval_seconds: float = Field(5.0, gt=0)

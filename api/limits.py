@@ -1,0 +1,108 @@
+"""What a request may cost before it is read: the token first, then a size and a time limit.
+
+A pure ASGI middleware, so it acts before FastAPI reads a body: a request to `/v1` without the
+right token is answered 401 from its headers alone; a JSON body whose Content-Length is over
+its limit is answered 413 unread; a body that keeps arriving past the limit (chunked) or past
+IDMIRROR_BODY_TIMEOUT_SECONDS is cut off with 413 or 408. NDJSON uploads (backfills) stream
+without a size limit, but each of their reads must arrive within the same timeout.
+"""
+
+import asyncio
+from dataclasses import dataclass
+
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.deps import token_matches
+from api.errors import error_response
+from identity.errors import InvalidToken, PayloadTooLarge
+
+NDJSON = b"application/x-ndjson"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The limits, from settings."""
+
+    max_body_bytes: int
+    max_graph_body_bytes: int
+    body_timeout_seconds: float
+
+
+class RequestLimits:
+    """Refuse what a request may not cost, as early as its headers allow."""
+
+    def __init__(self, app: ASGIApp, limits: Limits) -> None:
+        self.app = app
+        self.limits = limits
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        path: str = scope["path"]
+        if path.startswith("/v1/") and not token_matches(_text(headers.get(b"authorization"))):
+            refusal = error_response(
+                InvalidToken("missing or wrong bearer token"),
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+            await refusal(scope, receive, send)
+            return
+        streamed = headers.get(b"content-type", b"").split(b";")[0].strip() == NDJSON
+        limit = None if streamed else self._size_limit(path)
+        declared = _declared_length(headers.get(b"content-length"))
+        if limit is not None and declared is not None and declared > limit:
+            await error_response(_too_large(limit))(scope, receive, send)
+            return
+        body = _Body(receive, limit, self.limits.body_timeout_seconds, per_read=streamed)
+        await self.app(scope, body.receive, send)
+
+    def _size_limit(self, path: str) -> int:
+        if path.startswith("/v1/agents/") and path.endswith("/update"):
+            return self.limits.max_graph_body_bytes
+        return self.limits.max_body_bytes
+
+
+class _Body:
+    """The request's `receive`, counting bytes and time as the app reads them."""
+
+    def __init__(self, receive: Receive, limit: int | None, timeout: float, *, per_read: bool):
+        self._receive = receive
+        self._limit = limit
+        self._timeout = timeout
+        self._per_read = per_read
+        self._deadline: float | None = None
+        self._read = 0
+
+    async def receive(self) -> Message:
+        loop = asyncio.get_running_loop()
+        if self._deadline is None or self._per_read:
+            self._deadline = loop.time() + self._timeout
+        try:
+            message = await asyncio.wait_for(self._receive(), self._deadline - loop.time())
+        except TimeoutError:
+            raise HTTPException(
+                408, f"the request body did not arrive within {self._timeout:g} seconds"
+            ) from None
+        if message["type"] == "http.request":
+            self._read += len(message.get("body", b""))
+            if self._limit is not None and self._read > self._limit:
+                error = _too_large(self._limit)
+                raise HTTPException(error.status, error.message)
+        return message
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"the request body is over {limit} bytes", limit=limit)
+
+
+def _declared_length(raw: bytes | None) -> int | None:
+    try:
+        return int(raw) if raw is not None else None
+    except ValueError:
+        return None
+
+
+def _text(raw: bytes | None) -> str | None:
+    return raw.decode("latin-1") if raw is not None else None
