@@ -46,12 +46,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        codes = {
-            404: "not_found",
-            405: "method_not_allowed",
-            408: "request_timeout",
-            413: "payload_too_large",
-        }
+        codes = {404: "not_found", 405: "method_not_allowed"}
         code = codes.get(exc.status_code, "http_error")
         error = HttpError(exc.status_code, code, str(exc.detail))
         return error_response(error, headers=exc.headers)

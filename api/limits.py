@@ -3,19 +3,21 @@
 A pure ASGI middleware, so it acts before FastAPI reads a body: a request to `/v1` without the
 right token is answered 401 from its headers alone; a JSON body whose Content-Length is over
 its limit is answered 413 unread; a body that keeps arriving past the limit (chunked) or past
-IDMIRROR_BODY_TIMEOUT_SECONDS is cut off with 413 or 408. NDJSON uploads (backfills) stream
-without a size limit, but each of their reads must arrive within the same timeout.
+IDMIRROR_BODY_TIMEOUT_SECONDS is cut off with 413 or 408. A JSON body that arrived whole is
+checked by identity.json_input (depth, non-finite numbers, lone surrogates) before the app
+reads it. NDJSON uploads (backfills) stream without a size limit, but each of their reads must
+arrive within the same timeout.
 """
 
 import asyncio
 from dataclasses import dataclass
 
-from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.deps import token_matches
 from api.errors import error_response
-from identity.errors import InvalidToken, PayloadTooLarge
+from identity import json_input
+from identity.errors import IdmirrorError, InvalidToken, PayloadTooLarge, RequestTimeout
 
 NDJSON = b"application/x-ndjson"
 
@@ -50,13 +52,22 @@ class RequestLimits:
             await refusal(scope, receive, send)
             return
         streamed = headers.get(b"content-type", b"").split(b";")[0].strip() == NDJSON
-        limit = None if streamed else self._size_limit(path)
-        declared = _declared_length(headers.get(b"content-length"))
-        if limit is not None and declared is not None and declared > limit:
-            await error_response(_too_large(limit))(scope, receive, send)
+        if streamed:
+            body = _Body(receive, None, self.limits.body_timeout_seconds, per_read=True)
+            await self.app(scope, body.receive, send)
             return
-        body = _Body(receive, limit, self.limits.body_timeout_seconds, per_read=streamed)
-        await self.app(scope, body.receive, send)
+        limit = self._size_limit(path)
+        declared = _declared_length(headers.get(b"content-length"))
+        try:
+            if declared is not None and declared > limit:
+                raise _too_large(limit)
+            data = await _Body(receive, limit, self.limits.body_timeout_seconds).read()
+            if data and _is_json(headers.get(b"content-type")):
+                json_input.check(data)
+        except IdmirrorError as refused:
+            await error_response(refused)(scope, receive, send)
+            return
+        await self.app(scope, _replay(data, receive), send)
 
     def _size_limit(self, path: str) -> int:
         if path.startswith("/v1/agents/") and path.endswith("/update"):
@@ -65,9 +76,11 @@ class RequestLimits:
 
 
 class _Body:
-    """The request's `receive`, counting bytes and time as the app reads them."""
+    """The request's `receive`, counting bytes and time as they are read."""
 
-    def __init__(self, receive: Receive, limit: int | None, timeout: float, *, per_read: bool):
+    def __init__(
+        self, receive: Receive, limit: int | None, timeout: float, *, per_read: bool = False
+    ) -> None:
         self._receive = receive
         self._limit = limit
         self._timeout = timeout
@@ -82,15 +95,47 @@ class _Body:
         try:
             message = await asyncio.wait_for(self._receive(), self._deadline - loop.time())
         except TimeoutError:
-            raise HTTPException(
-                408, f"the request body did not arrive within {self._timeout:g} seconds"
+            raise RequestTimeout(
+                f"the request body did not arrive within {self._timeout:g} seconds"
             ) from None
         if message["type"] == "http.request":
             self._read += len(message.get("body", b""))
             if self._limit is not None and self._read > self._limit:
-                error = _too_large(self._limit)
-                raise HTTPException(error.status, error.message)
+                raise _too_large(self._limit)
         return message
+
+    async def read(self) -> bytes:
+        """The whole body, within the limits."""
+        parts: list[bytes] = []
+        while True:
+            message = await self.receive()
+            if message["type"] != "http.request":
+                return b"".join(parts)  # the client went away; the app sees an empty body
+            parts.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                return b"".join(parts)
+
+
+def _replay(data: bytes, receive: Receive) -> Receive:
+    """A `receive` that gives the app the body read already, then waits as the server's does."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()  # http.disconnect, when the client goes
+        sent = True
+        return {"type": "http.request", "body": data, "more_body": False}
+
+    return replay
+
+
+def _is_json(content_type: bytes | None) -> bool:
+    """Whether FastAPI reads this body as JSON (it does when no content type is given)."""
+    if content_type is None:
+        return True
+    media = content_type.split(b";")[0].strip().lower()
+    return media == b"application/json" or media.endswith(b"+json")
 
 
 def _too_large(limit: int) -> PayloadTooLarge:

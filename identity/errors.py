@@ -31,6 +31,10 @@ class PayloadTooLarge(IdmirrorError):
     code, status = "payload_too_large", 413
 
 
+class RequestTimeout(IdmirrorError):
+    code, status = "request_timeout", 408
+
+
 class InvalidUserId(IdmirrorError):
     code, status = "invalid_user_id", 400
 

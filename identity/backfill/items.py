@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, TypeAdapter, ValidationError, model_validator
 
+from identity import json_input
 from identity.backfill.known import line_digest
 from identity.backfill.plain import plain_agent, plain_object, plain_user, version_of
 from identity.errors import IdmirrorError, InvalidWebhookUrl, ValidationFailed
@@ -112,8 +113,8 @@ def validation_envelope(exc: ValidationError) -> dict[str, Any]:
 def _guess_identity(raw: bytes) -> tuple[str | None, str | None]:
     """The kind and key a rejected line names, when it names them at all."""
     try:
-        obj = json.loads(raw)
-    except ValueError:
+        obj = json_input.loads(raw, "line")
+    except (ValueError, IdmirrorError):
         return None, None
     if not isinstance(obj, dict):
         return None, None
@@ -210,6 +211,10 @@ class ItemParser:
         self, line: int, raw: bytes, digest: str | None = None
     ) -> Parsed | Failure:
         """Any line, validated by the models of the PUT bodies."""
+        try:
+            json_input.check(raw, "line")
+        except ValidationFailed as exc:
+            return Failure(line, None, None, exc.envelope())
         try:
             item = _ITEM.validate_json(raw)
         except ValidationError as exc:

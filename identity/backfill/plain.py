@@ -37,8 +37,9 @@ _FIELDS = {
 _AWARE: TypeAdapter[Any] = TypeAdapter(AwareDatetime)
 _EMAIL: TypeAdapter[str] = TypeAdapter(EmailStr)
 # What json.loads could read differently from validation: escapes (a NUL, a lone surrogate),
-# non-finite numbers, NUL bytes (json.loads would guess UTF-16).
-_UNSURE = re.compile(rb"\\u|NaN|Infinity|\x00")
+# non-finite numbers (a number with a three-digit exponent can overflow), NUL bytes (json.loads
+# would guess UTF-16).
+_UNSURE = re.compile(rb"\\u|NaN|Infinity|\d[eE][+-]?\d{3}|\x00")
 # Email addresses whose local part is a plain dot-atom of common characters and whose domain is
 # plain ASCII: the validator keeps such a local part as it is and only normalises the domain, so
 # the domain's verdict can be cached (validating an address costs more than the rest of a line).
