@@ -7,7 +7,7 @@ from typing import Any
 
 import jsonschema
 import referencing.exceptions
-from pydantic import Field
+from pydantic import Field, field_validator
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
@@ -15,7 +15,8 @@ from identity.errors import InvalidParams, InvalidParamsSchema, NodeTypeNotFound
 from identity.keys import NodeTypeKey
 from identity.ledger.jobs import Applied, Submission, upserted
 from identity.pagination import list_by_id
-from identity.schemas import Body
+from identity.schemas import Body, check_metadata_size
+from identity.settings import get_settings
 
 COLUMNS = "id, name, description, params_schema, version, created_at, updated_at"
 
@@ -26,6 +27,12 @@ class NodeTypeUpsert(Body):
     name: str = Field(min_length=1, max_length=255)
     description: str | None = Field(None, max_length=5000)
     params_schema: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("params_schema")
+    @classmethod
+    def _bounded(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # Every node created or patched is validated against it, in every worker: bounded.
+        return check_metadata_size(value, get_settings().max_params_schema_bytes, "params_schema")
 
 
 def parse_id(raw: str) -> uuid.UUID:

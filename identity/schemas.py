@@ -42,10 +42,13 @@ def check_not_ahead(version: int, loc: str) -> None:
         )
 
 
-def check_metadata_size(value: dict[str, Any], limit: int) -> dict[str, Any]:
+def check_metadata_size(
+    value: dict[str, Any], limit: int, name: str = "metadata"
+) -> dict[str, Any]:
+    """Refuse an object larger than `limit` bytes as compact JSON."""
     size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
     if size > limit:
-        raise ValueError(f"metadata is {size} bytes serialised; the limit is {limit}")
+        raise ValueError(f"{name} is {size} bytes serialised; the limit is {limit}")
     return value
 
 

@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     max_nodes: int = Field(10000, ge=1)
     max_clock_skew_seconds: float = Field(300.0, ge=0)
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    max_params_schema_bytes: int = Field(64 * 1024, ge=1024)
     max_graph_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     body_timeout_seconds: float = Field(10.0, gt=0)
 
@@ -70,6 +71,8 @@ class Settings(BaseSettings):
     worker_concurrency: int | None = None
 
     backfill_chunk_size: int = Field(1000, ge=1, le=20000)
+    backfill_chunk_bytes: int = Field(4 * 1024 * 1024, ge=64 * 1024)
+    backfill_buffer_bytes: int = Field(32 * 1024 * 1024, ge=1024 * 1024)
     backfill_buckets: int = Field(8, ge=1, le=256)
     backfill_max_line_bytes: int = Field(1024 * 1024, ge=1024)
     backfill_receive_timeout_seconds: float = Field(600.0, gt=0)

@@ -56,9 +56,13 @@ class PullReceiver(Receiver):
 
     def page_done(self, state: dict[str, Any]) -> None:
         """After each upstream page: a checkpoint once the buffers hold about a chunk per
-        bucket, else just a sign of life (which also notices a cancel)."""
+        bucket, or half the bytes they may hold, else just a sign of life (which also notices
+        a cancel)."""
         self._read_records()
-        if self._waiting() >= self.chunk_size * self.buckets // 2:
+        if (
+            self._waiting() >= self.chunk_size * self.buckets // 2
+            or self._sizes.total() >= self.buffer_bytes // 2
+        ):
             self.checkpoint(state)
             return
         with self.transaction() as session:

@@ -54,8 +54,13 @@ class Receiver(ABC):
         self.line = first_line
         self.stored = stored  # chunks and received lines counted by the stores so far
         self.work: list[Work] = []
+        self.chunk_bytes = settings.backfill_chunk_bytes
+        self.buffer_bytes = settings.backfill_buffer_bytes
         self._buffers: dict[tuple[str, int], list[bytes]] = {}
         self._buffered = 0
+        # Bytes held, by buffer and in all: items range from tens of bytes to a megabyte, so a
+        # count of items alone would not bound memory.
+        self._sizes: Counter[tuple[str, int]] = Counter()
         self._failures: list[Failure] = []
         self._order = InputOrder()
         # Lines an earlier backfill applied, recognised by their digest (known.py).
@@ -152,8 +157,11 @@ class Receiver(ABC):
             buffer = self._buffers[slot] = []
         buffer.append(parsed.stored)
         self._buffered += 1
-        if len(buffer) >= self.chunk_size:
+        self._sizes[slot] += len(parsed.stored)
+        if len(buffer) >= self.chunk_size or self._sizes[slot] >= self.chunk_bytes:
             self._buffer_full(*slot)
+        elif self._sizes.total() >= self.buffer_bytes:
+            self._buffer_full(*max(self._sizes, key=self._sizes.__getitem__))
         return parsed
 
     def _fail(self, failure: Failure) -> None:
@@ -170,11 +178,13 @@ class Receiver(ABC):
     def _take_buffer(self, kind: str, bucket: int) -> list[bytes]:
         buffer = self._buffers.pop((kind, bucket))
         self._buffered -= len(buffer)
+        del self._sizes[(kind, bucket)]
         return buffer
 
     def _drain_buffers(self) -> list[Chunk]:
         chunks = [(kind, bucket, parts) for (kind, bucket), parts in sorted(self._buffers.items())]
         self._buffers, self._buffered = {}, 0
+        self._sizes.clear()
         return chunks
 
     def _write(self, chunks: list[Chunk], state: dict[str, Any] | None = None) -> None:
