@@ -21,53 +21,68 @@ class LedgerCollector(Collector):
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
         with self._sessions() as session:
             rows = session.execute(text("SELECT name, labels, value FROM metric_counters")).all()
-            pending = session.execute(
-                text("SELECT count(*) FROM jobs WHERE status = 'pending'")
-            ).scalar_one()
+            pending, oldest = session.execute(
+                text(
+                    "SELECT count(*), coalesce(extract(epoch FROM clock_timestamp() "
+                    "- min(accepted_at)), 0) FROM jobs WHERE status = 'pending'"
+                )
+            ).one()
         values = {(r.name, r.labels): r.value for r in rows}
-
-        finished = CounterMetricFamily(
-            "idmirror_jobs_finished", "Jobs that reached a final status", labels=["kind", "outcome"]
-        )
-        reenqueued = CounterMetricFamily(
-            "idmirror_sweeper_reenqueued", "Drain messages the sweeper sent for stray jobs"
-        )
-        backfill_items = CounterMetricFamily(
-            "idmirror_backfill_items",
-            "Backfill items applied, by kind and outcome",
-            labels=["kind", "outcome"],
-        )
-        backfill_reenqueued = CounterMetricFamily(
-            "idmirror_backfill_sweeper_reenqueued",
-            "Backfill messages (chunks, steps, pulls) the sweeper sent again",
-        )
-        forgotten = CounterMetricFamily(
-            "idmirror_jobs_forgotten",
-            "Finished jobs deleted from the ledger after IDMIRROR_JOB_RETENTION_HOURS",
-        )
-        for (name, labels), value in values.items():
-            parsed = json.loads(labels)
-            if name == "jobs_finished_total":
-                finished.add_metric([parsed["kind"], parsed["outcome"]], value)
-            elif name == "backfill_items_total":
-                backfill_items.add_metric([parsed["kind"], parsed["outcome"]], value)
-        reenqueued.add_metric([], values.get(("sweeper_reenqueued_total", "{}"), 0.0))
-        backfill_reenqueued.add_metric(
-            [], values.get(("backfill_sweeper_reenqueued_total", "{}"), 0.0)
-        )
-        forgotten.add_metric([], values.get(("jobs_forgotten_total", "{}"), 0.0))
-
+        finished, failed, backfill_items = _labelled(values)
         gauge = GaugeMetricFamily("idmirror_jobs_pending", "Jobs waiting to be applied")
         gauge.add_metric([], float(pending))
-        yield from (
-            finished,
-            reenqueued,
-            _latency(values),
-            gauge,
-            forgotten,
-            backfill_items,
-            backfill_reenqueued,
+        age = GaugeMetricFamily(
+            "idmirror_oldest_pending_job_age_seconds",
+            "Age of the oldest pending job (0 when none is pending): a stall shows here first",
         )
+        age.add_metric([], float(oldest))
+        yield from (finished, _plain(values, "sweeper_reenqueued"), _latency(values), gauge, age)
+        yield from (failed, _plain(values, "jobs_forgotten"), backfill_items)
+        yield _plain(values, "backfill_sweeper_reenqueued")
+
+
+_PLAIN_HELP = {
+    "sweeper_reenqueued": "Drain messages the sweeper sent for stray jobs",
+    "jobs_forgotten": "Finished jobs deleted from the ledger after IDMIRROR_JOB_RETENTION_HOURS",
+    "backfill_sweeper_reenqueued": (
+        "Backfill messages (chunks, steps, pulls) the sweeper sent again"
+    ),
+}
+
+
+def _plain(values: dict[tuple[str, str], float], name: str) -> CounterMetricFamily:
+    """A counter without labels."""
+    family = CounterMetricFamily(f"idmirror_{name}", _PLAIN_HELP[name])
+    family.add_metric([], values.get((f"{name}_total", "{}"), 0.0))
+    return family
+
+
+def _labelled(
+    values: dict[tuple[str, str], float],
+) -> tuple[CounterMetricFamily, CounterMetricFamily, CounterMetricFamily]:
+    """Finished jobs by kind and outcome, failed ones by kind and code, backfill items."""
+    finished = CounterMetricFamily(
+        "idmirror_jobs_finished", "Jobs that reached a final status", labels=["kind", "outcome"]
+    )
+    failed = CounterMetricFamily(
+        "idmirror_jobs_failed",
+        "Jobs that failed, by kind and error code: the dead-letter view's size",
+        labels=["kind", "code"],
+    )
+    backfill_items = CounterMetricFamily(
+        "idmirror_backfill_items",
+        "Backfill items applied, by kind and outcome",
+        labels=["kind", "outcome"],
+    )
+    for (name, labels), value in values.items():
+        parsed = json.loads(labels)
+        if name == "jobs_finished_total":
+            finished.add_metric([parsed["kind"], parsed["outcome"]], value)
+        elif name == "jobs_failed_total":
+            failed.add_metric([parsed["kind"], parsed["code"] or "unknown"], value)
+        elif name == "backfill_items_total":
+            backfill_items.add_metric([parsed["kind"], parsed["outcome"]], value)
+    return finished, failed, backfill_items
 
 
 def _latency(values: dict[tuple[str, str], float]) -> HistogramMetricFamily:

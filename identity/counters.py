@@ -5,7 +5,7 @@ scraped."""
 import json
 from bisect import bisect_right
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
@@ -40,8 +40,13 @@ def add(session: Session, increments: Iterable[tuple[str, str, float]]) -> None:
         session.execute(_ADD, {"increments": json.dumps(rows)})
 
 
-def record_finished(session: Session, finished: list[tuple[str, str, float]]) -> None:
-    """Count finished jobs by kind and outcome, and their accept-to-finish latency."""
+def record_finished(
+    session: Session,
+    finished: list[tuple[str, str, float]],
+    failed: Sequence[tuple[str, str]] = (),
+) -> None:
+    """Count finished jobs by kind and outcome, their accept-to-finish latency, and the failed
+    ones by kind and error code."""
     if not finished:
         return
     by_outcome = Counter((kind, outcome) for kind, outcome, _ in finished)
@@ -64,6 +69,10 @@ def record_finished(session: Session, finished: list[tuple[str, str, float]]) ->
     increments += [
         ("job_latency_seconds_sum", "{}", sum(latencies)),
         ("job_latency_seconds_count", "{}", float(len(latencies))),
+    ]
+    increments += [
+        ("jobs_failed_total", stored_labels(kind=kind, code=code), float(n))
+        for (kind, code), n in Counter(failed).items()
     ]
     add(session, increments)
 

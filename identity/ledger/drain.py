@@ -148,6 +148,7 @@ _RECORD = text(
         FROM d
         WHERE j.id = d.id AND j.status = 'pending'
         RETURNING j.id, j.kind, j.finished_at - j.accepted_at AS latency, d.outcome, d.status,
+                  d.error ->> 'code' AS code,
                   json_build_object('id', j.id, 'status', d.status,
                                     'body', coalesce(d.result, d.error))::text AS note
     ),
@@ -156,7 +157,7 @@ _RECORD = text(
                                               ELSE json_build_object('id', id)::text END))
         FROM marked
     )
-    SELECT m.kind, m.latency, m.outcome, m.status FROM marked m, notified
+    SELECT m.kind, m.latency, m.outcome, m.status, m.code FROM marked m, notified
     """
 )
 
@@ -179,6 +180,7 @@ def _record(session: Session, finished: list[Finished]) -> None:
     counters.record_finished(
         session,
         [(r.kind, r.outcome or r.status, r.latency.total_seconds()) for r in rows],
+        failed=[(r.kind, r.code) for r in rows if r.status == "failed"],
     )
 
 
