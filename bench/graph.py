@@ -13,6 +13,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
@@ -20,6 +21,9 @@ from bench.options import Options
 from bench.probe import machine, note_core_speed_at_end
 from bench.report import table, write_section
 from cli.embedded import EmbeddedPostgres
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 ROUNDS = 7
 OPERATIONS = 1000
@@ -41,7 +45,7 @@ def _setup_database(home: Path) -> tuple[str, EmbeddedPostgres | None]:
 
 
 def _agent_with_nodes(
-    session, node_type: uuid.UUID, size: int, rng: random.Random
+    session: "Session", node_type: uuid.UUID, size: int, rng: random.Random
 ) -> tuple[str, str]:
     """A user, an agent and `size` nodes in a layered DAG with about one connection per node."""
     from identity.agents import upsert_agent
@@ -78,7 +82,9 @@ def _agent_with_nodes(
     return agent.result["id"], slug
 
 
-def _update_operations(existing: list[str], node_type: uuid.UUID, rng: random.Random) -> list[dict]:
+def _update_operations(
+    existing: list[str], node_type: uuid.UUID, rng: random.Random
+) -> list[dict[str, Any]]:
     """500 creates, 250 connections into the new nodes, 200 param patches, 50 deletes."""
     ops = [
         {
@@ -106,7 +112,7 @@ def _update_operations(existing: list[str], node_type: uuid.UUID, rng: random.Ra
     return ops
 
 
-def _measure(url: str, agent_id: str, slug: str, operations: list[dict]) -> list[float]:
+def _measure(url: str, agent_id: str, slug: str, operations: list[dict[str, Any]]) -> list[float]:
     """Seconds per drain of one pending 1,000-op job; each round rolled back."""
     import json
 
