@@ -158,7 +158,7 @@ def run(options: Options) -> None:
             from identity.node_types import NodeTypeUpsert, upsert_node_type
 
             node_type = uuid.uuid4()
-            results = {}
+            results: dict[int, list[float]] = {}
             with session_factory().begin() as session:
                 step = NodeTypeUpsert(name="step", params_schema={"type": "object"})
                 upsert_node_type(session, NodeTypeKey(node_type), step, 1)
@@ -185,6 +185,14 @@ def run(options: Options) -> None:
             if server is not None:
                 server.stop()
 
+    body = _render(results, facts)
+    if options.write:
+        write_section("graph", body)
+    print(body)
+
+
+def _render(results: dict[int, list[float]], facts: dict[str, str]) -> str:
+    """The report section: the machine, the workload, times per graph size and the verdicts."""
     small, large = (statistics.median(results[s]) for s in (100, 10_000))
     rows = [
         [
@@ -197,7 +205,7 @@ def run(options: Options) -> None:
     ]
     verdict_ratio = "met" if large <= 1.5 * small else "NOT met"
     verdict_abs = "met" if large < 0.5 and small < 0.5 else "NOT met"
-    body = f"""## Graph updates: one update of 1,000 operations
+    return f"""## Graph updates: one update of 1,000 operations
 
 Machine: {facts["cpus"]} cores ({facts["cpu_model"]}; one core sums range(10**6) in
 {facts["core_speed"]}), {facts["memory"]}, Python {facts["python"]},
@@ -219,6 +227,3 @@ of {ROUNDS} rounds. Times are wall clock of the drain, in ms.
   only for the nodes an `update_node` patches). Positions are derived when the graph is read,
   and the synchronous answer reads the graph after the job is applied, outside the key lock.
 """
-    if options.write:
-        write_section("graph", body)
-    print(body)
