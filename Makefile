@@ -23,7 +23,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy identity api tasks worker cli bench
+	$(BIN)/mypy identity api tasks worker cli bench tests celeryconfig.py migrations
 
 format: $(STAMP)
 	$(BIN)/ruff format .

@@ -13,6 +13,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
@@ -20,6 +21,9 @@ from bench.options import Options
 from bench.probe import machine, note_core_speed_at_end
 from bench.report import table, write_section
 from cli.embedded import EmbeddedPostgres
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 ROUNDS = 7
 OPERATIONS = 1000
@@ -41,7 +45,7 @@ def _setup_database(home: Path) -> tuple[str, EmbeddedPostgres | None]:
 
 
 def _agent_with_nodes(
-    session, node_type: uuid.UUID, size: int, rng: random.Random
+    session: "Session", node_type: uuid.UUID, size: int, rng: random.Random
 ) -> tuple[str, str]:
     """A user, an agent and `size` nodes in a layered DAG with about one connection per node."""
     from identity.agents import upsert_agent
@@ -78,7 +82,9 @@ def _agent_with_nodes(
     return agent.result["id"], slug
 
 
-def _update_operations(existing: list[str], node_type: uuid.UUID, rng: random.Random) -> list[dict]:
+def _update_operations(
+    existing: list[str], node_type: uuid.UUID, rng: random.Random
+) -> list[dict[str, Any]]:
     """500 creates, 250 connections into the new nodes, 200 param patches, 50 deletes."""
     ops = [
         {
@@ -106,7 +112,7 @@ def _update_operations(existing: list[str], node_type: uuid.UUID, rng: random.Ra
     return ops
 
 
-def _measure(url: str, agent_id: str, slug: str, operations: list[dict]) -> list[float]:
+def _measure(url: str, agent_id: str, slug: str, operations: list[dict[str, Any]]) -> list[float]:
     """Seconds per drain of one pending 1,000-op job; each round rolled back."""
     import json
 
@@ -152,7 +158,7 @@ def run(options: Options) -> None:
             from identity.node_types import NodeTypeUpsert, upsert_node_type
 
             node_type = uuid.uuid4()
-            results = {}
+            results: dict[int, list[float]] = {}
             with session_factory().begin() as session:
                 step = NodeTypeUpsert(name="step", params_schema={"type": "object"})
                 upsert_node_type(session, NodeTypeKey(node_type), step, 1)
@@ -179,6 +185,14 @@ def run(options: Options) -> None:
             if server is not None:
                 server.stop()
 
+    body = _render(results, facts)
+    if options.write:
+        write_section("graph", body)
+    print(body)
+
+
+def _render(results: dict[int, list[float]], facts: dict[str, str]) -> str:
+    """The report section: the machine, the workload, times per graph size and the verdicts."""
     small, large = (statistics.median(results[s]) for s in (100, 10_000))
     rows = [
         [
@@ -191,7 +205,7 @@ def run(options: Options) -> None:
     ]
     verdict_ratio = "met" if large <= 1.5 * small else "NOT met"
     verdict_abs = "met" if large < 0.5 and small < 0.5 else "NOT met"
-    body = f"""## Graph updates: one update of 1,000 operations
+    return f"""## Graph updates: one update of 1,000 operations
 
 Machine: {facts["cpus"]} cores ({facts["cpu_model"]}; one core sums range(10**6) in
 {facts["core_speed"]}), {facts["memory"]}, Python {facts["python"]},
@@ -213,6 +227,3 @@ of {ROUNDS} rounds. Times are wall clock of the drain, in ms.
   only for the nodes an `update_node` patches). Positions are derived when the graph is read,
   and the synchronous answer reads the graph after the job is applied, outside the key lock.
 """
-    if options.write:
-        write_section("graph", body)
-    print(body)

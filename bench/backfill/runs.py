@@ -2,6 +2,7 @@
 the API's and worker's memory sampled throughout."""
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,7 +36,7 @@ def run_once(stack: Stack, path: Path, label: str) -> Run:
         RssSampler(roots) as rss,
     ):
 
-        def blocks():  # type: ignore[no-untyped-def]
+        def blocks() -> Iterator[bytes]:
             with path.open("rb") as source:
                 while block := source.read(1 << 20):
                     yield block

@@ -8,7 +8,7 @@ import httpx
 import psycopg
 
 from tests.conftest import new_slug, put_user
-from tests.identity.backfill.test_runs import agent_item, run_backfill
+from tests.identity.backfill.uploads import agent_item, run_backfill
 from tests.stack import scalar
 
 

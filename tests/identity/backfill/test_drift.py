@@ -1,8 +1,12 @@
 """Mirror mode: the drift report, prune and its threshold, and dry runs."""
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from tests.identity.backfill.test_runs import (
+import httpx
+import psycopg
+
+from tests.identity.backfill.uploads import (
     agent_item,
     iso,
     ndjson,
@@ -12,7 +16,7 @@ from tests.identity.backfill.test_runs import (
 )
 
 
-def owner_with_agents(client, count: int) -> tuple[dict, list[str]]:
+def owner_with_agents(client: httpx.Client, count: int) -> tuple[dict[str, Any], list[str]]:
     """A user with `count` live agents, written through the ledger like live traffic."""
     p = prefix()
     user = user_item(f"{p}-u")
@@ -21,20 +25,23 @@ def owner_with_agents(client, count: int) -> tuple[dict, list[str]]:
     return user, [f"a{i}@{p}-u" for i in range(count)]
 
 
-def live_slugs(db, user: dict) -> set[str]:
+def live_slugs(db: psycopg.Connection[Any], user: dict[str, Any]) -> set[str]:
     rows = db.execute(
         "SELECT a.slug FROM agents a WHERE a.user_id = %s AND a.deleted_at IS NULL", (user["id"],)
     ).fetchall()
     return {r[0] for r in rows}
 
 
-def drift_list(client, run: dict) -> list[dict]:
+def drift_list(client: httpx.Client, run: dict[str, Any]) -> list[dict[str, Any]]:
     response = client.get(f"/v1/internal/backfills/{run['id']}/drift")
     assert response.status_code == 200
-    return response.json()["items"]
+    items: list[dict[str, Any]] = response.json()["items"]
+    return items
 
 
-def test_mirror_reports_agents_the_input_no_longer_has_and_changes_none_of_them(client, db):
+def test_mirror_reports_agents_the_input_no_longer_has_and_changes_none_of_them(
+    client: httpx.Client, db: psycopg.Connection[Any]
+) -> None:
     user, keys = owner_with_agents(client, 10)
     run = run_backfill(client, [user] + [agent_item(k) for k in keys[:8]], mode="mirror")
     assert run["status"] == "completed"
@@ -52,13 +59,15 @@ def test_mirror_reports_agents_the_input_no_longer_has_and_changes_none_of_them(
     assert len(live_slugs(db, user)) == 10
 
 
-def test_users_without_a_user_line_are_not_mirrored(client):
+def test_users_without_a_user_line_are_not_mirrored(client: httpx.Client) -> None:
     user, keys = owner_with_agents(client, 4)
     run = run_backfill(client, [agent_item(keys[0])], mode="mirror")
     assert run["drift"]["agents"] == 0 and run["drift"]["live_agents"] == 0
 
 
-def test_prune_within_the_threshold_soft_deletes_the_drift_and_keeps_it_deleted(client, db):
+def test_prune_within_the_threshold_soft_deletes_the_drift_and_keeps_it_deleted(
+    client: httpx.Client, db: psycopg.Connection[Any]
+) -> None:
     user, keys = owner_with_agents(client, 20)
     before = datetime.now(UTC) - timedelta(seconds=1)
     run = run_backfill(
@@ -78,7 +87,9 @@ def test_prune_within_the_threshold_soft_deletes_the_drift_and_keeps_it_deleted(
     assert client.get(f"/v1/agents/{keys[19]}").status_code == 404
 
 
-def test_prune_over_the_threshold_is_refused_and_changes_nothing(client, db):
+def test_prune_over_the_threshold_is_refused_and_changes_nothing(
+    client: httpx.Client, db: psycopg.Connection[Any]
+) -> None:
     user, keys = owner_with_agents(client, 10)
     rows_before = db.execute(
         "SELECT id, xmin::text FROM agents WHERE user_id = %s ORDER BY id", (user["id"],)
@@ -105,7 +116,9 @@ def test_prune_over_the_threshold_is_refused_and_changes_nothing(client, db):
     assert client.get(f"/v1/agents/{keys[0]}").json()["display_name"] == "a0"
 
 
-def test_dry_run_counts_and_reports_drift_but_changes_nothing(client, db):
+def test_dry_run_counts_and_reports_drift_but_changes_nothing(
+    client: httpx.Client, db: psycopg.Connection[Any]
+) -> None:
     user, keys = owner_with_agents(client, 10)
     p = prefix()
     newcomer = user_item(f"{p}-new")
@@ -133,7 +146,7 @@ def test_dry_run_counts_and_reports_drift_but_changes_nothing(client, db):
     assert len(live_slugs(db, user)) == 10
 
 
-def test_agents_written_after_the_snapshot_are_not_drift(client):
+def test_agents_written_after_the_snapshot_are_not_drift(client: httpx.Client) -> None:
     user, keys = owner_with_agents(client, 10)
     snapshot = datetime.now(UTC)
     late = client.put(f"/v1/internal/agents/late@{user['slug']}", json={"display_name": "Late"})

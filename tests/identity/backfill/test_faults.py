@@ -8,7 +8,9 @@ small chunks so that a run has many of them in flight.
 import os
 import signal
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -17,8 +19,8 @@ import pytest
 import redis
 
 from cli.embedded import EmbeddedPostgres, EmbeddedRedis
-from tests.identity.backfill.test_runs import agent_item, ndjson, post_ndjson, user_item, wait_done
-from tests.stack import Stack, database_url_for, wait_until
+from tests.identity.backfill.uploads import agent_item, ndjson, post_ndjson, user_item, wait_done
+from tests.stack import Stack, database_url_for, scalar, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +29,7 @@ TOTAL = USERS * (1 + AGENTS_PER_USER)
 
 
 @pytest.fixture
-def isolated(postgres_server: str, tmp_home: Path):
+def isolated(postgres_server: str, tmp_home: Path) -> Iterator[tuple[Stack, EmbeddedRedis]]:
     broker = EmbeddedRedis(tmp_home / "redis")
     broker.start()
     url = database_url_for(postgres_server, f"idmirror_bf_fault_{uuid.uuid4().hex[:10]}")
@@ -45,11 +47,12 @@ def body() -> bytes:
     return ndjson(users + agents)
 
 
-def progress(client: httpx.Client, backfill_id: str) -> dict:
-    return client.get(f"/v1/internal/backfills/{backfill_id}").json()
+def progress(client: httpx.Client, backfill_id: str) -> dict[str, Any]:
+    run: dict[str, Any] = client.get(f"/v1/internal/backfills/{backfill_id}").json()
+    return run
 
 
-def assert_exact_final_state(stack: Stack, run: dict) -> None:
+def assert_exact_final_state(stack: Stack, run: dict[str, Any]) -> None:
     assert run["status"] == "completed", run
     assert run["counts"] == {
         "received": TOTAL,
@@ -60,17 +63,19 @@ def assert_exact_final_state(stack: Stack, run: dict) -> None:
         "failed": 0,
     }
     with psycopg.connect(stack.database_url) as conn:
-        users = conn.execute("SELECT count(*) FROM users").fetchone()[0]
+        users = scalar(conn, "SELECT count(*) FROM users")
         agents = conn.execute(
             "SELECT count(*), count(DISTINCT (user_id, slug)) FROM agents WHERE deleted_at IS NULL"
         ).fetchone()
-        leftovers = conn.execute("SELECT count(*) FROM backfill_chunks").fetchone()[0]
+        leftovers = scalar(conn, "SELECT count(*) FROM backfill_chunks")
     assert users == USERS
     assert agents == (USERS * AGENTS_PER_USER, USERS * AGENTS_PER_USER)
     assert leftovers == 0
 
 
-def test_worker_killed_mid_backfill_ends_with_the_exact_state_and_counts(isolated):
+def test_worker_killed_mid_backfill_ends_with_the_exact_state_and_counts(
+    isolated: tuple[Stack, EmbeddedRedis],
+) -> None:
     stack, _ = isolated
     stack.start("api")
     stack.start("beat")
@@ -91,7 +96,9 @@ def test_worker_killed_mid_backfill_ends_with_the_exact_state_and_counts(isolate
     assert_exact_final_state(stack, final)
 
 
-def test_redis_flushed_mid_backfill_ends_with_the_exact_state_and_counts(isolated):
+def test_redis_flushed_mid_backfill_ends_with_the_exact_state_and_counts(
+    isolated: tuple[Stack, EmbeddedRedis],
+) -> None:
     stack, broker = isolated
     stack.start("api")
     stack.start("worker", "--concurrency", "1")
@@ -119,7 +126,7 @@ def test_redis_flushed_mid_backfill_ends_with_the_exact_state_and_counts(isolate
     assert requeued > 0
 
 
-def test_postgres_crash_mid_backfill_ends_with_the_exact_state_and_counts(tmp_home):
+def test_postgres_crash_mid_backfill_ends_with_the_exact_state_and_counts(tmp_home: Path) -> None:
     """Chunks commit without waiting for the disk: a crash (an immediate stop, no checkpoint)
     may lose the last of them, effect, done mark and counts together; after recovery they are
     applied again and the run ends exact."""

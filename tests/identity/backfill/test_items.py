@@ -143,13 +143,15 @@ USER_LINES = [
 
 @pytest.mark.parametrize("raw", LINES + USER_LINES)
 @pytest.mark.parametrize("allow_private", [False, True])
-def test_agent_lines_read_without_the_models_get_the_models_verdict(raw, allow_private):
+def test_agent_lines_read_without_the_models_get_the_models_verdict(
+    raw: bytes, allow_private: bool
+) -> None:
     parser = ItemParser(SNAPSHOT, allow_private_webhooks=allow_private)
     expected = parser.parse_with_models(7, raw)
     assert parser.parse(7, raw) == expected
 
 
-def test_an_item_dated_too_far_ahead_of_the_clock_fails_with_its_line():
+def test_an_item_dated_too_far_ahead_of_the_clock_fails_with_its_line() -> None:
     parser = ItemParser(SNAPSHOT, allow_private_webhooks=False)
     result = parser.parse(9, user_line(source_updated_at="2999-01-01T00:00:00Z"))
     assert isinstance(result, Failure) and result.line == 9
@@ -157,7 +159,7 @@ def test_an_item_dated_too_far_ahead_of_the_clock_fails_with_its_line():
     assert result.error["details"]["errors"][0]["type"] == "too_far_ahead"
 
 
-def test_plain_agent_and_user_lines_skip_the_models():
+def test_plain_agent_and_user_lines_skip_the_models() -> None:
     parser = ItemParser(SNAPSHOT, allow_private_webhooks=False)
     raw = agent_line(webhook_url="https://hooks.example.com/scout")
     digest = line_digest(raw, allow_private_webhooks=False).encode()

@@ -2,13 +2,16 @@
 when reading them would have said so (identity/backfill/known.py)."""
 
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
 from identity.backfill.known import Candidate, KnownLines, line_digest
-from tests.identity.backfill.test_runs import (
+from tests.identity.backfill.uploads import (
     agent_item,
     iso,
     ndjson,
@@ -18,24 +21,31 @@ from tests.identity.backfill.test_runs import (
     user_item,
     wait_done,
 )
+from tests.stack import scalar
 
 
-def chunks_stored(db, backfill_id: str) -> int:
+def chunks_stored(db: psycopg.Connection[Any], backfill_id: str) -> int:
     """How many chunks the run stored: zero when every line was known."""
-    return db.execute("SELECT chunks FROM backfills WHERE id = %s", (backfill_id,)).fetchone()[0]
+    chunks: int = scalar(db, "SELECT chunks FROM backfills WHERE id = %s", (backfill_id,))
+    return chunks
 
 
-def agent_row(db, key: str) -> tuple:
+def agent_row(db: psycopg.Connection[Any], key: str) -> tuple[Any, ...]:
+    """Display name, xmin and line digest of the live agent `key`, which must exist."""
     slug, user_slug = key.split("@")
-    return db.execute(
+    row: tuple[Any, ...] | None = db.execute(
         "SELECT a.display_name, a.xmin::text, a.line_digest FROM agents a "
         "JOIN users u ON u.id = a.user_id WHERE u.slug = %s AND a.slug = %s "
         "AND a.deleted_at IS NULL",
         (user_slug, slug),
     ).fetchone()
+    assert row is not None, key
+    return row
 
 
-def test_a_second_run_of_the_same_lines_reads_none_of_them_and_rewrites_nothing(client, db):
+def test_a_second_run_of_the_same_lines_reads_none_of_them_and_rewrites_nothing(
+    client: httpx.Client, db: psycopg.Connection[Any]
+) -> None:
     p = prefix()
     items = [user_item(f"{p}-u{i}") for i in range(3)] + [
         agent_item(f"bot{j}@{p}-u{i}", metadata={"j": j}) for i in range(3) for j in range(4)
@@ -62,7 +72,7 @@ def test_a_second_run_of_the_same_lines_reads_none_of_them_and_rewrites_nothing(
     assert (after["user"] - counted["user"], after["agent"] - counted["agent"]) == (3, 12)
 
 
-def unchanged_items_metric(client) -> dict[str, float]:
+def unchanged_items_metric(client: httpx.Client) -> dict[str, float]:
     text = httpx.get(client.base_url.join("/metrics")).text
     found = {"user": 0.0, "agent": 0.0}
     for kind in found:
@@ -73,7 +83,9 @@ def unchanged_items_metric(client) -> dict[str, float]:
     return found
 
 
-def test_a_live_write_clears_the_digest_so_the_line_is_read_and_applied_again(client, db):
+def test_a_live_write_clears_the_digest_so_the_line_is_read_and_applied_again(
+    client: httpx.Client, db: psycopg.Connection[Any]
+) -> None:
     p = prefix()
     user, agent = user_item(f"{p}-u"), agent_item(f"bot@{p}-u", display_name="From file")
     run_backfill(client, [user, agent])
@@ -91,7 +103,9 @@ def test_a_live_write_clears_the_digest_so_the_line_is_read_and_applied_again(cl
     assert third["counts"]["unchanged"] == 2 and chunks_stored(db, third["id"]) == 0
 
 
-def test_an_identical_live_write_keeps_the_digest(client, db):
+def test_an_identical_live_write_keeps_the_digest(
+    client: httpx.Client, db: psycopg.Connection[Any]
+) -> None:
     p = prefix()
     user, agent = user_item(f"{p}-u"), agent_item(f"bot@{p}-u", display_name="Same")
     run_backfill(client, [user, agent])
@@ -101,7 +115,9 @@ def test_an_identical_live_write_keeps_the_digest(client, db):
     assert again["counts"]["unchanged"] == 2 and chunks_stored(db, again["id"]) == 0
 
 
-def test_a_key_that_came_earlier_in_the_input_is_read_in_order(client, db):
+def test_a_key_that_came_earlier_in_the_input_is_read_in_order(
+    client: httpx.Client, db: psycopg.Connection[Any]
+) -> None:
     p = prefix()
     user, old = user_item(f"{p}-u"), agent_item(f"bot@{p}-u", display_name="Old")
     run_backfill(client, [user, old])
@@ -113,7 +129,9 @@ def test_a_key_that_came_earlier_in_the_input_is_read_in_order(client, db):
     assert agent_row(db, f"bot@{p}-u")[0] == "Old"
 
 
-def test_an_agent_whose_owner_slug_an_earlier_user_line_moves_is_read(client, db):
+def test_an_agent_whose_owner_slug_an_earlier_user_line_moves_is_read(
+    client: httpx.Client, db: psycopg.Connection[Any]
+) -> None:
     p = prefix()
     owner = user_item(f"{p}-a")
     bot = agent_item(f"bot@{p}-a", display_name="Owner's bot")
@@ -134,7 +152,7 @@ def test_an_agent_whose_owner_slug_an_earlier_user_line_moves_is_read(client, db
     assert agent_row(db, f"bot@{p}-b")[0] == "Owner's bot"
 
 
-def test_a_deleted_agent_is_not_known(client, db):
+def test_a_deleted_agent_is_not_known(client: httpx.Client, db: psycopg.Connection[Any]) -> None:
     p = prefix()
     items = [user_item(f"{p}-u"), agent_item(f"bot@{p}-u")]
     run_backfill(client, items)
@@ -146,7 +164,9 @@ def test_a_deleted_agent_is_not_known(client, db):
     assert client.get(f"/v1/agents/bot@{p}-u").json()["id"] != first_id
 
 
-def test_a_snapshot_older_than_the_rows_reads_the_lines_and_finds_them_superseded(client, db):
+def test_a_snapshot_older_than_the_rows_reads_the_lines_and_finds_them_superseded(
+    client: httpx.Client, db: psycopg.Connection[Any]
+) -> None:
     p = prefix()
     items = [user_item(f"{p}-u"), agent_item(f"bot@{p}-u")]
     run_backfill(client, items)
@@ -158,7 +178,9 @@ def test_a_snapshot_older_than_the_rows_reads_the_lines_and_finds_them_supersede
     assert run["counts"]["superseded"] == 1 and run["counts"]["unchanged"] == 0
 
 
-def test_mirror_runs_and_dry_runs_read_every_line(client, db):
+def test_mirror_runs_and_dry_runs_read_every_line(
+    client: httpx.Client, db: psycopg.Connection[Any]
+) -> None:
     p = prefix()
     items = [user_item(f"{p}-u"), agent_item(f"bot@{p}-u")]
     run_backfill(client, items)
@@ -171,13 +193,15 @@ def test_mirror_runs_and_dry_runs_read_every_line(client, db):
         assert chunks_stored(db, run["id"]) == 2, params
 
 
-def test_unchanged_lines_are_counted_while_the_upload_goes_on(client, db):
+def test_unchanged_lines_are_counted_while_the_upload_goes_on(
+    client: httpx.Client, db: psycopg.Connection[Any]
+) -> None:
     p = prefix()
     users = [user_item(f"{p}-u{i}", metadata={"pad": "x" * 100}) for i in range(6_000)]
     run_backfill(client, users)
     seen_while_receiving: list[int] = []
 
-    def body():
+    def body() -> Iterator[bytes]:
         yield ndjson(users)
         # The upload pauses before its end: meanwhile the known lines are counted.
         deadline = datetime.now(UTC) + timedelta(seconds=30)
@@ -197,12 +221,14 @@ def test_unchanged_lines_are_counted_while_the_upload_goes_on(client, db):
 # --- the order rules, without a database ---------------------------------------------------
 
 
-def known(kind: str, key: str, user_slug: str | None = None, stored_slug: str | None = None):
+def known(
+    kind: str, key: str, user_slug: str | None = None, stored_slug: str | None = None
+) -> Candidate:
     name = key.split(":", 1)[1]
     return Candidate(kind, name, user_slug, "00", known=True, stored_slug=stored_slug)
 
 
-def test_a_key_is_known_only_the_first_time_it_comes():
+def test_a_key_is_known_only_the_first_time_it_comes() -> None:
     lines = KnownLines(1, allow_private_webhooks=False)
     assert lines.take(known("agent", "agent:bot@a", "a"))
     assert not lines.take(known("agent", "agent:bot@a", "a"))
@@ -210,7 +236,7 @@ def test_a_key_is_known_only_the_first_time_it_comes():
     assert not lines.take(known("agent", "agent:other@a", "a"))
 
 
-def test_user_lines_that_are_read_move_their_old_and_new_slugs():
+def test_user_lines_that_are_read_move_their_old_and_new_slugs() -> None:
     lines = KnownLines(1, allow_private_webhooks=False)
     uid = "0b7c2a0e-3f0c-4a8e-9a55-0d1c8c1f2b3a"
     lines.read("user", f"user:{uid}", "new", known("user", f"user:{uid}", stored_slug="old"))
@@ -247,7 +273,9 @@ def test_user_lines_that_are_read_move_their_old_and_new_slugs():
         ),
     ],
 )
-def test_lines_are_looked_up_only_when_they_name_their_key_plainly(line, expected):
+def test_lines_are_looked_up_only_when_they_name_their_key_plainly(
+    line: dict[str, Any], expected: tuple[str, str] | None
+) -> None:
     raw = json.dumps(line).encode()
     candidate = KnownLines(1, allow_private_webhooks=False).candidate(raw)
     assert (candidate and (candidate.kind, candidate.key)) == expected
@@ -255,7 +283,7 @@ def test_lines_are_looked_up_only_when_they_name_their_key_plainly(line, expecte
         assert candidate.digest == line_digest(raw, allow_private_webhooks=False)
 
 
-def test_the_digest_depends_on_the_private_webhook_setting():
+def test_the_digest_depends_on_the_private_webhook_setting() -> None:
     raw = json.dumps(agent_item("bot@govind", webhook_url="http://10.0.0.5/hook")).encode()
     assert line_digest(raw, allow_private_webhooks=True) != line_digest(
         raw, allow_private_webhooks=False

@@ -4,10 +4,12 @@ user before them is in place, and never at the cost of an agent whose user line 
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
+import psycopg
 
-from tests.identity.backfill.test_runs import (
+from tests.identity.backfill.uploads import (
     NDJSON,
     agent_item,
     failures,
@@ -21,7 +23,7 @@ from tests.stack import wait_until
 
 def upload_in_two_parts(
     client: httpx.Client, first: bytes, second: bytes
-) -> tuple[dict, Callable[[], dict]]:
+) -> tuple[dict[str, Any], Callable[[], dict[str, Any]]]:
     """Start an upload that sends `first` and holds `second` back. Returns the run (receiving)
     and a function that sends the rest and returns the answer."""
     gate = threading.Event()
@@ -44,16 +46,19 @@ def upload_in_two_parts(
         )
     )
 
-    def answer() -> dict:
+    def answer() -> dict[str, Any]:
         gate.set()
         upload.join(60)
         assert result["r"].status_code == 202, result["r"].text
-        return result["r"].json()
+        answered: dict[str, Any] = result["r"].json()
+        return answered
 
     return run, answer
 
 
-def test_cancel_while_receiving_stops_the_run_and_applies_nothing_more(client):
+def test_cancel_while_receiving_stops_the_run_and_applies_nothing_more(
+    client: httpx.Client,
+) -> None:
     p = prefix()
     owner = user_item(f"{p}-u")
     agents = [agent_item(f"a{i}@{p}-u") for i in range(5_000)]
@@ -71,7 +76,9 @@ def test_cancel_while_receiving_stops_the_run_and_applies_nothing_more(client):
     )
 
 
-def test_agents_after_their_users_are_applied_while_the_input_still_arrives(client, db):
+def test_agents_after_their_users_are_applied_while_the_input_still_arrives(
+    client: httpx.Client, db: psycopg.Connection[Any]
+) -> None:
     p = prefix()
     users = [user_item(f"{p}-u{i}") for i in range(20)]
     agents = [agent_item(f"a{i}@{p}-u{i % 20}") for i in range(15_000)]
@@ -79,7 +86,7 @@ def test_agents_after_their_users_are_applied_while_the_input_still_arrives(clie
         client, ndjson(users + agents), ndjson([agent_item(f"last@{p}-u0")])
     )
 
-    def applied_early() -> dict | None:
+    def applied_early() -> dict[str, Any] | None:
         now = client.get(f"/v1/internal/backfills/{run['id']}").json()
         return now if now["counts"]["created"] >= 20 + 5_000 else None
 
@@ -92,7 +99,9 @@ def test_agents_after_their_users_are_applied_while_the_input_still_arrives(clie
     assert client.get(f"/v1/agents/last@{p}-u0").status_code == 200
 
 
-def test_an_agent_whose_user_line_comes_later_is_not_failed(client, db):
+def test_an_agent_whose_user_line_comes_later_is_not_failed(
+    client: httpx.Client, db: psycopg.Connection[Any]
+) -> None:
     p = prefix()
     owners = [user_item(f"{p}-u{i}") for i in range(20)]
     late = user_item(f"{p}-late")
@@ -108,7 +117,7 @@ def test_an_agent_whose_user_line_comes_later_is_not_failed(client, db):
         row = db.execute(
             "SELECT status, early_agents FROM backfills WHERE id = %s", (run["id"],)
         ).fetchone()
-        assert row[0] == "receiving"
+        assert row is not None and row[0] == "receiving"
         return row[1] is False
 
     # An agent chunk applied early met x0@...-late before its user: agents wait from now on.
@@ -122,7 +131,9 @@ def test_an_agent_whose_user_line_comes_later_is_not_failed(client, db):
     assert client.get(f"/v1/agents/y@{p}-late").status_code == 200
 
 
-def test_agents_of_a_user_that_never_comes_fail_once_the_input_has_ended(client):
+def test_agents_of_a_user_that_never_comes_fail_once_the_input_has_ended(
+    client: httpx.Client,
+) -> None:
     p = prefix()
     owners = [user_item(f"{p}-u{i}") for i in range(20)]
     agents = [agent_item(f"a{i}@{p}-u{i % 20}") for i in range(15_000)]
@@ -136,7 +147,9 @@ def test_agents_of_a_user_that_never_comes_fail_once_the_input_has_ended(client)
     assert all(f["retryable"] for f in found)
 
 
-def test_an_upload_whose_stored_chunks_were_lost_fails_with_a_clear_error(client, db):
+def test_an_upload_whose_stored_chunks_were_lost_fails_with_a_clear_error(
+    client: httpx.Client, db: psycopg.Connection[Any]
+) -> None:
     """Stores commit without waiting for the disk. If PostgreSQL loses the last of them in a
     crash and comes back while the upload goes on, the next store finds the run's counts short
     and fails the upload rather than complete it without those lines."""
@@ -157,11 +170,12 @@ def test_an_upload_whose_stored_chunks_were_lost_fails_with_a_clear_error(client
     )
     upload.start()
 
-    def stored() -> tuple | None:
-        return db.execute(
+    def stored() -> tuple[Any, ...] | None:
+        row: tuple[Any, ...] | None = db.execute(
             "SELECT id::text, chunks FROM backfills WHERE status = 'receiving' AND chunks > 0 "
             "ORDER BY started_at DESC LIMIT 1"
         ).fetchone()
+        return row
 
     backfill_id, _ = wait_until(stored, timeout=60)
     # As if the last store's commit had not reached the disk before a crash.

@@ -6,20 +6,23 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
 import pytest
 
 from cli.embedded import EmbeddedRedis, free_port
-from tests.identity.backfill.test_runs import wait_done
+from tests.identity.backfill.uploads import wait_done
 from tests.identity.backfill.upstream import Upstream
 from tests.stack import Stack, database_url_for, wait_until
 
 pytestmark = pytest.mark.slow
 
 
-def dataset(name: str, users: int, agents_per_user: int) -> tuple[list[dict], list[dict]]:
+def dataset(
+    name: str, users: int, agents_per_user: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     people = [
         {"id": str(uuid.uuid4()), "email": f"{name}{i}@example.com", "slug": f"{name}-{i}"}
         for i in range(users)
@@ -78,25 +81,28 @@ def client(source_stack: Stack) -> Iterator[httpx.Client]:
         yield c
 
 
-def pull(client: httpx.Client, source: str) -> dict:
+def pull(client: httpx.Client, source: str) -> dict[str, Any]:
     response = client.post("/v1/internal/backfills", json={"source": source})
     assert response.status_code == 202, response.text
     assert response.json()["source"] == source and response.json()["status"] == "receiving"
-    return response.json()
+    run: dict[str, Any] = response.json()
+    return run
 
 
 def stored(stack: Stack, slug_prefix: str) -> tuple[int, int]:
     with psycopg.connect(stack.database_url) as conn:
-        return conn.execute(
+        row = conn.execute(
             "SELECT count(DISTINCT u.id), count(a.id) FROM users u "
             "LEFT JOIN agents a ON a.user_id = u.id AND a.deleted_at IS NULL WHERE u.slug LIKE %s",
             (f"{slug_prefix}-%",),
         ).fetchone()
+    assert row is not None
+    return row[0], row[1]
 
 
 def test_pull_stores_every_page_of_users_then_agents_with_the_sources_token(
-    client, source_stack, upstreams
-):
+    client: httpx.Client, source_stack: Stack, upstreams: dict[str, Upstream]
+) -> None:
     run = wait_done(client, pull(client, "crm")["id"])
     assert run["status"] == "completed", run
     assert run["counts"] == {
@@ -122,8 +128,8 @@ def test_pull_stores_every_page_of_users_then_agents_with_the_sources_token(
 
 
 def test_pull_retries_5xx_and_timeouts_and_waits_as_retry_after_says(
-    client, source_stack, upstreams
-):
+    client: httpx.Client, source_stack: Stack, upstreams: dict[str, Upstream]
+) -> None:
     flaky = upstreams["flaky"]
     flaky.faults = {"/users": [503, 502], "/agents": [("retry_after", 1), ("hang", 3)]}
     run = wait_done(client, pull(client, "flaky")["id"])
@@ -138,7 +144,9 @@ def test_pull_retries_5xx_and_timeouts_and_waits_as_retry_after_says(
     assert flaky.seen[throttled + 2].status == 200 and flaky.seen[throttled + 2].cursor is None
 
 
-def test_second_trigger_while_a_pull_runs_is_refused(client, upstreams):
+def test_second_trigger_while_a_pull_runs_is_refused(
+    client: httpx.Client, upstreams: dict[str, Upstream]
+) -> None:
     first = pull(client, "slow")
     second = client.post("/v1/internal/backfills", json={"source": "slow"})
     assert second.status_code == 409
@@ -148,7 +156,7 @@ def test_second_trigger_while_a_pull_runs_is_refused(client, upstreams):
     assert wait_done(client, pull(client, "slow")["id"])["counts"]["unchanged"] == 700
 
 
-def test_source_errors_fail_the_run_with_the_reason(client):
+def test_source_errors_fail_the_run_with_the_reason(client: httpx.Client) -> None:
     locked = wait_done(client, pull(client, "locked")["id"])
     assert locked["status"] == "failed"
     assert (
@@ -160,8 +168,8 @@ def test_source_errors_fail_the_run_with_the_reason(client):
     assert down["error"]["details"]["attempts"] == 2
 
 
-def test_beat_pulls_a_scheduled_source(client, source_stack):
-    def scheduled_run() -> dict | None:
+def test_beat_pulls_a_scheduled_source(client: httpx.Client, source_stack: Stack) -> None:
+    def scheduled_run() -> dict[str, Any] | None:
         runs = client.get("/v1/internal/backfills?limit=100").json()["items"]
         return next(
             (r for r in runs if r["source"] == "scheduled" and r["status"] == "completed"), None
@@ -173,8 +181,8 @@ def test_beat_pulls_a_scheduled_source(client, source_stack):
 
 
 def test_pull_resumes_from_its_checkpoint_after_its_worker_is_killed(
-    client, source_stack, upstreams
-):
+    client: httpx.Client, source_stack: Stack, upstreams: dict[str, Upstream]
+) -> None:
     slow = upstreams["slow"]
     slow.seen.clear()
     with psycopg.connect(source_stack.database_url, autocommit=True) as conn:

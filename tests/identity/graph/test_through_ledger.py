@@ -1,7 +1,10 @@
 """Graph updates are not idempotent by nature: the ledger makes them exactly-once and ordered."""
 
 import threading
+from typing import Any
 
+import httpx
+import psycopg
 import pytest
 from celery import Celery
 
@@ -12,16 +15,17 @@ from identity.graph.operations import GraphUpdateJob
 from identity.graph.service import update_agent_graph
 from identity.keys import AgentKey, AgentRef
 from tests.conftest import put_agent, put_node_type
-from tests.stack import wait_until
+from tests.stack import Stack, scalar, wait_until
 
 
-def node_count(db, agent_id):
-    return db.execute(
-        "SELECT count(*) FROM agent_nodes WHERE agent_id = %s", (agent_id,)
-    ).fetchone()[0]
+def node_count(db: psycopg.Connection[Any], agent_id: str) -> int:
+    count: int = scalar(db, "SELECT count(*) FROM agent_nodes WHERE agent_id = %s", (agent_id,))
+    return count
 
 
-def test_a_graph_job_delivered_three_times_creates_its_nodes_once(client, db, domain, redis_url):
+def test_a_graph_job_delivered_three_times_creates_its_nodes_once(
+    client: httpx.Client, db: psycopg.Connection[Any], domain: None, redis_url: str
+) -> None:
     from tasks.drain import drain_key
 
     agent, node_type = put_agent(client), put_node_type(client)
@@ -48,10 +52,12 @@ def test_a_graph_job_delivered_three_times_creates_its_nodes_once(client, db, do
     assert len(client.get(f"/v1/agents/{agent['id']}/graph").json()["nodes"]) == 5
 
 
-def test_concurrent_clients_both_apply_in_acceptance_order(client, db, stack):
+def test_concurrent_clients_both_apply_in_acceptance_order(
+    client: httpx.Client, db: psycopg.Connection[Any], stack: Stack
+) -> None:
     agent, node_type = put_agent(client), put_node_type(client)
 
-    def send(name):
+    def send(name: str) -> None:
         with stack.client() as own:
             for n in range(15):
                 op = {
@@ -82,7 +88,7 @@ def test_concurrent_clients_both_apply_in_acceptance_order(client, db, stack):
         assert [p["n"] for _, p in stored if p["by"] == name] == list(range(15))
 
 
-def test_graph_size_limit_is_checked_per_operation(client, domain):
+def test_graph_size_limit_is_checked_per_operation(client: httpx.Client, domain: None) -> None:
     agent, node_type = put_agent(client), put_node_type(client)
     key = AgentKey("bot", agent["user_slug"])
     payload = {"operations": [{"op": "create_node", "node_type_id": node_type}] * 3}
@@ -91,7 +97,9 @@ def test_graph_size_limit_is_checked_per_operation(client, domain):
     assert raised.value.details["op_index"] == 2
 
 
-def test_the_agent_an_update_answers_with_is_the_agent_as_stored(client, domain):
+def test_the_agent_an_update_answers_with_is_the_agent_as_stored(
+    client: httpx.Client, domain: None
+) -> None:
     agent, node_type = put_agent(client), put_node_type(client)
     key = AgentKey("bot", agent["user_slug"])
     update = GraphUpdateJob.model_validate(

@@ -124,12 +124,7 @@ def test_worker_killed_mid_drain_every_job_applied_exactly_once(
     stack.start("worker", "--concurrency", "1")
     stack.start("api")
     owners = [f"owner-{i}" for i in range(20)]
-    with stack.client() as client:
-        for slug in owners:
-            user = client.put(
-                f"/v1/internal/users/{uuid.uuid4()}", json={"email": "o@example.com", "slug": slug}
-            )
-            assert user.status_code == 200
+    put_users(stack, owners)
     stack.kill("worker", sig=15)
 
     per_key = 60
@@ -159,27 +154,40 @@ def test_worker_killed_mid_drain_every_job_applied_exactly_once(
         assert final == {"pending": 0, "applied": 20 + total, "failed": 0}
         assert scalar(conn, "SELECT count(*) FROM jobs WHERE attempts <> 1") == 0
         for owner in owners:
-            key = f"agent:bot@{owner}"
-            outcomes = [
-                row[0]
-                for row in conn.execute(
-                    "SELECT outcome FROM jobs WHERE key = %s ORDER BY seq", (key,)
-                )
-            ]
-            assert outcomes == ["created"] + ["updated"] * (per_key - 1), owner
-            # Sixteen threads submit at once, so the last accepted body (highest seq) is not
-            # always the last one in the list: it is the one that must be stored.
-            last = conn.execute(
-                "SELECT payload->>'display_name' FROM jobs WHERE key = %s ORDER BY seq DESC "
-                "LIMIT 1",
-                (key,),
-            ).fetchone()
-            live = conn.execute(
-                "SELECT a.display_name FROM agents a JOIN users u ON u.id = a.user_id "
-                "WHERE u.slug = %s AND a.deleted_at IS NULL",
-                (owner,),
-            ).fetchall()
-            assert live == [last]
+            assert_agent_applied_in_order(conn, owner, per_key)
+
+
+def put_users(stack: Stack, slugs: list[str]) -> None:
+    """One user per slug, applied before the answer."""
+    with stack.client() as client:
+        for slug in slugs:
+            user = client.put(
+                f"/v1/internal/users/{uuid.uuid4()}", json={"email": "o@example.com", "slug": slug}
+            )
+            assert user.status_code == 200
+
+
+def assert_agent_applied_in_order(conn: psycopg.Connection[Any], owner: str, jobs: int) -> None:
+    """The owner's bot was created by its first job, updated by every later one, and holds the
+    body of the last job accepted."""
+    key = f"agent:bot@{owner}"
+    outcomes = [
+        row[0]
+        for row in conn.execute("SELECT outcome FROM jobs WHERE key = %s ORDER BY seq", (key,))
+    ]
+    assert outcomes == ["created"] + ["updated"] * (jobs - 1), owner
+    # Sixteen threads submit at once, so the last accepted body (highest seq) is not
+    # always the last one in the list: it is the one that must be stored.
+    last = conn.execute(
+        "SELECT payload->>'display_name' FROM jobs WHERE key = %s ORDER BY seq DESC LIMIT 1",
+        (key,),
+    ).fetchone()
+    live = conn.execute(
+        "SELECT a.display_name FROM agents a JOIN users u ON u.id = a.user_id "
+        "WHERE u.slug = %s AND a.deleted_at IS NULL",
+        (owner,),
+    ).fetchall()
+    assert live == [last]
 
 
 def test_postgres_restart_loses_nothing_accepted(tmp_home: Path) -> None:
