@@ -2,7 +2,7 @@
 
 import httpx
 
-from tests.identity.backfill.test_runs import agent_item, failures, prefix, run_backfill, user_item
+from tests.identity.backfill.uploads import agent_item, failures, prefix, run_backfill, user_item
 
 HOSTILE_METADATA = {
     "overflow": '{"n": 1e400}',

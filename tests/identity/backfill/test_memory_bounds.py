@@ -11,7 +11,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.identity.backfill.test_runs import failures, ndjson, post_ndjson, prefix, wait_done
+from tests.identity.backfill.uploads import failures, ndjson, post_ndjson, prefix, wait_done
 from tests.stack import Stack
 
 CHUNK_BYTES = 64 * 1024
