@@ -15,6 +15,7 @@ from api.deps import Ledger
 from identity.db import transaction
 from identity.errors import ValidationFailed
 from identity.ledger import jobs as ledger
+from identity.ledger import retries
 from identity.settings import get_settings
 
 JOBS_ACCEPTED = Counter("idmirror_jobs_accepted", "Jobs accepted into the ledger", ["kind"])
@@ -54,14 +55,31 @@ def _load(job_id: str) -> dict[str, Any]:
 
 def _mark_retried(job_id: uuid.UUID, retry_job_id: uuid.UUID) -> None:
     with transaction() as session:
-        ledger.mark_retried(session, job_id, retry_job_id)
+        retries.mark_retried(session, job_id, retry_job_id)
 
 
 async def _settle_retry(retry_of: uuid.UUID, job_id: str, reused: bool) -> None:
     """A retry recorded before (sent twice at once) is refused; a new one is linked."""
     if reused:
-        raise ledger.already_retried(retry_of, job_id)
+        raise retries.already_retried(retry_of, job_id)
     await run_in_threadpool(_mark_retried, retry_of, uuid.UUID(job_id))
+
+
+async def submit_retries(into: Ledger, subs: list[ledger.Submission]) -> dict[str, Any]:
+    """Record each retry without waiting for it: the retries made, and the jobs whose retry
+    another request made first."""
+    retried, raced = [], []
+    for sub in subs:
+        assert sub.retry_of is not None, "only retries are submitted here"
+        accepted, _ = await into.accepts.accept(sub)
+        pair = {"job_id": str(sub.retry_of), "retry_job_id": accepted.job["id"]}
+        if accepted.reused:
+            raced.append(pair)
+            continue
+        JOBS_ACCEPTED.labels(sub.kind).inc()
+        await run_in_threadpool(_mark_retried, sub.retry_of, sub.job_id)
+        retried.append(pair)
+    return {"retried": retried, "already_retried": raced}
 
 
 def job_response(job: dict[str, Any]) -> Response:

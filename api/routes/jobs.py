@@ -9,10 +9,11 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import LedgerDep, Paging, read_session, require_token
-from api.writes import WriteOptions, submit, write_options
+from api.writes import WriteOptions, submit, submit_retries, write_options
 from identity.db import transaction
 from identity.errors import JobNotFound
 from identity.ledger import jobs as ledger
+from identity.ledger import retries
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(require_token)])
 
@@ -44,7 +45,27 @@ def list_jobs(
 
 def _resubmission(job_id: uuid.UUID) -> ledger.Submission:
     with transaction() as session:
-        return ledger.resubmission(session, job_id)
+        return retries.resubmission(session, job_id)
+
+
+def _resubmissions(
+    kind: str | None, key: str | None, code: str | None, limit: int
+) -> list[ledger.Submission]:
+    with transaction() as session:
+        return retries.resubmissions(session, kind=kind, key=key, code=code, limit=limit)
+
+
+@router.post("/retry")
+async def retry_failed_jobs(
+    into: LedgerDep,
+    kind: str | None = Query(None, max_length=64),
+    key: str | None = Query(None, max_length=300),
+    code: str | None = Query(None, max_length=64),
+    limit: int = Query(100, ge=1, le=retries.BULK_LIMIT),
+) -> dict[str, Any]:
+    """Retry, once each, the oldest failed jobs not retried yet that match every filter."""
+    subs = await run_in_threadpool(_resubmissions, kind, key, code, limit)
+    return await submit_retries(into, subs)
 
 
 @router.post("/{job_id}/retry")

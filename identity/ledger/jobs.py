@@ -19,9 +19,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from identity.errors import AlreadyRetried, IdmirrorError, JobNotFailed, JobNotFound
+from identity.errors import IdmirrorError, JobNotFound
 from identity.pagination import decode_cursor, page
-from identity.schemas import check_not_ahead, to_version
 
 log = logging.getLogger(__name__)
 
@@ -152,51 +151,3 @@ def list_jobs(
         },
     ).all()
     return page([job_out(r) for r in rows], limit, ["accepted_at", "id"])
-
-
-def resubmission(session: Session, job_id: uuid.UUID) -> Submission:
-    """A new submission carrying a failed job's payload, for POST /v1/jobs/{id}/retry.
-
-    A job is retried once. The retry carries an idempotency key of its own, made from the
-    failed job's id (with a line break no header can carry), so two retries sent at once record
-    one job; `mark_retried` then records the link for good."""
-    row = session.execute(
-        text("SELECT key, kind, status, payload, retried_by FROM jobs WHERE id = :id"),
-        {"id": job_id},
-    ).one_or_none()
-    if row is None:
-        raise JobNotFound("no job has this id", job_id=str(job_id))
-    if row.status != "failed":
-        raise JobNotFailed(f"only failed jobs can be retried; this one is {row.status}")
-    if row.retried_by is not None:
-        raise already_retried(job_id, row.retried_by)
-    source = row.payload.get("source_updated_at")
-    version = None
-    if source is not None:
-        version = to_version(datetime.fromisoformat(source))
-        check_not_ahead(version, "payload.source_updated_at")  # a job stored before the rule
-    return Submission(
-        key=row.key,
-        kind=row.kind,
-        payload=row.payload,
-        explicit_version=version,
-        idempotency_key=f"retry\n{job_id}",
-        retry_of=job_id,
-    )
-
-
-def already_retried(job_id: uuid.UUID, retry_job_id: uuid.UUID | str) -> AlreadyRetried:
-    """The answer to a second retry of `job_id`."""
-    return AlreadyRetried(
-        "this job was retried already; follow its retry",
-        job_id=str(job_id),
-        retry_job_id=str(retry_job_id),
-    )
-
-
-def mark_retried(session: Session, job_id: uuid.UUID, retry_job_id: uuid.UUID) -> None:
-    """Link a failed job to its retry; the first link stays."""
-    session.execute(
-        text("UPDATE jobs SET retried_by = :retry WHERE id = :id AND retried_by IS NULL"),
-        {"id": job_id, "retry": retry_job_id},
-    )

@@ -8,6 +8,7 @@ import httpx
 import psycopg
 
 from tests.conftest import new_slug, put_user
+from tests.stack import wait_until
 
 
 def failed_job(client: httpx.Client) -> tuple[str, str]:
@@ -54,3 +55,34 @@ def test_retries_sent_at_once_record_one_job(
     assert {e["code"] for e in refused} == {"already_retried"}
     assert {e["details"]["retry_job_id"] for e in refused} == {retry_id}
     assert jobs_of(db, f"agent:bot@{slug}") == 2
+
+
+def test_failed_jobs_matching_a_filter_are_retried_in_bulk_once_each(
+    client: httpx.Client, db: psycopg.Connection[Any]
+) -> None:
+    slug = new_slug("late")
+    failed_ids = []
+    for name in ("A", "B", "C"):
+        failed = client.put(f"/v1/internal/agents/bot@{slug}", json={"display_name": name})
+        assert failed.status_code == 404
+        failed_ids.append(failed.headers["Idmirror-Job-Id"])
+    put_user(client, slug=slug)
+    key = f"agent:bot@{slug}"
+    bulk = client.post("/v1/jobs/retry", params={"key": key, "code": "user_not_found"})
+    assert bulk.status_code == 200, bulk.text
+    retried = bulk.json()["retried"]
+    assert [r["job_id"] for r in retried] == failed_ids  # oldest first
+    assert bulk.json()["already_retried"] == []
+    again = client.post("/v1/jobs/retry", params={"key": key})
+    assert again.json() == {"retried": [], "already_retried": []}
+    one = client.post(f"/v1/jobs/{failed_ids[0]}/retry")
+    assert one.status_code == 409
+    assert one.json()["error"]["details"]["retry_job_id"] == retried[0]["retry_job_id"]
+    assert jobs_of(db, key) == 6
+
+    def last_applied() -> str | None:
+        agent = client.get(f"/v1/agents/bot@{slug}")
+        return agent.json()["display_name"] if agent.status_code == 200 else None
+
+    # The retries keep the failed jobs' order: the last one's body wins.
+    assert wait_until(lambda: last_applied() == "C")

@@ -1,0 +1,86 @@
+"""Retrying failed jobs: each failed job is retried at most once, one by one or in bulk.
+
+A retry is a new job on the same key with the failed job's payload. It carries an idempotency
+key of its own, made from the failed job's id (with a line break, which no header can carry), so
+retries sent at once record one job between them; `mark_retried` then links the failed job to
+its retry for good (`jobs.retried_by`), after the idempotency key's 24 hours too.
+"""
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from identity.errors import AlreadyRetried, JobNotFailed, JobNotFound
+from identity.ledger.jobs import Submission
+from identity.schemas import check_not_ahead, to_version
+
+BULK_LIMIT = 500
+
+
+def resubmission(session: Session, job_id: uuid.UUID) -> Submission:
+    """A new submission carrying a failed job's payload, for POST /v1/jobs/{id}/retry."""
+    row = session.execute(
+        text("SELECT key, kind, status, payload, retried_by FROM jobs WHERE id = :id"),
+        {"id": job_id},
+    ).one_or_none()
+    if row is None:
+        raise JobNotFound("no job has this id", job_id=str(job_id))
+    if row.status != "failed":
+        raise JobNotFailed(f"only failed jobs can be retried; this one is {row.status}")
+    if row.retried_by is not None:
+        raise already_retried(job_id, row.retried_by)
+    return _retry_of(job_id, row)
+
+
+def resubmissions(
+    session: Session, *, kind: str | None, key: str | None, code: str | None, limit: int
+) -> list[Submission]:
+    """Retries of up to `limit` failed jobs not retried yet, oldest first, by any filter."""
+    rows = session.execute(
+        text(
+            "SELECT id, key, kind, payload FROM jobs "
+            "WHERE status = 'failed' AND retried_by IS NULL "
+            "AND (CAST(:kind AS text) IS NULL OR kind = :kind) "
+            "AND (CAST(:key AS text) IS NULL OR key = :key) "
+            "AND (CAST(:code AS text) IS NULL OR error ->> 'code' = :code) "
+            "ORDER BY accepted_at, id LIMIT :limit"
+        ),
+        {"kind": kind, "key": key, "code": code, "limit": min(limit, BULK_LIMIT)},
+    ).all()
+    return [_retry_of(row.id, row) for row in rows]
+
+
+def _retry_of(job_id: uuid.UUID, row: Any) -> Submission:
+    source = row.payload.get("source_updated_at")
+    version = None
+    if source is not None:
+        version = to_version(datetime.fromisoformat(source))
+        check_not_ahead(version, "payload.source_updated_at")  # a job stored before the rule
+    return Submission(
+        key=row.key,
+        kind=row.kind,
+        payload=row.payload,
+        explicit_version=version,
+        idempotency_key=f"retry\n{job_id}",
+        retry_of=job_id,
+    )
+
+
+def already_retried(job_id: uuid.UUID, retry_job_id: uuid.UUID | str) -> AlreadyRetried:
+    """The answer to a second retry of `job_id`."""
+    return AlreadyRetried(
+        "this job was retried already; follow its retry",
+        job_id=str(job_id),
+        retry_job_id=str(retry_job_id),
+    )
+
+
+def mark_retried(session: Session, job_id: uuid.UUID, retry_job_id: uuid.UUID) -> None:
+    """Link a failed job to its retry; the first link stays."""
+    session.execute(
+        text("UPDATE jobs SET retried_by = :retry WHERE id = :id AND retried_by IS NULL"),
+        {"id": job_id, "retry": retry_job_id},
+    )
