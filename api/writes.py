@@ -1,5 +1,6 @@
 """The one path every write takes: accept a job, queue its drain, wait for it, answer."""
 
+import logging
 import re
 import uuid
 from collections.abc import Callable
@@ -13,11 +14,12 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import Ledger
 from identity.db import transaction
-from identity.errors import ValidationFailed
+from identity.errors import IdmirrorError, ValidationFailed
 from identity.ledger import jobs as ledger
 from identity.ledger import retries
 from identity.settings import get_settings
 
+log = logging.getLogger(__name__)
 JOBS_ACCEPTED = Counter("idmirror_jobs_accepted", "Jobs accepted into the ledger", ["kind"])
 _WAIT_RE = re.compile(r"^\s*wait\s*=\s*(\d+(?:\.\d+)?)\s*$", re.IGNORECASE)
 
@@ -90,7 +92,12 @@ def job_response(job: dict[str, Any]) -> Response:
     if job["status"] == "failed":
         error = job["error"]
         return JSONResponse({"error": error}, status_code=error["status"], headers=headers)
-    headers["Location"] = f"/v1/jobs/{job['id']}"
+    return accepted_response(job)
+
+
+def accepted_response(job: dict[str, Any]) -> Response:
+    """202 with the job as last known, its Location and its id: follow it for the result."""
+    headers = {"Idmirror-Job-Id": job["id"], "Location": f"/v1/jobs/{job['id']}"}
     return JSONResponse(job, status_code=202, headers=headers)
 
 
@@ -120,6 +127,28 @@ async def submit(
     job = accepted.job
     if job["id"] != job_id:  # an Idempotency-Key named an earlier job
         waiter.forget(job_id)
+    try:
+        return job_response(await _finish(into, sub, accepted, queued, options, complete))
+    except IdmirrorError:
+        raise  # the write's own answer (a second retry of a job)
+    except Exception:
+        # The write is recorded: whatever failed while waiting for it (the database went
+        # away, say), its answer must name its job, never invite a second, duplicate write.
+        log.warning("answering job %s as accepted: waiting for it failed", job["id"], exc_info=True)
+        waiter.forget(job["id"])
+        return accepted_response(job)
+
+
+async def _finish(
+    into: Ledger,
+    sub: ledger.Submission,
+    accepted: ledger.Accepted,
+    queued: bool,
+    options: WriteOptions,
+    complete: Callable[[dict[str, Any]], dict[str, Any]] | None,
+) -> dict[str, Any]:
+    """The job as the answer tells it: waited for, unless asked not to, and completed."""
+    job = accepted.job
     if sub.retry_of is not None:
         await _settle_retry(sub.retry_of, job["id"], accepted.reused)
     if job["status"] == "pending" and queued and options.wait_seconds > 0:
@@ -127,9 +156,9 @@ async def submit(
         async def load() -> dict[str, Any]:
             return await run_in_threadpool(_load, job["id"])
 
-        job = await waiter.wait(job["id"], options.wait_seconds, load) or job
+        job = await into.waiter.wait(job["id"], options.wait_seconds, load) or job
     else:
-        waiter.forget(job["id"])
+        into.waiter.forget(job["id"])
     if complete is not None and job["status"] == "applied":
         job = {**job, "result": await run_in_threadpool(complete, job["result"])}
-    return job_response(job)
+    return job
