@@ -60,9 +60,11 @@ def get_engine() -> Engine:
             sqlalchemy_url(settings.require_database_url()),
             pool_size=20,
             max_overflow=20,
-            # No SELECT 1 before every checkout: it costs a round trip per transaction. A
-            # connection the server dropped fails once and the pool is refreshed; writes retry.
-            pool_pre_ping=False,
+            # A connection is checked (one round trip) as it leaves the pool: one the server
+            # dropped (a restart, pg_terminate_backend) is replaced instead of failing a read or
+            # the answer to a write. A drain pass or a request is one checkout, so it costs a
+            # round trip per pass, not per job.
+            pool_pre_ping=True,
             pool_recycle=1800,
         )
     return _engine
