@@ -47,9 +47,14 @@ async def write_options(
     return WriteOptions(respond_async, 0.0 if respond_async else wait, idempotency_key)
 
 
+def write_responses(model: Any) -> dict[int | str, dict[str, Any]]:
+    """What a write route documents: `model` when its job applied, the job while pending."""
+    return {200: {"model": model}, 202: {"model": ledger.JobOut}}
+
+
 def _load(job_id: str) -> dict[str, Any]:
     with transaction() as session:
-        return ledger.get_job(session, job_id)
+        return ledger.get_job(session, job_id).model_dump(mode="json")
 
 
 def _mark_retried(job_id: uuid.UUID, retry_job_id: uuid.UUID) -> None:

@@ -1,7 +1,7 @@
 """GET /v1/jobs, POST /v1/jobs/{id}/retry."""
 
 import uuid
-from typing import Any, Literal
+from typing import Literal
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
@@ -13,6 +13,7 @@ from api.writes import WriteOptions, submit, write_options
 from identity.db import transaction
 from identity.errors import JobNotFound
 from identity.ledger import jobs as ledger
+from identity.pagination import Page
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(require_token)])
 
@@ -25,7 +26,7 @@ def _job_id(raw: str) -> uuid.UUID:
 
 
 @router.get("/{job_id}")
-def get_job(job_id: str, session: Session = Depends(read_session)) -> dict[str, Any]:
+def get_job(job_id: str, session: Session = Depends(read_session)) -> ledger.JobOut:
     return ledger.get_job(session, _job_id(job_id))
 
 
@@ -36,7 +37,7 @@ def list_jobs(
     kind: str | None = Query(None, max_length=64),
     paging: Paging = Depends(),
     session: Session = Depends(read_session),
-) -> dict[str, Any]:
+) -> Page[ledger.JobOut]:
     return ledger.list_jobs(
         session, limit=paging.limit, cursor=paging.cursor, status=status, key=key, kind=kind
     )
@@ -47,7 +48,7 @@ def _resubmission(job_id: uuid.UUID) -> ledger.Submission:
         return ledger.resubmission(session, job_id)
 
 
-@router.post("/{job_id}/retry")
+@router.post("/{job_id}/retry", responses={202: {"model": ledger.JobOut}})
 async def retry_job(
     job_id: str, into: LedgerDep, options: WriteOptions = Depends(write_options)
 ) -> Response:
