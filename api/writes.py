@@ -50,9 +50,14 @@ async def write_options(
     return WriteOptions(respond_async, 0.0 if respond_async else wait, idempotency_key)
 
 
+def write_responses(model: Any) -> dict[int | str, dict[str, Any]]:
+    """What a write route documents: `model` when its job applied, the job while pending."""
+    return {200: {"model": model}, 202: {"model": ledger.JobOut}}
+
+
 def _load(job_id: str) -> dict[str, Any]:
     with transaction() as session:
-        return ledger.get_job(session, job_id)
+        return ledger.get_job(session, job_id).model_dump(mode="json")
 
 
 def _mark_retried(job_id: uuid.UUID, retry_job_id: uuid.UUID) -> None:
@@ -67,21 +72,21 @@ async def _settle_retry(retry_of: uuid.UUID, job_id: str, reused: bool) -> None:
     await run_in_threadpool(_mark_retried, retry_of, uuid.UUID(job_id))
 
 
-async def submit_retries(into: Ledger, subs: list[ledger.Submission]) -> dict[str, Any]:
+async def submit_retries(into: Ledger, subs: list[ledger.Submission]) -> retries.RetriesOut:
     """Record each retry without waiting for it: the retries made, and the jobs whose retry
     another request made first."""
-    retried, raced = [], []
+    done = retries.RetriesOut(retried=[], already_retried=[])
     for sub in subs:
         assert sub.retry_of is not None, "only retries are submitted here"
         accepted, _ = await into.accepts.accept(sub)
-        pair = {"job_id": str(sub.retry_of), "retry_job_id": accepted.job["id"]}
+        pair = retries.RetryOut(job_id=str(sub.retry_of), retry_job_id=accepted.job["id"])
         if accepted.reused:
-            raced.append(pair)
+            done.already_retried.append(pair)
             continue
         JOBS_ACCEPTED.labels(sub.kind).inc()
         await run_in_threadpool(_mark_retried, sub.retry_of, sub.job_id)
-        retried.append(pair)
-    return {"retried": retried, "already_retried": raced}
+        done.retried.append(pair)
+    return done
 
 
 def job_response(job: dict[str, Any]) -> Response:

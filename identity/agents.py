@@ -3,16 +3,27 @@
 import json
 import secrets
 import string
-from typing import Any
+import uuid
+from functools import partial
+from typing import Any, Literal
 
+from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from identity.answers import (
+    DeleteOut,
+    DeleteOutcome,
+    SupersededOut,
+    Timestamp,
+    UpsertOutcome,
+    stored,
+)
 from identity.errors import AgentNotFound, IdmirrorError, UserNotFound
 from identity.keys import AgentKey, AgentRef
 from identity.ledger.jobs import Applied, Submission, upserted
 from identity.ledger.tombstones import set_tombstone
-from identity.pagination import decode_cursor, page, text_value
+from identity.pagination import Page, decode_cursor, page, text_value
 from identity.schemas import AgentUpsert
 from identity.webhooks import check_webhook_url
 
@@ -34,24 +45,39 @@ def new_agent_ids(count: int) -> list[str]:
     return ["agt_" + chars[i * 12 : i * 12 + 12] for i in range(count)]
 
 
-def agent_out(row: Any, **extra: Any) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "slug": row.slug,
-        "user_id": str(row.user_id),
-        "user_slug": row.user_slug,
-        "display_name": row.display_name,
-        "webhook_url": row.webhook_url,
-        "metadata": row.metadata,
-        "name": row.name,
-        "description": row.description,
-        "visibility": row.visibility,
-        "version": row.version,
-        "created_at": row.created_at.isoformat(),
-        "updated_at": row.updated_at.isoformat(),
-        "deleted_at": row.deleted_at.isoformat() if row.deleted_at else None,
-        **extra,
-    }
+class AgentOut(BaseModel):
+    """An agent as the API shows it; `deleted_at` is set on a tombstone."""
+
+    id: str
+    slug: str
+    user_id: uuid.UUID
+    user_slug: str
+    display_name: str
+    webhook_url: str | None
+    metadata: dict[str, Any]
+    name: str | None
+    description: str | None
+    visibility: Literal["public", "private"]
+    version: int
+    created_at: Timestamp
+    updated_at: Timestamp
+    deleted_at: Timestamp | None
+
+
+class AgentWriteOut(AgentOut):
+    """The answer to an agent upsert: the agent as written, and what the write did."""
+
+    created: bool
+    outcome: UpsertOutcome
+
+
+def agent_out(row: Any) -> AgentOut:
+    """An agents row (joined with its user's slug) in its public form."""
+    return AgentOut.model_validate(row._mapping)
+
+
+# An upsert's stored result; on the worker's hot path, one per agent of a batch.
+agent_result = partial(stored, AgentWriteOut)
 
 
 def _latest(session: Session, key: AgentKey, *, include_deleted: bool) -> Any:
@@ -151,8 +177,9 @@ def _settled_before_writing(
     )
     if floor <= version:
         return None
-    result = agent_out(current, created=False) if current is not None else {}
-    return Applied("superseded", {**result, "outcome": "superseded"})
+    if current is None:
+        return Applied("superseded", SupersededOut().model_dump(mode="json"))
+    return Applied("superseded", agent_result(current, created=False, outcome="superseded"))
 
 
 def upsert_agents(session: Session, writes: list[AgentWrite]) -> list[Applied | IdmirrorError]:
@@ -197,7 +224,7 @@ def upsert_agents(session: Session, writes: list[AgentWrite]) -> list[Applied | 
             live = row if row.id is not None and row.deleted_at is None else None
             wrote = written.get((row.owner, keys[i].slug))
             assert wrote is not None or live is not None, "only a live agent can make it skip"
-            outcomes[i] = upserted(wrote, live, versions[i], agent_out)
+            outcomes[i] = upserted(wrote, live, versions[i], agent_result)
     done = [outcome for outcome in outcomes if outcome is not None]
     assert len(done) == len(writes), "every write has its outcome"
     return done
@@ -207,10 +234,10 @@ def delete_agent(session: Session, key: AgentKey, version: int) -> Applied:
     """Soft-delete: the row stays as a tombstone and the key remembers the delete's version."""
     live = _latest(session, key, include_deleted=False)
     if live is not None and live.version > version:
-        return Applied("superseded", {"id": live.id, "outcome": "superseded"})
+        return Applied("superseded", _deleted(live.id, "superseded"))
     set_tombstone(session, str(key), version)
     if live is None:
-        return Applied("unchanged", {"outcome": "unchanged"})
+        return Applied("unchanged", _deleted(None, "unchanged"))
     session.execute(
         text(
             "UPDATE agents SET deleted_at = clock_timestamp(), updated_at = clock_timestamp(), "
@@ -218,10 +245,15 @@ def delete_agent(session: Session, key: AgentKey, version: int) -> Applied:
         ),
         {"id": live.id, "version": version},
     )
-    return Applied("deleted", {"id": live.id, "outcome": "deleted"})
+    return Applied("deleted", _deleted(live.id, "deleted"))
 
 
-def get_agent(session: Session, ref: AgentRef, *, include_deleted: bool = False) -> dict[str, Any]:
+def _deleted(agent_id: str | None, outcome: DeleteOutcome) -> dict[str, Any]:
+    return DeleteOut(id=agent_id, outcome=outcome).model_dump(mode="json")
+
+
+def get_agent(session: Session, ref: AgentRef, *, include_deleted: bool = False) -> AgentOut:
+    """The agent `ref` names (live, or its latest tombstone if asked); AgentNotFound if none."""
     if ref.key is not None:
         row = _latest(session, ref.key, include_deleted=include_deleted)
     else:
@@ -244,7 +276,8 @@ def list_agents(
     cursor: str | None,
     user_slug: str | None = None,
     include_deleted: bool = False,
-) -> dict[str, Any]:
+) -> Page[AgentOut]:
+    """Agents in id order, a page at a time, of one user if asked."""
     after = decode_cursor(cursor, text_value)
     rows = session.execute(
         text(
@@ -260,7 +293,7 @@ def list_agents(
             "limit": limit + 1,
         },
     ).all()
-    return page([agent_out(r) for r in rows], limit, ["id"])
+    return page([agent_out(r) for r in rows], limit, lambda agent: [agent.id])
 
 
 def upsert_submission(

@@ -2,19 +2,20 @@
 
 import json
 import uuid
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 
 import jsonschema
 import referencing.exceptions
-from pydantic import Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from identity.answers import Timestamp, UpsertOutcome, stored
 from identity.errors import InvalidParams, InvalidParamsSchema, NodeTypeNotFound
 from identity.keys import NodeTypeKey
 from identity.ledger.jobs import Applied, Submission, upserted
-from identity.pagination import list_by_id
+from identity.pagination import Page, list_by_id
 from identity.schemas import Body, check_metadata_size
 from identity.settings import get_settings
 
@@ -95,17 +96,28 @@ def upsert_submission(raw_id: str, body: NodeTypeUpsert, idempotency_key: str | 
     )
 
 
-def node_type_out(row: Any, **extra: Any) -> dict[str, Any]:
-    return {
-        "id": str(row.id),
-        "name": row.name,
-        "description": row.description,
-        "params_schema": row.params_schema,
-        "version": row.version,
-        "created_at": row.created_at.isoformat(),
-        "updated_at": row.updated_at.isoformat(),
-        **extra,
-    }
+class NodeTypeOut(BaseModel):
+    """A node type as the API shows it."""
+
+    id: uuid.UUID
+    name: str
+    description: str | None
+    params_schema: dict[str, Any]
+    version: int
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class NodeTypeWriteOut(NodeTypeOut):
+    """The answer to a node type upsert: the type as written, and what the write did."""
+
+    created: bool
+    outcome: UpsertOutcome
+
+
+def node_type_out(row: Any) -> NodeTypeOut:
+    """A node_types row in its public form."""
+    return NodeTypeOut.model_validate(row._mapping)
 
 
 _UPSERT = text(
@@ -142,7 +154,7 @@ def upsert_node_type(
         },
     ).one_or_none()
     existing = _select(session, node_type_id) if row is None else None
-    return upserted(row, existing, version, node_type_out)
+    return upserted(row, existing, version, partial(stored, NodeTypeWriteOut))
 
 
 def _select(session: Session, node_type_id: uuid.UUID) -> Any:
@@ -151,14 +163,16 @@ def _select(session: Session, node_type_id: uuid.UUID) -> Any:
     ).one_or_none()
 
 
-def get_node_type(session: Session, raw_id: str) -> dict[str, Any]:
+def get_node_type(session: Session, raw_id: str) -> NodeTypeOut:
+    """The node type with this id; NodeTypeNotFound when there is none."""
     row = _select(session, parse_id(raw_id))
     if row is None:
         raise NodeTypeNotFound("no node type has this id", node_type_id=raw_id)
     return node_type_out(row)
 
 
-def list_node_types(session: Session, *, limit: int, cursor: str | None) -> dict[str, Any]:
+def list_node_types(session: Session, *, limit: int, cursor: str | None) -> Page[NodeTypeOut]:
+    """Node types in id order, a page at a time."""
     return list_by_id(session, f"SELECT {COLUMNS} FROM node_types", cursor, limit, node_type_out)
 
 

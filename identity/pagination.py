@@ -4,12 +4,30 @@ import base64
 import json
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
+from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from identity.errors import InvalidCursor
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    """A page of a list: its items, and the cursor of the next page (null on the last)."""
+
+    items: list[T]
+    next_cursor: str | None
+
+
+class HasId(Protocol):
+    @property
+    def id(self) -> uuid.UUID: ...
+
+
+ById = TypeVar("ById", bound=HasId)
 
 
 def encode_cursor(values: list[Any]) -> str:
@@ -41,8 +59,8 @@ def list_by_id(
     select: str,
     cursor: str | None,
     limit: int,
-    out: Callable[[Any], dict[str, Any]],
-) -> dict[str, Any]:
+    out: Callable[[Any], ById],
+) -> "Page[ById]":
     """A page of `select` (a SELECT over a table with a uuid `id`), ordered by id."""
     after = decode_cursor(cursor, uuid.UUID)
     rows = session.execute(
@@ -52,12 +70,12 @@ def list_by_id(
         ),
         {"after": after[0] if after else None, "limit": limit + 1},
     ).all()
-    return page([out(r) for r in rows], limit, ["id"])
+    return page([out(r) for r in rows], limit, lambda item: [str(item.id)])
 
 
-def page(items: list[dict[str, Any]], limit: int, sort_key: list[str]) -> dict[str, Any]:
-    """Trim a limit+1 query result to a page and derive the next cursor."""
+def page(items: list[T], limit: int, cursor_of: Callable[[T], list[Any]]) -> Page[T]:
+    """Trim a limit+1 query result to a page; the next cursor is `cursor_of` its last item."""
     more = len(items) > limit
     items = items[:limit]
-    next_cursor = encode_cursor([items[-1][k] for k in sort_key]) if more and items else None
-    return {"items": items, "next_cursor": next_cursor}
+    next_cursor = encode_cursor(cursor_of(items[-1])) if more and items else None
+    return Page.model_construct(items=items, next_cursor=next_cursor)

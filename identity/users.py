@@ -2,12 +2,22 @@
 
 import json
 import uuid
+from functools import partial
 from typing import Any
 
+from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from identity.answers import (
+    DeleteOut,
+    DeleteOutcome,
+    SupersededOut,
+    Timestamp,
+    UpsertOutcome,
+    stored,
+)
 from identity.errors import SlugTaken, UserNotFound
 from identity.keys import UserKey
 from identity.ledger.jobs import Applied, Submission, upserted
@@ -16,25 +26,36 @@ from identity.ledger.tombstones import (
     set_tombstone,
     tombstone_version,
 )
-from identity.pagination import list_by_id
+from identity.pagination import Page, list_by_id
 from identity.schemas import UserUpsert
 
 USER_COLUMNS = "id, email, slug, plan, metadata, external_owner, version, created_at, updated_at"
 
 
-def user_out(row: Any, **extra: Any) -> dict[str, Any]:
-    return {
-        "id": str(row.id),
-        "email": row.email,
-        "slug": row.slug,
-        "plan": row.plan,
-        "metadata": row.metadata,
-        "external_owner": row.external_owner,
-        "version": row.version,
-        "created_at": row.created_at.isoformat(),
-        "updated_at": row.updated_at.isoformat(),
-        **extra,
-    }
+class UserOut(BaseModel):
+    """A user as the API shows it."""
+
+    id: uuid.UUID
+    email: str
+    slug: str
+    plan: str
+    metadata: dict[str, Any]
+    external_owner: str | None
+    version: int
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class UserWriteOut(UserOut):
+    """The answer to a user upsert: the user as written, and what the write did."""
+
+    created: bool
+    outcome: UpsertOutcome
+
+
+def user_out(row: Any) -> UserOut:
+    """A users row in its public form."""
+    return UserOut.model_validate(row._mapping)
 
 
 def _select(session: Session, user_id: uuid.UUID) -> Any:
@@ -73,9 +94,8 @@ def upsert_user(session: Session, key: UserKey, body: UserUpsert, version: int) 
     """Create or replace a user's mirrored fields; older and identical writes change nothing."""
     existing = _select(session, key.user_id)
     if existing is None and (tombstone_version(session, str(key)) or -1) > version:
-        return Applied(
-            "superseded", {"id": str(key.user_id), "created": False, "outcome": "superseded"}
-        )
+        superseded = SupersededOut(id=str(key.user_id), created=False)
+        return Applied("superseded", superseded.model_dump(mode="json"))
     try:
         with session.begin_nested():
             row = session.execute(
@@ -92,30 +112,36 @@ def upsert_user(session: Session, key: UserKey, body: UserUpsert, version: int) 
             ).one_or_none()
     except IntegrityError:
         raise SlugTaken(f"slug {body.slug!r} belongs to another user", slug=body.slug) from None
-    return upserted(row, existing, version, user_out)
+    return upserted(row, existing, version, partial(stored, UserWriteOut))
 
 
 def delete_user(session: Session, key: UserKey, version: int) -> Applied:
     """Remove a user and, by cascade, its agents; remember the delete so stale writes stay out."""
     existing = _select(session, key.user_id)
     if existing is not None and existing.version > version:
-        return Applied("superseded", {"id": str(key.user_id), "outcome": "superseded"})
+        return Applied("superseded", _deleted(key, "superseded"))
     set_tombstone(session, str(key), version)
     if existing is None:
-        return Applied("unchanged", {"id": str(key.user_id), "outcome": "unchanged"})
+        return Applied("unchanged", _deleted(key, "unchanged"))
     set_agent_tombstones_of_user(session, key.user_id, version)
     session.execute(text("DELETE FROM users WHERE id = :id"), {"id": key.user_id})
-    return Applied("deleted", {"id": str(key.user_id), "outcome": "deleted"})
+    return Applied("deleted", _deleted(key, "deleted"))
 
 
-def get_user(session: Session, user_id: uuid.UUID) -> dict[str, Any]:
+def _deleted(key: UserKey, outcome: DeleteOutcome) -> dict[str, Any]:
+    return DeleteOut(id=str(key.user_id), outcome=outcome).model_dump(mode="json")
+
+
+def get_user(session: Session, user_id: uuid.UUID) -> UserOut:
+    """The user with this id; UserNotFound when there is none."""
     row = _select(session, user_id)
     if row is None:
         raise UserNotFound("no user has this id", user_id=str(user_id))
     return user_out(row)
 
 
-def list_users(session: Session, *, limit: int, cursor: str | None) -> dict[str, Any]:
+def list_users(session: Session, *, limit: int, cursor: str | None) -> Page[UserOut]:
+    """Users in id order, a page at a time."""
     return list_by_id(session, f"SELECT {USER_COLUMNS} FROM users", cursor, limit, user_out)
 
 

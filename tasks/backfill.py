@@ -77,4 +77,4 @@ def backfill_source(name: str) -> dict[str, Any]:
         log.info("scheduled pull of %s not started: %s", name, exc.message)
         return {"source": name, "started": None}
     get_producer().send_work(work)
-    return {"source": name, "started": run["id"]}
+    return {"source": name, "started": str(run.id)}

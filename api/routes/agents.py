@@ -1,15 +1,15 @@
 """PUT/DELETE /v1/internal/agents/{slug}@{user_slug}; GET /v1/agents."""
 
-from typing import Any
-
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
 from api.deps import LedgerDep, Paging, read_session, require_token
-from api.writes import WriteOptions, submit, write_options
+from api.writes import WriteOptions, submit, write_options, write_responses
 from identity import agents
+from identity.answers import DeleteOut, SupersededOut
 from identity.keys import SLUG_RE, AgentRef
+from identity.pagination import Page
 from identity.schemas import AgentUpsert
 from identity.settings import get_settings
 
@@ -19,7 +19,7 @@ internal = APIRouter(
 public = APIRouter(prefix="/v1/agents", tags=["agents"], dependencies=[Depends(require_token)])
 
 
-@internal.put("/{agent_key}")
+@internal.put("/{agent_key}", responses=write_responses(agents.AgentWriteOut | SupersededOut))
 async def put_agent(
     agent_key: str,
     body: AgentUpsert,
@@ -36,7 +36,7 @@ async def put_agent(
     return await submit(into, sub, options)
 
 
-@internal.delete("/{agent_key}")
+@internal.delete("/{agent_key}", responses=write_responses(DeleteOut))
 async def delete_agent(
     agent_key: str, into: LedgerDep, options: WriteOptions = Depends(write_options)
 ) -> Response:
@@ -47,7 +47,7 @@ async def delete_agent(
 @public.get("/{ref}")
 def get_agent(
     ref: str, include_deleted: bool = False, session: Session = Depends(read_session)
-) -> dict[str, Any]:
+) -> agents.AgentOut:
     return agents.get_agent(session, AgentRef.parse(ref), include_deleted=include_deleted)
 
 
@@ -57,7 +57,7 @@ def list_agents(
     include_deleted: bool = False,
     paging: Paging = Depends(),
     session: Session = Depends(read_session),
-) -> dict[str, Any]:
+) -> Page[agents.AgentOut]:
     return agents.list_agents(
         session,
         limit=paging.limit,

@@ -1,10 +1,9 @@
 """POST/GET /v1/internal/backfills: bulk upserts from an NDJSON upload or an upstream source."""
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Literal
 
-from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import AwareDatetime, ValidationError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -16,10 +15,12 @@ from identity.backfill import sources
 from identity.backfill.drift import run_step
 from identity.backfill.flow import Work, interrupt_upload
 from identity.backfill.items import validation_envelope
+from identity.backfill.runs import BackfillFailureOut, BackfillOut, DriftedAgentOut
 from identity.backfill.store import ReceiveStopped
 from identity.backfill.upload import UploadReceiver
 from identity.db import transaction
 from identity.errors import PruneThresholdExceeded, UnsupportedMediaType, ValidationFailed
+from identity.pagination import Page
 from identity.schemas import to_version
 from identity.settings import get_settings
 from worker.producer import get_producer
@@ -59,12 +60,12 @@ def _send(work: list[Work]) -> None:
     get_producer().send_work(work)
 
 
-def _create(options: backfill.BackfillOptions) -> dict[str, Any]:
+def _create(options: backfill.BackfillOptions) -> BackfillOut:
     with transaction() as session:
         return backfill.create(session, options, now=datetime.now(UTC))
 
 
-def _get(backfill_id: str) -> dict[str, Any]:
+def _get(backfill_id: str) -> BackfillOut:
     with transaction() as session:
         return backfill.get_backfill(session, backfill_id)
 
@@ -74,13 +75,13 @@ def _interrupted(backfill_id: str) -> None:
         interrupt_upload(session, backfill_id)
 
 
-async def _receive(request: Request, options: backfill.BackfillOptions) -> dict[str, Any]:
+async def _receive(request: Request, options: backfill.BackfillOptions) -> BackfillOut:
     """Stream the body through the receiver: only a piece of it is ever held in memory."""
     run = await run_in_threadpool(_create, options)
-    version = to_version(datetime.fromisoformat(run["snapshot_at"]))
-    known_lines = backfill.reads_known(run["mode"], dry_run=run["dry_run"])
+    run_id = str(run.id)
+    known_lines = backfill.reads_known(run.mode, dry_run=run.dry_run)
     receiver = UploadReceiver(
-        run["id"], version, get_settings(), transaction, known_lines=known_lines
+        run_id, to_version(run.snapshot_at), get_settings(), transaction, known_lines=known_lines
     )
     try:
         pending = bytearray()
@@ -96,15 +97,15 @@ async def _receive(request: Request, options: backfill.BackfillOptions) -> dict[
     except ReceiveStopped:  # cancelled while uploading
         work = receiver.take_work()
     except ClientDisconnect:
-        await run_in_threadpool(_interrupted, run["id"])
+        await run_in_threadpool(_interrupted, run_id)
         work = receiver.take_work()
     finally:
         await run_in_threadpool(receiver.close)
     await run_in_threadpool(_send, work)
-    run = await run_in_threadpool(_get, run["id"])
-    error = run["error"] or {}
+    run = await run_in_threadpool(_get, run_id)
+    error = run.error or {}
     if error.get("code") == PruneThresholdExceeded.code:
-        raise PruneThresholdExceeded(error["message"], **error["details"], backfill_id=run["id"])
+        raise PruneThresholdExceeded(error["message"], **error["details"], backfill_id=run_id)
     return run
 
 
@@ -123,7 +124,7 @@ def _finish(receiver: UploadReceiver) -> list[Work]:
     return work
 
 
-def _start_pull(options: RunOptions, name: str) -> dict[str, Any]:
+def _start_pull(options: RunOptions, name: str) -> BackfillOut:
     with transaction() as session:
         run, work = sources.start(
             session,
@@ -137,7 +138,7 @@ def _start_pull(options: RunOptions, name: str) -> dict[str, Any]:
     return run
 
 
-async def _trigger(request: Request, options: RunOptions) -> dict[str, Any]:
+async def _trigger(request: Request, options: RunOptions) -> BackfillOut:
     body = bytearray()
     async for data in request.stream():
         body += data
@@ -157,7 +158,9 @@ async def _trigger(request: Request, options: RunOptions) -> dict[str, Any]:
 
 
 @router.post("", status_code=202)
-async def create_backfill(request: Request, options: RunOptions = Depends()) -> JSONResponse:
+async def create_backfill(
+    request: Request, response: Response, options: RunOptions = Depends()
+) -> BackfillOut:
     """Start a backfill from an NDJSON body, or from a configured source (`{"source": name}`)."""
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media in NDJSON_TYPES:
@@ -170,8 +173,8 @@ async def create_backfill(request: Request, options: RunOptions = Depends()) -> 
             'with {"source": "<name>"}',
             content_type=media or None,
         )
-    location = f"/v1/internal/backfills/{run['id']}"
-    return JSONResponse(run, status_code=202, headers={"Location": location})
+    response.headers["Location"] = f"/v1/internal/backfills/{run.id}"
+    return run
 
 
 @router.get("")
@@ -179,30 +182,30 @@ def list_backfills(
     status: Literal["receiving", "running", "completed", "failed", "cancelled"] | None = None,
     paging: Paging = Depends(),
     session: Session = Depends(read_session),
-) -> dict[str, Any]:
+) -> Page[BackfillOut]:
     return backfill.list_backfills(session, limit=paging.limit, cursor=paging.cursor, status=status)
 
 
 @router.get("/{backfill_id}")
-def get_backfill(backfill_id: str, session: Session = Depends(read_session)) -> dict[str, Any]:
+def get_backfill(backfill_id: str, session: Session = Depends(read_session)) -> BackfillOut:
     return backfill.get_backfill(session, backfill_id)
 
 
 @router.get("/{backfill_id}/failures")
 def list_failures(
     backfill_id: str, paging: Paging = Depends(), session: Session = Depends(read_session)
-) -> dict[str, Any]:
+) -> Page[BackfillFailureOut]:
     return backfill.list_failures(session, backfill_id, limit=paging.limit, cursor=paging.cursor)
 
 
 @router.get("/{backfill_id}/drift")
 def list_drift(
     backfill_id: str, paging: Paging = Depends(), session: Session = Depends(read_session)
-) -> dict[str, Any]:
+) -> Page[DriftedAgentOut]:
     return backfill.list_drift(session, backfill_id, limit=paging.limit, cursor=paging.cursor)
 
 
-def _retry(backfill_id: str) -> dict[str, Any]:
+def _retry(backfill_id: str) -> BackfillOut:
     settings = get_settings()
     with transaction() as session:
         run, work = backfill.retry(
@@ -216,17 +219,16 @@ def _retry(backfill_id: str) -> dict[str, Any]:
 
 
 @router.post("/{backfill_id}/retry", status_code=202)
-async def retry_backfill(backfill_id: str) -> JSONResponse:
+async def retry_backfill(backfill_id: str) -> BackfillOut:
     """Apply a completed backfill's failed items again."""
-    run = await run_in_threadpool(_retry, backfill_id)
-    return JSONResponse(run, status_code=202)
+    return await run_in_threadpool(_retry, backfill_id)
 
 
-def _cancel(backfill_id: str) -> dict[str, Any]:
+def _cancel(backfill_id: str) -> BackfillOut:
     with transaction() as session:
         return backfill.cancel(session, backfill_id)
 
 
 @router.post("/{backfill_id}/cancel")
-async def cancel_backfill(backfill_id: str) -> dict[str, Any]:
+async def cancel_backfill(backfill_id: str) -> BackfillOut:
     return await run_in_threadpool(_cancel, backfill_id)

@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import LedgerDep, read_session, require_token
-from api.writes import WriteOptions, submit, write_options
+from api.writes import WriteOptions, submit, write_options, write_responses
 from identity.db import transaction
 from identity.graph import service as graph
 from identity.graph.operations import AgentGraphUpdate
@@ -33,10 +33,15 @@ def _with_graph(result: dict[str, Any]) -> dict[str, Any]:
     was deleted since went with its graph, which then reads as empty.
     """
     with transaction() as session:
-        return {**result, "graph": graph.graph_of(session, result["agent"]["id"])}
+        laid_out = graph.graph_of(session, result["agent"]["id"])
+    return {**result, "graph": laid_out.model_dump(mode="json")}
 
 
-@router.api_route("/{ref}/update", methods=["POST", "PATCH"])
+@router.api_route(
+    "/{ref}/update",
+    methods=["POST", "PATCH"],
+    responses=write_responses(graph.GraphUpdateOut),
+)
 async def update_agent(
     ref: str,
     body: AgentGraphUpdate,
@@ -49,5 +54,5 @@ async def update_agent(
 
 
 @router.get("/{ref}/graph")
-def get_graph(ref: str, session: Session = Depends(read_session)) -> dict[str, Any]:
+def get_graph(ref: str, session: Session = Depends(read_session)) -> graph.GraphOut:
     return graph.read_graph(session, AgentRef.parse(ref))

@@ -1,7 +1,7 @@
 """GET /v1/jobs, POST /v1/jobs/{id}/retry."""
 
 import uuid
-from typing import Any, Literal
+from typing import Literal
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
@@ -14,6 +14,7 @@ from identity.db import transaction
 from identity.errors import JobNotFound
 from identity.ledger import jobs as ledger
 from identity.ledger import retries
+from identity.pagination import Page
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(require_token)])
 
@@ -26,7 +27,7 @@ def _job_id(raw: str) -> uuid.UUID:
 
 
 @router.get("/{job_id}")
-def get_job(job_id: str, session: Session = Depends(read_session)) -> dict[str, Any]:
+def get_job(job_id: str, session: Session = Depends(read_session)) -> ledger.JobOut:
     return ledger.get_job(session, _job_id(job_id))
 
 
@@ -37,7 +38,7 @@ def list_jobs(
     kind: str | None = Query(None, max_length=64),
     paging: Paging = Depends(),
     session: Session = Depends(read_session),
-) -> dict[str, Any]:
+) -> Page[ledger.JobOut]:
     return ledger.list_jobs(
         session, limit=paging.limit, cursor=paging.cursor, status=status, key=key, kind=kind
     )
@@ -62,13 +63,13 @@ async def retry_failed_jobs(
     key: str | None = Query(None, max_length=300),
     code: str | None = Query(None, max_length=64),
     limit: int = Query(100, ge=1, le=retries.BULK_LIMIT),
-) -> dict[str, Any]:
+) -> retries.RetriesOut:
     """Retry, once each, the oldest failed jobs not retried yet that match every filter."""
     subs = await run_in_threadpool(_resubmissions, kind, key, code, limit)
     return await submit_retries(into, subs)
 
 
-@router.post("/{job_id}/retry")
+@router.post("/{job_id}/retry", responses={202: {"model": ledger.JobOut}})
 async def retry_job(
     job_id: str, into: LedgerDep, options: WriteOptions = Depends(write_options)
 ) -> Response:

@@ -1,15 +1,14 @@
 """PUT /v1/internal/node-types/{id}; GET /v1/node-types."""
 
-from typing import Any
-
 from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
 from api.deps import LedgerDep, Paging, read_session, require_token
-from api.writes import WriteOptions, submit, write_options
+from api.writes import WriteOptions, submit, write_options, write_responses
 from identity import node_types
-from identity.node_types import NodeTypeUpsert
+from identity.node_types import NodeTypeOut, NodeTypeUpsert, NodeTypeWriteOut
+from identity.pagination import Page
 
 internal = APIRouter(
     prefix="/v1/internal/node-types", tags=["node types"], dependencies=[Depends(require_token)]
@@ -19,7 +18,7 @@ public = APIRouter(
 )
 
 
-@internal.put("/{node_type_id}")
+@internal.put("/{node_type_id}", responses=write_responses(NodeTypeWriteOut))
 async def put_node_type(
     node_type_id: str,
     body: NodeTypeUpsert,
@@ -32,12 +31,12 @@ async def put_node_type(
 
 
 @public.get("/{node_type_id}")
-def get_node_type(node_type_id: str, session: Session = Depends(read_session)) -> dict[str, Any]:
+def get_node_type(node_type_id: str, session: Session = Depends(read_session)) -> NodeTypeOut:
     return node_types.get_node_type(session, node_type_id)
 
 
 @public.get("")
 def list_node_types(
     paging: Paging = Depends(), session: Session = Depends(read_session)
-) -> dict[str, Any]:
+) -> Page[NodeTypeOut]:
     return node_types.list_node_types(session, limit=paging.limit, cursor=paging.cursor)

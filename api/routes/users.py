@@ -1,15 +1,15 @@
 """PUT/GET/DELETE /v1/internal/users."""
 
-from typing import Any
-
 from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
 from api.deps import LedgerDep, Paging, read_session, require_token
-from api.writes import WriteOptions, submit, write_options
+from api.writes import WriteOptions, submit, write_options, write_responses
 from identity import users
+from identity.answers import DeleteOut, SupersededOut
 from identity.keys import UserKey
+from identity.pagination import Page
 from identity.schemas import UserUpsert
 
 router = APIRouter(
@@ -17,7 +17,7 @@ router = APIRouter(
 )
 
 
-@router.put("/{user_id}")
+@router.put("/{user_id}", responses=write_responses(users.UserWriteOut | SupersededOut))
 async def put_user(
     user_id: str, body: UserUpsert, into: LedgerDep, options: WriteOptions = Depends(write_options)
 ) -> Response:
@@ -27,7 +27,7 @@ async def put_user(
     )
 
 
-@router.delete("/{user_id}")
+@router.delete("/{user_id}", responses=write_responses(DeleteOut))
 async def delete_user(
     user_id: str, into: LedgerDep, options: WriteOptions = Depends(write_options)
 ) -> Response:
@@ -36,12 +36,12 @@ async def delete_user(
 
 
 @router.get("/{user_id}")
-def get_user(user_id: str, session: Session = Depends(read_session)) -> dict[str, Any]:
+def get_user(user_id: str, session: Session = Depends(read_session)) -> users.UserOut:
     return users.get_user(session, UserKey.parse(user_id).user_id)
 
 
 @router.get("")
 def list_users(
     paging: Paging = Depends(), session: Session = Depends(read_session)
-) -> dict[str, Any]:
+) -> Page[users.UserOut]:
     return users.list_users(session, limit=paging.limit, cursor=paging.cursor)

@@ -12,10 +12,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+from pydantic import BaseModel
 from sqlalchemy import Row, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from identity.answers import Timestamp
 from identity.backfill.flow import RUN_COLUMNS, Work, advance
 from identity.errors import (
     BackfillNotFound,
@@ -24,7 +26,7 @@ from identity.errors import (
     SourceBusy,
 )
 from identity.keys import AgentKey, parse_ledger_key
-from identity.pagination import decode_cursor, page, text_value
+from identity.pagination import Page, decode_cursor, page, text_value
 from identity.schemas import check_not_ahead, to_version
 
 COLUMNS = (
@@ -59,32 +61,69 @@ def reads_known(mode: str, *, dry_run: bool) -> bool:
     return mode == "upsert" and not dry_run
 
 
-def backfill_out(row: Any) -> dict[str, Any]:
+class BackfillCounts(BaseModel):
+    received: int
+    created: int
+    updated: int
+    unchanged: int
+    superseded: int
+    failed: int
+
+
+class BackfillOut(BaseModel):
+    """A backfill run as the API shows it."""
+
+    id: uuid.UUID
+    status: Literal["receiving", "running", "completed", "failed", "cancelled"]
+    phase: Literal["receiving", "plan", "users", "agents", "drift", "done"]
+    mode: Literal["upsert", "mirror"]
+    prune: bool
+    dry_run: bool
+    source: str | None
+    snapshot_at: Timestamp
+    counts: BackfillCounts
+    drift: dict[str, Any] | None
+    error: dict[str, Any] | None
+    retries: int
+    started_at: Timestamp
+    finished_at: Timestamp | None
+    items_per_second: float
+
+
+class BackfillFailureOut(BaseModel):
+    """A failed item: its line, its key when the line names one, and its error envelope."""
+
+    line: int
+    kind: str | None
+    key: str | None
+    error: dict[str, Any]
+    retryable: bool
+
+
+class DriftedAgentOut(BaseModel):
+    """An agent a mirror run's input no longer has, and what became of it."""
+
+    agent_id: str
+    key: str
+    state: Literal["found", "pruned", "kept"]
+
+
+def backfill_out(row: Any) -> BackfillOut:
     """The public form of a run."""
     processed = row.created + row.updated + row.unchanged + row.superseded + row.failed
     elapsed = float(row.elapsed or 0)
-    return {
-        "id": str(row.id),
-        "status": row.status,
-        "phase": row.phase,
-        "mode": row.mode,
-        "prune": row.prune,
-        "dry_run": row.dry_run,
-        "source": row.source,
-        "snapshot_at": row.snapshot_at.isoformat(),
-        "counts": {name: getattr(row, name) for name in COUNTS},
-        "drift": row.drift,
-        "error": row.error,
-        "retries": row.retries,
-        "started_at": row.started_at.isoformat(),
-        "finished_at": row.finished_at.isoformat() if row.finished_at else None,
-        "items_per_second": round(processed / elapsed, 1) if elapsed > 0 else 0.0,
-    }
+    return BackfillOut.model_validate(
+        {
+            **row._mapping,
+            "counts": {name: getattr(row, name) for name in COUNTS},
+            "items_per_second": round(processed / elapsed, 1) if elapsed > 0 else 0.0,
+        }
+    )
 
 
 def create(
     session: Session, options: BackfillOptions, *, now: datetime, source: str | None = None
-) -> dict[str, Any]:
+) -> BackfillOut:
     """A new run, receiving. Items without source_updated_at take the snapshot's version."""
     options.check()
     snapshot = options.snapshot_at or now
@@ -147,13 +186,14 @@ def _row(session: Session, backfill_id: uuid.UUID, *, lock: bool = False) -> Any
     return row
 
 
-def get_backfill(session: Session, backfill_id: str | uuid.UUID) -> dict[str, Any]:
+def get_backfill(session: Session, backfill_id: str | uuid.UUID) -> BackfillOut:
+    """The run with this id; BackfillNotFound when there is none."""
     return backfill_out(_row(session, _parse_id(backfill_id)))
 
 
 def list_backfills(
     session: Session, *, limit: int, cursor: str | None, status: str | None = None
-) -> dict[str, Any]:
+) -> Page[BackfillOut]:
     """Newest first."""
     after = decode_cursor(cursor, datetime.fromisoformat, uuid.UUID)
     rows = session.execute(
@@ -173,12 +213,13 @@ def list_backfills(
             "limit": limit + 1,
         },
     ).all()
-    return page([backfill_out(r) for r in rows], limit, ["started_at", "id"])
+    runs = [backfill_out(r) for r in rows]
+    return page(runs, limit, lambda run: [run.started_at.isoformat(), str(run.id)])
 
 
 def list_failures(
     session: Session, backfill_id: str, *, limit: int, cursor: str | None
-) -> dict[str, Any]:
+) -> Page[BackfillFailureOut]:
     """Failed items in line order: `line`, `key` (when the line names one) and `error`."""
     run_id = _parse_id(backfill_id)
     _row(session, run_id)
@@ -191,16 +232,13 @@ def list_failures(
         ),
         {"id": run_id, "after": after[0] if after else None, "limit": limit + 1},
     ).all()
-    items = [
-        {"line": r.line, "kind": r.kind, "key": r.key, "error": r.error, "retryable": r.retryable}
-        for r in rows
-    ]
-    return page(items, limit, ["line"])
+    items = [BackfillFailureOut.model_validate(r._mapping) for r in rows]
+    return page(items, limit, lambda failure: [failure.line])
 
 
 def list_drift(
     session: Session, backfill_id: str, *, limit: int, cursor: str | None
-) -> dict[str, Any]:
+) -> Page[DriftedAgentOut]:
     """A mirror run's drift, agent by agent, with what became of each."""
     run_id = _parse_id(backfill_id)
     _row(session, run_id)
@@ -213,18 +251,18 @@ def list_drift(
         ),
         {"id": run_id, "after": after[0] if after else None, "limit": limit + 1},
     ).all()
-    return page([_drifted(r) for r in rows], limit, ["agent_id"])
+    return page([_drifted(r) for r in rows], limit, lambda drifted: [drifted.agent_id])
 
 
-def _drifted(row: Row[Any]) -> dict[str, Any]:
+def _drifted(row: Row[Any]) -> DriftedAgentOut:
     """A drifted agent as the API lists it: its key without the ledger's `agent:`."""
     match parse_ledger_key(row.key):
         case AgentKey() as key:
-            return {"agent_id": row.agent_id, "key": key.path, "state": row.state}
+            return DriftedAgentOut(agent_id=row.agent_id, key=key.path, state=row.state)
     raise ValueError(f"drift holds agents only, not {row.key!r}")
 
 
-def cancel(session: Session, backfill_id: str) -> dict[str, Any]:
+def cancel(session: Session, backfill_id: str) -> BackfillOut:
     """Stop a run: chunks not applied yet never will be. A finished run is left as it is."""
     run_id = _parse_id(backfill_id)
     row = _row(session, run_id, lock=True)
@@ -270,7 +308,7 @@ _RETRY_CHUNKS = text(
 
 def retry(
     session: Session, backfill_id: str, *, chunk_size: int, buckets: int
-) -> tuple[dict[str, Any], list[Work]]:
+) -> tuple[BackfillOut, list[Work]]:
     """Run a completed run's failed items again (lines that were not valid stay failed)."""
     run_id = _parse_id(backfill_id)
     row = _row(session, run_id, lock=True)

@@ -27,7 +27,7 @@ from sqlalchemy import text
 from identity.backfill.flow import Work, complete
 from identity.backfill.pull import PullReceiver
 from identity.backfill.receive import Transaction
-from identity.backfill.runs import BackfillOptions, create, reads_known
+from identity.backfill.runs import BackfillOptions, BackfillOut, create, reads_known
 from identity.backfill.store import ReceiveStopped
 from identity.db import get_engine
 from identity.errors import IdmirrorError, InvalidBackfill, ServiceUnavailable, SourceNotFound
@@ -71,7 +71,7 @@ def start(
     mode: str | None = None,
     prune: bool | None = None,
     dry_run: bool = False,
-) -> tuple[dict[str, Any], list[Work]]:
+) -> tuple[BackfillOut, list[Work]]:
     """A new run pulling from source `name` (refused while one runs); queue its pull."""
     config = source_config(settings, name)
     options = BackfillOptions(
@@ -80,7 +80,7 @@ def start(
         dry_run=dry_run,
     )
     run = create(session, options, now=datetime.now(UTC), source=name)
-    return run, [Work("pull", run["id"])]
+    return run, [Work("pull", str(run.id))]
 
 
 @lru_cache

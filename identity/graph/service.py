@@ -9,11 +9,12 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from identity import node_types
-from identity.agents import AGENT_COLUMNS, agent_out, get_agent
+from identity.agents import AGENT_COLUMNS, AgentOut, agent_out, get_agent
 from identity.errors import AgentNotFound
 from identity.graph.apply import Overlay, Run, write
 from identity.graph.layout import layered_positions
@@ -35,6 +36,50 @@ _UPDATE_AGENT = text(
     "visibility = coalesce(:visibility, a.visibility), updated_at = clock_timestamp() "
     f"FROM users u WHERE a.id = :id AND u.id = a.user_id RETURNING {AGENT_COLUMNS}"
 )
+
+
+class Position(BaseModel):
+    """Where the layout puts a node: `x` its layer, `y` its place within the layer."""
+
+    x: int
+    y: int
+
+
+class GraphNodeOut(BaseModel):
+    agent_node_id: uuid.UUID
+    node_type_id: uuid.UUID
+    params_used: dict[str, Any]
+    position: Position
+
+
+class ConnectionOut(BaseModel):
+    source_agent_node_id: uuid.UUID
+    target_agent_node_id: uuid.UUID
+
+
+class GraphOut(BaseModel):
+    """An agent's graph as the API shows it, laid out."""
+
+    nodes: list[GraphNodeOut]
+    connections: list[ConnectionOut]
+
+
+class CreatedNodeOut(BaseModel):
+    temp_ref_id: str | None
+    agent_node_id: uuid.UUID
+
+
+class GraphUpdateResult(BaseModel):
+    """What a graph update's job stores: the agent as updated and the nodes it created."""
+
+    agent: AgentOut
+    created_nodes: list[CreatedNodeOut]
+
+
+class GraphUpdateOut(GraphUpdateResult):
+    """The answer to a graph update: its job's result and the graph as it is after it."""
+
+    graph: GraphOut
 
 
 @dataclass
@@ -74,29 +119,34 @@ def load_graph(session: Session, agent_id: str) -> StoredGraph:
     return StoredGraph(nodes, outgoing)
 
 
-def graph_out(graph: StoredGraph) -> dict[str, Any]:
-    """The public form of a graph, with the layout computed from its structure."""
+def graph_out(graph: StoredGraph) -> GraphOut:
+    """The public form of a graph, with the layout computed from its structure.
+
+    Validated whole in one call: on a graph of thousands of nodes, building a model per node
+    in Python would cost more than reading the graph does."""
     seq = {node_id: node[2] for node_id, node in graph.nodes.items()}
     ordered = sorted(graph.nodes.items(), key=lambda item: item[1][2])
     positions = layered_positions(seq, graph.outgoing)
-    return {
-        "nodes": [
-            {
-                "agent_node_id": str(node_id),
-                "node_type_id": str(type_id),
-                "params_used": params,
-                "position": {"x": positions[node_id][0], "y": positions[node_id][1]},
-            }
-            for node_id, (type_id, params, _) in ordered
-        ],
-        "connections": [
-            {"source_agent_node_id": str(s), "target_agent_node_id": str(t)}
-            for s, t in sorted(
-                ((s, t) for s, targets in graph.outgoing.items() for t in targets),
-                key=lambda edge: (seq[edge[0]], seq[edge[1]]),
-            )
-        ],
-    }
+    return GraphOut.model_validate(
+        {
+            "nodes": [
+                {
+                    "agent_node_id": node_id,
+                    "node_type_id": type_id,
+                    "params_used": params,
+                    "position": {"x": positions[node_id][0], "y": positions[node_id][1]},
+                }
+                for node_id, (type_id, params, _) in ordered
+            ],
+            "connections": [
+                {"source_agent_node_id": s, "target_agent_node_id": t}
+                for s, t in sorted(
+                    ((s, t) for s, targets in graph.outgoing.items() for t in targets),
+                    key=lambda edge: (seq[edge[0]], seq[edge[1]]),
+                )
+            ],
+        }
+    )
 
 
 def _schema_types(overlay: Overlay, operations: list[Operation]) -> set[uuid.UUID]:
@@ -116,36 +166,40 @@ def update_agent_graph(
 ) -> Applied:
     """Apply an update's fields and operations in order, all or nothing."""
     agent = get_agent(session, AgentRef(key=key))
-    if update.agent_id is not None and update.agent_id != agent["id"]:
+    if update.agent_id is not None and update.agent_id != agent.id:
         raise AgentNotFound("the agent this update named has been replaced", ref=update.agent_id)
     operations = update.operations
-    overlay = Overlay.load(session, agent["id"], operations)
+    overlay = Overlay.load(session, agent.id, operations)
     schemas = node_types.schemas_for(session, _schema_types(overlay, operations))
     run = Run(overlay, schemas, max_nodes)
     for index, op in enumerate(operations):
         run.apply(index, op)
 
-    fields = {k: v for k, v in update.fields().items() if v != agent[k]}
+    fields = {k: v for k, v in update.fields().items() if v != getattr(agent, k)}
     if not fields and not operations:
         # Asked for what is already there: like an identical PUT, nothing is rewritten.
-        return Applied("unchanged", {"agent": agent, "created_nodes": []})
+        unchanged = GraphUpdateResult(agent=agent, created_nodes=[])
+        return Applied("unchanged", unchanged.model_dump(mode="json"))
     if operations:
         write(overlay)
     written = session.execute(
         _UPDATE_AGENT,
-        {"id": agent["id"], **{k: fields.get(k) for k in ("name", "description", "visibility")}},
+        {"id": agent.id, **{k: fields.get(k) for k in ("name", "description", "visibility")}},
     ).one()
     # The graph itself is not copied into the ledger: the API reads it when it answers.
-    return Applied("updated", {"agent": agent_out(written), "created_nodes": run.created})
+    updated = GraphUpdateResult.model_validate(
+        {"agent": agent_out(written), "created_nodes": run.created}
+    )
+    return Applied("updated", updated.model_dump(mode="json"))
 
 
-def read_graph(session: Session, ref: AgentRef, *, include_deleted: bool = False) -> dict[str, Any]:
+def read_graph(session: Session, ref: AgentRef, *, include_deleted: bool = False) -> GraphOut:
     """The graph of the agent `ref` names, laid out; AgentNotFound when there is none."""
     agent = get_agent(session, ref, include_deleted=include_deleted)
-    return graph_of(session, agent["id"])
+    return graph_of(session, agent.id)
 
 
-def graph_of(session: Session, agent_id: str) -> dict[str, Any]:
+def graph_of(session: Session, agent_id: str) -> GraphOut:
     """The graph of the agent with this id, laid out; empty once the agent row is gone."""
     return graph_out(load_graph(session, agent_id))
 
@@ -164,7 +218,7 @@ def update_submission(
     key = ref.key
     if ref.agent_id is not None:
         agent = get_agent(session, ref)
-        key = AgentKey(agent["slug"], agent["user_slug"])
+        key = AgentKey(agent.slug, agent.user_slug)
         update = update.model_copy(update={"agent_id": ref.agent_id})
     return Submission(
         key=str(key), kind="agent.update", payload=update.stored(), idempotency_key=idempotency_key

@@ -14,13 +14,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from identity.answers import Timestamp
 from identity.errors import IdmirrorError, JobNotFound
-from identity.pagination import decode_cursor, page
+from identity.pagination import Page, decode_cursor, page
 
 log = logging.getLogger(__name__)
 
@@ -91,30 +93,38 @@ Applier = Callable[[Session, PendingJob], Applied]
 BatchApplier = Callable[[Session, list[PendingJob]], list[Applied | IdmirrorError]]
 
 
+class JobOut(BaseModel):
+    """A job as the API shows it: `result` is the body its answer had (or would have had),
+    `error` the error envelope."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    key: str
+    seq: int
+    kind: str
+    status: Literal["pending", "applied", "failed"]
+    outcome: str | None
+    attempts: int
+    accepted_at: Timestamp
+    finished_at: Timestamp | None
+    result: dict[str, Any] | None
+    error: dict[str, Any] | None
+
+
 def job_out(row: Any) -> dict[str, Any]:
-    """The public form of a job row."""
-    return {
-        "id": str(row.id),
-        "key": row.key,
-        "seq": row.seq,
-        "kind": row.kind,
-        "status": row.status,
-        "outcome": row.outcome,
-        "attempts": row.attempts,
-        "accepted_at": row.accepted_at.isoformat(),
-        "finished_at": row.finished_at.isoformat() if row.finished_at else None,
-        "result": row.result,
-        "error": row.error,
-    }
+    """A job row in the JSON form the write path answers with (a 202's body)."""
+    return JobOut.model_validate(row).model_dump(mode="json")
 
 
-def get_job(session: Session, job_id: uuid.UUID | str) -> dict[str, Any]:
+def get_job(session: Session, job_id: uuid.UUID | str) -> JobOut:
+    """The job with this id; JobNotFound when there is none."""
     row = session.execute(
         text(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = :id"), {"id": job_id}
     ).one_or_none()
     if row is None:
         raise JobNotFound("no job has this id", job_id=str(job_id))
-    return job_out(row)
+    return JobOut.model_validate(row)
 
 
 def list_jobs(
@@ -125,7 +135,7 @@ def list_jobs(
     status: str | None = None,
     key: str | None = None,
     kind: str | None = None,
-) -> dict[str, Any]:
+) -> Page[JobOut]:
     """Newest first, filtered by any of status, key and kind."""
     after = decode_cursor(cursor, datetime.fromisoformat, uuid.UUID)
     rows = session.execute(
@@ -150,4 +160,5 @@ def list_jobs(
             "limit": limit + 1,
         },
     ).all()
-    return page([job_out(r) for r in rows], limit, ["accepted_at", "id"])
+    jobs = [JobOut.model_validate(row) for row in rows]
+    return page(jobs, limit, lambda job: [job.accepted_at.isoformat(), str(job.id)])

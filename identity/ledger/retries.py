@@ -10,6 +10,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
@@ -18,6 +19,20 @@ from identity.ledger.jobs import Submission
 from identity.schemas import check_not_ahead, to_version
 
 BULK_LIMIT = 500
+
+
+class RetryOut(BaseModel):
+    """A failed job and the job that retried it."""
+
+    job_id: str
+    retry_job_id: str
+
+
+class RetriesOut(BaseModel):
+    """What a bulk retry did: the retries it made, and those another request made first."""
+
+    retried: list[RetryOut]
+    already_retried: list[RetryOut]
 
 
 def resubmission(session: Session, job_id: uuid.UUID) -> Submission:

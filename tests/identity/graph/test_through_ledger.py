@@ -111,7 +111,7 @@ def test_the_agent_an_update_answers_with_is_the_agent_as_stored(
     )
     with transaction() as session:
         applied = update_agent_graph(session, key, update, max_nodes=10)
-        stored = get_agent(session, AgentRef(key=key))
+        stored = get_agent(session, AgentRef(key=key)).model_dump(mode="json")
     assert applied.outcome == "updated"
     assert applied.result["agent"] == stored
     assert stored["name"] == "renamed" and stored["visibility"] == "private"

@@ -141,7 +141,7 @@ def test_jobs_of_one_key_apply_in_order_among_others_applied_together(
     assert drain_all() == len(ids)  # here, not by the shared worker: the log below is ours
 
     with transaction() as session:
-        jobs = [get_job(session, job_id) for job_id in ids]
+        jobs = [get_job(session, job_id).model_dump(mode="json") for job_id in ids]
     by_key: dict[str, list[str]] = {}
     for job in jobs:
         by_key.setdefault(job["key"], []).append(job["outcome"])
@@ -163,7 +163,7 @@ def test_a_bad_job_among_others_fails_alone(client: httpx.Client, domain: None) 
     drain_all()
 
     with transaction() as session:
-        jobs = [get_job(session, job_id) for job_id in ids]
+        jobs = [get_job(session, job_id).model_dump(mode="json") for job_id in ids]
     assert [j["status"] for j in jobs] == ["applied", "applied", "failed", "applied", "applied"]
     assert jobs[2]["error"]["code"] == "internal_error"
     assert {j["outcome"] for j in jobs if j["status"] == "applied"} == {"created"}
@@ -185,7 +185,7 @@ def test_a_drain_notifies_each_job_it_finished_once_with_its_answer(
         listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
         assert drain_all() == 3  # here, not by the shared worker: the notes below are ours
         with transaction() as session:
-            finished = get_job(session, ids[0])  # applied, with its answer
+            finished = get_job(session, ids[0]).model_dump(mode="json")  # applied, with its answer
         # The same job as a duplicate drain that read it before it was applied still holds it.
         late = PendingJob(uuid.UUID(ids[0]), small.key, 1, small.kind, small.payload, 1, NOW_AT)
         with transaction() as session:  # a second decision for a finished job marks nothing
@@ -194,7 +194,7 @@ def test_a_drain_notifies_each_job_it_finished_once_with_its_answer(
     mine = [note for note in notes if note["id"] in ids]
 
     with transaction() as session:
-        jobs = {job_id: get_job(session, job_id) for job_id in ids}
+        jobs = {job_id: get_job(session, job_id).model_dump(mode="json") for job_id in ids}
     assert sorted(note["id"] for note in mine) == sorted(ids)  # each once
     by_id = {note["id"]: note for note in mine}
     assert by_id[ids[0]] == {"id": ids[0], "status": "applied", "body": jobs[ids[0]]["result"]}
