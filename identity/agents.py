@@ -224,7 +224,7 @@ def upsert_agents(session: Session, writes: list[AgentWrite]) -> list[Applied | 
             live = row if row.id is not None and row.deleted_at is None else None
             wrote = written.get((row.owner, keys[i].slug))
             assert wrote is not None or live is not None, "only a live agent can make it skip"
-            outcomes[i] = upserted(wrote, live, versions[i], agent_result)
+            outcomes[i] = upserted(wrote, live, versions[i], AgentWriteOut)
     done = [outcome for outcome in outcomes if outcome is not None]
     assert len(done) == len(writes), "every write has its outcome"
     return done

@@ -2,7 +2,7 @@
 
 import json
 import uuid
-from functools import lru_cache, partial
+from functools import lru_cache
 from typing import Any
 
 import jsonschema
@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from identity.answers import Timestamp, UpsertOutcome, stored
+from identity.answers import Timestamp, UpsertOutcome
 from identity.errors import InvalidParams, InvalidParamsSchema, NodeTypeNotFound
 from identity.keys import NodeTypeKey
 from identity.ledger.jobs import Applied, Submission, upserted
@@ -154,7 +154,7 @@ def upsert_node_type(
         },
     ).one_or_none()
     existing = _select(session, node_type_id) if row is None else None
-    return upserted(row, existing, version, partial(stored, NodeTypeWriteOut))
+    return upserted(row, existing, version, NodeTypeWriteOut)
 
 
 def _select(session: Session, node_type_id: uuid.UUID) -> Any:

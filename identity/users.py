@@ -2,7 +2,6 @@
 
 import json
 import uuid
-from functools import partial
 from typing import Any
 
 from pydantic import BaseModel
@@ -16,7 +15,6 @@ from identity.answers import (
     SupersededOut,
     Timestamp,
     UpsertOutcome,
-    stored,
 )
 from identity.errors import SlugTaken, UserNotFound
 from identity.keys import UserKey
@@ -112,7 +110,7 @@ def upsert_user(session: Session, key: UserKey, body: UserUpsert, version: int) 
             ).one_or_none()
     except IntegrityError:
         raise SlugTaken(f"slug {body.slug!r} belongs to another user", slug=body.slug) from None
-    return upserted(row, existing, version, partial(stored, UserWriteOut))
+    return upserted(row, existing, version, UserWriteOut)
 
 
 def delete_user(session: Session, key: UserKey, version: int) -> Applied:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from identity.answers import Timestamp
+from identity.answers import Timestamp, stored
 from identity.errors import IdmirrorError, JobNotFound
 from identity.pagination import Page, decode_cursor, page
 
@@ -64,16 +64,15 @@ class Applied:
     result: dict[str, Any]
 
 
-def upserted(
-    written: Any, stored: Any, version: int, out: Callable[..., dict[str, Any]]
-) -> Applied:
-    """The outcome of a conditional upsert: `written` is the row it returned (None when it wrote
-    nothing), `stored` the row as it was, `version` the job's."""
+def upserted(written: Any, current: Any, version: int, answer: type[BaseModel]) -> Applied:
+    """The outcome of a conditional upsert, its result in the form of `answer`: `written` is
+    the row it returned (None when it wrote nothing), `current` the row as it was, `version`
+    the job's."""
     if written is not None:
         outcome = "created" if written.inserted else "updated"
-        return Applied(outcome, out(written, created=written.inserted, outcome=outcome))
-    outcome = "superseded" if stored.version > version else "unchanged"
-    return Applied(outcome, out(stored, created=False, outcome=outcome))
+        return Applied(outcome, stored(answer, written, created=written.inserted, outcome=outcome))
+    outcome = "superseded" if current.version > version else "unchanged"
+    return Applied(outcome, stored(answer, current, created=False, outcome=outcome))
 
 
 @dataclass
