@@ -47,11 +47,6 @@ async def write_options(
     return WriteOptions(respond_async, 0.0 if respond_async else wait, idempotency_key)
 
 
-def _load(job_id: str) -> dict[str, Any]:
-    with transaction() as session:
-        return ledger.get_job(session, job_id)
-
-
 def _mark_retried(job_id: uuid.UUID, retry_job_id: uuid.UUID) -> None:
     with transaction() as session:
         ledger.mark_retried(session, job_id, retry_job_id)
@@ -107,7 +102,7 @@ async def submit(
     if job["status"] == "pending" and queued and options.wait_seconds > 0:
 
         async def load() -> dict[str, Any]:
-            return await run_in_threadpool(_load, job["id"])
+            return await into.accepts.job(job["id"])
 
         job = await waiter.wait(job["id"], options.wait_seconds, load) or job
     else:

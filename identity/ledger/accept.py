@@ -51,8 +51,7 @@ Written = tuple[Accepted, "asyncio.Future[bool]"]
 # Server states in which no statement can run: shutting down, or not yet accepting connections.
 _SHUTTING_DOWN = {"57P01", "57P02", "57P03"}
 _SECOND_TRY_SECONDS = 1.0
-# How long to wait before opening a connection again when the server could not be reached.
-_RECONNECT_SECONDS = 0.1
+_RECONNECT_SECONDS = 0.1  # between tries to open a connection while the server is unreachable
 
 # Several writes accepted together take one statement. Each key's row in key_heads is bumped
 # once, by the number of its jobs in the statement (rows locked in key order, so two such
@@ -154,7 +153,8 @@ async def _insert_again(conn: AsyncConnection, subs: list[Submission]) -> list[A
         except IntegrityError as exc:
             # The earlier try was still running on the server when this one looked, and has
             # committed since: its rows are read back in the next round.
-            if last_round or _violated(exc) != "jobs_pkey":
+            diag = exc.orig.diag if isinstance(exc.orig, psycopg.Error) else None
+            if last_round or diag is None or diag.constraint_name != "jobs_pkey":
                 raise
             continue
         recorded.update(zip((sub.job_id for sub in rest), inserted, strict=True))
@@ -186,12 +186,15 @@ async def accept(
                     idempotency_key=sub.idempotency_key,
                     job_id=str(previous.job_id),
                 )
-            first = await conn.execute(JOB_BY_ID, {"id": previous.job_id})
-            return Accepted(job=job_out(first.one()), reused=True)
+            return Accepted(job=await _read_job(conn, previous.job_id), reused=True)
         (row,) = await _insert(conn, [sub])
         record = {"key": sub.idempotency_key, "hash": request_hash, "job_id": sub.job_id}
         await conn.execute(_IDEMPOTENCY_RECORD, record)
     return Accepted(job=job_out(row), reused=False)
+
+
+async def _read_job(conn: AsyncConnection, job_id: Any) -> dict[str, Any]:
+    return job_out((await conn.execute(JOB_BY_ID, {"id": job_id})).one())
 
 
 @dataclass
@@ -248,6 +251,11 @@ class Accepts:
             writer.add_done_callback(self._writers.discard)
         accepted, drain = await future
         return accepted, await asyncio.shield(drain)  # the batch's other requests await it too
+
+    async def job(self, job_id: str) -> dict[str, Any]:
+        """A job as the ledger has it now, read as writes are (for a request waiting on it)."""
+        deadline = asyncio.get_running_loop().time() + self._timeout
+        return await self._on_connection(lambda conn, _: _read_job(conn, job_id), deadline)
 
     async def close(self) -> None:
         """Let the writers finish what they took, and the drain requests they made."""
@@ -358,17 +366,14 @@ class Accepts:
                 async with asyncio.timeout_at(deadline):
                     return await self._engine.connect()
             except TimeoutError as exc:
-                raise self._timed_out() from failed or exc
+                raise PoolTimeout("no database connection in time") from failed or exc
             except DBAPIError as exc:
                 if not _unreachable(exc):
                     raise
                 failed = exc
             if (left := deadline - loop.time()) <= 0:
-                raise self._timed_out() from failed
+                raise PoolTimeout("no database connection in time") from failed
             await asyncio.sleep(min(_RECONNECT_SECONDS, left))
-
-    def _timed_out(self) -> PoolTimeout:
-        return PoolTimeout(f"no database connection within {self._timeout:g}s")
 
 
 def _unreachable(exc: BaseException) -> bool:
@@ -383,11 +388,6 @@ def _unreachable(exc: BaseException) -> bool:
         state = exc.sqlstate
         return state is None or state.startswith("08") or state in _SHUTTING_DOWN
     return False
-
-
-def _violated(exc: IntegrityError) -> str | None:
-    """The name of the constraint the statement violated, as the server gave it."""
-    return exc.orig.diag.constraint_name if isinstance(exc.orig, psycopg.Error) else None
 
 
 def _settle(batch: list[_Queued], exc: BaseException) -> None:
