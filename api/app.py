@@ -12,7 +12,7 @@ from api.deps import Ledger
 from api.limits import Limits, RequestLimits
 from api.metrics import LedgerCollector
 from api.routes import agents, backfills, graphs, health, jobs, node_types, users
-from identity.db import accept_pool, libpq_url, session_factory
+from identity.db import accept_engine, libpq_url, session_factory
 from identity.ledger.accept import Accepts
 from identity.ledger.jobs import NOTIFY_CHANNEL
 from identity.ledger.notify import JobWaiter
@@ -34,20 +34,19 @@ def create_app() -> FastAPI:
     disable_created_metrics()  # a `_created` series beside each counter would only be noise
     logging.getLogger("identity").setLevel(settings.log_level)
     waiter = JobWaiter(libpq_url(settings.require_database_url()), NOTIFY_CHANNEL)
-    pool = accept_pool()
+    engine = accept_engine()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await pool.open(wait=False)
         dispatcher = async_dispatcher()  # its connections belong to this loop
-        accepts = Accepts(pool, dispatcher, idempotency_ttl_hours=settings.idempotency_ttl_hours)
+        accepts = Accepts(engine, dispatcher, idempotency_ttl_hours=settings.idempotency_ttl_hours)
         app.state.ledger = Ledger(accepts, waiter)
         await waiter.start()
         yield
         await waiter.stop()
         await accepts.close()
         await dispatcher.close()
-        await pool.close()
+        await engine.dispose()
 
     app = FastAPI(title="idmirror", version="1", lifespan=lifespan)
     limits = Limits(

@@ -55,11 +55,6 @@ def write_responses(model: Any) -> dict[int | str, dict[str, Any]]:
     return {200: {"model": model}, 202: {"model": ledger.JobOut}}
 
 
-def _load(job_id: str) -> dict[str, Any]:
-    with transaction() as session:
-        return ledger.get_job(session, job_id).model_dump(mode="json")
-
-
 def _mark_retried(job_id: uuid.UUID, retry_job_id: uuid.UUID) -> None:
     with transaction() as session:
         retries.mark_retried(session, job_id, retry_job_id)
@@ -159,7 +154,7 @@ async def _finish(
     if job["status"] == "pending" and queued and options.wait_seconds > 0:
 
         async def load() -> dict[str, Any]:
-            return await run_in_threadpool(_load, job["id"])
+            return await into.accepts.job(job["id"])
 
         job = await into.waiter.wait(job["id"], options.wait_seconds, load) or job
     else:

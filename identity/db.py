@@ -1,14 +1,13 @@
 """Engine and session factory; one pool per process, disposed after fork. The API also keeps an
-async pool, for accepting writes on its event loop."""
+async engine, for accepting writes on its event loop."""
 
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from psycopg.rows import namedtuple_row
-from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from identity.settings import get_settings
@@ -70,20 +69,30 @@ def get_engine() -> Engine:
     return _engine
 
 
-def accept_pool() -> AsyncConnectionPool[Any]:
-    """Autocommit connections with named columns, opened by the caller on its event loop.
+def accept_engine(
+    url: str | None = None,
+    *,
+    pool_size: int = 20,
+    timeout: float = 10.0,
+    connect_args: dict[str, Any] | None = None,
+) -> AsyncEngine:
+    """The API's engine for accepting writes (identity/ledger/accept.py), by default on the
+    settings' database; its connections belong to the event loop that first uses them.
 
-    Like the engine's pool, it checks no connection before lending it: a connection the server
-    dropped fails once, and the caller retries after `check()` has cleared the pool.
+    Autocommit: a batch of writes is one statement, atomic on its own, and needs no BEGIN and
+    COMMIT; a write with an Idempotency-Key turns it off for its transaction. Like the sync
+    engine, it checks no connection before lending it: a connection the server dropped fails
+    once, and the caller retries on a fresh one. `timeout` bounds a wait for a connection.
     """
-    return AsyncConnectionPool(
-        libpq_url(get_settings().require_database_url()),
-        min_size=2,
-        max_size=20,
-        max_lifetime=1800,
-        timeout=10,
-        kwargs={"autocommit": True, "row_factory": namedtuple_row},
-        open=False,
+    return create_async_engine(
+        sqlalchemy_url(url or get_settings().require_database_url()),
+        isolation_level="AUTOCOMMIT",
+        pool_size=pool_size,
+        max_overflow=0,
+        pool_timeout=timeout,
+        pool_pre_ping=False,
+        pool_recycle=1800,
+        connect_args=connect_args or {},
     )
 
 

@@ -9,20 +9,28 @@ ordered by their commits, as any two concurrent requests are.
 
 Each write waits for the database at most the pool's timeout from the moment it arrived, however
 many batches are ahead of it; then it fails (503 database_unavailable).
+
+The statements run through the API's async SQLAlchemy engine (identity.db.accept_engine, psycopg
+underneath), as `text()` built once, so each execution finds its compiled form in the cache.
 """
 
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections import namedtuple
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.pool import QueuePool
 
 from identity.errors import IdempotencyKeyReused
-from identity.ledger.jobs import JOB_COLUMNS, Accepted, Submission, job_out
+from identity.ledger.jobs import JOB_BY_ID, JOB_COLUMNS, Accepted, Submission, job_out, job_rows
 
 log = logging.getLogger(__name__)
 
@@ -43,16 +51,15 @@ Written = tuple[Accepted, "asyncio.Future[bool]"]
 # Server states in which no statement can run: shutting down, or not yet accepting connections.
 _SHUTTING_DOWN = {"57P01", "57P02", "57P03"}
 _SECOND_TRY_SECONDS = 1.0
+_RECONNECT_SECONDS = 0.1  # between tries to open a connection while the server is unreachable
 
-
-# psycopg placeholders: the accept runs on the API's event loop through an async connection.
 # Several writes accepted together take one statement. Each key's row in key_heads is bumped
 # once, by the number of its jobs in the statement (rows locked in key order, so two such
 # statements cannot deadlock each other), and its jobs take consecutive seqs and versions in the
 # order they were given: the same numbers accepting them one after the other would give.
-_ACCEPT = f"""
+_ACCEPT = job_rows(f"""
     WITH items AS (
-        SELECT * FROM json_to_recordset(CAST(%(items)s AS json))
+        SELECT * FROM json_to_recordset(CAST(:items AS json))
             AS i(n int, id uuid, key text, kind text, payload jsonb, hash text, version bigint)
     ),
     counts AS (SELECT key, count(*) AS c FROM items GROUP BY key),
@@ -75,22 +82,27 @@ _ACCEPT = f"""
     FROM numbered nb JOIN head h USING (key)
     ORDER BY nb.n
     RETURNING {JOB_COLUMNS}
-    """
-_JOB_BY_ID = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = %(id)s"
-_JOBS_BY_ID = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ANY(%(ids)s)"
-_IDEMPOTENCY_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 1))"
-_IDEMPOTENCY_LOOKUP = (
-    "SELECT request_hash, job_id FROM idempotency_keys WHERE key = %s "
-    "AND created_at > now() - make_interval(secs => %s)"
+    """)
+# A job row as the accept path reads it: SQLAlchemy's Row finds a column by name through
+# __getattr__, several times slower than a field of a named tuple, and each accepted write's
+# answer reads eleven of them. (mypy sees no fields in a namedtuple named from a constant.)
+_job_row: Callable[[Iterable[Any]], Any] = namedtuple(  # type: ignore[attr-defined]
+    "JobRow", JOB_COLUMNS
+)._make
+_JOBS_BY_ID = job_rows(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ANY(:ids)")
+_IDEMPOTENCY_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:lock, 1))")
+_IDEMPOTENCY_LOOKUP = text(
+    "SELECT request_hash, job_id FROM idempotency_keys WHERE key = :key "
+    "AND created_at > now() - make_interval(secs => :seconds)"
 )
-_IDEMPOTENCY_RECORD = (
-    "INSERT INTO idempotency_keys (key, request_hash, job_id) VALUES (%s, %s, %s) "
+_IDEMPOTENCY_RECORD = text(
+    "INSERT INTO idempotency_keys (key, request_hash, job_id) VALUES (:key, :hash, :job_id) "
     "ON CONFLICT (key) DO UPDATE SET request_hash = excluded.request_hash, "
     "job_id = excluded.job_id, created_at = now()"
 )
 
 
-async def _insert(conn: psycopg.AsyncConnection[Any], subs: list[Submission]) -> list[Any]:
+async def _insert(conn: AsyncConnection, subs: list[Submission]) -> list[Any]:
     """Insert the submissions' jobs; their rows, in the order given."""
     items = json.dumps(
         [
@@ -106,18 +118,18 @@ async def _insert(conn: psycopg.AsyncConnection[Any], subs: list[Submission]) ->
             for n, sub in enumerate(subs)
         ]
     )
-    rows = await (await conn.execute(_ACCEPT, {"items": items})).fetchall()
-    by_id = {row.id: row for row in rows}
+    result = await conn.execute(_ACCEPT, {"items": items})
+    by_id = {row.id: row for row in map(_job_row, result.all())}
     return [by_id[sub.job_id] for sub in subs]
 
 
 async def accept_many(
-    conn: psycopg.AsyncConnection[Any], subs: list[Submission], *, again: bool = False
+    conn: AsyncConnection, subs: list[Submission], *, again: bool = False
 ) -> list[Accepted]:
     """Record writes without an Idempotency-Key as pending jobs, in the order given.
 
-    `conn` is in autocommit mode and yields rows with named columns: the accept is a single
-    statement, atomic on its own, so it needs no BEGIN and COMMIT, and all of it commits at once.
+    `conn` is in autocommit mode (the accept engine's): the accept is a single statement, atomic
+    on its own, so it needs no BEGIN and COMMIT, and all of it commits at once.
     `again`: the same writes were sent on a connection that broke before the answer came; if
     they committed then, they are answered as recorded, not recorded twice. (Only then does the
     accept look its job ids up: a lookup in the statement itself would be planned once, while
@@ -129,19 +141,20 @@ async def accept_many(
     return [Accepted(job=job_out(row), reused=False) for row in rows]
 
 
-async def _insert_again(conn: psycopg.AsyncConnection[Any], subs: list[Submission]) -> list[Any]:
+async def _insert_again(conn: AsyncConnection, subs: list[Submission]) -> list[Any]:
     """Insert what an earlier try did not record; the rows of all of them, in order."""
     ids = [sub.job_id for sub in subs]
     for last_round in (False, True):
         found = await conn.execute(_JOBS_BY_ID, {"ids": ids})
-        recorded = {row.id: row for row in await found.fetchall()}
+        recorded = {row.id: row for row in map(_job_row, found.all())}
         rest = [sub for sub in subs if sub.job_id not in recorded]
         try:
             inserted = await _insert(conn, rest) if rest else []
-        except psycopg.errors.UniqueViolation as exc:
+        except IntegrityError as exc:
             # The earlier try was still running on the server when this one looked, and has
             # committed since: its rows are read back in the next round.
-            if last_round or exc.diag.constraint_name != "jobs_pkey":
+            diag = exc.orig.diag if isinstance(exc.orig, psycopg.Error) else None
+            if last_round or diag is None or diag.constraint_name != "jobs_pkey":
                 raise
             continue
         recorded.update(zip((sub.job_id for sub in rest), inserted, strict=True))
@@ -150,17 +163,22 @@ async def _insert_again(conn: psycopg.AsyncConnection[Any], subs: list[Submissio
 
 
 async def accept(
-    conn: psycopg.AsyncConnection[Any], sub: Submission, *, idempotency_ttl_hours: float
+    conn: AsyncConnection, sub: Submission, *, idempotency_ttl_hours: float
 ) -> Accepted:
-    """Record a write as a pending job, or return the job an Idempotency-Key already names."""
+    """Record a write as a pending job, or return the job an Idempotency-Key already names.
+
+    `conn` is a connection of the accept engine in no transaction yet."""
     if sub.idempotency_key is None:
         return (await accept_many(conn, [sub]))[0]
 
     request_hash = sub.request_hash
-    async with conn.transaction():
-        await conn.execute(_IDEMPOTENCY_LOCK, ["idem:" + sub.idempotency_key])
-        lookup = [sub.idempotency_key, idempotency_ttl_hours * 3600]
-        previous = await (await conn.execute(_IDEMPOTENCY_LOOKUP, lookup)).fetchone()
+    # A transaction of its own, in which the lookup after the lock sees what a write with the
+    # same key committed while this one waited for the lock.
+    await conn.execution_options(isolation_level="READ COMMITTED")
+    async with conn.begin():
+        await conn.execute(_IDEMPOTENCY_LOCK, {"lock": "idem:" + sub.idempotency_key})
+        lookup = {"key": sub.idempotency_key, "seconds": idempotency_ttl_hours * 3600}
+        previous = (await conn.execute(_IDEMPOTENCY_LOOKUP, lookup)).one_or_none()
         if previous is not None:
             if previous.request_hash != request_hash:
                 raise IdempotencyKeyReused(
@@ -168,12 +186,15 @@ async def accept(
                     idempotency_key=sub.idempotency_key,
                     job_id=str(previous.job_id),
                 )
-            first = await conn.execute(_JOB_BY_ID, {"id": previous.job_id})
-            return Accepted(job=job_out(await first.fetchone()), reused=True)
+            return Accepted(job=await _read_job(conn, previous.job_id), reused=True)
         (row,) = await _insert(conn, [sub])
-        record = [sub.idempotency_key, request_hash, sub.job_id]
+        record = {"key": sub.idempotency_key, "hash": request_hash, "job_id": sub.job_id}
         await conn.execute(_IDEMPOTENCY_RECORD, record)
     return Accepted(job=job_out(row), reused=False)
+
+
+async def _read_job(conn: AsyncConnection, job_id: Any) -> dict[str, Any]:
+    return job_out((await conn.execute(JOB_BY_ID, {"id": job_id})).one())
 
 
 @dataclass
@@ -188,14 +209,18 @@ class Accepts:
 
     def __init__(
         self,
-        pool: AsyncConnectionPool[Any],
+        engine: AsyncEngine,
         dispatcher: DrainRequests,
         *,
         idempotency_ttl_hours: float,
         max_batch: int = 100,
         writers: int = 2,
     ) -> None:
-        self._pool = pool
+        if not isinstance(engine.pool, QueuePool):
+            raise TypeError("accepts need a queue pool, as identity.db.accept_engine makes")
+        self._engine = engine
+        self._pool = engine.pool
+        self._timeout = self._pool.timeout()  # how long a write waits for a connection
         self._dispatcher = dispatcher
         self._ttl_hours = idempotency_ttl_hours
         self._max_batch = max_batch
@@ -207,7 +232,7 @@ class Accepts:
     async def accept(self, sub: Submission) -> tuple[Accepted, bool]:
         """Record `sub` as a pending job and make sure a drain is queued for it."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._pool.timeout
+        deadline = loop.time() + self._timeout
         if sub.idempotency_key is not None:
             accepted = await self._on_connection(
                 lambda conn, _: accept(conn, sub, idempotency_ttl_hours=self._ttl_hours),
@@ -226,6 +251,11 @@ class Accepts:
             writer.add_done_callback(self._writers.discard)
         accepted, drain = await future
         return accepted, await asyncio.shield(drain)  # the batch's other requests await it too
+
+    async def job(self, job_id: str) -> dict[str, Any]:
+        """A job as the ledger has it now, read as writes are (for a request waiting on it)."""
+        deadline = asyncio.get_running_loop().time() + self._timeout
+        return await self._on_connection(lambda conn, _: _read_job(conn, job_id), deadline)
 
     async def close(self) -> None:
         """Let the writers finish what they took, and the drain requests they made."""
@@ -294,7 +324,7 @@ class Accepts:
             return False
 
     async def _on_connection(
-        self, work: Callable[[psycopg.AsyncConnection[Any], bool], Awaitable[T]], deadline: float
+        self, work: Callable[[AsyncConnection, bool], Awaitable[T]], deadline: float
     ) -> T:
         """Run `work(conn, again)` on a pooled connection, waiting for one until `deadline` at
         the most.
@@ -308,21 +338,51 @@ class Accepts:
         while True:
             # The second try gets a second at least: it must find out whether the first
             # committed, or its writes would be answered 503 although recorded.
-            least = _SECOND_TRY_SECONDS if reconnected else 0.001
-            timeout = max(deadline - loop.time(), least)
-            async with self._pool.connection(timeout=timeout) as conn:
-                try:
-                    return await work(conn, reconnected)
-                except psycopg.OperationalError:
-                    if reconnected or not conn.broken:
-                        raise
+            least = _SECOND_TRY_SECONDS if reconnected else 0.0
+            conn = await self._connect(max(deadline, loop.time() + least))
+            try:
+                return await work(conn, reconnected)
+            except DBAPIError as exc:
+                # On a disconnect SQLAlchemy has invalidated the connection and marked the
+                # pool's older ones stale: each is opened anew at its next checkout.
+                if reconnected or not exc.connection_invalidated:
+                    raise
+            finally:
+                await conn.close()
             reconnected = True
-            await self._pool.check()  # drop the other connections the server closed
+
+    async def _connect(self, deadline: float) -> AsyncConnection:
+        """A pooled connection, waited for until `deadline` (loop time).
+
+        The pool waits for a connection that others hold, but fails at once when it cannot
+        open one: that is tried again until the deadline, as while the database restarts."""
+        loop = asyncio.get_running_loop()
+        failed: DBAPIError | None = None
+        while True:
+            try:
+                if self._pool.checkedin():
+                    # An idle one is lent at once: no timer, which would cost more than that.
+                    return await self._engine.connect()
+                async with asyncio.timeout_at(deadline):
+                    return await self._engine.connect()
+            except TimeoutError as exc:
+                raise PoolTimeout("no database connection in time") from failed or exc
+            except DBAPIError as exc:
+                if not _unreachable(exc):
+                    raise
+                failed = exc
+            if (left := deadline - loop.time()) <= 0:
+                raise PoolTimeout("no database connection in time") from failed
+            await asyncio.sleep(min(_RECONNECT_SECONDS, left))
 
 
 def _unreachable(exc: BaseException) -> bool:
     """Whether `exc` says no statement could run at all, rather than that this one failed."""
-    if isinstance(exc, PoolTimeout | psycopg.InterfaceError):
+    if isinstance(exc, PoolTimeout):
+        return True
+    if isinstance(exc, DBAPIError):
+        exc = exc.orig or exc  # the driver's error, which SQLAlchemy wraps
+    if isinstance(exc, psycopg.InterfaceError):
         return True
     if isinstance(exc, psycopg.OperationalError):
         state = exc.sqlstate

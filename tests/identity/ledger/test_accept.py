@@ -13,9 +13,11 @@ from typing import Any, TypeVar
 import psycopg
 import pytest
 import redis
-from psycopg_pool import PoolTimeout
+from sqlalchemy.exc import DataError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from cli.embedded import EmbeddedRedis, free_port
+from identity.db import accept_engine
 from identity.ledger.accept import Accepts
 from identity.ledger.jobs import Accepted, Submission
 from tests.stack import database_url_for
@@ -49,34 +51,24 @@ def with_accepts(
 ) -> T:
     """Run `work(accepts)` on an event loop, as the API process does; by default on the
     module's database and Redis."""
-    from psycopg.rows import namedtuple_row
-    from psycopg_pool import AsyncConnectionPool
-
     database_url = database_url or services[0]
     redis_url = redis_url or services[1]
 
     async def run() -> T:
-        pool = AsyncConnectionPool(
+        engine = accept_engine(
             database_url,
-            min_size=1,
-            max_size=pool_size,
+            pool_size=pool_size,
             timeout=pool_timeout,
-            kwargs={
-                "autocommit": True,
-                "row_factory": namedtuple_row,
-                "options": f"-c lock_timeout={lock_timeout}",
-            },
-            open=False,
+            connect_args={"options": f"-c lock_timeout={lock_timeout}"},
         )
-        await pool.open()
         dispatcher = AsyncDispatcher(redis_url, 30, Producer(redis_url, 30))
-        accepts = Accepts(pool, dispatcher, idempotency_ttl_hours=1, writers=writers)
+        accepts = Accepts(engine, dispatcher, idempotency_ttl_hours=1, writers=writers)
         try:
             return await work(accepts)
         finally:
             await accepts.close()
             await dispatcher.close()
-            await pool.close()
+            await engine.dispose()
 
     return asyncio.run(run())
 
@@ -155,20 +147,19 @@ def test_a_keys_writes_accepted_together_keep_their_arrival_order(
 
 def test_a_write_sent_again_after_it_committed_is_recorded_once(services: Services) -> None:
     """What the second try after a broken connection does when the first had committed."""
-    from psycopg.rows import namedtuple_row
-
     from identity.ledger.accept import accept_many
 
     key = f"agent:k-{uuid.uuid4().hex[:8]}@again"
     sub, other = agent_write(key, "once"), agent_write(key, "next")
 
     async def run() -> tuple[list[Accepted], list[Accepted]]:
-        conn = await psycopg.AsyncConnection.connect(
-            services[0], autocommit=True, row_factory=namedtuple_row
-        )
-        async with conn:
-            first = await accept_many(conn, [sub])
-            return first, await accept_many(conn, [sub, other], again=True)
+        engine = accept_engine(services[0])
+        try:
+            async with engine.connect() as conn:
+                first = await accept_many(conn, [sub])
+                return first, await accept_many(conn, [sub, other], again=True)
+        finally:
+            await engine.dispose()
 
     first, again = asyncio.run(run())
 
@@ -190,7 +181,8 @@ def test_a_write_the_database_refuses_fails_alone(
 
     answers = accept_together(services, subs)
 
-    assert isinstance(answers[1], psycopg.errors.UntranslatableCharacter)
+    assert isinstance(answers[1], DataError)  # SQLAlchemy's wrapper of the driver's error
+    assert isinstance(answers[1].orig, psycopg.errors.UntranslatableCharacter)
     assert all(isinstance(a, tuple) for i, a in enumerate(answers) if i != 1)
     assert [row[1] for row in jobs(services, [subs[0], subs[2]])] == [1, 2]  # no seq taken
     assert jobs(services, [refused]) == [None]
@@ -291,7 +283,7 @@ def test_a_write_whose_wait_is_not_over_outlives_the_batch_that_timed_out(
     subs = {name: agent_write(f"agent:{name}-{uuid.uuid4().hex[:8]}@wait", name) for name in "ABC"}
 
     async def work(accepts: Accepts) -> dict[str, Any]:
-        pool = accepts._pool
+        engine = accepts._engine
 
         async def later(name: str, seconds: float) -> Any:
             await asyncio.sleep(seconds)
@@ -300,7 +292,7 @@ def test_a_write_whose_wait_is_not_over_outlives_the_batch_that_timed_out(
             except PoolTimeout as exc:
                 return exc
 
-        async with pool.connection():  # the pool's only connection, for 3.2 s
+        async with engine.connect():  # the pool's only connection, for 3.2 s
             writes = [
                 asyncio.create_task(later(n, s)) for n, s in (("A", 0), ("B", 1.0), ("C", 1.5))
             ]

@@ -10,10 +10,9 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from psycopg.rows import namedtuple_row
 
 from identity.appliers import BATCH_APPLIERS, apply_agent_upserts, apply_job
-from identity.db import libpq_url, transaction
+from identity.db import accept_engine, transaction
 from identity.errors import IdmirrorError
 from identity.ledger.accept import accept
 from identity.ledger.drain import Finished, _record, drain
@@ -104,11 +103,13 @@ def accept_all(subs: list[Submission]) -> list[str]:
     """Record the jobs as the API does, without sending a drain message."""
 
     async def run() -> list[str]:
-        url = libpq_url(get_settings().require_database_url())
-        async with await psycopg.AsyncConnection.connect(
-            url, autocommit=True, row_factory=namedtuple_row
-        ) as conn:
-            return [(await accept(conn, sub, idempotency_ttl_hours=1)).job["id"] for sub in subs]
+        engine = accept_engine()
+        try:
+            async with engine.connect() as conn:
+                accepted = [await accept(conn, sub, idempotency_ttl_hours=1) for sub in subs]
+            return [a.job["id"] for a in accepted]
+        finally:
+            await engine.dispose()
 
     return asyncio.run(run())
 
