@@ -10,27 +10,24 @@ ordered by their commits, as any two concurrent requests are.
 Each write waits for the database at most the pool's timeout from the moment it arrived, however
 many batches are ahead of it; then it fails (503 database_unavailable).
 
-The statements run through the API's async SQLAlchemy engine (identity.db.accept_engine, psycopg
-underneath), as `text()` built once, so each execution finds its compiled form in the cache.
+The statements (identity/ledger/record.py) run through the API's async SQLAlchemy engine
+(identity.db.accept_engine, psycopg underneath).
 """
 
 import asyncio
-import json
 import logging
-from collections import namedtuple
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import psycopg
-from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import QueuePool
 
-from identity.errors import IdempotencyKeyReused
-from identity.ledger.jobs import JOB_BY_ID, JOB_COLUMNS, Accepted, Submission, job_out, job_rows
+from identity.ledger import record
+from identity.ledger.jobs import Accepted, Submission
 
 log = logging.getLogger(__name__)
 
@@ -52,149 +49,6 @@ Written = tuple[Accepted, "asyncio.Future[bool]"]
 _SHUTTING_DOWN = {"57P01", "57P02", "57P03"}
 _SECOND_TRY_SECONDS = 1.0
 _RECONNECT_SECONDS = 0.1  # between tries to open a connection while the server is unreachable
-
-# Several writes accepted together take one statement. Each key's row in key_heads is bumped
-# once, by the number of its jobs in the statement (rows locked in key order, so two such
-# statements cannot deadlock each other), and its jobs take consecutive seqs and versions in the
-# order they were given: the same numbers accepting them one after the other would give.
-_ACCEPT = job_rows(f"""
-    WITH items AS (
-        SELECT * FROM json_to_recordset(CAST(:items AS json))
-            AS i(n int, id uuid, key text, kind text, payload jsonb, hash text, version bigint)
-    ),
-    counts AS (SELECT key, count(*) AS c FROM items GROUP BY key),
-    head AS (
-        INSERT INTO key_heads AS h (key, last_seq, last_version)
-        SELECT key, c, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint + c - 1
-        FROM counts ORDER BY key
-        ON CONFLICT (key) DO UPDATE
-            SET last_seq = h.last_seq + excluded.last_seq,
-                last_version = greatest(h.last_version + excluded.last_seq, excluded.last_version)
-        RETURNING key, last_seq, last_version
-    ),
-    numbered AS (
-        SELECT i.*, c.c, row_number() OVER (PARTITION BY i.key ORDER BY i.n) AS r
-        FROM items i JOIN counts c USING (key)
-    )
-    INSERT INTO jobs (id, key, seq, kind, payload, payload_hash, version)
-    SELECT nb.id, nb.key, h.last_seq - nb.c + nb.r, nb.kind, nb.payload, nb.hash,
-           coalesce(nb.version, h.last_version - nb.c + nb.r)
-    FROM numbered nb JOIN head h USING (key)
-    ORDER BY nb.n
-    RETURNING {JOB_COLUMNS}
-    """)
-# A job row as the accept path reads it: SQLAlchemy's Row finds a column by name through
-# __getattr__, several times slower than a field of a named tuple, and each accepted write's
-# answer reads eleven of them. (mypy sees no fields in a namedtuple named from a constant.)
-_job_row: Callable[[Iterable[Any]], Any] = namedtuple(  # type: ignore[attr-defined]
-    "JobRow", JOB_COLUMNS
-)._make
-_JOBS_BY_ID = job_rows(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ANY(:ids)")
-_IDEMPOTENCY_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:lock, 1))")
-_IDEMPOTENCY_LOOKUP = text(
-    "SELECT request_hash, job_id FROM idempotency_keys WHERE key = :key "
-    "AND created_at > now() - make_interval(secs => :seconds)"
-)
-_IDEMPOTENCY_RECORD = text(
-    "INSERT INTO idempotency_keys (key, request_hash, job_id) VALUES (:key, :hash, :job_id) "
-    "ON CONFLICT (key) DO UPDATE SET request_hash = excluded.request_hash, "
-    "job_id = excluded.job_id, created_at = now()"
-)
-
-
-async def _insert(conn: AsyncConnection, subs: list[Submission]) -> list[Any]:
-    """Insert the submissions' jobs; their rows, in the order given."""
-    items = json.dumps(
-        [
-            {
-                "n": n,
-                "id": str(sub.job_id),
-                "key": sub.key,
-                "kind": sub.kind,
-                "payload": sub.payload,
-                "hash": sub.request_hash,
-                "version": sub.explicit_version,
-            }
-            for n, sub in enumerate(subs)
-        ]
-    )
-    result = await conn.execute(_ACCEPT, {"items": items})
-    by_id = {row.id: row for row in map(_job_row, result.all())}
-    return [by_id[sub.job_id] for sub in subs]
-
-
-async def accept_many(
-    conn: AsyncConnection, subs: list[Submission], *, again: bool = False
-) -> list[Accepted]:
-    """Record writes without an Idempotency-Key as pending jobs, in the order given.
-
-    `conn` is in autocommit mode (the accept engine's): the accept is a single statement, atomic
-    on its own, so it needs no BEGIN and COMMIT, and all of it commits at once.
-    `again`: the same writes were sent on a connection that broke before the answer came; if
-    they committed then, they are answered as recorded, not recorded twice. (Only then does the
-    accept look its job ids up: a lookup in the statement itself would be planned once, while
-    the ledger is small, as a scan of it.)
-    """
-    if any(sub.idempotency_key is not None for sub in subs):
-        raise ValueError("a write with an Idempotency-Key is accepted on its own, by accept()")
-    rows = await (_insert_again(conn, subs) if again else _insert(conn, subs))
-    return [Accepted(job=job_out(row), reused=False) for row in rows]
-
-
-async def _insert_again(conn: AsyncConnection, subs: list[Submission]) -> list[Any]:
-    """Insert what an earlier try did not record; the rows of all of them, in order."""
-    ids = [sub.job_id for sub in subs]
-    for last_round in (False, True):
-        found = await conn.execute(_JOBS_BY_ID, {"ids": ids})
-        recorded = {row.id: row for row in map(_job_row, found.all())}
-        rest = [sub for sub in subs if sub.job_id not in recorded]
-        try:
-            inserted = await _insert(conn, rest) if rest else []
-        except IntegrityError as exc:
-            # The earlier try was still running on the server when this one looked, and has
-            # committed since: its rows are read back in the next round.
-            diag = exc.orig.diag if isinstance(exc.orig, psycopg.Error) else None
-            if last_round or diag is None or diag.constraint_name != "jobs_pkey":
-                raise
-            continue
-        recorded.update(zip((sub.job_id for sub in rest), inserted, strict=True))
-        return [recorded[job_id] for job_id in ids]
-    raise AssertionError("the last round returns or raises")
-
-
-async def accept(
-    conn: AsyncConnection, sub: Submission, *, idempotency_ttl_hours: float
-) -> Accepted:
-    """Record a write as a pending job, or return the job an Idempotency-Key already names.
-
-    `conn` is a connection of the accept engine in no transaction yet."""
-    if sub.idempotency_key is None:
-        return (await accept_many(conn, [sub]))[0]
-
-    request_hash = sub.request_hash
-    # A transaction of its own, in which the lookup after the lock sees what a write with the
-    # same key committed while this one waited for the lock.
-    await conn.execution_options(isolation_level="READ COMMITTED")
-    async with conn.begin():
-        await conn.execute(_IDEMPOTENCY_LOCK, {"lock": "idem:" + sub.idempotency_key})
-        lookup = {"key": sub.idempotency_key, "seconds": idempotency_ttl_hours * 3600}
-        previous = (await conn.execute(_IDEMPOTENCY_LOOKUP, lookup)).one_or_none()
-        if previous is not None:
-            if previous.request_hash != request_hash:
-                raise IdempotencyKeyReused(
-                    "this Idempotency-Key was used with a different request",
-                    idempotency_key=sub.idempotency_key,
-                    job_id=str(previous.job_id),
-                )
-            return Accepted(job=await _read_job(conn, previous.job_id), reused=True)
-        (row,) = await _insert(conn, [sub])
-        record = {"key": sub.idempotency_key, "hash": request_hash, "job_id": sub.job_id}
-        await conn.execute(_IDEMPOTENCY_RECORD, record)
-    return Accepted(job=job_out(row), reused=False)
-
-
-async def _read_job(conn: AsyncConnection, job_id: Any) -> dict[str, Any]:
-    return job_out((await conn.execute(JOB_BY_ID, {"id": job_id})).one())
 
 
 @dataclass
@@ -235,7 +89,7 @@ class Accepts:
         deadline = loop.time() + self._timeout
         if sub.idempotency_key is not None:
             accepted = await self._on_connection(
-                lambda conn, _: accept(conn, sub, idempotency_ttl_hours=self._ttl_hours),
+                lambda conn, _: record.accept(conn, sub, idempotency_ttl_hours=self._ttl_hours),
                 deadline,
             )
             if accepted.reused and accepted.job["status"] != "pending":
@@ -255,7 +109,7 @@ class Accepts:
     async def job(self, job_id: str) -> dict[str, Any]:
         """A job as the ledger has it now, read as writes are (for a request waiting on it)."""
         deadline = asyncio.get_running_loop().time() + self._timeout
-        return await self._on_connection(lambda conn, _: _read_job(conn, job_id), deadline)
+        return await self._on_connection(lambda conn, _: record.read_job(conn, job_id), deadline)
 
     async def close(self) -> None:
         """Let the writers finish what they took, and the drain requests they made."""
@@ -280,7 +134,7 @@ class Accepts:
         subs = [queued.sub for queued in batch]
         try:
             accepted = await self._on_connection(
-                lambda conn, again: accept_many(conn, subs, again=again),
+                lambda conn, again: record.accept_many(conn, subs, again=again),
                 min(q.deadline for q in batch),
             )
         except PoolTimeout as exc:

@@ -147,7 +147,7 @@ def test_a_keys_writes_accepted_together_keep_their_arrival_order(
 
 def test_a_write_sent_again_after_it_committed_is_recorded_once(services: Services) -> None:
     """What the second try after a broken connection does when the first had committed."""
-    from identity.ledger.accept import accept_many
+    from identity.ledger.record import accept_many
 
     key = f"agent:k-{uuid.uuid4().hex[:8]}@again"
     sub, other = agent_write(key, "once"), agent_write(key, "next")

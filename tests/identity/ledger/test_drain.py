@@ -14,9 +14,9 @@ import pytest
 from identity.appliers import BATCH_APPLIERS, apply_agent_upserts, apply_job
 from identity.db import accept_engine, transaction
 from identity.errors import IdmirrorError
-from identity.ledger.accept import accept
 from identity.ledger.drain import Finished, _record, drain
 from identity.ledger.jobs import NOTIFY_CHANNEL, Applied, PendingJob, Submission, get_job
+from identity.ledger.record import accept
 from identity.settings import get_settings
 from tests.conftest import new_slug, put_user
 
