@@ -34,12 +34,22 @@ def create_app() -> FastAPI:
     disable_created_metrics()  # a `_created` series beside each counter would only be noise
     logging.getLogger("identity").setLevel(settings.log_level)
     waiter = JobWaiter(libpq_url(settings.require_database_url()), NOTIFY_CHANNEL)
-    engine = accept_engine()
+    # A write is recorded or refused within IDMIRROR_ACCEPT_TIMEOUT_SECONDS of its arrival: its
+    # wait for a connection and its statement share that bound.
+    statement = settings.accept_statement_timeout_seconds
+    engine = accept_engine(
+        timeout=settings.accept_timeout_seconds - statement, statement_seconds=statement
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         dispatcher = async_dispatcher()  # its connections belong to this loop
-        accepts = Accepts(engine, dispatcher, idempotency_ttl_hours=settings.idempotency_ttl_hours)
+        accepts = Accepts(
+            engine,
+            dispatcher,
+            idempotency_ttl_hours=settings.idempotency_ttl_hours,
+            max_queued=settings.max_queued_writes,
+        )
         app.state.ledger = Ledger(accepts, waiter)
         await waiter.start()
         yield

@@ -6,7 +6,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -16,6 +16,8 @@ from identity.errors import (
     HttpError,
     IdmirrorError,
     InternalError,
+    Overloaded,
+    ServiceUnavailable,
     ValidationFailed,
 )
 
@@ -34,6 +36,8 @@ def _location(loc: tuple[Any, ...]) -> str:
 def install(app: FastAPI) -> None:
     @app.exception_handler(IdmirrorError)
     async def domain_error(_: Request, exc: IdmirrorError) -> JSONResponse:
+        if isinstance(exc, ServiceUnavailable):
+            return error_response(exc, headers={"Retry-After": "1"})
         return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
@@ -56,10 +60,14 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(PoolTimeout)
     async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
         log.warning("database unreachable on %s %s: %s", request.method, request.url.path, exc)
-        error = DatabaseUnavailable(
+        error: ServiceUnavailable = DatabaseUnavailable(
             "the database cannot be reached; send the request again "
             "(an Idempotency-Key makes that safe)"
         )
+        if isinstance(exc, PoolTimeout) and not isinstance(exc.__cause__, DBAPIError):
+            # Every connection stayed busy until the write's bound: the database is reachable
+            # but not keeping up.
+            error = Overloaded("no database connection came free in time; send the request again")
         return error_response(error, headers={"Retry-After": "1"})
 
     app.add_middleware(UnexpectedErrors)

@@ -65,8 +65,22 @@ def get_engine() -> Engine:
             # round trip per pass, not per job.
             pool_pre_ping=True,
             pool_recycle=1800,
+            connect_args={
+                "options": server_timeouts(
+                    settings.statement_timeout_seconds, settings.lock_timeout_seconds
+                )
+            },
         )
     return _engine
+
+
+def server_timeouts(statement_seconds: float, lock_seconds: float) -> str:
+    """libpq `options` that make the server end a statement, or a wait for a lock, that runs
+    past its bound, so that no stalled database holds a request or a worker forever."""
+    return (
+        f"-c statement_timeout={round(statement_seconds * 1000)} "
+        f"-c lock_timeout={round(lock_seconds * 1000)}"
+    )
 
 
 def accept_engine(
@@ -74,6 +88,7 @@ def accept_engine(
     *,
     pool_size: int = 20,
     timeout: float = 10.0,
+    statement_seconds: float | None = None,
     connect_args: dict[str, Any] | None = None,
 ) -> AsyncEngine:
     """The API's engine for accepting writes (identity/ledger/accept.py), by default on the
@@ -82,8 +97,12 @@ def accept_engine(
     Autocommit: a batch of writes is one statement, atomic on its own, and needs no BEGIN and
     COMMIT; a write with an Idempotency-Key turns it off for its transaction. Like the sync
     engine, it checks no connection before lending it: a connection the server dropped fails
-    once, and the caller retries on a fresh one. `timeout` bounds a wait for a connection.
+    once, and the caller retries on a fresh one. `timeout` bounds a wait for a connection,
+    `statement_seconds` (server-side) each statement and each wait for a lock in it.
     """
+    if statement_seconds is not None:
+        options = server_timeouts(statement_seconds, statement_seconds)
+        connect_args = {**(connect_args or {}), "options": options}
     return create_async_engine(
         sqlalchemy_url(url or get_settings().require_database_url()),
         isolation_level="AUTOCOMMIT",

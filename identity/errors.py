@@ -101,6 +101,13 @@ class NotReady(ServiceUnavailable):
     code = "not_ready"
 
 
+class Overloaded(ServiceUnavailable):
+    """A write that could not be recorded in time (its queue full, the database stalled):
+    nothing was recorded, and the same request may be sent again after Retry-After."""
+
+    code = "overloaded"
+
+
 class InternalError(IdmirrorError):
     """A failure the client did not cause (a bug, a poison payload): the message names its kind,
     never its text, which may carry data."""

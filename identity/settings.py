@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     max_params_schema_bytes: int = Field(64 * 1024, ge=1024)
     max_graph_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     body_timeout_seconds: float = Field(10.0, gt=0)
+    accept_timeout_seconds: float = Field(10.0, gt=0)
+    accept_statement_timeout_seconds: float = Field(3.0, gt=0)
+    max_queued_writes: int = Field(1000, ge=1)
+    statement_timeout_seconds: float = Field(60.0, gt=0)
+    lock_timeout_seconds: float = Field(10.0, gt=0)
 
     drain_batch_size: int = Field(500, ge=1)
     sweep_interval_seconds: float = Field(5.0, gt=0)
@@ -79,6 +84,16 @@ class Settings(BaseSettings):
     prune_max_fraction: float = Field(0.1, ge=0, le=1)
     sources: dict[str, SourceSettings] = Field(default_factory=dict)
     log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _accepts_fit_their_bound(self) -> "Settings":
+        if self.accept_statement_timeout_seconds >= self.accept_timeout_seconds:
+            raise ValueError(
+                "IDMIRROR_ACCEPT_STATEMENT_TIMEOUT_SECONDS must be less than "
+                "IDMIRROR_ACCEPT_TIMEOUT_SECONDS, which bounds the statement and the wait for "
+                "a connection together"
+            )
+        return self
 
     @model_validator(mode="after")
     def _jobs_outlive_their_idempotency_keys(self) -> "Settings":

@@ -26,6 +26,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import QueuePool
 
+from identity.errors import Overloaded
 from identity.ledger import record
 from identity.ledger.jobs import Accepted, Submission
 
@@ -69,6 +70,7 @@ class Accepts:
         idempotency_ttl_hours: float,
         max_batch: int = 100,
         writers: int = 2,
+        max_queued: int = 1000,
     ) -> None:
         if not isinstance(engine.pool, QueuePool):
             raise TypeError("accepts need a queue pool, as identity.db.accept_engine makes")
@@ -79,6 +81,8 @@ class Accepts:
         self._ttl_hours = idempotency_ttl_hours
         self._max_batch = max_batch
         self._max_writers = writers
+        self._max_queued = max_queued
+        self._waiting = 0  # writes with an Idempotency-Key waiting to be recorded
         self._queue: list[_Queued] = []
         self._writers: set[asyncio.Task[None]] = set()
         self._drains: set[asyncio.Future[bool]] = set()
@@ -87,11 +91,24 @@ class Accepts:
         """Record `sub` as a pending job and make sure a drain is queued for it."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout
-        if sub.idempotency_key is not None:
-            accepted = await self._on_connection(
-                lambda conn, _: record.accept(conn, sub, idempotency_ttl_hours=self._ttl_hours),
-                deadline,
+        if len(self._queue) + self._waiting >= self._max_queued:
+            raise Overloaded(
+                "too many writes are waiting to be recorded; send this one again shortly",
+                waiting=self._max_queued,
             )
+        if sub.idempotency_key is not None:
+            self._waiting += 1
+            try:
+                accepted = await self._on_connection(
+                    lambda conn, _: record.accept(conn, sub, idempotency_ttl_hours=self._ttl_hours),
+                    deadline,
+                )
+            except DBAPIError as exc:
+                if (overloaded := _overloaded(exc)) is not None:
+                    raise overloaded from exc
+                raise
+            finally:
+                self._waiting -= 1
             if accepted.reused and accepted.job["status"] != "pending":
                 return accepted, True
             # A pending job named by its key asks again too: it may be the record of this very
@@ -145,6 +162,9 @@ class Accepts:
             self._queue[:0] = [q for q in batch if q.deadline > now]
             return
         except Exception as exc:
+            if (overloaded := _overloaded(exc)) is not None:
+                _settle(batch, overloaded)  # more statements would only stall as long again
+                return
             if len(batch) == 1 or _unreachable(exc):
                 _settle(batch, exc)
                 return
@@ -228,6 +248,17 @@ class Accepts:
             if (left := deadline - loop.time()) <= 0:
                 raise PoolTimeout("no database connection in time") from failed
             await asyncio.sleep(min(_RECONNECT_SECONDS, left))
+
+
+def _overloaded(exc: BaseException) -> Overloaded | None:
+    """The 503 a statement that ran out of time gets: the server ended it (a stalled lock, a
+    stalled database) and nothing it did was recorded."""
+    cause = exc.orig if isinstance(exc, DBAPIError) else exc
+    if isinstance(cause, psycopg.errors.QueryCanceled | psycopg.errors.LockNotAvailable):
+        return Overloaded(
+            "the write could not be recorded in time; nothing was recorded, send it again"
+        )
+    return None
 
 
 def _unreachable(exc: BaseException) -> bool:
