@@ -76,15 +76,16 @@ def api(workers: int = typer.Option(1, help="uvicorn worker processes")) -> None
 def worker(
     concurrency: int | None = typer.Option(None, help="worker processes (default: CPU count)"),
 ) -> None:
-    """Run a Celery worker that applies jobs."""
-    from worker.app import app as celery_app
+    """Run a Celery worker that applies jobs, started again if it ever exits on its own."""
+    from cli.supervise import run_worker
 
     settings = get_settings()
+    settings.require_redis_url()
     argv = ["worker", f"--loglevel={settings.log_level}", "--hostname=idmirror@%h"]
     concurrency = concurrency or settings.worker_concurrency
     if concurrency:
         argv.append(f"--concurrency={concurrency}")
-    celery_app.worker_main(argv)
+    raise typer.Exit(run_worker(argv))
 
 
 @app.command()
