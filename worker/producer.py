@@ -58,10 +58,15 @@ class Producer:
         )
         self._flag_seconds = flag_seconds
 
-    def send_drain(self, key: str) -> Literal["sent", "already_queued", "unreachable"]:
-        """Queue a drain starting at `key` unless one is on its way already."""
+    def send_drain(
+        self, key: str, *, whatever_the_flag: bool = False
+    ) -> Literal["sent", "already_queued", "unreachable"]:
+        """Queue a drain starting at `key` unless one is on its way already; with
+        `whatever_the_flag`, queue one anyway (the flag may stand for a message that a dead
+        worker took with it)."""
         try:
-            if not self._redis.set(_FLAG, 1, nx=True, ex=self._flag_seconds):
+            set_flag = self._redis.set(_FLAG, 1, nx=not whatever_the_flag, ex=self._flag_seconds)
+            if not set_flag:
                 return "already_queued"
             try:
                 self.send_message(key)
