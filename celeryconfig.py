@@ -28,6 +28,10 @@ worker_hijack_root_logger = False
 worker_send_task_events = False
 task_send_sent_event = False
 imports = ("tasks.drain", "tasks.sweep", "tasks.backfill")
+# A drain that runs past this is killed with its worker process, like one whose job crashed it:
+# the jobs it began count a start each, and a job that keeps doing so ends failed
+# (IDMIRROR_MAX_JOB_STARTS) instead of holding its keys forever.
+task_annotations = {"identity.drain_key": {"time_limit": _settings.drain_time_limit_seconds}}
 
 beat_schedule = {
     "sweep-stray-jobs": {

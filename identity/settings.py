@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     lock_timeout_seconds: float = Field(10.0, gt=0)
 
     drain_batch_size: int = Field(500, ge=1)
+    drain_time_limit_seconds: float = Field(300.0, gt=0)
+    max_job_starts: int = Field(3, ge=1)
     sweep_interval_seconds: float = Field(5.0, gt=0)
     sweep_after_seconds: float = Field(5.0, ge=0)
     idempotency_ttl_hours: float = Field(24.0, gt=0)

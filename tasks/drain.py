@@ -1,15 +1,21 @@
 """identity.drain_key: apply a key's pending jobs in order."""
 
+import uuid
 from typing import Any
 
 from celery import shared_task
 
 from identity.appliers import BATCH_APPLIERS, apply_job
 from identity.db import transaction
-from identity.ledger.drain import drain
+from identity.ledger.drain import count_starts, drain
 from identity.settings import get_settings
 from tasks.policy import RETRY_POLICY
 from worker.producer import get_producer
+
+
+def _count_starts(job_ids: list[uuid.UUID]) -> None:
+    with transaction() as session:  # committed before the jobs are applied, and apart
+        count_starts(session, job_ids)
 
 
 @shared_task(name="identity.drain_key", **RETRY_POLICY)
@@ -19,13 +25,19 @@ def drain_key(key: str) -> dict[str, Any]:
     A key locked by another drain is left to it: that drain did work, so it passes again.
     """
     get_producer().clear_flag()
-    batch_size = get_settings().drain_batch_size
+    settings = get_settings()
     applied = failed = 0
     first: str | None = key
     while True:
         with transaction() as session:
             report = drain(
-                session, first, apply_job, batch_size=batch_size, batch_appliers=BATCH_APPLIERS
+                session,
+                first,
+                apply_job,
+                batch_size=settings.drain_batch_size,
+                batch_appliers=BATCH_APPLIERS,
+                started=_count_starts,
+                max_starts=settings.max_job_starts,
             )
         applied, failed = applied + report.applied, failed + report.failed
         if report.applied + report.failed == 0:

@@ -8,6 +8,8 @@ See docs/architecture.md ("Draining under per-key locks").
 
 import json
 import logging
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from identity import counters
-from identity.db import TRANSIENT_ERRORS
+from identity.db import TRANSIENT_ERRORS, commit_without_waiting_for_disk
 from identity.errors import IdmirrorError, InternalError
 from identity.ledger.jobs import NOTIFY_CHANNEL, Applier, BatchApplier, PendingJob
 
@@ -39,12 +41,33 @@ def _pending(session: Session, keys: list[str], limit: int) -> list[PendingJob]:
     """Up to `limit` pending jobs of `keys`, each key's in seq order."""
     rows = session.execute(
         text(
-            "SELECT id, key, seq, kind, payload, version, accepted_at FROM jobs "
+            "SELECT id, key, seq, kind, payload, version, accepted_at, starts FROM jobs "
             "WHERE key = ANY(:keys) AND status = 'pending' ORDER BY key, seq LIMIT :limit"
         ),
         {"keys": keys, "limit": limit},
     ).all()
     return [PendingJob(*row) for row in rows]
+
+
+def _others_pending(session: Session, key: str | None, budget: int) -> list[PendingJob]:
+    """Pending jobs of other keys whose lock is free, up to `budget`."""
+    # Try-lock up to 100 other keys in one statement; the LIMIT in the subquery bounds which
+    # keys are tried. Their jobs are read by a second statement, whose snapshot is taken after
+    # the locks, so it sees everything the previous holders committed.
+    locked = (
+        session.execute(
+            text(
+                "SELECT k FROM (SELECT DISTINCT key AS k FROM jobs WHERE status = 'pending' "
+                "AND key IS DISTINCT FROM :key LIMIT :n) AS candidates "
+                "WHERE pg_try_advisory_xact_lock(hashtextextended(k, 0))"
+            ),
+            {"key": key, "n": min(budget, 100)},
+        )
+        .scalars()
+        .all()
+    )
+    # A prefix of each key's jobs in seq order: the rest waits for the next pass.
+    return _pending(session, list(locked), budget) if locked else []
 
 
 @dataclass
@@ -191,12 +214,19 @@ def drain(
     *,
     batch_size: int,
     batch_appliers: dict[str, BatchApplier] | None = None,
+    started: Callable[[list[uuid.UUID]], None] = lambda _: None,
+    max_starts: int = 3,
 ) -> DrainReport:
     """Apply pending jobs of `key` (if given), then of other keys whose lock is free.
 
     Waits for `key`'s lock (a job of that key may have committed after the holder looked);
     other keys are only taken when their lock is free, so two drains never wait on each other.
     At most `batch_size` jobs, recorded and committed together.
+
+    `started(ids)` must record, in a transaction of its own, that the jobs are about to be
+    applied (`count_starts`): if the process dies while applying them, that record survives,
+    and the next drain applies those jobs one at a time until the one that kills its drains
+    has been started `max_starts` times, and fails it without applying it again.
     """
     report = DrainReport()
     jobs: list[PendingJob] = []
@@ -205,31 +235,50 @@ def drain(
         jobs = _pending(session, [key], batch_size)
         report.more = len(jobs) == batch_size
 
-    budget = batch_size - len(jobs)
-    if budget > 0:
-        # Try-lock up to 100 other keys in one statement; the LIMIT in the subquery bounds
-        # which keys are tried. Their jobs are read by a second statement, whose snapshot
-        # is taken after the locks, so it sees everything the previous holders committed.
-        locked = (
-            session.execute(
-                text(
-                    "SELECT k FROM (SELECT DISTINCT key AS k FROM jobs WHERE status = 'pending' "
-                    "AND key IS DISTINCT FROM :key LIMIT :n) AS candidates "
-                    "WHERE pg_try_advisory_xact_lock(hashtextextended(k, 0))"
-                ),
-                {"key": key, "n": min(budget, 100)},
-            )
-            .scalars()
-            .all()
-        )
-        if locked:
-            # A prefix of each key's jobs in seq order: the rest waits for the next pass.
-            jobs += _pending(session, list(locked), budget)
+    if (budget := batch_size - len(jobs)) > 0:
+        jobs += _others_pending(session, key, budget)
 
-    finished = _apply(session, jobs, apply, batch_appliers or {})
+    jobs = _suspect_first(jobs)
+    if len(jobs) == 1 and jobs[0].starts >= max_starts:
+        finished = [Finished(jobs[0], None, error=_poison(jobs[0]).envelope())]
+    else:
+        if jobs:
+            started([job.id for job in jobs])
+        finished = _apply(session, jobs, apply, batch_appliers or {})
     report.keys = len({job.key for job in jobs})
     report.failed = sum(1 for f in finished if f.status == "failed")
     report.applied = len(finished) - report.failed
     if finished:
         _record(session, finished)
     return report
+
+
+def count_starts(session: Session, job_ids: list[uuid.UUID]) -> None:
+    """Record that a drain begins applying these jobs. Losing this record in a crash of the
+    database costs nothing but a count, so its commit does not wait for the disk."""
+    commit_without_waiting_for_disk(session)
+    session.execute(
+        text("UPDATE jobs SET starts = starts + 1 WHERE id = ANY(:ids)"), {"ids": job_ids}
+    )
+
+
+def _suspect_first(jobs: list[PendingJob]) -> list[PendingJob]:
+    """The jobs to apply: all of them, unless a drain died applying some of them. Then only the
+    first such job, alone, so that a job that kills its drains takes no other job down with it.
+
+    A key's first pending job is the one a dead drain began with (a drain takes a prefix of each
+    key's jobs), so it keeps the key's order."""
+    firsts: dict[str, PendingJob] = {}
+    for job in jobs:
+        firsts.setdefault(job.key, job)
+    suspects = [job for job in firsts.values() if job.starts > 0]
+    return suspects[:1] if suspects else jobs
+
+
+def _poison(job: PendingJob) -> InternalError:
+    return InternalError(
+        f"the job was begun {job.starts} times and its drain died each time; it is not "
+        "applied again (see its payload, and the worker's logs and limits)",
+        reason="poison",
+        starts=job.starts,
+    )

@@ -96,6 +96,7 @@ class PendingJob:
     payload: dict[str, Any]
     version: int
     accepted_at: datetime
+    starts: int = 0  # drains that began applying it; more than one means one of them died
 
 
 Applier = Callable[[Session, PendingJob], Applied]
