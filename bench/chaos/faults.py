@@ -52,13 +52,25 @@ def flush_redis(services: Services) -> float:
 
 
 def restart_redis(services: Services) -> float:
-    """Stop Redis (it keeps nothing on disk), wait a second, start it on the same port."""
-    port = services.redis.port
-    services.redis.stop()
-    time.sleep(1.0)
-    services.redis = EmbeddedRedis(services.home / "redis", port=port)
-    services.redis.start()
-    return time.monotonic()
+    """Stop Redis (it keeps nothing on disk) while drains are running, start it again on the
+    same port a second later.
+
+    So that drains are running when it goes, a transaction holds `agents` in ACCESS EXCLUSIVE
+    mode from a second before until half a second after: the worker's drains of agent jobs
+    wait on it, as a drain of a large graph update would run on, and finish after Redis is back.
+    """
+    with psycopg.connect(services.stack.database_url) as conn:
+        conn.execute("LOCK TABLE agents IN ACCESS EXCLUSIVE MODE")
+        time.sleep(1.0)
+        port = services.redis.port
+        services.redis.stop()
+        time.sleep(1.0)
+        services.redis = EmbeddedRedis(services.home / "redis", port=port)
+        services.redis.start()
+        ended = time.monotonic()
+        time.sleep(0.5)
+        conn.rollback()
+    return ended
 
 
 def _with_sync_waits(services: Services, action: Callable[[], None]) -> float:
