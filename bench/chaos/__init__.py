@@ -3,9 +3,11 @@ of mixed writes, on services of its own; the checks of bench/chaos/verify.py; on
 in docs/reliability.md.
 
 `--duration` is the stream's length per scenario: a third of it before the fault, the rest after.
-`--concurrency` sets the client threads (at most 12: each sends one write at a time).
+`--concurrency` sets the client threads (at most 12: each sends one write at a time); `--keep`
+leaves each scenario's logs and data behind.
 """
 
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -29,15 +31,21 @@ def run(options: Options) -> None:
     )
     results: list[Result] = []
     facts: dict[str, str] = {}
-    with tempfile.TemporaryDirectory(prefix="idmirror-bench-chaos-") as tmp:
+    home = Path(tempfile.mkdtemp(prefix="idmirror-bench-chaos-"))
+    try:
         for fault in FAULTS:
-            with Services(Path(tmp) / fault.name) as services:
+            with Services(home / fault.name) as services:
                 if not facts:
                     with psycopg.connect(services.stack.database_url) as conn:
                         facts = machine(conn)
                 result = run_scenario(services, fault, timing)
             results.append(result)
             _print(result)
+    finally:
+        if options.keep:
+            print(f"  logs and data kept in {home}", flush=True)
+        else:
+            shutil.rmtree(home, ignore_errors=True)
     note_core_speed_at_end(facts)
     body = render(results, timing, facts, options.duration)
     if options.write:
