@@ -33,9 +33,10 @@ _REREAD_503 = (
 )
 KNOWN_DEFECTS = {
     "redis-restart": (
-        "the worker exits when Redis restarts under it: kombu's restore of unacknowledged "
-        "messages raises AttributeError ('NoneType' object has no attribute 'hostname') and "
-        "Celery stops on the 'Unrecoverable error'; nothing drains afterwards"
+        "the worker exits when Redis restarts while drains run: after 'Restoring N "
+        "unacknowledged message(s)' Celery stops on 'Unrecoverable error: AttributeError("
+        "\"'NoneType' object has no attribute 'hostname'\")' from kombu's Redis transport, "
+        "and nothing drains afterwards"
     ),
     "postgres-fast": _REREAD_503,
     "postgres-immediate": _REREAD_503,
