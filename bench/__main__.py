@@ -13,6 +13,7 @@ BENCHMARKS = {
     "upserts": "bench.upserts",
     "backfill": "bench.backfill",
     "graph": "bench.graph",
+    "chaos": "bench.chaos",
 }
 
 

@@ -1,0 +1,121 @@
+"""The services one chaos scenario runs on, all its own: an embedded PostgreSQL and Redis under
+a directory, and idmirror's API, worker and beat as real processes (`tests.stack.Stack`, the
+harness the fault tests use, which runs each in its own process group so it can be killed).
+
+Every fault needs servers no one else uses: PostgreSQL restarts, Redis is flushed or restarted.
+"""
+
+import contextlib
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+
+import psutil
+
+from cli.embedded import EmbeddedPostgres, EmbeddedRedis
+from cli.main import run_migrations
+from tests.stack import TOKEN, Stack
+
+WORKER_ARGS = ("--concurrency", "2")
+
+
+class Services:
+    """PostgreSQL, Redis, API, worker and beat; a context manager that stops all of them."""
+
+    def __init__(self, home: Path, **settings: str) -> None:
+        self.home = home
+        self.postgres = EmbeddedPostgres(home / "postgres")
+        self.redis = EmbeddedRedis(home / "redis")
+        self.settings = settings
+        self.token = TOKEN
+        self.stack: Stack
+
+    def __enter__(self) -> "Services":
+        try:
+            database_url = self.postgres.start("idmirror_chaos")
+            run_migrations(database_url)
+            self.redis.start()
+            self.stack = Stack(database_url, self.redis.url, self.home / "stack", **self.settings)
+            self.start_worker()
+            self.stack.start("beat")
+            self.stack.start("api")
+        except BaseException:
+            self._stop()
+            raise
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._stop()
+
+    def _stop(self) -> None:
+        if hasattr(self, "stack"):
+            self.stack.stop()
+        self.redis.stop()
+        self.postgres.stop()
+
+    def start_worker(self) -> None:
+        """Start a worker and wait for its own "ready." (the log keeps its predecessors')."""
+        log = self.home / "stack" / "worker.log"
+        before = log.read_bytes().count(b"ready.") if log.exists() else 0
+        process = self.stack.start("worker", *WORKER_ARGS)
+        deadline = time.monotonic() + 60
+        while log.read_bytes().count(b"ready.") <= before:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the worker did not become ready; see {log}")
+            time.sleep(0.05)
+
+    @property
+    def postmaster_pid(self) -> int:
+        return int((self.home / "postgres" / "postmaster.pid").read_text().split()[0])
+
+    def group_pids(self) -> dict[str, int]:
+        """The root pid of the API's and the worker's process groups, as they are now."""
+        return {
+            name: process.pid
+            for name, process in list(self.stack.processes.items())
+            if name in ("api", "worker")
+        }
+
+
+class RssPeak:
+    """Peak resident memory (MiB) of the API's and the worker's process groups, sampled.
+
+    A group is its root and every descendant; the roots are looked up at each sample, so a
+    process killed and started again is followed.
+    """
+
+    def __init__(self, services: Services, interval: float = 0.2) -> None:
+        self.services = services
+        self.interval = interval
+        self.peak = {"api": 0.0, "worker": 0.0}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="chaos-rss", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            for name, pid in self.services.group_pids().items():
+                self.peak[name] = max(self.peak[name], _group_rss(pid))
+
+    def __enter__(self) -> "RssPeak":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def _group_rss(root: int) -> float:
+    try:
+        process = psutil.Process(root)
+        members = [process, *process.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0
+    for member in members:
+        with contextlib.suppress(psutil.Error):
+            total += member.memory_info().rss
+    return total / 2**20
