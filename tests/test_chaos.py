@@ -19,45 +19,14 @@ from bench.chaos.services import Services
 
 pytestmark = pytest.mark.slow
 
-# Recovery is bounded by the queued flag's lifetime (30 s) plus a sweep: a flag left up by a
-# message no worker will run suppresses every drain request until it expires.
-RECOVERY_BOUND = 45.0
+# Recovery is bounded by a sweep: the sweeper sends a drain for stray jobs whatever the queued
+# flag says, after IDMIRROR_SWEEP_AFTER_SECONDS (two here) and one sweep interval; a worker
+# that exits on its own is started again within seconds.
+RECOVERY_BOUND = 15.0
 TIMING = Timing(before=2.0, after=3.0, settle=60.0, clients=6)
 
-# Scenarios that fail because of a product defect, with the defect; strict, so each turns red
-# the day its defect is fixed.
-_REREAD_503 = (
-    "a sync write whose job is recorded is answered 503 database_unavailable without "
-    "Idmirror-Job-Id when a read after the accept (the waiter's re-read of the job row, "
-    "api/writes.py _load, or a graph update's graph read) meets a dropped connection"
-)
-KNOWN_DEFECTS = {
-    "redis-restart": (
-        "the worker exits when Redis restarts while drains run: after 'Restoring N "
-        "unacknowledged message(s)' Celery stops on 'Unrecoverable error: AttributeError("
-        "\"'NoneType' object has no attribute 'hostname'\")' from kombu's Redis transport, "
-        "and nothing drains afterwards"
-    ),
-    "postgres-fast": _REREAD_503,
-    "postgres-immediate": _REREAD_503,
-    "pg-terminate": _REREAD_503,
-}
 
-
-def _params() -> list[object]:
-    return [
-        pytest.param(
-            fault,
-            id=fault.name,
-            marks=[pytest.mark.xfail(strict=True, reason=KNOWN_DEFECTS[fault.name])]
-            if fault.name in KNOWN_DEFECTS
-            else [],
-        )
-        for fault in FAULTS
-    ]
-
-
-@pytest.mark.parametrize("fault", _params())
+@pytest.mark.parametrize("fault", FAULTS, ids=lambda fault: fault.name)
 def test_acknowledged_writes_survive_the_fault_once_each_and_in_order(
     fault: Fault, tmp_home: Path
 ) -> None:

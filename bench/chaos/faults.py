@@ -9,6 +9,7 @@ not killed must find their way back by themselves.
 import os
 import signal
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -124,6 +125,43 @@ def terminate_connections(services: Services) -> float:
     return _with_sync_waits(services, lambda: _terminate_backends(services))
 
 
+STALL_SECONDS = 30.0
+# A params pattern that backtracks for ever on the value below: its graph update never finishes,
+# and the drain's time limit (3 s in these scenarios) kills it, every time it is started.
+BACKTRACKING = {"type": "object", "properties": {"p": {"type": "string", "pattern": "^(a+)+$"}}}
+
+
+def stall_ledger(services: Services) -> float:
+    """Hold `key_heads` locked for STALL_SECONDS, as a stuck session or a long migration would:
+    writes cannot be recorded, and must be refused in time (503 overloaded), not pile up."""
+    with psycopg.connect(services.stack.database_url) as conn:
+        conn.execute("LOCK TABLE key_heads IN ACCESS EXCLUSIVE MODE")
+        time.sleep(STALL_SECONDS)
+        conn.rollback()
+    return time.monotonic()
+
+
+def poison_job(services: Services) -> float:
+    """A graph update whose apply kills its drain each time: it must end failed after a few
+    tries, and no other job may wait on it for longer than that."""
+    owner = f"poison-{uuid.uuid4().hex[:8]}"
+    node_type = str(uuid.uuid4())
+    with services.stack.client() as client:
+        user = {"email": "p@example.com", "slug": owner}
+        client.put(f"/v1/internal/users/{uuid.uuid4()}", json=user).raise_for_status()
+        agent = {"display_name": "P"}
+        client.put(f"/v1/internal/agents/bot@{owner}", json=agent).raise_for_status()
+        schema = {"name": "slow", "params_schema": BACKTRACKING}
+        client.put(f"/v1/internal/node-types/{node_type}", json=schema).raise_for_status()
+        op = {"op": "create_node", "node_type_id": node_type, "params_used": {"p": "a" * 40 + "!"}}
+        client.post(
+            f"/v1/agents/bot@{owner}/update",
+            json={"operations": [op]},
+            headers={"Prefer": "respond-async"},
+        ).raise_for_status()
+    return time.monotonic()
+
+
 FAULTS = (
     Fault("worker-sigkill", "worker SIGKILL mid-drain", kill_worker),
     Fault("api-sigkill", "API SIGKILL mid-batch", kill_api),
@@ -134,4 +172,6 @@ FAULTS = (
         "postgres-immediate", "PostgreSQL restart, immediate (SIGQUIT)", restart_postgres_immediate
     ),
     Fault("pg-terminate", "pg_terminate_backend during sync waits", terminate_connections),
+    Fault("lock-stall", f"ledger locked for {STALL_SECONDS:g} s", stall_ledger),
+    Fault("poison-job", "a job that kills its drain every time", poison_job),
 )

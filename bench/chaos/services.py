@@ -27,7 +27,8 @@ class Services:
         self.home = home
         self.postgres = EmbeddedPostgres(home / "postgres")
         self.redis = EmbeddedRedis(home / "redis")
-        self.settings = settings
+        # A drain that runs past 3 s is killed: the poison scenario's job is found out quickly.
+        self.settings = {"drain_time_limit_seconds": "3", **settings}
         self.token = TOKEN
         self.stack: Stack
 
