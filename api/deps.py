@@ -56,8 +56,9 @@ class Ledger:
     waiter: JobWaiter
 
 
-def get_ledger(request: Request) -> Ledger:
-    """The app's Ledger, which create_app's lifespan sets."""
+async def get_ledger(request: Request) -> Ledger:
+    """The app's Ledger, which create_app's lifespan sets. (Async: FastAPI runs a plain
+    function dependency on its thread pool, a thread hop per request for a field read.)"""
     ledger: Ledger = request.app.state.ledger
     return ledger
 

@@ -93,7 +93,8 @@ class _Body:
         if self._deadline is None or self._per_read:
             self._deadline = loop.time() + self._timeout
         try:
-            message = await asyncio.wait_for(self._receive(), self._deadline - loop.time())
+            async with asyncio.timeout_at(self._deadline):
+                message = await self._receive()
         except TimeoutError:
             raise RequestTimeout(
                 f"the request body did not arrive within {self._timeout:g} seconds"

@@ -6,7 +6,7 @@ from typing import Any
 from celery import shared_task
 
 from identity.appliers import BATCH_APPLIERS, apply_job
-from identity.db import transaction
+from identity.db import get_engine, transaction
 from identity.ledger.drain import count_starts, drain
 from identity.settings import get_settings
 from tasks.policy import RETRY_POLICY
@@ -14,8 +14,9 @@ from worker.producer import get_producer
 
 
 def _count_starts(job_ids: list[uuid.UUID]) -> None:
-    with transaction() as session:  # committed before the jobs are applied, and apart
-        count_starts(session, job_ids)
+    # Committed before the jobs are applied, apart from the drain's transaction.
+    with get_engine().connect() as conn:
+        count_starts(conn.execution_options(isolation_level="AUTOCOMMIT"), job_ids)
 
 
 @shared_task(name="identity.drain_key", **RETRY_POLICY)

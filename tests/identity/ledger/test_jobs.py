@@ -316,3 +316,20 @@ def test_a_job_retention_shorter_than_the_idempotency_ttl_is_refused(
     monkeypatch.setenv("IDMIRROR_IDEMPOTENCY_TTL_HOURS", "24")
     with pytest.raises(ValidationError, match="IDMIRROR_JOB_RETENTION_HOURS"):
         Settings()
+
+
+def test_the_write_paths_job_form_is_the_models(client: httpx.Client, domain: None) -> None:
+    from identity.db import transaction
+    from identity.ledger.jobs import JOB_BY_ID, JobOut, job_out
+
+    accepted = client.put(
+        f"/v1/internal/users/{uuid.uuid4()}",
+        json={"email": "form@example.com", "slug": new_slug("form")},
+        headers={"Prefer": "respond-async"},
+    )
+    job_id = accepted.headers["Idmirror-Job-Id"]
+    for _ in ("as accepted", "once applied"):
+        with transaction() as session:
+            row = session.execute(JOB_BY_ID, {"id": job_id}).one()
+        assert job_out(row) == JobOut.model_validate(row).model_dump(mode="json")
+        wait_until(lambda: client.get(f"/v1/jobs/{job_id}").json()["status"] == "applied")
