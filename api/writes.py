@@ -1,5 +1,6 @@
 """The one path every write takes: accept a job, queue its drain, wait for it, answer."""
 
+import asyncio
 import logging
 import re
 import uuid
@@ -115,6 +116,8 @@ async def submit(
     """
     waiter = into.waiter
     job_id = str(sub.job_id)
+    # The wait is the request's, end to end: the time its accept took comes out of it.
+    wait_until = asyncio.get_running_loop().time() + options.wait_seconds
     if options.wait_seconds > 0:
         waiter.register(job_id)  # before the job exists, so its notification cannot be missed
     try:
@@ -128,7 +131,7 @@ async def submit(
     if job["id"] != job_id:  # an Idempotency-Key named an earlier job
         waiter.forget(job_id)
     try:
-        return job_response(await _finish(into, sub, accepted, queued, options, complete))
+        return job_response(await _finish(into, sub, accepted, queued, wait_until, complete))
     except IdmirrorError:
         raise  # the write's own answer (a second retry of a job)
     except Exception:
@@ -144,19 +147,21 @@ async def _finish(
     sub: ledger.Submission,
     accepted: ledger.Accepted,
     queued: bool,
-    options: WriteOptions,
+    wait_until: float,
     complete: Callable[[dict[str, Any]], dict[str, Any]] | None,
 ) -> dict[str, Any]:
-    """The job as the answer tells it: waited for, unless asked not to, and completed."""
+    """The job as the answer tells it: waited for until `wait_until` (loop time) at the most,
+    and completed."""
     job = accepted.job
     if sub.retry_of is not None:
         await _settle_retry(sub.retry_of, job["id"], accepted.reused)
-    if job["status"] == "pending" and queued and options.wait_seconds > 0:
+    wait = wait_until - asyncio.get_running_loop().time()
+    if job["status"] == "pending" and queued and wait > 0:
 
         async def load() -> dict[str, Any]:
             return await into.accepts.job(job["id"])
 
-        job = await into.waiter.wait(job["id"], options.wait_seconds, load) or job
+        job = await into.waiter.wait(job["id"], wait, load) or job
     else:
         into.waiter.forget(job["id"])
     if complete is not None and job["status"] == "applied":

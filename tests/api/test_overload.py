@@ -82,3 +82,33 @@ def test_writes_against_a_stalled_ledger_are_refused_in_time_and_leave_nothing(
         assert fresh.status_code == 200
     with psycopg.connect(impatient.database_url) as conn:
         assert scalar(conn, "SELECT count(*) FROM jobs") == 1  # only the fresh write
+
+
+@pytest.fixture
+def no_workers(postgres_server: str, redis_url: str, tmp_home: Path) -> Iterator[Stack]:
+    """An API with nothing to apply what it accepts: every sync wait runs to its end."""
+    url = database_url_for(postgres_server, f"idmirror_wait_{uuid.uuid4().hex[:10]}")
+    stack = Stack(url, redis_url, tmp_home)
+    try:
+        stack.start("api")
+        yield stack
+    finally:
+        stack.stop()
+
+
+def test_a_writes_wait_is_bounded_end_to_end_accept_included(no_workers: Stack) -> None:
+    held = threading.Event()
+    holder = threading.Thread(target=hold_key_heads, args=(no_workers.database_url, 2, held))
+    holder.start()
+    held.wait(10)
+    with no_workers.client() as client:
+        started = time.monotonic()
+        answer = client.put(
+            f"/v1/internal/users/{uuid.uuid4()}",
+            json={"email": "w@example.com", "slug": "waits"},
+            headers={"Prefer": "wait=3"},
+        )
+        took = time.monotonic() - started
+    holder.join()
+    assert answer.status_code == 202  # accepted after the 2 s stall, never applied
+    assert 2 <= took < 4  # 3 s in all, the 2 s of the accept included (not 2 + 3)
