@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.backfill.rss import RssSampler
+from bench.rss import RssSampler
 from bench.stack import TOKEN, Stack
 
 
@@ -33,7 +33,7 @@ def run_once(stack: Stack, path: Path, label: str) -> Run:
         httpx.Client(
             base_url=stack.base_url, headers=headers, timeout=httpx.Timeout(30, read=None)
         ) as client,
-        RssSampler(roots) as rss,
+        RssSampler(lambda: roots) as rss,
     ):
 
         def blocks() -> Iterator[bytes]:

@@ -19,9 +19,10 @@ import httpx
 import psycopg
 
 from bench.chaos.faults import Fault
-from bench.chaos.services import RssPeak, Services
+from bench.chaos.services import Services
 from bench.chaos.verify import Verdict, verify
 from bench.chaos.workload import Workload, Write
+from bench.rss import RssSampler
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ def run_scenario(services: Services, fault: Fault, timing: Timing, seed: int = 7
     """Run the stream and the fault on `services`, which no one else uses."""
     workload = Workload(services.stack.base_url, services.token, timing.clients, seed=seed)
     workload.setup()
-    with RssPeak(services) as rss:
+    with RssSampler(services.group_pids, name="chaos-rss") as rss:
         workload.start()
         try:
             time.sleep(timing.before)

@@ -5,13 +5,9 @@ harness the fault tests use, which runs each in its own process group so it can 
 Every fault needs servers no one else uses: PostgreSQL restarts, Redis is flushed or restarted.
 """
 
-import contextlib
-import threading
 import time
 from pathlib import Path
 from types import TracebackType
-
-import psutil
 
 from cli.embedded import EmbeddedPostgres, EmbeddedRedis
 from cli.main import run_migrations
@@ -79,44 +75,3 @@ class Services:
             for name, process in list(self.stack.processes.items())
             if name in ("api", "worker")
         }
-
-
-class RssPeak:
-    """Peak resident memory (MiB) of the API's and the worker's process groups, sampled.
-
-    A group is its root and every descendant; the roots are looked up at each sample, so a
-    process killed and started again is followed.
-    """
-
-    def __init__(self, services: Services, interval: float = 0.2) -> None:
-        self.services = services
-        self.interval = interval
-        self.peak = {"api": 0.0, "worker": 0.0}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="chaos-rss", daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            for name, pid in self.services.group_pids().items():
-                self.peak[name] = max(self.peak[name], _group_rss(pid))
-
-    def __enter__(self) -> "RssPeak":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-
-def _group_rss(root: int) -> float:
-    try:
-        process = psutil.Process(root)
-        members = [process, *process.children(recursive=True)]
-    except psutil.Error:
-        return 0.0
-    total = 0
-    for member in members:
-        with contextlib.suppress(psutil.Error):
-            total += member.memory_info().rss
-    return total / 2**20
