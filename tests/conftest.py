@@ -4,7 +4,7 @@ API, worker and beat processes that most tests share."""
 import os
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +80,33 @@ def stack(database_url: str, redis_url: str) -> Iterator[Stack]:
         yield shared
     finally:
         shared.stop()
+
+
+# Starts a stack on a database and a Redis of their own, with the processes named and the
+# settings given (a worker's arguments as `worker_args`).
+OwnStack = Callable[..., Stack]
+
+
+@pytest.fixture
+def own_stack(postgres_server: str, tmp_home: Path) -> Iterator[OwnStack]:
+    """Stacks for tests that break, stall or starve their services; stopped after the test."""
+    made: list[tuple[Stack, EmbeddedRedis]] = []
+
+    def make(*processes: str, worker_args: Sequence[str] = (), **settings: str) -> Stack:
+        home = tmp_home / f"own-{len(made)}"
+        broker = EmbeddedRedis(home / "redis")
+        broker.start()
+        url = database_url_for(postgres_server, f"idmirror_own_{uuid.uuid4().hex[:10]}")
+        stack = Stack(url, broker.url, home, **settings)
+        made.append((stack, broker))
+        for name in processes:
+            stack.start(name, *(worker_args if name == "worker" else ()))
+        return stack
+
+    yield make
+    for stack, broker in made:
+        stack.stop()
+        broker.stop()
 
 
 @pytest.fixture

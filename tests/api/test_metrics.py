@@ -4,14 +4,12 @@ the oldest pending job has waited."""
 import re
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import new_slug
-from tests.stack import Stack, database_url_for
+from tests.conftest import OwnStack, new_slug
+from tests.stack import Stack
 
 
 def sample(text: str, series: str) -> float:
@@ -30,15 +28,9 @@ def test_failed_jobs_are_counted_by_kind_and_error_code(client: httpx.Client) ->
 
 
 @pytest.fixture
-def without_workers(postgres_server: str, redis_url: str, tmp_home: Path) -> Iterator[Stack]:
-    """An API on a database of its own with no worker: what it accepts stays pending."""
-    url = database_url_for(postgres_server, f"idmirror_stall_{uuid.uuid4().hex[:10]}")
-    stack = Stack(url, redis_url, tmp_home)
-    try:
-        stack.start("api")
-        yield stack
-    finally:
-        stack.stop()
+def without_workers(own_stack: OwnStack) -> Stack:
+    """An API with no worker: what it accepts stays pending."""
+    return own_stack("api")
 
 
 def test_the_oldest_pending_job_age_grows_while_nothing_drains(without_workers: Stack) -> None:

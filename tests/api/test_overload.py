@@ -5,41 +5,28 @@ be recorded is bounded."""
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
 
-from cli.embedded import EmbeddedRedis
-from tests.stack import Stack, database_url_for, scalar
+from tests.conftest import OwnStack
+from tests.stack import Stack, scalar
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def impatient(postgres_server: str, tmp_home: Path) -> Iterator[Stack]:
+def impatient(own_stack: OwnStack) -> Stack:
     """A stack that records a write within 2 s or refuses it, with room for 50 waiting."""
-    broker = EmbeddedRedis(tmp_home / "redis")
-    broker.start()
-    url = database_url_for(postgres_server, f"idmirror_stall_{uuid.uuid4().hex[:10]}")
-    stack = Stack(
-        url,
-        broker.url,
-        tmp_home,
+    return own_stack(
+        "worker",
+        "api",
         accept_timeout_seconds="2",
         accept_statement_timeout_seconds="1",
         max_queued_writes="50",
     )
-    try:
-        for name in ("worker", "api"):
-            stack.start(name)
-        yield stack
-    finally:
-        stack.stop()
-        broker.stop()
 
 
 def hold_key_heads(database_url: str, seconds: float, held: threading.Event) -> None:
@@ -85,15 +72,9 @@ def test_writes_against_a_stalled_ledger_are_refused_in_time_and_leave_nothing(
 
 
 @pytest.fixture
-def no_workers(postgres_server: str, redis_url: str, tmp_home: Path) -> Iterator[Stack]:
+def no_workers(own_stack: OwnStack) -> Stack:
     """An API with nothing to apply what it accepts: every sync wait runs to its end."""
-    url = database_url_for(postgres_server, f"idmirror_wait_{uuid.uuid4().hex[:10]}")
-    stack = Stack(url, redis_url, tmp_home)
-    try:
-        stack.start("api")
-        yield stack
-    finally:
-        stack.stop()
+    return own_stack("api")
 
 
 def test_a_writes_wait_is_bounded_end_to_end_accept_included(no_workers: Stack) -> None:

@@ -5,34 +5,22 @@ second, duplicate write."""
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
 
-from cli.embedded import EmbeddedRedis
-from tests.stack import Stack, database_url_for, scalar, wait_until
+from tests.conftest import OwnStack
+from tests.stack import Stack, scalar, wait_until
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def isolated(postgres_server: str, tmp_home: Path) -> Iterator[Stack]:
-    """A whole stack on a database and a Redis of its own: its connections are cut below."""
-    broker = EmbeddedRedis(tmp_home / "redis")
-    broker.start()
-    url = database_url_for(postgres_server, f"idmirror_cut_{uuid.uuid4().hex[:10]}")
-    stack = Stack(url, broker.url, tmp_home)
-    try:
-        for name in ("worker", "beat", "api"):
-            stack.start(name)
-        yield stack
-    finally:
-        stack.stop()
-        broker.stop()
+def isolated(own_stack: OwnStack) -> Stack:
+    """A whole stack of its own: its connections are cut below."""
+    return own_stack("worker", "beat", "api")
 
 
 def cut_connections(database_url: str, stop: threading.Event) -> None:

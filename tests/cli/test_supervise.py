@@ -3,31 +3,19 @@ and the jobs accepted meanwhile are applied without anyone restarting anything."
 
 import signal
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import psutil
 import pytest
 
-from cli.embedded import EmbeddedRedis
-from tests.stack import Stack, database_url_for, wait_until
+from tests.conftest import OwnStack
+from tests.stack import Stack, wait_until
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def isolated(postgres_server: str, tmp_home: Path) -> Iterator[Stack]:
-    broker = EmbeddedRedis(tmp_home / "redis")
-    broker.start()
-    url = database_url_for(postgres_server, f"idmirror_sup_{uuid.uuid4().hex[:10]}")
-    stack = Stack(url, broker.url, tmp_home)
-    try:
-        for name in ("worker", "api"):
-            stack.start(name, *(["--concurrency", "1"] if name == "worker" else []))
-        yield stack
-    finally:
-        stack.stop()
-        broker.stop()
+def isolated(own_stack: OwnStack) -> Stack:
+    return own_stack("worker", "api", worker_args=["--concurrency", "1"])
 
 
 def celery_main(stack: Stack) -> psutil.Process | None:

@@ -3,15 +3,13 @@ ever, killed by the drain's time limit) ends failed after IDMIRROR_MAX_JOB_START
 takes no other job down with it."""
 
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from cli.embedded import EmbeddedRedis
-from tests.stack import Stack, database_url_for, wait_until
+from tests.conftest import OwnStack
+from tests.stack import Stack, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -19,19 +17,11 @@ BACKTRACKING = {"type": "object", "properties": {"p": {"type": "string", "patter
 
 
 @pytest.fixture
-def isolated(postgres_server: str, tmp_home: Path) -> Iterator[Stack]:
-    broker = EmbeddedRedis(tmp_home / "redis")
-    broker.start()
-    url = database_url_for(postgres_server, f"idmirror_poison_{uuid.uuid4().hex[:10]}")
-    stack = Stack(url, broker.url, tmp_home, drain_time_limit_seconds="3")
-    try:
-        stack.start("worker", "--concurrency", "2")
-        stack.start("beat")
-        stack.start("api")
-        yield stack
-    finally:
-        stack.stop()
-        broker.stop()
+def isolated(own_stack: OwnStack) -> Stack:
+    """A stack whose drains are killed after 3 s."""
+    return own_stack(
+        "worker", "beat", "api", worker_args=["--concurrency", "2"], drain_time_limit_seconds="3"
+    )
 
 
 def job(client: httpx.Client, job_id: str) -> dict[str, Any]:
