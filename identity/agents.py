@@ -12,16 +12,18 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from identity.answers import (
+    Applied,
     DeleteOut,
     DeleteOutcome,
     SupersededOut,
     Timestamp,
     UpsertOutcome,
     stored,
+    upserted,
 )
 from identity.errors import AgentNotFound, IdmirrorError, UserNotFound
 from identity.keys import AgentKey, AgentRef
-from identity.ledger.jobs import Applied, Submission, upserted
+from identity.ledger.jobs import Submission
 from identity.ledger.tombstones import set_tombstone
 from identity.pagination import Page, decode_cursor, page, text_value
 from identity.schemas import AgentUpsert

@@ -1,6 +1,8 @@
-"""What every response model shares: timestamps as the wire has always carried them, the
-answers of writes that have no resource to show, and the stored form of a write's result."""
+"""What a write answers: timestamps as the wire has always carried them, the answers of writes
+that have no resource to show, and what an applier did (`Applied`) with its result in the form
+the ledger stores."""
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -42,3 +44,22 @@ def stored(model: type[BaseModel], row: Any, **extra: Any) -> dict[str, Any]:
     Validating the row's mapping in one call is the cheap way to build a model on the
     worker's hot path: building it field by field in Python costs several times as much."""
     return model.model_validate({**row._mapping, **extra}).model_dump(mode="json")
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What an applier did: the outcome and the body the client is answered with."""
+
+    outcome: str
+    result: dict[str, Any]
+
+
+def upserted(written: Any, current: Any, version: int, answer: type[BaseModel]) -> Applied:
+    """The outcome of a conditional upsert, its result in the form of `answer`: `written` is
+    the row it returned (None when it wrote nothing), `current` the row as it was, `version`
+    the job's."""
+    if written is not None:
+        outcome = "created" if written.inserted else "updated"
+        return Applied(outcome, stored(answer, written, created=written.inserted, outcome=outcome))
+    outcome = "superseded" if current.version > version else "unchanged"
+    return Applied(outcome, stored(answer, current, created=False, outcome=outcome))

@@ -5,11 +5,12 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from identity.agents import delete_agent, upsert_agent, upsert_agents
+from identity.answers import Applied
 from identity.errors import IdmirrorError
 from identity.graph.operations import GraphUpdateJob
 from identity.graph.service import update_agent_graph
 from identity.keys import AgentKey, LedgerKey, NodeTypeKey, UserKey, parse_ledger_key
-from identity.ledger.jobs import Applied, BatchApplier, PendingJob
+from identity.ledger.drain import BatchApplier, PendingJob
 from identity.node_types import NodeTypeUpsert, upsert_node_type
 from identity.schemas import AgentUpsert, UserUpsert
 from identity.settings import get_settings

@@ -11,10 +11,10 @@ from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from identity.answers import Timestamp, UpsertOutcome
+from identity.answers import Applied, Timestamp, UpsertOutcome, upserted
 from identity.errors import InvalidParams, InvalidParamsSchema, NodeTypeNotFound
 from identity.keys import NodeTypeKey
-from identity.ledger.jobs import Applied, Submission, upserted
+from identity.ledger.jobs import Submission
 from identity.pagination import Page, list_by_id
 from identity.schemas import Body, check_metadata_size
 from identity.settings import get_settings

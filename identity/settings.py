@@ -70,6 +70,7 @@ class Settings(BaseSettings):
     drain_batch_size: int = Field(500, ge=1)
     drain_time_limit_seconds: float = Field(300.0, gt=0)
     max_job_starts: int = Field(3, ge=1)
+    count_starts_after_seconds: float = Field(1.0, ge=0)
     sweep_interval_seconds: float = Field(5.0, gt=0)
     sweep_after_seconds: float = Field(5.0, ge=0)
     idempotency_ttl_hours: float = Field(24.0, gt=0)

@@ -10,15 +10,17 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from identity.answers import (
+    Applied,
     DeleteOut,
     DeleteOutcome,
     SupersededOut,
     Timestamp,
     UpsertOutcome,
+    upserted,
 )
 from identity.errors import SlugTaken, UserNotFound
 from identity.keys import UserKey
-from identity.ledger.jobs import Applied, Submission, upserted
+from identity.ledger.jobs import Submission
 from identity.ledger.tombstones import (
     set_agent_tombstones_of_user,
     set_tombstone,

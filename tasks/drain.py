@@ -1,22 +1,15 @@
 """identity.drain_key: apply a key's pending jobs in order."""
 
-import uuid
 from typing import Any
 
 from celery import shared_task
 
 from identity.appliers import BATCH_APPLIERS, apply_job
-from identity.db import get_engine, transaction
-from identity.ledger.drain import count_starts, drain
+from identity.db import transaction
+from identity.ledger.drain import drain
 from identity.settings import get_settings
 from tasks.policy import RETRY_POLICY
 from worker.producer import get_producer
-
-
-def _count_starts(job_ids: list[uuid.UUID]) -> None:
-    # Committed before the jobs are applied, apart from the drain's transaction.
-    with get_engine().connect() as conn:
-        count_starts(conn.execution_options(isolation_level="AUTOCOMMIT"), job_ids)
 
 
 @shared_task(name="identity.drain_key", **RETRY_POLICY)
@@ -37,8 +30,8 @@ def drain_key(key: str) -> dict[str, Any]:
                 apply_job,
                 batch_size=settings.drain_batch_size,
                 batch_appliers=BATCH_APPLIERS,
-                started=_count_starts,
                 max_starts=settings.max_job_starts,
+                count_starts_after=settings.count_starts_after_seconds,
             )
         applied, failed = applied + report.applied, failed + report.failed
         if report.applied + report.failed == 0:

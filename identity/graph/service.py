@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from identity import node_types
 from identity.agents import AGENT_COLUMNS, AgentOut, agent_out, get_agent
+from identity.answers import Applied
 from identity.errors import AgentNotFound
 from identity.graph.apply import Overlay, Run, write
 from identity.graph.layout import layered_positions
@@ -27,7 +28,7 @@ from identity.graph.operations import (
     update_job,
 )
 from identity.keys import AgentKey, AgentRef
-from identity.ledger.jobs import Applied, Submission
+from identity.ledger.jobs import Submission
 
 # Returns the agent as written, so the answer needs no second read of it.
 _UPDATE_AGENT = text(

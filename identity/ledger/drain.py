@@ -4,6 +4,13 @@ A drain takes the lock of the key it was sent for, then tries the locks of other
 pending jobs, applies what it holds (agent upserts of distinct keys together, every other job in
 its own savepoint), and records every decision, counter and notification in its transaction.
 See docs/architecture.md ("Draining under per-key locks").
+
+A drain that dies while applying jobs (a worker killed, a time limit) must not be able to die on
+the same job for ever: before applying jobs that have waited a while, a drain counts a start on
+each of them in a transaction of its own, and a job started IDMIRROR_MAX_JOB_STARTS times is
+failed instead of applied again. A job applied within IDMIRROR_COUNT_STARTS_AFTER_SECONDS of its
+accept is not counted: it cannot have been through a dead drain's hands for long, and the count
+would cost every fresh write a commit.
 """
 
 import json
@@ -11,18 +18,38 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from identity import counters
+from identity.answers import Applied
 from identity.db import TRANSIENT_ERRORS
 from identity.errors import IdmirrorError, InternalError
-from identity.ledger.jobs import NOTIFY_CHANNEL, Applier, BatchApplier, PendingJob
+from identity.ledger.jobs import NOTIFY_CHANNEL
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class PendingJob:
+    id: uuid.UUID
+    key: str
+    seq: int
+    kind: str
+    payload: dict[str, Any]
+    version: int
+    accepted_at: datetime
+    starts: int = 0  # drains that began applying it; more than one means one of them died
+    waited: bool = False  # accepted longer ago than the drain's count_starts_after
+
+
+Applier = Callable[[Session, PendingJob], Applied]
+# Applies jobs of distinct keys together: an outcome per job, in order, the error of a job that
+# fails for good in its place.
+BatchApplier = Callable[[Session, list[PendingJob]], list[Applied | IdmirrorError]]
 
 
 @dataclass
@@ -38,19 +65,23 @@ def _lock_key(session: Session, key: str) -> None:
     session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": key})
 
 
-def _pending(session: Session, keys: list[str], limit: int) -> list[PendingJob]:
-    """Up to `limit` pending jobs of `keys`, each key's in seq order."""
+def _pending(session: Session, keys: list[str], limit: int, waited: float) -> list[PendingJob]:
+    """Up to `limit` pending jobs of `keys`, each key's in seq order; `waited` is how many
+    seconds after its accept a job counts as having waited."""
     rows = session.execute(
         text(
-            "SELECT id, key, seq, kind, payload, version, accepted_at, starts FROM jobs "
+            "SELECT id, key, seq, kind, payload, version, accepted_at, starts, "
+            "accepted_at < clock_timestamp() - make_interval(secs => :waited) FROM jobs "
             "WHERE key = ANY(:keys) AND status = 'pending' ORDER BY key, seq LIMIT :limit"
         ),
-        {"keys": keys, "limit": limit},
+        {"keys": keys, "limit": limit, "waited": waited},
     ).all()
     return [PendingJob(*row) for row in rows]
 
 
-def _others_pending(session: Session, key: str | None, budget: int) -> list[PendingJob]:
+def _others_pending(
+    session: Session, key: str | None, budget: int, waited: float
+) -> list[PendingJob]:
     """Pending jobs of other keys whose lock is free, up to `budget`."""
     # Try-lock up to 100 other keys in one statement; the LIMIT in the subquery bounds which
     # keys are tried. Their jobs are read by a second statement, whose snapshot is taken after
@@ -68,7 +99,7 @@ def _others_pending(session: Session, key: str | None, budget: int) -> list[Pend
         .all()
     )
     # A prefix of each key's jobs in seq order: the rest waits for the next pass.
-    return _pending(session, list(locked), budget) if locked else []
+    return _pending(session, list(locked), budget, waited) if locked else []
 
 
 @dataclass
@@ -215,8 +246,8 @@ def drain(
     *,
     batch_size: int,
     batch_appliers: dict[str, BatchApplier] | None = None,
-    started: Callable[[list[uuid.UUID]], None] = lambda _: None,
     max_starts: int = 3,
+    count_starts_after: float = 0.0,
 ) -> DrainReport:
     """Apply pending jobs of `key` (if given), then of other keys whose lock is free.
 
@@ -224,27 +255,28 @@ def drain(
     other keys are only taken when their lock is free, so two drains never wait on each other.
     At most `batch_size` jobs, recorded and committed together.
 
-    `started(ids)` must record, in a transaction of its own, that the jobs are about to be
-    applied (`count_starts`): if the process dies while applying them, that record survives,
-    and the next drain applies those jobs one at a time until the one that kills its drains
-    has been started `max_starts` times, and fails it without applying it again.
+    Before applying jobs of which one was accepted over `count_starts_after` seconds ago, a
+    start is counted on each of them in a transaction of its own: if the process dies while
+    applying them, that count survives, and the next drain applies those jobs one at a time
+    until the one that kills its drains has been started `max_starts` times, and fails it
+    without applying it again.
     """
     report = DrainReport()
     jobs: list[PendingJob] = []
     if key is not None:
         _lock_key(session, key)
-        jobs = _pending(session, [key], batch_size)
+        jobs = _pending(session, [key], batch_size, count_starts_after)
         report.more = len(jobs) == batch_size
 
     if (budget := batch_size - len(jobs)) > 0:
-        jobs += _others_pending(session, key, budget)
+        jobs += _others_pending(session, key, budget, count_starts_after)
 
     jobs = _suspect_first(jobs)
     if len(jobs) == 1 and jobs[0].starts >= max_starts:
         finished = [Finished(jobs[0], None, error=_poison(jobs[0]).envelope())]
     else:
-        if jobs:
-            started([job.id for job in jobs])
+        if any(job.waited for job in jobs):
+            _count_starts(session, [job.id for job in jobs])
         finished = _apply(session, jobs, apply, batch_appliers or {})
     report.keys = len({job.key for job in jobs})
     report.failed = sum(1 for f in finished if f.status == "failed")
@@ -263,9 +295,13 @@ _COUNT_STARTS = text(
 )
 
 
-def count_starts(conn: Connection, job_ids: list[uuid.UUID]) -> None:
-    """Record that a drain begins applying these jobs; `conn` must be in autocommit mode."""
-    conn.execute(_COUNT_STARTS, {"ids": job_ids})
+def _count_starts(session: Session, job_ids: list[uuid.UUID]) -> None:
+    """Record that a drain begins applying these jobs: committed at once, apart from the
+    drain's own transaction, which a dying drain takes down with it."""
+    with session.get_bind().engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT").execute(
+            _COUNT_STARTS, {"ids": job_ids}
+        )
 
 
 def _suspect_first(jobs: list[PendingJob]) -> list[PendingJob]:

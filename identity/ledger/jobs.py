@@ -10,7 +10,6 @@ import hashlib
 import json
 import logging
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -20,8 +19,8 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import TextualSelect, column, text
 from sqlalchemy.orm import Session
 
-from identity.answers import Timestamp, stored
-from identity.errors import IdmirrorError, JobNotFound
+from identity.answers import Timestamp
+from identity.errors import JobNotFound
 from identity.pagination import Page, decode_cursor, page
 
 log = logging.getLogger(__name__)
@@ -66,43 +65,6 @@ class Submission:
 class Accepted:
     job: dict[str, Any]
     reused: bool
-
-
-@dataclass(frozen=True)
-class Applied:
-    """What an applier did: the outcome and the body the client is answered with."""
-
-    outcome: str
-    result: dict[str, Any]
-
-
-def upserted(written: Any, current: Any, version: int, answer: type[BaseModel]) -> Applied:
-    """The outcome of a conditional upsert, its result in the form of `answer`: `written` is
-    the row it returned (None when it wrote nothing), `current` the row as it was, `version`
-    the job's."""
-    if written is not None:
-        outcome = "created" if written.inserted else "updated"
-        return Applied(outcome, stored(answer, written, created=written.inserted, outcome=outcome))
-    outcome = "superseded" if current.version > version else "unchanged"
-    return Applied(outcome, stored(answer, current, created=False, outcome=outcome))
-
-
-@dataclass
-class PendingJob:
-    id: uuid.UUID
-    key: str
-    seq: int
-    kind: str
-    payload: dict[str, Any]
-    version: int
-    accepted_at: datetime
-    starts: int = 0  # drains that began applying it; more than one means one of them died
-
-
-Applier = Callable[[Session, PendingJob], Applied]
-# Applies jobs of distinct keys together: an outcome per job, in order, the error of a job that
-# fails for good in its place.
-BatchApplier = Callable[[Session, list[PendingJob]], list[Applied | IdmirrorError]]
 
 
 class JobOut(BaseModel):

@@ -11,11 +11,12 @@ import httpx
 import psycopg
 import pytest
 
+from identity.answers import Applied
 from identity.appliers import BATCH_APPLIERS, apply_agent_upserts, apply_job
 from identity.db import accept_engine, transaction
 from identity.errors import IdmirrorError
-from identity.ledger.drain import Finished, _record, drain
-from identity.ledger.jobs import NOTIFY_CHANNEL, Applied, PendingJob, Submission, get_job
+from identity.ledger.drain import Finished, PendingJob, _record, drain
+from identity.ledger.jobs import NOTIFY_CHANNEL, Submission, get_job
 from identity.ledger.record import accept
 from identity.settings import get_settings
 from tests.conftest import new_slug, put_user
@@ -114,12 +115,19 @@ def accept_all(subs: list[Submission]) -> list[str]:
     return asyncio.run(run())
 
 
-def drain_all() -> int:
+def drain_all(count_starts_after: float = 0.0) -> int:
     """Drain here until nothing is pending; how many jobs this process finished."""
     finished = 0
     while True:
         with transaction() as session:
-            report = drain(session, None, apply_job, batch_size=500, batch_appliers=BATCH_APPLIERS)
+            report = drain(
+                session,
+                None,
+                apply_job,
+                batch_size=500,
+                batch_appliers=BATCH_APPLIERS,
+                count_starts_after=count_starts_after,
+            )
         if report.applied + report.failed == 0:
             return finished
         finished += report.applied + report.failed
@@ -154,6 +162,22 @@ def test_jobs_of_one_key_apply_in_order_among_others_applied_together(
         (user["slug"],),
     ).fetchall()
     assert names == [("v2",)]
+
+
+def test_starts_are_counted_only_on_batches_with_a_job_that_has_waited(
+    client: httpx.Client, domain: None, db: psycopg.Connection[Any]
+) -> None:
+    user = put_user(client)
+
+    def starts(after: float) -> list[int]:
+        subs = [Submission(f"agent:s{i}@{user['slug']}", "agent.upsert", BODY) for i in range(3)]
+        ids = accept_all(subs)
+        assert drain_all(count_starts_after=after) == len(ids)
+        rows = db.execute("SELECT starts FROM jobs WHERE id = ANY(%s::uuid[])", (ids,))
+        return [row[0] for row in rows]
+
+    assert starts(after=3600) == [0, 0, 0]  # fresh jobs: no commit of their own
+    assert starts(after=0) == [1, 1, 1]  # every job has waited longer than 0 s
 
 
 def test_a_bad_job_among_others_fails_alone(client: httpx.Client, domain: None) -> None:
