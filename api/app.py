@@ -8,10 +8,10 @@ from fastapi import FastAPI
 from prometheus_client import REGISTRY, disable_created_metrics
 
 from api import errors
-from api.deps import Ledger
 from api.limits import Limits, RequestLimits
 from api.metrics import LedgerCollector
 from api.routes import agents, backfills, graphs, health, jobs, node_types, users
+from api.writes import Ledger
 from identity.db import accept_engine, libpq_url, session_factory
 from identity.ledger.accept import Accepts
 from identity.ledger.jobs import NOTIFY_CHANNEL
@@ -62,7 +62,7 @@ def create_app() -> FastAPI:
     limits = Limits(
         settings.max_body_bytes, settings.max_graph_body_bytes, settings.body_timeout_seconds
     )
-    app.add_middleware(RequestLimits, limits=limits)  # inside errors' catch-all, added next
+    app.add_middleware(RequestLimits, limits=limits)
     errors.install(app)
     routers = [
         users.router,

@@ -1,4 +1,5 @@
-"""Every error leaves the API in one JSON envelope."""
+"""Every error leaves the API in one JSON envelope: the exception handlers of known errors.
+(An unexpected one is answered by api/limits.py, the edge every request passes first.)"""
 
 import logging
 from typing import Any
@@ -9,13 +10,11 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from identity.errors import (
     DatabaseUnavailable,
     HttpError,
     IdmirrorError,
-    InternalError,
     Overloaded,
     ServiceUnavailable,
     ValidationFailed,
@@ -69,35 +68,3 @@ def install(app: FastAPI) -> None:
             # but not keeping up.
             error = Overloaded("no database connection came free in time; send the request again")
         return error_response(error, headers={"Retry-After": "1"})
-
-    app.add_middleware(UnexpectedErrors)
-
-
-class UnexpectedErrors:
-    """Answer an unexpected exception with the 500 envelope and let the request end there.
-
-    Starlette's own catch-all handler answers, then raises again, and uvicorn closes the
-    connection on that: a client's next request on its keep-alive connection would fail."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = False
-
-        async def watched(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, receive, watched)
-        except Exception:
-            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
-            if started:
-                raise  # part of an answer is out: nothing else can be said on this connection
-            response = error_response(InternalError("the server failed to handle this request"))
-            await response(scope, receive, send)

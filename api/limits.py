@@ -1,4 +1,7 @@
-"""What a request may cost before it is read: the token first, then a size and a time limit.
+"""The edge every request passes first: the token, then what it may cost before it is read,
+and an answer in the error envelope for whatever fails unexpectedly behind it.
+
+This is the one place the bearer token is checked: every route under `/v1` is behind it.
 
 A pure ASGI middleware, so it acts before FastAPI reads a body: a request to `/v1` without the
 right token is answered 401 from its headers alone; a JSON body whose Content-Length is over
@@ -10,15 +13,24 @@ arrive within the same timeout.
 """
 
 import asyncio
+import hmac
+import logging
 from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.deps import token_matches
 from api.errors import error_response
 from identity import json_input
-from identity.errors import IdmirrorError, InvalidToken, PayloadTooLarge, RequestTimeout
+from identity.errors import (
+    IdmirrorError,
+    InternalError,
+    InvalidToken,
+    PayloadTooLarge,
+    RequestTimeout,
+)
+from identity.settings import get_settings
 
+log = logging.getLogger(__name__)
 NDJSON = b"application/x-ndjson"
 
 
@@ -32,7 +44,11 @@ class Limits:
 
 
 class RequestLimits:
-    """Refuse what a request may not cost, as early as its headers allow."""
+    """Refuse what a request may not cost, as early as its headers allow.
+
+    An unexpected exception behind it is answered with the 500 envelope and the request ends
+    there: Starlette's own catch-all handler answers, then raises again, and uvicorn closes the
+    connection on that, so a client's next request on its keep-alive connection would fail."""
 
     def __init__(self, app: ASGIApp, limits: Limits) -> None:
         self.app = app
@@ -42,6 +58,23 @@ class RequestLimits:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        started = False
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self._limited(scope, receive, watched)
+        except Exception:
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            if started:
+                raise  # part of an answer is out: nothing else can be said on this connection
+            response = error_response(InternalError("the server failed to handle this request"))
+            await response(scope, receive, send)
+
+    async def _limited(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = dict(scope["headers"])
         path: str = scope["path"]
         if path.startswith("/v1/") and not token_matches(_text(headers.get(b"authorization"))):
@@ -129,6 +162,17 @@ def _replay(data: bytes, receive: Receive) -> Receive:
         return {"type": "http.request", "body": data, "more_body": False}
 
     return replay
+
+
+def token_matches(authorization: str | None) -> bool:
+    """Whether an Authorization header carries the bearer token, compared in constant time."""
+    expected = get_settings().internal_token
+    scheme, _, token = (authorization or "").partition(" ")
+    return (
+        bool(expected)
+        and scheme.lower() == "bearer"
+        and hmac.compare_digest(token.strip().encode(), (expected or "").encode())
+    )
 
 
 def _is_json(content_type: bytes | None) -> bool:

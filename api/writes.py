@@ -6,23 +6,43 @@ import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Header
+from fastapi import Depends, Header, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import Counter
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import Ledger
 from identity.db import transaction
 from identity.errors import IdmirrorError, ValidationFailed
 from identity.ledger import jobs as ledger
 from identity.ledger import retries
+from identity.ledger.accept import Accepts
+from identity.ledger.notify import JobWaiter
 from identity.settings import get_settings
 
 log = logging.getLogger(__name__)
 JOBS_ACCEPTED = Counter("idmirror_jobs_accepted", "Jobs accepted into the ledger", ["kind"])
 _WAIT_RE = re.compile(r"^\s*wait\s*=\s*(\d+(?:\.\d+)?)\s*$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """What a write needs in the API process: the accept batcher and the job waiter, both made
+    for the app's event loop by its lifespan."""
+
+    accepts: Accepts
+    waiter: JobWaiter
+
+
+async def get_ledger(request: Request) -> Ledger:
+    """The app's Ledger, which create_app's lifespan sets. (Async: FastAPI runs a plain
+    function dependency on its thread pool, a thread hop per request for a field read.)"""
+    ledger: Ledger = request.app.state.ledger
+    return ledger
+
+
+LedgerDep = Annotated[Ledger, Depends(get_ledger)]
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,8 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
-from api.deps import LedgerDep, Paging, read_session, require_token
-from api.writes import WriteOptions, submit, write_options, write_responses
+from api.deps import Paging, read_session
+from api.writes import LedgerDep, WriteOptions, submit, write_options, write_responses
 from identity import agents
 from identity.answers import DeleteOut, SupersededOut
 from identity.keys import SLUG_RE, AgentRef
@@ -13,10 +13,8 @@ from identity.pagination import Page
 from identity.schemas import AgentUpsert
 from identity.settings import get_settings
 
-internal = APIRouter(
-    prefix="/v1/internal/agents", tags=["agents"], dependencies=[Depends(require_token)]
-)
-public = APIRouter(prefix="/v1/agents", tags=["agents"], dependencies=[Depends(require_token)])
+internal = APIRouter(prefix="/v1/internal/agents", tags=["agents"])
+public = APIRouter(prefix="/v1/agents", tags=["agents"])
 
 
 @internal.put("/{agent_key}", responses=write_responses(agents.AgentWriteOut | SupersededOut))

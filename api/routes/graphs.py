@@ -7,8 +7,8 @@ from fastapi.responses import Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import LedgerDep, read_session, require_token
-from api.writes import WriteOptions, submit, write_options, write_responses
+from api.deps import read_session
+from api.writes import LedgerDep, WriteOptions, submit, write_options, write_responses
 from identity.db import transaction
 from identity.graph import service as graph
 from identity.graph.operations import AgentGraphUpdate
@@ -16,7 +16,7 @@ from identity.keys import AgentRef
 from identity.ledger.jobs import Submission
 from identity.settings import get_settings
 
-router = APIRouter(prefix="/v1/agents", tags=["graphs"], dependencies=[Depends(require_token)])
+router = APIRouter(prefix="/v1/agents", tags=["graphs"])
 
 
 def _submission(ref: str, body: AgentGraphUpdate, idempotency_key: str | None) -> Submission:

@@ -4,18 +4,14 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
-from api.deps import LedgerDep, Paging, read_session, require_token
-from api.writes import WriteOptions, submit, write_options, write_responses
+from api.deps import Paging, read_session
+from api.writes import LedgerDep, WriteOptions, submit, write_options, write_responses
 from identity import node_types
 from identity.node_types import NodeTypeOut, NodeTypeUpsert, NodeTypeWriteOut
 from identity.pagination import Page
 
-internal = APIRouter(
-    prefix="/v1/internal/node-types", tags=["node types"], dependencies=[Depends(require_token)]
-)
-public = APIRouter(
-    prefix="/v1/node-types", tags=["node types"], dependencies=[Depends(require_token)]
-)
+internal = APIRouter(prefix="/v1/internal/node-types", tags=["node types"])
+public = APIRouter(prefix="/v1/node-types", tags=["node types"])
 
 
 @internal.put("/{node_type_id}", responses=write_responses(NodeTypeWriteOut))

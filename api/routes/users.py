@@ -4,17 +4,15 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
-from api.deps import LedgerDep, Paging, read_session, require_token
-from api.writes import WriteOptions, submit, write_options, write_responses
+from api.deps import Paging, read_session
+from api.writes import LedgerDep, WriteOptions, submit, write_options, write_responses
 from identity import users
 from identity.answers import DeleteOut, SupersededOut
 from identity.keys import UserKey
 from identity.pagination import Page
 from identity.schemas import UserUpsert
 
-router = APIRouter(
-    prefix="/v1/internal/users", tags=["users"], dependencies=[Depends(require_token)]
-)
+router = APIRouter(prefix="/v1/internal/users", tags=["users"])
 
 
 @router.put("/{user_id}", responses=write_responses(users.UserWriteOut | SupersededOut))

@@ -8,11 +8,13 @@ import uvicorn
 from fastapi import FastAPI
 
 from api.errors import install
+from api.limits import Limits, RequestLimits
 from cli.embedded import free_port
 
 
 def test_unexpected_errors_answer_500_and_keep_the_connection() -> None:
     app = FastAPI()
+    app.add_middleware(RequestLimits, limits=Limits(1024, 1024, 10.0))  # the catch-all
     install(app)
 
     @app.get("/fails")
