@@ -65,6 +65,7 @@ LINES = [
     agent_line().replace(b'"Scout"', b'"Sc\tout"'),
     agent_line(metadata={"n": 0}).replace(b'"n": 0', b'"n": NaN'),
     agent_line(metadata={"n": 0}).replace(b'"n": 0', b'"n": 1e999999'),
+    agent_line(metadata={"n": 0}).replace(b'"n": 0', b'"n": 1' + b"0" * 400 + b".5"),
     agent_line(metadata={"n": 0}).replace(b'"n": 0', b'"n": 01'),
     agent_line() + b" x",
     b"[" + agent_line() + b"]",
