@@ -18,8 +18,8 @@ def nested(depth: int) -> bytes:
         (b'{"a": -Infinity}', "json_not_finite"),
         (b'{"a": 1e400}', "json_not_finite"),
         (b'{"a": -2.5E+999}', "json_not_finite"),
-        (b'{"a": 1' + b"0" * 400 + b'.5}', "json_not_finite"),  # no exponent, still too big
-        (b'{"a": 1' + b"0" * 250 + b'e60}', "json_not_finite"),  # a two-digit exponent
+        (b'{"a": 1' + b"0" * 400 + b".5}", "json_not_finite"),  # no exponent, still too big
+        (b'{"a": 1' + b"0" * 250 + b"e60}", "json_not_finite"),  # a two-digit exponent
         (b'{"a": "\\ud800"}', "json_lone_surrogate"),
         (b'{"\\udfff": 1}', "json_lone_surrogate"),
         (nested(MAX_DEPTH + 1), "json_too_deep"),
