@@ -10,6 +10,9 @@ SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 AGENT_ID_RE = re.compile(r"^agt_[A-Za-z0-9]{12}$")
 
 
+USER_KEY_PREFIX, AGENT_KEY_PREFIX = "user:", "agent:"
+
+
 def is_slug(value: str) -> bool:
     return bool(SLUG_RE.fullmatch(value))
 
@@ -28,7 +31,7 @@ class UserKey:
             raise InvalidUserId(f"{raw!r} is not a UUID", user_id=raw) from None
 
     def __str__(self) -> str:
-        return f"user:{self.user_id}"
+        return f"{USER_KEY_PREFIX}{self.user_id}"
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,7 @@ class AgentKey:
         return f"{self.slug}@{self.user_slug}"
 
     def __str__(self) -> str:
-        return f"agent:{self.path}"
+        return f"{AGENT_KEY_PREFIX}{self.path}"
 
 
 @dataclass(frozen=True)

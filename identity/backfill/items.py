@@ -198,14 +198,14 @@ class ItemParser:
                 return None
             user_key, fields = user
             stored = _user_element(line, version, digest or self._digest(raw), fields)
-            return Parsed("user", str(user_key), stored, fields["slug"])
+            return Parsed("user", user_key, stored, fields["slug"])
         agent = plain_agent(raw, obj)
         if agent is None:
             return None
         key, url = agent
         if url is not None and _webhook_verdict(_origin(url), self.allow_private):
             return None
-        return Parsed("agent", str(key), self._agent_element(line, version, raw, digest))
+        return Parsed("agent", key, self._agent_element(line, version, raw, digest))
 
     def parse_with_models(
         self, line: int, raw: bytes, digest: str | None = None

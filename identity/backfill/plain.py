@@ -11,13 +11,14 @@ exactly as the models' path stores it (tests/identity/backfill/test_items.py hol
 import json
 import math
 import re
+import uuid
 from functools import lru_cache
 from typing import Any
 
 from pydantic import AwareDatetime, EmailStr, TypeAdapter, ValidationError
 
-from identity.errors import InvalidUserId, ValidationFailed
-from identity.keys import SLUG_RE, AgentKey, UserKey
+from identity.errors import ValidationFailed
+from identity.keys import AGENT_KEY_PREFIX, SLUG_RE, USER_KEY_PREFIX
 from identity.schemas import (
     MAX_AGENT_METADATA_BYTES,
     MAX_USER_METADATA_BYTES,
@@ -30,7 +31,7 @@ from identity.schemas import (
 
 _SLUG = SLUG_RE.pattern.removeprefix("^").removesuffix("$")
 _USER_SLUG = re.compile(_SLUG)
-_AGENT_KEY = re.compile(f"({_SLUG})@({_SLUG})")
+_AGENT_KEY = re.compile(f"{_SLUG}@{_SLUG}")
 _FIELDS = {
     "agent": frozenset(AgentUpsert.model_fields) | {"type", "key"},
     "user": frozenset(UserUpsert.model_fields) | {"type", "id"},
@@ -58,7 +59,7 @@ def plain_object(raw: bytes) -> dict[str, Any] | None:
     if _UNSURE.search(raw) or raw.count(b"{") + raw.count(b"[") > _MAX_NESTING:
         return None
     try:
-        obj = json.loads(raw.decode(), parse_float=_finite)
+        obj = _DECODER.decode(raw.decode())
     except ValueError:
         return None
     if type(obj) is not dict or type(kind := obj.get("type")) is not str:
@@ -72,6 +73,10 @@ def _finite(text: str) -> float:
     if math.isinf(value):
         raise ValueError("not a finite number")
     return value
+
+
+# Made once: json.loads given a parse_float makes a decoder on every call.
+_DECODER = json.JSONDecoder(parse_float=_finite)
 
 
 def _plain_email(email: str) -> str | None:
@@ -127,8 +132,11 @@ def version_of(obj: dict[str, Any], default: int) -> int | None:
     return version
 
 
-def plain_agent(raw: bytes, obj: dict[str, Any]) -> tuple[AgentKey, str | None] | None:
-    """The key and webhook_url of a plain agent line (the webhook rule is the caller's)."""
+def plain_agent(raw: bytes, obj: dict[str, Any]) -> tuple[str, str | None] | None:
+    """The ledger key and webhook_url of a plain agent line (the webhook rule is the caller's).
+
+    The key is checked by AgentKey's own slug pattern and written as `str(AgentKey(...))`
+    would write it, without the object: a million lines would pay half a second for it."""
     key, name, url = obj.get("key"), obj.get("display_name"), obj.get("webhook_url")
     if (
         type(key) is not str
@@ -136,14 +144,14 @@ def plain_agent(raw: bytes, obj: dict[str, Any]) -> tuple[AgentKey, str | None] 
         or not name
         or not _text(url, 2048, optional=True)
         or not _metadata_fits(raw, obj.get("metadata", {}), MAX_AGENT_METADATA_BYTES)
-        or not (match := _AGENT_KEY.fullmatch(key))
+        or not _AGENT_KEY.fullmatch(key)
     ):
         return None
-    return AgentKey(match[1], match[2]), url
+    return AGENT_KEY_PREFIX + key, url
 
 
-def plain_user(raw: bytes, obj: dict[str, Any]) -> tuple[UserKey, dict[str, Any]] | None:
-    """A plain user line's key, and its fields as the models' path stores them (email
+def plain_user(raw: bytes, obj: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """A plain user line's ledger key, and its fields as the models' path stores them (email
     normalised)."""
     user_id, email, slug = obj.get("id"), obj.get("email"), obj.get("slug")
     plan, owner = obj.get("plan", "free"), obj.get("external_owner")
@@ -160,12 +168,12 @@ def plain_user(raw: bytes, obj: dict[str, Any]) -> tuple[UserKey, dict[str, Any]
     ):
         return None
     try:
-        key = UserKey.parse(user_id)
+        canonical_id = str(uuid.UUID(user_id))
         email = _plain_email(email) or _EMAIL.validate_python(email)
-    except (InvalidUserId, ValidationError):
+    except (ValueError, ValidationError):
         return None
-    return key, {
-        "id": str(key.user_id),
+    return USER_KEY_PREFIX + canonical_id, {
+        "id": canonical_id,
         "email": email,
         "slug": slug,
         "plan": plan,
