@@ -1,10 +1,5 @@
 """`idmirror up|api|worker|beat|flower|migrate|backfill`."""
 
-import os
-import secrets
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +13,6 @@ from identity.settings import get_settings
 if TYPE_CHECKING:
     import httpx
 
-    from cli.embedded import EmbeddedPostgres, EmbeddedRedis
 
 app = typer.Typer(
     help="idmirror: mirror users and agents through a durable job ledger.", no_args_is_help=True
@@ -110,122 +104,12 @@ def flower() -> None:
     )
 
 
-def _token(home: Path) -> str:
-    """The configured token, else the one saved under IDMIRROR_HOME, else a new saved one."""
-    configured = get_settings().internal_token
-    if configured:
-        return configured
-    path = home / "token"
-    if path.exists():
-        return path.read_text().strip()
-    token = secrets.token_urlsafe(32)
-    path.write_text(token + "\n")
-    path.chmod(0o600)
-    return token
-
-
-def _start_services(
-    home: Path,
-) -> tuple[str, str, "EmbeddedPostgres | None", "EmbeddedRedis | None"]:
-    """The configured Postgres and Redis URLs, starting embedded servers for those not set."""
-    from cli.embedded import EmbeddedPostgres, EmbeddedRedis
-
-    settings = get_settings()
-    postgres = redis_server = None
-    database_url, redis_url = settings.database_url, settings.redis_url
-    if not database_url:
-        console.print(f"starting embedded PostgreSQL in {home / 'postgres'}")
-        postgres = EmbeddedPostgres(home / "postgres")
-        database_url = postgres.start()
-    if not redis_url:
-        redis_server = EmbeddedRedis(home / "redis")
-        redis_url = redis_server.start()
-        console.print(f"started embedded Redis at {redis_url}")
-    return database_url, redis_url, postgres, redis_server
-
-
-def _start_processes(env: dict[str, str]) -> dict[str, subprocess.Popen[bytes]]:
-    """The API, worker, beat and Flower, each as `python -m cli <name>` with this environment."""
-    me = [sys.executable, "-m", "cli"]
-    return {
-        name: subprocess.Popen(me + [name], env=env) for name in ("api", "worker", "beat", "flower")
-    }
-
-
-class _Supervisor:
-    """Watches the processes `up` started until a signal or one of them exiting, then stops all."""
-
-    def __init__(self, processes: dict[str, subprocess.Popen[bytes]]) -> None:
-        self.processes = processes
-        self.stopping = False
-        signal.signal(signal.SIGTERM, self._stop)
-        # Also when started in the background, where SIGINT would otherwise be ignored.
-        signal.signal(signal.SIGINT, self._stop)
-
-    def _stop(self, *_: object) -> None:
-        self.stopping = True
-
-    def watch(self) -> None:
-        """Return once asked to stop or when any process has exited."""
-        while not self.stopping:
-            for name, process in self.processes.items():
-                if process.poll() is not None:
-                    console.print(f"[red]{name} exited with {process.returncode}; stopping[/]")
-                    self.stopping = True
-            time.sleep(0.5)
-
-    def stop(self) -> None:
-        """Terminate every process still running; kill those not gone after 15 s."""
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.terminate()  # a warm shutdown for Celery, a graceful one for uvicorn
-        for process in self.processes.values():
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-
-
 @app.command()
 def up() -> None:
     """Run it all: embedded Postgres and Redis (unless URLs are set), API, worker, beat, Flower."""
-    settings = get_settings()
-    home = settings.home.resolve()
-    home.mkdir(parents=True, exist_ok=True)
-    database_url, redis_url, postgres, redis_server = _start_services(home)
-    token = _token(home)
-    env = {
-        **os.environ,
-        "IDMIRROR_DATABASE_URL": database_url,
-        "IDMIRROR_REDIS_URL": redis_url,
-        "IDMIRROR_INTERNAL_TOKEN": token,
-        "IDMIRROR_HOME": str(home),
-    }
-    run_migrations(database_url)
+    from cli.up import run_up
 
-    processes = _start_processes(env)
-    base = f"http://{settings.host}:{settings.port}"
-    console.print(
-        f"\n[bold green]idmirror is up[/]\n"
-        f"  API      {base}  (docs at {base}/docs)\n"
-        f"  Flower   http://127.0.0.1:{settings.flower_port}\n"
-        f"  token    {token}\n"
-        f"  data     {home}\n\n"
-        f"  export IDMIRROR_TOKEN={token}\n"
-        f"Ctrl-C stops everything.\n"
-    )
-    supervisor = _Supervisor(processes)
-    try:
-        supervisor.watch()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        supervisor.stop()
-        if redis_server:
-            redis_server.stop()
-        if postgres:
-            postgres.stop()
-        console.print("stopped")
+    run_up()
 
 
 def _api_token(token: str | None) -> str:
