@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich.console import Console
 
+from cli.embedded import EmbeddedUnavailable
 from identity.settings import get_settings
 
 if TYPE_CHECKING:
@@ -19,6 +20,16 @@ app = typer.Typer(
 )
 console = Console()
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def main() -> None:
+    """The `idmirror` command. What stops it before it could start ends it with one line on
+    stderr and exit code 2, without a traceback."""
+    try:
+        app()
+    except EmbeddedUnavailable as exc:
+        typer.echo(f"idmirror: {exc}", err=True)
+        raise SystemExit(2) from None
 
 
 def run_migrations(database_url: str) -> None:

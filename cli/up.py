@@ -41,15 +41,14 @@ def _start_services(
     from cli.embedded import EmbeddedPostgres, EmbeddedRedis
 
     settings = get_settings()
-    postgres = redis_server = None
-    database_url, redis_url = settings.database_url, settings.redis_url
-    if not database_url:
+    # Both made before either starts: a missing `embedded` extra stops `up` before anything runs.
+    postgres = None if settings.database_url else EmbeddedPostgres(home / "postgres")
+    redis_server = None if settings.redis_url else EmbeddedRedis(home / "redis")
+    if postgres:
         console.print(f"starting embedded PostgreSQL in {home / 'postgres'}")
-        postgres = EmbeddedPostgres(home / "postgres")
-        database_url = postgres.start()
-    if not redis_url:
-        redis_server = EmbeddedRedis(home / "redis")
-        redis_url = redis_server.start()
+    database_url = postgres.start() if postgres else settings.require_database_url()
+    redis_url = redis_server.start() if redis_server else settings.require_redis_url()
+    if redis_server:
         console.print(f"started embedded Redis at {redis_url}")
     return database_url, redis_url, postgres, redis_server
 
