@@ -2,6 +2,7 @@
 
 import time
 from collections.abc import Iterator
+from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -9,15 +10,13 @@ import typer
 from rich.console import Console
 
 from cli.embedded import EmbeddedUnavailable
-from identity.settings import get_settings
+from identity.settings import InvalidSettings, get_settings
 
 if TYPE_CHECKING:
     import httpx
 
 
-app = typer.Typer(
-    help="idmirror: mirror users and agents through a durable job ledger.", no_args_is_help=True
-)
+app = typer.Typer(no_args_is_help=True)
 console = Console()
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -27,9 +26,24 @@ def main() -> None:
     stderr and exit code 2, without a traceback."""
     try:
         app()
-    except EmbeddedUnavailable as exc:
+    except (InvalidSettings, EmbeddedUnavailable) as exc:
         typer.echo(f"idmirror: {exc}", err=True)
         raise SystemExit(2) from None
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        typer.echo(f"idmirror {version('idmirror')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    _: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """idmirror: mirror users and agents through a durable job ledger."""
 
 
 def run_migrations(database_url: str) -> None:
@@ -66,6 +80,8 @@ def api(workers: int = typer.Option(1, help="uvicorn worker processes")) -> None
     import uvicorn
 
     settings = get_settings()
+    settings.require_database_url()
+    settings.require_redis_url()
     uvicorn.run(
         "api.app:create_app",
         factory=True,
@@ -99,6 +115,7 @@ def beat() -> None:
     from worker.app import app as celery_app
 
     settings = get_settings()
+    settings.require_redis_url()
     settings.home.mkdir(parents=True, exist_ok=True)
     schedule = settings.home / "celerybeat-schedule"
     celery_app.start(["beat", f"--loglevel={settings.log_level}", f"--schedule={schedule}"])
@@ -110,6 +127,7 @@ def flower() -> None:
     from worker.app import app as celery_app
 
     settings = get_settings()
+    settings.require_redis_url()
     celery_app.start(
         ["flower", f"--port={settings.flower_port}", f"--address={settings.flower_host}"]
     )
