@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 
 from cli.embedded import EmbeddedUnavailable
+from identity.logs import configure as configure_logs
+from identity.logs import logging_config
 from identity.settings import InvalidSettings, get_settings
 
 if TYPE_CHECKING:
@@ -88,8 +90,9 @@ def api(workers: int = typer.Option(1, help="uvicorn worker processes")) -> None
         host=settings.host,
         port=settings.port,
         workers=workers,
+        log_config=logging_config(settings.log_level, settings.log_format),
         log_level=settings.log_level.lower(),
-        access_log=False,
+        access_log=False,  # api/access.py logs each request, with its job and request ids
     )
 
 
@@ -102,6 +105,7 @@ def worker(
 
     settings = get_settings()
     settings.require_redis_url()
+    configure_logs(settings.log_level, settings.log_format)
     argv = ["worker", f"--loglevel={settings.log_level}", "--hostname=idmirror@%h"]
     concurrency = concurrency or settings.worker_concurrency
     if concurrency:
@@ -128,8 +132,14 @@ def flower() -> None:
 
     settings = get_settings()
     settings.require_redis_url()
+    configure_logs(settings.log_level, settings.log_format)  # before Flower would add its own
     celery_app.start(
-        ["flower", f"--port={settings.flower_port}", f"--address={settings.flower_host}"]
+        [
+            "flower",
+            f"--port={settings.flower_port}",
+            f"--address={settings.flower_host}",
+            f"--logging={settings.log_level.lower()}",
+        ]
     )
 
 

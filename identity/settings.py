@@ -99,6 +99,7 @@ class Settings(BaseSettings):
     prune_max_fraction: float = Field(0.1, ge=0, le=1)
     sources: dict[str, SourceSettings] = Field(default_factory=dict)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
 
     @field_validator("log_level", mode="before")
     @classmethod

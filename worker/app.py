@@ -1,11 +1,10 @@
 """The one Celery app: `celery -A worker.app worker` and `celery -A worker.app beat`, and the app
 the producer (worker/producer.py) sends through from the API and from tasks."""
 
-import logging
-
 from celery import Celery
-from celery.signals import beat_init, worker_init, worker_process_init
+from celery.signals import beat_init, setup_logging, worker_init, worker_process_init
 
+from identity import logs
 from identity.db import dispose_after_fork
 from identity.settings import get_settings
 
@@ -22,8 +21,14 @@ def _require_broker(**_: object) -> None:
     get_settings().require_redis_url()
 
 
+@setup_logging.connect
+def _logs(**_: object) -> None:
+    """Workers and beat log as every idmirror process does (Celery's own setup is skipped)."""
+    settings = get_settings()
+    logs.configure(settings.log_level, settings.log_format)
+
+
 @worker_process_init.connect
 def _fresh_connections(**_: object) -> None:
     """A forked child must not share its parent's database connections."""
     dispose_after_fork()
-    logging.getLogger("identity").setLevel(get_settings().log_level)
