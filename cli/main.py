@@ -12,7 +12,7 @@ from rich.console import Console
 from cli.embedded import EmbeddedUnavailable
 from identity.logs import configure as configure_logs
 from identity.logs import logging_config
-from identity.settings import InvalidSettings, get_settings
+from identity.settings import InvalidSettings, Settings, get_settings
 
 if TYPE_CHECKING:
     import httpx
@@ -96,6 +96,11 @@ def api(workers: int = typer.Option(1, help="uvicorn worker processes")) -> None
     )
 
 
+def _banner(settings: Settings) -> list[str]:
+    """Celery's options for its start-up banner: none among JSON lines."""
+    return ["--quiet"] if settings.log_format == "json" else []
+
+
 @app.command()
 def worker(
     concurrency: int | None = typer.Option(None, help="worker processes (default: CPU count)"),
@@ -106,7 +111,12 @@ def worker(
     settings = get_settings()
     settings.require_redis_url()
     configure_logs(settings.log_level, settings.log_format)
-    argv = ["worker", f"--loglevel={settings.log_level}", "--hostname=idmirror@%h"]
+    argv = [
+        *_banner(settings),
+        "worker",
+        f"--loglevel={settings.log_level}",
+        "--hostname=idmirror@%h",
+    ]
     concurrency = concurrency or settings.worker_concurrency
     if concurrency:
         argv.append(f"--concurrency={concurrency}")
@@ -122,7 +132,9 @@ def beat() -> None:
     settings.require_redis_url()
     settings.home.mkdir(parents=True, exist_ok=True)
     schedule = settings.home / "celerybeat-schedule"
-    celery_app.start(["beat", f"--loglevel={settings.log_level}", f"--schedule={schedule}"])
+    celery_app.start(
+        [*_banner(settings), "beat", f"--loglevel={settings.log_level}", f"--schedule={schedule}"]
+    )
 
 
 @app.command()

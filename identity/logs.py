@@ -60,5 +60,6 @@ def logging_config(level: str, log_format: LogFormat) -> dict[str, Any]:
 
 
 def configure(level: str, log_format: LogFormat) -> None:
-    """Send this process's records to stderr, in the format asked for."""
+    """Send this process's records, and its Python warnings, to stderr in the format asked for."""
     logging.config.dictConfig(logging_config(level, log_format))
+    logging.captureWarnings(True)

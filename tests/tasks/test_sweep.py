@@ -64,3 +64,6 @@ def test_sweeps_are_silent_at_info_unless_they_requeue_something(own_stack: OwnS
     ]
     assert any(r["message"].endswith(" ready.") for r in worker)
     assert any(r["message"] == "beat: Starting..." for r in beat)
+    beat_lines = (stack.log_dir / "beat.log").read_text().splitlines()
+    assert all(line.startswith("{") for line in beat_lines if line.strip())
+    assert "[tasks]" not in (stack.log_dir / "worker.log").read_text()  # no banner either
