@@ -38,9 +38,11 @@ def test_json_access_records_carry_status_duration_job_and_request_ids(
     assert re.fullmatch("[0-9a-f]{32}", made)
     assert re.fullmatch("[0-9a-f]{32}", unusable.headers["X-Request-Id"])
 
-    records = wait_until(
-        lambda: len(found := access_records(stack.log_dir / "api.log")) >= 4 and found
-    )
+    def all_four() -> list[dict[str, Any]] | None:
+        found = access_records(stack.log_dir / "api.log")
+        return found if len(found) >= 4 else None
+
+    records = wait_until(all_four)
     write, *_ = (r for r in records if r["request_id"] == "import-7f3a")
     assert write["method"] == "PUT" and write["path"] == accepted.request.url.path
     assert write["status"] == 202 and write["level"] == "INFO"
