@@ -7,6 +7,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 # Install from a copy of the source, then run from a data directory owned by the service user.
+# Without the `embedded` extra: the image runs against the PostgreSQL and Redis the URLs name.
 COPY . /src
 RUN pip install /src \
     && rm -rf /src \

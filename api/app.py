@@ -1,13 +1,13 @@
 """create_app(): the FastAPI application, run by `idmirror api` under uvicorn."""
 
 import contextlib
-import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 from prometheus_client import REGISTRY, disable_created_metrics
 
 from api import errors
+from api.access import AccessLog
 from api.limits import Limits, RequestLimits
 from api.metrics import LedgerCollector
 from api.routes import agents, backfills, graphs, health, jobs, node_types, users
@@ -32,7 +32,6 @@ def _register_collector() -> None:
 def create_app() -> FastAPI:
     settings = get_settings()
     disable_created_metrics()  # a `_created` series beside each counter would only be noise
-    logging.getLogger("identity").setLevel(settings.log_level)
     waiter = JobWaiter(libpq_url(settings.require_database_url()), NOTIFY_CHANNEL)
     # A write is recorded or refused within IDMIRROR_ACCEPT_TIMEOUT_SECONDS of its arrival: its
     # wait for a connection and its statement share that bound.
@@ -64,6 +63,7 @@ def create_app() -> FastAPI:
     )
     app.add_middleware(RequestLimits, limits=limits)
     errors.install(app)
+    app.add_middleware(AccessLog)  # outermost: it sees every answer, refusals and 500s too
     routers = [
         users.router,
         agents.internal,

@@ -1,5 +1,5 @@
 """`python -m cli`: the same command as `idmirror`."""
 
-from cli.main import app
+from cli.main import main
 
-app()
+main()

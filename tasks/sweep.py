@@ -39,13 +39,16 @@ def sweep() -> dict[str, Any]:
     sent = 0
     if keys and get_producer().send_drain(keys[0], whatever_the_flag=True) == "sent":
         sent = 1
+    # Silent unless it sent something: a sweep that finds nothing runs every few seconds.
+    if sent:
+        log.info("re-queued a drain for stray pending jobs (keys with them: %d)", len(keys))
     if keys:
-        log.warning("sweeper found %d keys with stray pending jobs, queued %d", len(keys), sent)
         with transaction() as session:
             counters.record_sweep(session, sent)
     backfill_sent = get_producer().send_work(backfill_work)
+    if backfill_sent:
+        log.info("re-queued %d stray backfill messages", backfill_sent)
     if backfill_work:
-        log.warning("sweeper re-queued %d stray backfill messages", backfill_sent)
         with transaction() as session:
             counters.record_backfill_sweep(session, backfill_sent)
     return {
@@ -71,5 +74,5 @@ def forget_old_jobs(
         if deleted < batch:
             break
     if total:
-        log.info("forgot %d finished jobs older than %g hours", total, retention_hours)
+        log.debug("forgot %d finished jobs older than %g hours", total, retention_hours)
     return total

@@ -1,5 +1,5 @@
-"""docker-compose.yml is valid Compose (checked by the real Compose v2 binary) and runs the same
-commands as a local install."""
+"""docker-compose.yml is valid Compose (checked by the real Compose v2 binary), runs the same
+commands as a local install, and refuses to start without a token."""
 
 import json
 import subprocess
@@ -13,17 +13,42 @@ ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = Path(compose.__file__).parent / "docker-compose"
 
 
-@pytest.fixture(scope="module")
-def config() -> dict[str, Any]:
-    result = subprocess.run(
+TOKEN = "a-long-random-string"
+
+
+def compose_config(**env: str) -> subprocess.CompletedProcess[str]:
+    """`docker compose config` on the file, with only these variables set besides PATH and HOME."""
+    return subprocess.run(
         [str(COMPOSE), "-f", str(ROOT / "docker-compose.yml"), "config", "--format", "json"],
         capture_output=True,
         text=True,
-        env={"PATH": "/usr/bin:/bin", "HOME": "/tmp"},
+        env={"PATH": "/usr/bin:/bin", "HOME": "/tmp", **env},
     )
+
+
+@pytest.fixture(scope="module")
+def config() -> dict[str, Any]:
+    result = compose_config(IDMIRROR_INTERNAL_TOKEN=TOKEN)
     assert result.returncode == 0, result.stderr
     parsed: dict[str, Any] = json.loads(result.stdout)
     return parsed
+
+
+@pytest.mark.parametrize("token", [None, ""])
+def test_compose_refuses_to_start_without_a_token(token: str | None) -> None:
+    result = compose_config(**({} if token is None else {"IDMIRROR_INTERNAL_TOKEN": token}))
+    assert result.returncode != 0
+    assert "set IDMIRROR_INTERNAL_TOKEN" in result.stderr
+    assert "change-me" not in (ROOT / "docker-compose.yml").read_text()
+
+
+def test_every_idmirror_process_gets_the_token_it_was_given(config: dict[str, Any]) -> None:
+    tokens = {
+        name: s["environment"].get("IDMIRROR_INTERNAL_TOKEN")
+        for name, s in config["services"].items()
+        if name not in ("postgres", "redis")
+    }
+    assert set(tokens.values()) == {TOKEN}, tokens
 
 
 def test_compose_file_has_the_whole_topology(config: dict[str, Any]) -> None:

@@ -1,5 +1,5 @@
 """What /metrics tells an operator before users notice: failures by error code, and how long
-the oldest pending job has waited."""
+the oldest pending job has waited. Every metric it serves is documented in docs/api.md."""
 
 import re
 import time
@@ -8,8 +8,8 @@ import uuid
 import httpx
 import pytest
 
-from tests.conftest import OwnStack, new_slug
-from tests.stack import Stack
+from tests.conftest import OwnStack, new_slug, put_user
+from tests.stack import ROOT, Stack
 
 
 def sample(text: str, series: str) -> float:
@@ -48,3 +48,22 @@ def test_the_oldest_pending_job_age_grows_while_nothing_drains(without_workers: 
         time.sleep(1.0)
         second = sample(client.get("/metrics").text, age)
     assert 1.0 <= first < second
+
+
+def documented_metrics() -> set[str]:
+    """The metrics docs/api.md's table under `GET /metrics` describes."""
+    section = (ROOT / "docs" / "api.md").read_text().split("### `GET /metrics`")[1]
+    return set(re.findall(r"^\| `(\w+)` \|", section.split("\n#")[0], re.MULTILINE))
+
+
+def test_every_metric_served_is_documented_and_every_documented_one_served(
+    client: httpx.Client,
+) -> None:
+    put_user(client)  # a write, so that the counters that start with one have started
+    scrape = client.get("/metrics")
+    assert scrape.status_code == 200
+    families = set(re.findall(r"^# TYPE (\S+) ", scrape.text, re.MULTILINE))
+    ours = {name for name in families if name.startswith("idmirror_")}
+    assert ours == documented_metrics()
+    # The rest are the Prometheus client's own, which the page names by their prefixes.
+    assert {name.split("_")[0] for name in families - ours} <= {"process", "python"}

@@ -1,81 +1,71 @@
-"""`idmirror up` (what `make run` starts) on the embedded services, as a new user runs it."""
+"""Every `idmirror` command stops at a wrong setting with one line naming it, exit code 2 and
+no traceback, before it starts anything; `idmirror --version` answers."""
 
 import os
-import signal
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
-import httpx
-import psutil
 import pytest
 
-from cli.embedded import free_port
-from tests.stack import ROOT, wait_until
-
-pytestmark = pytest.mark.slow
+from tests.stack import ROOT
 
 
-def test_up_serves_the_api_worker_and_flower_on_embedded_services_and_stops_cleanly(
-    tmp_home: Path,
-) -> None:
-    port, flower_port = free_port(), free_port()
+def idmirror(*args: str, **settings: str) -> subprocess.CompletedProcess[str]:
+    """`idmirror ARGS` with only the IDMIRROR_* variables given."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("IDMIRROR_")}
-    env.update(
-        IDMIRROR_HOME=str(tmp_home),
-        IDMIRROR_PORT=str(port),
-        IDMIRROR_FLOWER_PORT=str(flower_port),
+    env.update(settings)
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
-    log = open(tmp_home / "up.log", "wb")  # noqa: SIM115
-    up = subprocess.Popen(
-        [sys.executable, "-m", "cli", "up"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
 
-        def ready() -> bool:
-            try:
-                return httpx.get(base + "/readyz", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
 
-        wait_until(ready, timeout=90, interval=0.5)
-        token = (tmp_home / "token").read_text().strip()
-        assert token in (tmp_home / "up.log").read_text(), "up prints the token it generated"
-        headers = {"Authorization": f"Bearer {token}"}
-        user_id = str(uuid.uuid4())
-        response = httpx.put(
-            f"{base}/v1/internal/users/{user_id}",
-            json={"email": "first@example.com", "slug": "first"},
-            headers=headers,
-            timeout=30,
-        )
-        assert response.status_code == 200 and response.json()["outcome"] == "created"
+COMMANDS = [["up"], ["api"], ["worker"], ["beat"], ["flower"], ["migrate"], ["backfill"]]
 
-        def flower_up() -> bool:
-            try:
-                return httpx.get(f"http://127.0.0.1:{flower_port}/", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
 
-        wait_until(flower_up, timeout=60, interval=0.5)
-    finally:
-        up.send_signal(signal.SIGINT)
-        up.wait(60)
-    assert up.returncode == 0
-    leftovers = [
-        p
-        for p in psutil.process_iter(["cmdline"])
-        if str(tmp_home) in " ".join(p.info["cmdline"] or [])
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c[0])
+def test_a_wrong_setting_stops_every_command_with_one_line(
+    command: list[str], tmp_home: Path
+) -> None:
+    if command == ["backfill"]:
+        (tmp_home / "items.ndjson").write_text("")
+        command = ["backfill", str(tmp_home / "items.ndjson")]
+    result = idmirror(*command, IDMIRROR_HOME=str(tmp_home), IDMIRROR_PORT="eighty")
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.splitlines() == [
+        "idmirror: IDMIRROR_PORT: Input should be a valid integer, "
+        "unable to parse string as an integer"
     ]
-    assert leftovers == [], "up must stop the servers it started"
+    assert list(tmp_home.iterdir()) in ([], [tmp_home / "items.ndjson"])
 
 
-def test_a_server_older_than_postgresql_15_is_refused() -> None:
-    from identity.db import UnsupportedServer, check_server_version
+@pytest.mark.parametrize(
+    ("command", "missing"),
+    [("migrate", "DATABASE"), ("api", "DATABASE"), ("api", "REDIS"), ("worker", "REDIS")]
+    + [("beat", "REDIS"), ("flower", "REDIS")],
+)
+def test_a_process_without_its_service_url_says_which_in_one_line(
+    command: str, missing: str
+) -> None:
+    urls = {
+        "IDMIRROR_DATABASE_URL": "postgresql://127.0.0.1:1/none",
+        "IDMIRROR_REDIS_URL": "redis://127.0.0.1:1/0",
+    }
+    del urls[f"IDMIRROR_{missing}_URL"]
+    result = idmirror(command, **urls)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.splitlines() == [
+        f"idmirror: IDMIRROR_{missing}_URL is not set; run `idmirror up` for the embedded services"
+    ]
 
-    check_server_version(150019)  # the machine's own 15.19
-    check_server_version(180006)
-    with pytest.raises(UnsupportedServer, match="PostgreSQL 14 is too old"):
-        check_server_version(140011)
+
+def test_version_prints_the_installed_version() -> None:
+    from importlib.metadata import version
+
+    result = idmirror("--version")
+    assert (result.returncode, result.stdout) == (0, f"idmirror {version('idmirror')}\n")
