@@ -251,6 +251,7 @@ def test_nul_characters_are_refused(
     [
         ("/v1/internal/users", ["not-a-uuid"]),
         ("/v1/agents", [12]),
+        ("/v1/agents", ["agt_\u0000"]),
         ("/v1/jobs", ["yesterday", "x"]),
         ("/v1/node-types", [None]),
     ],
