@@ -5,6 +5,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from prometheus_client import REGISTRY, disable_created_metrics
 
 from api import errors
@@ -58,7 +59,10 @@ def create_app() -> FastAPI:
         await dispatcher.close()
         await engine.dispose()
 
-    app = FastAPI(title="idmirror", version="1", lifespan=lifespan)
+    # /docs and /redoc serve their scripts from the installed package: they work offline.
+    app = FastAPIOffline(
+        title="idmirror", version="1", lifespan=lifespan, static_url="/docs-assets"
+    )
     limits = Limits(
         settings.max_body_bytes, settings.max_graph_body_bytes, settings.body_timeout_seconds
     )
