@@ -4,9 +4,10 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from prometheus_client import REGISTRY, disable_created_metrics
 
-from api import errors
+from api import contract, errors
 from api.access import AccessLog
 from api.limits import Limits, RequestLimits
 from api.metrics import LedgerCollector
@@ -20,6 +21,12 @@ from identity.settings import get_settings
 from worker.producer import async_dispatcher
 
 _collector: LedgerCollector | None = None
+DESCRIPTION = (
+    "Mirrors an integrator's users, agents and agent graphs. Every write is a job in a "
+    "durable ledger: it answers with its result, or `202` with the job to follow. Errors are "
+    'always `{"error": {"code", "message", "status", "details"}}`. '
+    "The guide is docs/api.md."
+)
 
 
 def _register_collector() -> None:
@@ -57,7 +64,14 @@ def create_app() -> FastAPI:
         await dispatcher.close()
         await engine.dispose()
 
-    app = FastAPI(title="idmirror", version="1", lifespan=lifespan)
+    # /docs and /redoc serve their scripts from the installed package: they work offline.
+    app = FastAPIOffline(
+        title="idmirror",
+        version="1",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        static_url="/docs-assets",
+    )
     limits = Limits(
         settings.max_body_bytes, settings.max_graph_body_bytes, settings.body_timeout_seconds
     )
@@ -77,5 +91,6 @@ def create_app() -> FastAPI:
     ]
     for router in routers:
         app.include_router(router)
+    contract.install(app)
     _register_collector()
     return app

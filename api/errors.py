@@ -21,6 +21,9 @@ from identity.errors import (
 )
 
 log = logging.getLogger(__name__)
+# The codes of the framework's own errors: an unknown route, a wrong method, anything else.
+FRAMEWORK_CODES = {404: "not_found", 405: "method_not_allowed"}
+OTHER_HTTP_ERROR = "http_error"
 
 
 def error_response(error: IdmirrorError, **kwargs: Any) -> JSONResponse:
@@ -49,8 +52,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        codes = {404: "not_found", 405: "method_not_allowed"}
-        code = codes.get(exc.status_code, "http_error")
+        code = FRAMEWORK_CODES.get(exc.status_code, OTHER_HTTP_ERROR)
         error = HttpError(exc.status_code, code, str(exc.detail))
         return error_response(error, headers=exc.headers)
 

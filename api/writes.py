@@ -71,11 +71,6 @@ async def write_options(
     return WriteOptions(respond_async, 0.0 if respond_async else wait, idempotency_key)
 
 
-def write_responses(model: Any) -> dict[int | str, dict[str, Any]]:
-    """What a write route documents: `model` when its job applied, the job while pending."""
-    return {200: {"model": model}, 202: {"model": ledger.JobOut}}
-
-
 def _mark_retried(job_id: uuid.UUID, retry_job_id: uuid.UUID) -> None:
     with transaction() as session:
         retries.mark_retried(session, job_id, retry_job_id)

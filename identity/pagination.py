@@ -35,8 +35,14 @@ def encode_cursor(values: list[Any]) -> str:
 
 
 def text_value(value: Any) -> str:
-    if not isinstance(value, str):
+    if not isinstance(value, str) or "\x00" in value:  # PostgreSQL text cannot hold NUL
         raise ValueError("not text")
+    return value
+
+
+def bigint_value(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not -(2**63) <= value < 2**63:
+        raise ValueError("not a bigint")
     return value
 
 

@@ -4,23 +4,40 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
+from api.contract import JsonRoute, answers, scope, write_answers
 from api.deps import Paging, read_session
-from api.writes import LedgerDep, WriteOptions, submit, write_options, write_responses
+from api.params import AgentBody, AgentKeyPath, AgentRefPath
+from api.writes import LedgerDep, WriteOptions, submit, write_options
 from identity import agents
 from identity.answers import DeleteOut, SupersededOut
+from identity.errors import (
+    AgentNotFound,
+    InvalidAgentKey,
+    InvalidAgentRef,
+    InvalidCursor,
+    InvalidWebhookUrl,
+    UserNotFound,
+    ValidationFailed,
+)
 from identity.keys import SLUG_RE, AgentRef
 from identity.pagination import Page
-from identity.schemas import AgentUpsert
 from identity.settings import get_settings
 
-internal = APIRouter(prefix="/v1/internal/agents", tags=["agents"])
-public = APIRouter(prefix="/v1/agents", tags=["agents"])
+internal = APIRouter(prefix="/v1/internal/agents", tags=["agents"], route_class=JsonRoute)
+public = APIRouter(prefix="/v1/agents", tags=["agents"], route_class=JsonRoute)
 
 
-@internal.put("/{agent_key}", responses=write_responses(agents.AgentWriteOut | SupersededOut))
+@internal.put(
+    "/{agent_key}",
+    operation_id="upsertAgent",
+    dependencies=[scope("agents:write")],
+    responses=write_answers(
+        agents.AgentWriteOut | SupersededOut, InvalidAgentKey, InvalidWebhookUrl, UserNotFound
+    ),
+)
 async def put_agent(
-    agent_key: str,
-    body: AgentUpsert,
+    agent_key: AgentKeyPath,
+    body: AgentBody,
     into: LedgerDep,
     options: WriteOptions = Depends(write_options),
 ) -> Response:
@@ -34,28 +51,45 @@ async def put_agent(
     return await submit(into, sub, options)
 
 
-@internal.delete("/{agent_key}", responses=write_responses(DeleteOut))
+@internal.delete(
+    "/{agent_key}",
+    operation_id="deleteAgent",
+    dependencies=[scope("agents:write")],
+    responses=write_answers(DeleteOut, InvalidAgentKey, body=False),
+)
 async def delete_agent(
-    agent_key: str, into: LedgerDep, options: WriteOptions = Depends(write_options)
+    agent_key: AgentKeyPath, into: LedgerDep, options: WriteOptions = Depends(write_options)
 ) -> Response:
     """Soft-delete an agent; its tombstone keeps older writes out."""
     return await submit(into, agents.delete_submission(agent_key, options.idempotency_key), options)
 
 
-@public.get("/{ref}")
+@public.get(
+    "/{ref}",
+    operation_id="getAgent",
+    dependencies=[scope("read")],
+    responses=answers(InvalidAgentKey, InvalidAgentRef, AgentNotFound, ValidationFailed),
+)
 def get_agent(
-    ref: str, include_deleted: bool = False, session: Session = Depends(read_session)
+    ref: AgentRefPath, include_deleted: bool = False, session: Session = Depends(read_session)
 ) -> agents.AgentOut:
+    """The agent, by key or id; a tombstone too with `include_deleted`."""
     return agents.get_agent(session, AgentRef.parse(ref), include_deleted=include_deleted)
 
 
-@public.get("")
+@public.get(
+    "",
+    operation_id="listAgents",
+    dependencies=[scope("read")],
+    responses=answers(InvalidCursor, ValidationFailed),
+)
 def list_agents(
     user_slug: str | None = Query(None, pattern=SLUG_RE.pattern, max_length=64),
     include_deleted: bool = False,
     paging: Paging = Depends(),
     session: Session = Depends(read_session),
 ) -> Page[agents.AgentOut]:
+    """A page of agents, ordered by id; one user's with `user_slug`."""
     return agents.list_agents(
         session,
         limit=paging.limit,

@@ -9,17 +9,29 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
+from api.contract import BODY_ERRORS, answers, scope
 from api.deps import Paging, read_session
+from api.params import BackfillId
 from identity.backfill import runs as backfill
 from identity.backfill import sources
 from identity.backfill.drift import run_step
 from identity.backfill.flow import Work, interrupt_upload
 from identity.backfill.items import validation_envelope
 from identity.backfill.runs import BackfillFailureOut, BackfillOut, DriftedAgentOut
-from identity.backfill.store import ReceiveStopped
+from identity.backfill.store import InputLost, ReceiveStopped
 from identity.backfill.upload import UploadReceiver
 from identity.db import transaction
-from identity.errors import PruneThresholdExceeded, UnsupportedMediaType, ValidationFailed
+from identity.errors import (
+    BackfillNotFound,
+    BackfillNotRetryable,
+    InvalidBackfill,
+    InvalidCursor,
+    PruneThresholdExceeded,
+    SourceBusy,
+    SourceNotFound,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
 from identity.pagination import Page
 from identity.schemas import to_version
 from identity.settings import get_settings
@@ -29,6 +41,35 @@ router = APIRouter(prefix="/v1/internal/backfills", tags=["backfills"])
 NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl")
 FEED_BYTES = 512 * 1024  # validated in the thread pool a piece at a time
 MAX_JSON_BODY = 64 * 1024
+
+LOCATION = {
+    "description": "The backfill, to follow: `/v1/internal/backfills/{id}`",
+    "required": True,
+    "schema": {"type": "string"},
+}
+_LINES = (
+    '{"type": "user", "id": "6f1c2a52-3d1e-4c8a-9a4b-2f4f0c9d7e11", '
+    '"email": "govind@example.com", "slug": "govind"}\n'
+    '{"type": "agent", "key": "scout@govind", "display_name": "Scout"}\n'
+)
+# The body is read by hand (streamed when it is NDJSON), so the document is told what it is.
+REQUEST_BODY = {
+    "required": True,
+    "content": {
+        "application/x-ndjson": {
+            "schema": {
+                "type": "string",
+                "description": "One item per line: a user (`type`, `id`), an agent (`type`, "
+                "`key`) or a node type (`type`, `id`), each with its PUT body's fields",
+            },
+            "example": _LINES,
+        },
+        "application/json": {
+            "schema": sources.SourceTrigger.model_json_schema(),
+            "example": {"source": "crm"},
+        },
+    },
+}
 
 
 class RunOptions:
@@ -155,7 +196,23 @@ async def _trigger(request: Request, options: RunOptions) -> BackfillOut:
     return await run_in_threadpool(_start_pull, options, trigger.source)
 
 
-@router.post("", status_code=202)
+@router.post(
+    "",
+    status_code=202,
+    operation_id="createBackfill",
+    dependencies=[scope("backfills:write")],
+    responses=answers(
+        InvalidBackfill,
+        SourceNotFound,
+        SourceBusy,
+        PruneThresholdExceeded,
+        ValidationFailed,
+        InputLost,
+        *BODY_ERRORS,
+    )
+    | {202: {"headers": {"Location": LOCATION}}},
+    openapi_extra={"requestBody": REQUEST_BODY},
+)
 async def create_backfill(
     request: Request, response: Response, options: RunOptions = Depends()
 ) -> BackfillOut:
@@ -175,31 +232,55 @@ async def create_backfill(
     return run
 
 
-@router.get("")
+@router.get(
+    "",
+    operation_id="listBackfills",
+    dependencies=[scope("read")],
+    responses=answers(InvalidCursor, ValidationFailed),
+)
 def list_backfills(
     status: Literal["receiving", "running", "completed", "failed", "cancelled"] | None = None,
     paging: Paging = Depends(),
     session: Session = Depends(read_session),
 ) -> Page[BackfillOut]:
+    """A page of backfills, newest first."""
     return backfill.list_backfills(session, limit=paging.limit, cursor=paging.cursor, status=status)
 
 
-@router.get("/{backfill_id}")
-def get_backfill(backfill_id: str, session: Session = Depends(read_session)) -> BackfillOut:
+@router.get(
+    "/{backfill_id}",
+    operation_id="getBackfill",
+    dependencies=[scope("read")],
+    responses=answers(BackfillNotFound),
+)
+def get_backfill(backfill_id: BackfillId, session: Session = Depends(read_session)) -> BackfillOut:
+    """The backfill: its status, counts and drift."""
     return backfill.get_backfill(session, backfill_id)
 
 
-@router.get("/{backfill_id}/failures")
+@router.get(
+    "/{backfill_id}/failures",
+    operation_id="listBackfillFailures",
+    dependencies=[scope("read")],
+    responses=answers(BackfillNotFound, InvalidCursor, ValidationFailed),
+)
 def list_failures(
-    backfill_id: str, paging: Paging = Depends(), session: Session = Depends(read_session)
+    backfill_id: BackfillId, paging: Paging = Depends(), session: Session = Depends(read_session)
 ) -> Page[BackfillFailureOut]:
+    """A page of the backfill's failed items, in line order."""
     return backfill.list_failures(session, backfill_id, limit=paging.limit, cursor=paging.cursor)
 
 
-@router.get("/{backfill_id}/drift")
+@router.get(
+    "/{backfill_id}/drift",
+    operation_id="listBackfillDrift",
+    dependencies=[scope("read")],
+    responses=answers(BackfillNotFound, InvalidCursor, ValidationFailed),
+)
 def list_drift(
-    backfill_id: str, paging: Paging = Depends(), session: Session = Depends(read_session)
+    backfill_id: BackfillId, paging: Paging = Depends(), session: Session = Depends(read_session)
 ) -> Page[DriftedAgentOut]:
+    """A page of the agents a mirror backfill found its input no longer has."""
     return backfill.list_drift(session, backfill_id, limit=paging.limit, cursor=paging.cursor)
 
 
@@ -216,8 +297,14 @@ def _retry(backfill_id: str) -> BackfillOut:
     return run
 
 
-@router.post("/{backfill_id}/retry", status_code=202)
-async def retry_backfill(backfill_id: str) -> BackfillOut:
+@router.post(
+    "/{backfill_id}/retry",
+    status_code=202,
+    operation_id="retryBackfill",
+    dependencies=[scope("backfills:write")],
+    responses=answers(BackfillNotFound, BackfillNotRetryable),
+)
+async def retry_backfill(backfill_id: BackfillId) -> BackfillOut:
     """Apply a completed backfill's failed items again."""
     return await run_in_threadpool(_retry, backfill_id)
 
@@ -227,6 +314,12 @@ def _cancel(backfill_id: str) -> BackfillOut:
         return backfill.cancel(session, backfill_id)
 
 
-@router.post("/{backfill_id}/cancel")
-async def cancel_backfill(backfill_id: str) -> BackfillOut:
+@router.post(
+    "/{backfill_id}/cancel",
+    operation_id="cancelBackfill",
+    dependencies=[scope("backfills:write")],
+    responses=answers(BackfillNotFound),
+)
+async def cancel_backfill(backfill_id: BackfillId) -> BackfillOut:
+    """Stop a backfill: chunks not applied yet never will be."""
     return await run_in_threadpool(_cancel, backfill_id)

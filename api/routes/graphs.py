@@ -7,8 +7,11 @@ from fastapi.responses import Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from api.contract import JsonRoute, answers, scope, write_answers
 from api.deps import read_session
-from api.writes import LedgerDep, WriteOptions, submit, write_options, write_responses
+from api.params import AgentRefPath, GraphUpdateBody
+from api.writes import LedgerDep, WriteOptions, submit, write_options
+from identity import errors
 from identity.db import transaction
 from identity.graph import service as graph
 from identity.graph.operations import AgentGraphUpdate
@@ -16,7 +19,23 @@ from identity.keys import AgentRef
 from identity.ledger.jobs import Submission
 from identity.settings import get_settings
 
-router = APIRouter(prefix="/v1/agents", tags=["graphs"])
+router = APIRouter(prefix="/v1/agents", tags=["graphs"], route_class=JsonRoute)
+
+# What an update's job may fail with, once accepted.
+APPLY_ERRORS = (
+    errors.AgentNotFound,
+    errors.InvalidOperation,
+    errors.NodeNotFound,
+    errors.UnknownNodeType,
+    errors.InvalidParams,
+    errors.SelfLoop,
+    errors.ConnectionExists,
+    errors.ConnectionNotFound,
+    errors.GraphCycle,
+    errors.GraphTooLarge,
+)
+# What an update may be refused for when it arrives, then fail with.
+UPDATE_ERRORS = (errors.InvalidAgentKey, errors.InvalidAgentRef, errors.EmptyUpdate, *APPLY_ERRORS)
 
 
 def _submission(ref: str, body: AgentGraphUpdate, idempotency_key: str | None) -> Submission:
@@ -37,14 +56,22 @@ def _with_graph(result: dict[str, Any]) -> dict[str, Any]:
     return {**result, "graph": laid_out.model_dump(mode="json")}
 
 
-@router.api_route(
+@router.post(
     "/{ref}/update",
-    methods=["POST", "PATCH"],
-    responses=write_responses(graph.GraphUpdateOut),
+    operation_id="updateAgentGraph",
+    dependencies=[scope("graphs:write")],
+    responses=write_answers(graph.GraphUpdateOut, *UPDATE_ERRORS),
+)
+@router.patch(
+    "/{ref}/update",
+    operation_id="patchAgentGraph",
+    dependencies=[scope("graphs:write")],
+    responses=write_answers(graph.GraphUpdateOut, *UPDATE_ERRORS),
+    description="The same update as POST, for clients that send changes with PATCH.",
 )
 async def update_agent(
-    ref: str,
-    body: AgentGraphUpdate,
+    ref: AgentRefPath,
+    body: GraphUpdateBody,
     into: LedgerDep,
     options: WriteOptions = Depends(write_options),
 ) -> Response:
@@ -53,6 +80,12 @@ async def update_agent(
     return await submit(into, sub, options, complete=_with_graph)
 
 
-@router.get("/{ref}/graph")
-def get_graph(ref: str, session: Session = Depends(read_session)) -> graph.GraphOut:
+@router.get(
+    "/{ref}/graph",
+    operation_id="getAgentGraph",
+    dependencies=[scope("read")],
+    responses=answers(errors.InvalidAgentKey, errors.InvalidAgentRef, errors.AgentNotFound),
+)
+def get_graph(ref: AgentRefPath, session: Session = Depends(read_session)) -> graph.GraphOut:
+    """The agent's graph, with server-computed positions."""
     return graph.read_graph(session, AgentRef.parse(ref))

@@ -8,15 +8,40 @@ from fastapi.responses import Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from api.contract import JsonRoute, answers, scope, write_answers
 from api.deps import Paging, read_session
+from api.params import JobId, text_filter
+from api.routes.graphs import APPLY_ERRORS
 from api.writes import LedgerDep, WriteOptions, submit, submit_retries, write_options
+from identity import agents, users
+from identity.answers import DeleteOut, SupersededOut
 from identity.db import transaction
-from identity.errors import JobNotFound
+from identity.errors import (
+    AlreadyRetried,
+    InvalidCursor,
+    JobNotFailed,
+    JobNotFound,
+    SlugTaken,
+    UserNotFound,
+    ValidationFailed,
+)
+from identity.graph.service import GraphUpdateResult
 from identity.ledger import jobs as ledger
 from identity.ledger import retries
+from identity.node_types import NodeTypeWriteOut
 from identity.pagination import Page
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=JsonRoute)
+
+# A retried job answers as the write it repeats, without a graph update's graph.
+RetriedResult = (
+    users.UserWriteOut
+    | agents.AgentWriteOut
+    | NodeTypeWriteOut
+    | GraphUpdateResult
+    | SupersededOut
+    | DeleteOut
+)
 
 
 def _job_id(raw: str) -> uuid.UUID:
@@ -26,19 +51,31 @@ def _job_id(raw: str) -> uuid.UUID:
         raise JobNotFound("no job has this id", job_id=raw) from None
 
 
-@router.get("/{job_id}")
-def get_job(job_id: str, session: Session = Depends(read_session)) -> ledger.JobOut:
+@router.get(
+    "/{job_id}",
+    operation_id="getJob",
+    dependencies=[scope("jobs:read")],
+    responses=answers(JobNotFound),
+)
+def get_job(job_id: JobId, session: Session = Depends(read_session)) -> ledger.JobOut:
+    """The job: its status, and the result or error its answer had."""
     return ledger.get_job(session, _job_id(job_id))
 
 
-@router.get("")
+@router.get(
+    "",
+    operation_id="listJobs",
+    dependencies=[scope("jobs:read")],
+    responses=answers(InvalidCursor, ValidationFailed),
+)
 def list_jobs(
     status: Literal["pending", "applied", "failed"] | None = None,
-    key: str | None = Query(None, max_length=300),
-    kind: str | None = Query(None, max_length=64),
+    key: str | None = text_filter(300, "A ledger key, as `agent:scout@govind`"),
+    kind: str | None = text_filter(64, "A job kind, as `agent.upsert`"),
     paging: Paging = Depends(),
     session: Session = Depends(read_session),
 ) -> Page[ledger.JobOut]:
+    """A page of jobs, newest first, filtered by status, key and kind."""
     return ledger.list_jobs(
         session, limit=paging.limit, cursor=paging.cursor, status=status, key=key, kind=kind
     )
@@ -56,12 +93,17 @@ def _resubmissions(
         return retries.resubmissions(session, kind=kind, key=key, code=code, limit=limit)
 
 
-@router.post("/retry")
+@router.post(
+    "/retry",
+    operation_id="retryJobs",
+    dependencies=[scope("admin")],
+    responses=answers(ValidationFailed),
+)
 async def retry_failed_jobs(
     into: LedgerDep,
-    kind: str | None = Query(None, max_length=64),
-    key: str | None = Query(None, max_length=300),
-    code: str | None = Query(None, max_length=64),
+    kind: str | None = text_filter(64, "A job kind, as `agent.upsert`"),
+    key: str | None = text_filter(300, "A ledger key, as `agent:scout@govind`"),
+    code: str | None = text_filter(64, "The failed job's error code, as `user_not_found`"),
     limit: int = Query(100, ge=1, le=retries.BULK_LIMIT),
 ) -> retries.RetriesOut:
     """Retry, once each, the oldest failed jobs not retried yet that match every filter."""
@@ -69,9 +111,24 @@ async def retry_failed_jobs(
     return await submit_retries(into, subs)
 
 
-@router.post("/{job_id}/retry", responses={202: {"model": ledger.JobOut}})
+@router.post(
+    "/{job_id}/retry",
+    operation_id="retryJob",
+    dependencies=[scope("jobs:read")],
+    responses=write_answers(
+        RetriedResult,
+        JobNotFound,
+        JobNotFailed,
+        AlreadyRetried,
+        UserNotFound,
+        SlugTaken,
+        *APPLY_ERRORS,
+        body=False,
+        keyed=False,
+    ),
+)
 async def retry_job(
-    job_id: str, into: LedgerDep, options: WriteOptions = Depends(write_options)
+    job_id: JobId, into: LedgerDep, options: WriteOptions = Depends(write_options)
 ) -> Response:
     """Submit a failed job's payload again as a new job on the same key, once."""
     sub = await run_in_threadpool(_resubmission, _job_id(job_id))

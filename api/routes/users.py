@@ -4,20 +4,30 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
+from api.contract import JsonRoute, answers, scope, write_answers
 from api.deps import Paging, read_session
-from api.writes import LedgerDep, WriteOptions, submit, write_options, write_responses
+from api.params import UserBody, UserId
+from api.writes import LedgerDep, WriteOptions, submit, write_options
 from identity import users
 from identity.answers import DeleteOut, SupersededOut
+from identity.errors import InvalidCursor, InvalidUserId, SlugTaken, UserNotFound, ValidationFailed
 from identity.keys import UserKey
 from identity.pagination import Page
-from identity.schemas import UserUpsert
 
-router = APIRouter(prefix="/v1/internal/users", tags=["users"])
+router = APIRouter(prefix="/v1/internal/users", tags=["users"], route_class=JsonRoute)
 
 
-@router.put("/{user_id}", responses=write_responses(users.UserWriteOut | SupersededOut))
+@router.put(
+    "/{user_id}",
+    operation_id="upsertUser",
+    dependencies=[scope("users:write")],
+    responses=write_answers(users.UserWriteOut | SupersededOut, InvalidUserId, SlugTaken),
+)
 async def put_user(
-    user_id: str, body: UserUpsert, into: LedgerDep, options: WriteOptions = Depends(write_options)
+    user_id: UserId,
+    body: UserBody,
+    into: LedgerDep,
+    options: WriteOptions = Depends(write_options),
 ) -> Response:
     """Create or replace a user by the integrator's UUID."""
     return await submit(
@@ -25,21 +35,38 @@ async def put_user(
     )
 
 
-@router.delete("/{user_id}", responses=write_responses(DeleteOut))
+@router.delete(
+    "/{user_id}",
+    operation_id="deleteUser",
+    dependencies=[scope("users:write")],
+    responses=write_answers(DeleteOut, InvalidUserId, body=False),
+)
 async def delete_user(
-    user_id: str, into: LedgerDep, options: WriteOptions = Depends(write_options)
+    user_id: UserId, into: LedgerDep, options: WriteOptions = Depends(write_options)
 ) -> Response:
     """Delete a user and, by cascade, its agents."""
     return await submit(into, users.delete_submission(user_id, options.idempotency_key), options)
 
 
-@router.get("/{user_id}")
-def get_user(user_id: str, session: Session = Depends(read_session)) -> users.UserOut:
+@router.get(
+    "/{user_id}",
+    operation_id="getUser",
+    dependencies=[scope("read")],
+    responses=answers(InvalidUserId, UserNotFound),
+)
+def get_user(user_id: UserId, session: Session = Depends(read_session)) -> users.UserOut:
+    """The user."""
     return users.get_user(session, UserKey.parse(user_id).user_id)
 
 
-@router.get("")
+@router.get(
+    "",
+    operation_id="listUsers",
+    dependencies=[scope("read")],
+    responses=answers(InvalidCursor, ValidationFailed),
+)
 def list_users(
     paging: Paging = Depends(), session: Session = Depends(read_session)
 ) -> Page[users.UserOut]:
+    """A page of users, ordered by id."""
     return users.list_users(session, limit=paging.limit, cursor=paging.cursor)

@@ -26,7 +26,7 @@ from identity.errors import (
     SourceBusy,
 )
 from identity.keys import AgentKey, parse_ledger_key
-from identity.pagination import Page, decode_cursor, page, text_value
+from identity.pagination import Page, bigint_value, decode_cursor, page, text_value
 from identity.schemas import check_not_ahead, to_version
 
 COLUMNS = (
@@ -223,7 +223,7 @@ def list_failures(
     """Failed items in line order: `line`, `key` (when the line names one) and `error`."""
     run_id = _parse_id(backfill_id)
     _row(session, run_id)
-    after = decode_cursor(cursor, int)
+    after = decode_cursor(cursor, bigint_value)
     rows = session.execute(
         text(
             "SELECT line, kind, key, error, item IS NOT NULL AS retryable FROM backfill_failures "

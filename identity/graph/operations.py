@@ -9,7 +9,17 @@ identity/graph/apply.py.
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from identity.errors import EmptyUpdate, InvalidOperation, ValidationFailed
 from identity.schemas import reject_nul
@@ -79,6 +89,21 @@ class AgentGraphUpdate(BaseModel):
     description: str | None = Field(None, max_length=5000)
     visibility: Literal["public", "private"] | None = None
     operations: list[dict[str, Any]] | None = None
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        """Operations are read as plain objects (parse_operations checks each by its index)
+        but documented as the five operations they must be."""
+        schema = handler(core_schema)
+        operations = {"type": "array", "items": handler(_OPERATION.core_schema)}
+        handler.resolve_ref_schema(schema)["properties"]["operations"] = {
+            "anyOf": [operations, {"type": "null"}],
+            "default": None,
+            "title": "Operations",
+        }
+        return schema
 
 
 def parse_operations(raw: list[dict[str, Any]], *, max_operations: int) -> list[Operation]:

@@ -37,8 +37,10 @@ def test_missing_or_wrong_token_is_401_and_changes_nothing(
         put = anonymous.put(
             f"/v1/internal/users/{user_id}", json={"email": "a@b.co", "slug": "nope"}
         )
-        assert_error(put, 401, "invalid_token")
-        assert_error(anonymous.get("/v1/jobs"), 401, "invalid_token")
+        listed = anonymous.get("/v1/jobs")
+        for refused in (put, listed):
+            assert_error(refused, 401, "invalid_token")
+            assert refused.headers["WWW-Authenticate"] == "Bearer"
     assert job_count(db) == before
 
 
@@ -216,6 +218,21 @@ def test_bad_list_parameters_are_4xx(client: httpx.Client) -> None:
     assert_error(client.get("/v1/jobs", params={"status": "done"}), 422, "validation_error")
 
 
+@pytest.mark.parametrize(
+    "path, params",
+    [
+        ("/v1/jobs", {"key": "user:\u0000"}),
+        ("/v1/jobs", {"kind": "user.upsert\u0000"}),
+        ("/v1/jobs/retry", {"code": "\u0000"}),
+    ],
+)
+def test_a_filter_holding_a_nul_is_422(
+    client: httpx.Client, path: str, params: dict[str, str]
+) -> None:
+    method = client.post if path.endswith("/retry") else client.get
+    assert_error(method(path, params=params), 422, "validation_error")
+
+
 def test_unknown_route_and_method_use_the_envelope(client: httpx.Client) -> None:
     assert_error(client.get("/v1/nothing-here"), 404, "not_found")
     assert_error(client.post(f"/v1/internal/users/{uuid.uuid4()}"), 405, "method_not_allowed")
@@ -251,6 +268,7 @@ def test_nul_characters_are_refused(
     [
         ("/v1/internal/users", ["not-a-uuid"]),
         ("/v1/agents", [12]),
+        ("/v1/agents", ["agt_\u0000"]),
         ("/v1/jobs", ["yesterday", "x"]),
         ("/v1/node-types", [None]),
     ],

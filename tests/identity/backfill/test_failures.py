@@ -9,10 +9,13 @@ import httpx
 import psycopg
 import pytest
 
+from identity.pagination import encode_cursor
 from tests.identity.backfill.uploads import (
     NDJSON,
     agent_item,
     failures,
+    ndjson,
+    post_ndjson,
     prefix,
     run_backfill,
     user_item,
@@ -168,3 +171,14 @@ def test_unknown_backfills_and_bad_cursors_are_json_errors(client: httpx.Client)
         == "invalid_cursor"
     )
     assert httpx.get(client.base_url.join("/v1/internal/backfills")).status_code == 401
+
+
+def test_forged_cursors_of_a_backfill_are_400(client: httpx.Client) -> None:
+    run = post_ndjson(client, ndjson([user_item(prefix())]))
+    for listing, sort_key in (("failures", [2**70]), ("drift", ["agt_\u0000"])):
+        response = client.get(
+            f"/v1/internal/backfills/{run['id']}/{listing}",
+            params={"cursor": encode_cursor(sort_key)},
+        )
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["code"] == "invalid_cursor"
