@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from identity.access import OPERATOR, Actor, check_owner, may_write
 from identity.answers import (
     Applied,
     DeleteOut,
@@ -21,7 +22,12 @@ from identity.answers import (
     stored,
     upserted,
 )
-from identity.errors import AgentNotFound, IdmirrorError, UserNotFound
+from identity.errors import (
+    AgentNotFound,
+    IdmirrorError,
+    OwnedByAnotherIntegrator,
+    UserNotFound,
+)
 from identity.keys import AgentKey, AgentRef
 from identity.ledger.jobs import Submission
 from identity.ledger.tombstones import set_tombstone
@@ -82,17 +88,40 @@ def agent_out(row: Any) -> AgentOut:
 agent_result = partial(stored, AgentWriteOut)
 
 
-def _latest(session: Session, key: AgentKey, *, include_deleted: bool) -> Any:
+# Reads see the agents of the owner `sees` names, or every agent when it is NULL (an admin).
+_SEES = "(CAST(:sees AS text) IS NULL OR u.owner = :sees)"
+
+
+def _latest(
+    session: Session, key: AgentKey, *, include_deleted: bool, sees: str | None = None
+) -> Any:
     """The live agent for a key, else (if asked) its most recent tombstone."""
     return session.execute(
         text(
             f"SELECT {AGENT_COLUMNS} FROM agents a JOIN users u ON u.id = a.user_id "
-            "WHERE u.slug = :user_slug AND a.slug = :slug "
+            f"WHERE u.slug = :user_slug AND a.slug = :slug AND {_SEES} "
             "AND (:include_deleted OR a.deleted_at IS NULL) "
             "ORDER BY a.deleted_at IS NULL DESC, a.version DESC LIMIT 1"
         ),
-        {"user_slug": key.user_slug, "slug": key.slug, "include_deleted": include_deleted},
+        {
+            "user_slug": key.user_slug,
+            "slug": key.slug,
+            "include_deleted": include_deleted,
+            "sees": sees,
+        },
     ).one_or_none()
+
+
+def check_agent_owner(session: Session, key: AgentKey, actor: Actor) -> None:
+    """Refuse a write to an agent whose user another integrator owns (agents and graphs
+    belong to their user's owner)."""
+    if actor.admin:
+        return
+    user = session.execute(
+        text("SELECT owner FROM users WHERE slug = :slug"), {"slug": key.user_slug}
+    ).one_or_none()
+    if user is not None:
+        check_owner(actor, user.owner, "agent", key=key.path)
 
 
 # The rule live writes and backfills share: write only when the body differs from the live
@@ -113,9 +142,11 @@ ON_CONFLICT = """
 AgentWrite = tuple[AgentKey, AgentUpsert, int]
 
 
-def upsert_agent(session: Session, key: AgentKey, body: AgentUpsert, version: int) -> Applied:
+def upsert_agent(
+    session: Session, key: AgentKey, body: AgentUpsert, version: int, actor: Actor = OPERATOR
+) -> Applied:
     """Create or replace an agent's mirrored fields; a write newer than a tombstone starts over."""
-    outcome = upsert_agents(session, [(key, body, version)])[0]
+    outcome = upsert_agents(session, [(key, body, version)], [actor])[0]
     if isinstance(outcome, IdmirrorError):
         raise outcome
     return outcome
@@ -125,7 +156,8 @@ def upsert_agent(session: Session, key: AgentKey, body: AgentUpsert, version: in
 # (KEY SHARE) keeps a concurrent user delete out until the write commits.
 _OWNERS_AND_CURRENT = text(
     """
-    SELECT i.n, u.id AS owner, a.*, u.slug AS user_slug, t.version AS tombstone_version
+    SELECT i.n, u.id AS owner, u.owner AS integrator, a.*, u.slug AS user_slug,
+           t.version AS tombstone_version
     FROM unnest(CAST(:keys AS text[]), CAST(:slugs AS text[]), CAST(:user_slugs AS text[]))
          WITH ORDINALITY AS i(key, slug, user_slug, n)
     JOIN users u ON u.slug = i.user_slug
@@ -162,14 +194,17 @@ _UPSERT = text(
 
 
 def _settled_before_writing(
-    key: AgentKey, version: int, row: Any
+    key: AgentKey, version: int, row: Any, actor: Actor
 ) -> Applied | IdmirrorError | None:
-    """The outcome of a write that its owner and current row decide alone (no user, or older
-    than the key's tombstone or deleted row); None when it goes on to the statement."""
+    """The outcome of a write that its owner and current row decide alone (no user, a user of
+    another integrator, or older than the key's tombstone or deleted row); None when it goes on
+    to the statement."""
     if row is None:
         return UserNotFound(
             f"no user has slug {key.user_slug!r}; upsert the user first", user_slug=key.user_slug
         )
+    if not may_write(actor, row.integrator):
+        return OwnedByAnotherIntegrator("this agent belongs to another integrator", key=key.path)
     if row.id is not None and row.deleted_at is None:
         return None  # a live agent: the statement's own condition decides
     current = row if row.id is not None else None
@@ -184,11 +219,15 @@ def _settled_before_writing(
     return Applied("superseded", agent_result(current, created=False, outcome="superseded"))
 
 
-def upsert_agents(session: Session, writes: list[AgentWrite]) -> list[Applied | IdmirrorError]:
+def upsert_agents(
+    session: Session, writes: list[AgentWrite], actors: list[Actor] | None = None
+) -> list[Applied | IdmirrorError]:
     """Upsert agents of distinct keys in two statements: read the owners and current
-    rows of all, then write those that may write. An outcome per write, in order."""
+    rows of all, then write those that may write (each by its actor, if given: the operator's
+    otherwise). An outcome per write, in order."""
     if not writes:
         return []
+    acting = actors or [OPERATOR] * len(writes)
     keys, bodies, versions = (list(column) for column in zip(*writes, strict=True))
     params = {
         "keys": [str(key) for key in keys],
@@ -199,7 +238,7 @@ def upsert_agents(session: Session, writes: list[AgentWrite]) -> list[Applied | 
     outcomes: list[Applied | IdmirrorError | None] = []
     writing: list[int] = []  # indexes of the writes that go on to the statement
     for index, (key, version) in enumerate(zip(keys, versions, strict=True)):
-        outcome = _settled_before_writing(key, version, found.get(index + 1))
+        outcome = _settled_before_writing(key, version, found.get(index + 1), acting[index])
         if outcome is None:
             writing.append(index)
         outcomes.append(outcome)
@@ -232,8 +271,9 @@ def upsert_agents(session: Session, writes: list[AgentWrite]) -> list[Applied | 
     return done
 
 
-def delete_agent(session: Session, key: AgentKey, version: int) -> Applied:
+def delete_agent(session: Session, key: AgentKey, version: int, actor: Actor = OPERATOR) -> Applied:
     """Soft-delete: the row stays as a tombstone and the key remembers the delete's version."""
+    check_agent_owner(session, key, actor)
     live = _latest(session, key, include_deleted=False)
     if live is not None and live.version > version:
         return Applied("superseded", _deleted(live.id, "superseded"))
@@ -254,17 +294,20 @@ def _deleted(agent_id: str | None, outcome: DeleteOutcome) -> dict[str, Any]:
     return DeleteOut(id=agent_id, outcome=outcome).model_dump(mode="json")
 
 
-def get_agent(session: Session, ref: AgentRef, *, include_deleted: bool = False) -> AgentOut:
-    """The agent `ref` names (live, or its latest tombstone if asked); AgentNotFound if none."""
+def get_agent(
+    session: Session, ref: AgentRef, *, include_deleted: bool = False, sees: str | None = None
+) -> AgentOut:
+    """The agent `ref` names (live, or its latest tombstone if asked), if `sees` (an
+    integrator; None: anyone) may see it; AgentNotFound if none."""
     if ref.key is not None:
-        row = _latest(session, ref.key, include_deleted=include_deleted)
+        row = _latest(session, ref.key, include_deleted=include_deleted, sees=sees)
     else:
         row = session.execute(
             text(
                 f"SELECT {AGENT_COLUMNS} FROM agents a JOIN users u ON u.id = a.user_id "
-                "WHERE a.id = :id AND (:include_deleted OR a.deleted_at IS NULL)"
+                f"WHERE a.id = :id AND (:include_deleted OR a.deleted_at IS NULL) AND {_SEES}"
             ),
-            {"id": ref.agent_id, "include_deleted": include_deleted},
+            {"id": ref.agent_id, "include_deleted": include_deleted, "sees": sees},
         ).one_or_none()
     if row is None:
         raise AgentNotFound("no agent matches this ref", ref=ref.agent_id or ref.key.path)  # type: ignore[union-attr]
@@ -278,19 +321,22 @@ def list_agents(
     cursor: str | None,
     user_slug: str | None = None,
     include_deleted: bool = False,
+    sees: str | None = None,
 ) -> Page[AgentOut]:
-    """Agents in id order, a page at a time, of one user if asked."""
+    """Agents in id order, a page at a time, of one user if asked; only those of the
+    integrator `sees`, if given."""
     after = decode_cursor(cursor, text_value)
     rows = session.execute(
         text(
             f"SELECT {AGENT_COLUMNS} FROM agents a JOIN users u ON u.id = a.user_id "
             "WHERE (CAST(:user_slug AS text) IS NULL OR u.slug = :user_slug) "
-            "AND (:include_deleted OR a.deleted_at IS NULL) "
+            f"AND (:include_deleted OR a.deleted_at IS NULL) AND {_SEES} "
             "AND (CAST(:after AS text) IS NULL OR a.id > :after) ORDER BY a.id LIMIT :limit"
         ),
         {
             "user_slug": user_slug,
             "include_deleted": include_deleted,
+            "sees": sees,
             "after": after[0] if after else None,
             "limit": limit + 1,
         },

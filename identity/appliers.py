@@ -4,6 +4,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from identity.access import Actor
 from identity.agents import delete_agent, upsert_agent, upsert_agents
 from identity.answers import Applied
 from identity.errors import IdmirrorError
@@ -18,16 +19,17 @@ from identity.users import delete_user, upsert_user
 
 
 def apply_upsert(
-    session: Session, key: LedgerKey, payload: dict[str, Any], version: int
+    session: Session, key: LedgerKey, payload: dict[str, Any], version: int, actor: Actor
 ) -> Applied:
-    """Create or replace the identity `key` names with `payload` at `version`."""
+    """Create or replace the identity `key` names with `payload` at `version`, for `actor`."""
     match key:
         case UserKey():
-            return upsert_user(session, key, UserUpsert.model_validate(payload), version)
+            return upsert_user(session, key, UserUpsert.model_validate(payload), version, actor)
         case AgentKey():
-            return upsert_agent(session, key, AgentUpsert.model_validate(payload), version)
+            return upsert_agent(session, key, AgentUpsert.model_validate(payload), version, actor)
         case NodeTypeKey():
-            return upsert_node_type(session, key, NodeTypeUpsert.model_validate(payload), version)
+            body = NodeTypeUpsert.model_validate(payload)
+            return upsert_node_type(session, key, body, version, actor)
 
 
 def apply_job(session: Session, job: PendingJob) -> Applied:
@@ -35,14 +37,15 @@ def apply_job(session: Session, job: PendingJob) -> Applied:
     key = parse_ledger_key(job.key)
     match job.kind, key:
         case (("user.upsert" | "agent.upsert" | "node_type.upsert"), _):
-            return apply_upsert(session, key, job.payload, job.version)
+            return apply_upsert(session, key, job.payload, job.version, job.actor)
         case "user.delete", UserKey():
-            return delete_user(session, key, job.version)
+            return delete_user(session, key, job.version, job.actor)
         case "agent.delete", AgentKey():
-            return delete_agent(session, key, job.version)
+            return delete_agent(session, key, job.version, job.actor)
         case "agent.update", AgentKey():
             update = GraphUpdateJob.model_validate(job.payload)
-            return update_agent_graph(session, key, update, max_nodes=get_settings().max_nodes)
+            max_nodes = get_settings().max_nodes
+            return update_agent_graph(session, key, update, max_nodes=max_nodes, actor=job.actor)
     raise ValueError(f"no applier for a {job.kind} job on {job.key}")
 
 
@@ -53,7 +56,7 @@ def apply_agent_upserts(session: Session, jobs: list[PendingJob]) -> list[Applie
         key = parse_ledger_key(job.key)
         assert isinstance(key, AgentKey), "agent.upsert jobs are addressed to agent keys"
         writes.append((key, AgentUpsert.model_validate(job.payload), job.version))
-    return upsert_agents(session, writes)
+    return upsert_agents(session, writes, [job.actor for job in jobs])
 
 
 # Kinds whose jobs of distinct keys can be applied together, far cheaper than one by one.

@@ -27,6 +27,36 @@ class InvalidToken(IdmirrorError):
     code, status = "invalid_token", 401
 
 
+class InsufficientScope(IdmirrorError):
+    """The token lacks a scope the route needs; `details.required` names it."""
+
+    code, status = "insufficient_scope", 403
+
+
+class RateLimited(IdmirrorError):
+    """The integrator's bucket is empty; Retry-After says when a request fits again."""
+
+    code, status = "rate_limited", 429
+
+
+class OwnedByAnotherIntegrator(IdmirrorError):
+    """A write to an identity another integrator owns (for a read, it does not exist)."""
+
+    code, status = "owned_by_another_integrator", 409
+
+
+class IntegratorNotFound(IdmirrorError):
+    code, status = "integrator_not_found", 404
+
+
+class IntegratorExists(IdmirrorError):
+    code, status = "integrator_exists", 409
+
+
+class TokenNotFound(IdmirrorError):
+    code, status = "token_not_found", 404
+
+
 class PayloadTooLarge(IdmirrorError):
     code, status = "payload_too_large", 413
 

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from identity.access import OPERATOR, Actor, check_owner
 from identity.answers import Applied, Timestamp, UpsertOutcome, upserted
 from identity.errors import InvalidParams, InvalidParamsSchema, NodeTypeNotFound
 from identity.keys import NodeTypeKey
@@ -122,9 +123,9 @@ def node_type_out(row: Any) -> NodeTypeOut:
 
 _UPSERT = text(
     f"""
-    INSERT INTO node_types AS t (id, name, description, params_schema, version, created_at,
-                                 updated_at)
-    VALUES (:id, :name, :description, CAST(:params_schema AS jsonb), :version,
+    INSERT INTO node_types AS t (id, name, description, params_schema, version, owner,
+                                 created_at, updated_at)
+    VALUES (:id, :name, :description, CAST(:params_schema AS jsonb), :version, :owner,
             clock_timestamp(), clock_timestamp())
     ON CONFLICT (id) DO UPDATE
         SET name = excluded.name, description = excluded.description,
@@ -139,10 +140,17 @@ _UPSERT = text(
 
 
 def upsert_node_type(
-    session: Session, key: NodeTypeKey, body: NodeTypeUpsert, version: int
+    session: Session, key: NodeTypeKey, body: NodeTypeUpsert, version: int, actor: Actor = OPERATOR
 ) -> Applied:
-    """Create or replace a node type; identical or older bodies change nothing."""
+    """Create or replace a node type; identical or older bodies change nothing. The catalog is
+    read by everyone; a node type is written only by the integrator that created it."""
     node_type_id = key.node_type_id
+    if not actor.admin:
+        owner = session.execute(
+            text("SELECT owner FROM node_types WHERE id = :id"), {"id": node_type_id}
+        ).one_or_none()
+        if owner is not None:
+            check_owner(actor, owner.owner, "node type", node_type_id=str(node_type_id))
     row = session.execute(
         _UPSERT,
         {
@@ -151,6 +159,7 @@ def upsert_node_type(
             "description": body.description,
             "params_schema": json.dumps(body.params_schema),
             "version": version,
+            "owner": actor.integrator,
         },
     ).one_or_none()
     existing = _select(session, node_type_id) if row is None else None

@@ -66,15 +66,18 @@ def list_by_id(
     cursor: str | None,
     limit: int,
     out: Callable[[Any], ById],
+    *,
+    owner: str | None = None,
 ) -> "Page[ById]":
-    """A page of `select` (a SELECT over a table with a uuid `id`), ordered by id."""
+    """A page of `select` (a SELECT over a table with a uuid `id` and an `owner`), ordered by
+    id; only the rows of `owner`, if given."""
     after = decode_cursor(cursor, uuid.UUID)
     rows = session.execute(
         text(
-            f"{select} WHERE CAST(:after AS uuid) IS NULL OR id > CAST(:after AS uuid) "
-            "ORDER BY id LIMIT :limit"
+            f"{select} WHERE (CAST(:after AS uuid) IS NULL OR id > CAST(:after AS uuid)) "
+            "AND (CAST(:owner AS text) IS NULL OR owner = :owner) ORDER BY id LIMIT :limit"
         ),
-        {"after": after[0] if after else None, "limit": limit + 1},
+        {"after": after[0] if after else None, "owner": owner, "limit": limit + 1},
     ).all()
     return page([out(r) for r in rows], limit, lambda item: [str(item.id)])
 

@@ -106,6 +106,14 @@ class Settings(BaseSettings):
     def _level_in_any_case(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
+    rate_limit_per_second: float = Field(100.0, gt=0)
+    rate_limit_burst: int = Field(200, ge=1)
+    rate_limit_backfill_bytes: int = Field(1024 * 1024, ge=1024)
+    token_cache_seconds: float = Field(1.0, ge=0)
+    audit_retention_days: float = Field(90.0, gt=0)
+    metrics_public: bool = False
+    flower_basic_auth: str | None = Field(None, pattern=r"^[^:]+:.+$")
+
     @model_validator(mode="after")
     def _accepts_fit_their_bound(self) -> "Settings":
         if self.accept_statement_timeout_seconds >= self.accept_timeout_seconds:

@@ -9,6 +9,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from identity.access import OPERATOR, Actor, check_owner
 from identity.answers import (
     Applied,
     DeleteOut,
@@ -58,9 +59,14 @@ def user_out(row: Any) -> UserOut:
     return UserOut.model_validate(row._mapping)
 
 
-def _select(session: Session, user_id: uuid.UUID) -> Any:
+def _select(session: Session, user_id: uuid.UUID, sees: str | None = None) -> Any:
+    """The user's row and its owner; None if there is none `sees` may see (None: anyone)."""
     return session.execute(
-        text(f"SELECT {USER_COLUMNS} FROM users WHERE id = :id"), {"id": user_id}
+        text(
+            f"SELECT {USER_COLUMNS}, owner FROM users WHERE id = :id "
+            "AND (CAST(:sees AS text) IS NULL OR owner = :sees)"
+        ),
+        {"id": user_id, "sees": sees},
     ).one_or_none()
 
 
@@ -81,18 +87,23 @@ ON_CONFLICT = """
 _UPSERT = text(
     f"""
     INSERT INTO users AS u (id, email, slug, plan, metadata, external_owner, version,
-                            created_at, updated_at)
+                            owner, created_at, updated_at)
     VALUES (:id, :email, :slug, :plan, CAST(:metadata AS jsonb), :external_owner, :version,
-            clock_timestamp(), clock_timestamp())
+            :owner, clock_timestamp(), clock_timestamp())
     {ON_CONFLICT}
     RETURNING {USER_COLUMNS}, (xmax = 0) AS inserted
     """
 )
 
 
-def upsert_user(session: Session, key: UserKey, body: UserUpsert, version: int) -> Applied:
-    """Create or replace a user's mirrored fields; older and identical writes change nothing."""
+def upsert_user(
+    session: Session, key: UserKey, body: UserUpsert, version: int, actor: Actor = OPERATOR
+) -> Applied:
+    """Create or replace a user's mirrored fields; older and identical writes change nothing.
+    A new user belongs to the actor's integrator; another integrator's user is refused."""
     existing = _select(session, key.user_id)
+    if existing is not None:
+        check_owner(actor, existing.owner, "user", user_id=str(key.user_id))
     if existing is None and (tombstone_version(session, str(key)) or -1) > version:
         superseded = SupersededOut(id=str(key.user_id), created=False)
         return Applied("superseded", superseded.model_dump(mode="json"))
@@ -108,6 +119,7 @@ def upsert_user(session: Session, key: UserKey, body: UserUpsert, version: int) 
                     "metadata": json.dumps(body.metadata),
                     "external_owner": body.external_owner,
                     "version": version,
+                    "owner": actor.integrator,
                 },
             ).one_or_none()
     except IntegrityError:
@@ -115,9 +127,11 @@ def upsert_user(session: Session, key: UserKey, body: UserUpsert, version: int) 
     return upserted(row, existing, version, UserWriteOut)
 
 
-def delete_user(session: Session, key: UserKey, version: int) -> Applied:
+def delete_user(session: Session, key: UserKey, version: int, actor: Actor = OPERATOR) -> Applied:
     """Remove a user and, by cascade, its agents; remember the delete so stale writes stay out."""
     existing = _select(session, key.user_id)
+    if existing is not None:
+        check_owner(actor, existing.owner, "user", user_id=str(key.user_id))
     if existing is not None and existing.version > version:
         return Applied("superseded", _deleted(key, "superseded"))
     set_tombstone(session, str(key), version)
@@ -132,17 +146,20 @@ def _deleted(key: UserKey, outcome: DeleteOutcome) -> dict[str, Any]:
     return DeleteOut(id=str(key.user_id), outcome=outcome).model_dump(mode="json")
 
 
-def get_user(session: Session, user_id: uuid.UUID) -> UserOut:
-    """The user with this id; UserNotFound when there is none."""
-    row = _select(session, user_id)
+def get_user(session: Session, user_id: uuid.UUID, *, sees: str | None = None) -> UserOut:
+    """The user with this id, if `sees` may see it; UserNotFound when there is none."""
+    row = _select(session, user_id, sees)
     if row is None:
         raise UserNotFound("no user has this id", user_id=str(user_id))
     return user_out(row)
 
 
-def list_users(session: Session, *, limit: int, cursor: str | None) -> Page[UserOut]:
-    """Users in id order, a page at a time."""
-    return list_by_id(session, f"SELECT {USER_COLUMNS} FROM users", cursor, limit, user_out)
+def list_users(
+    session: Session, *, limit: int, cursor: str | None, sees: str | None = None
+) -> Page[UserOut]:
+    """Users in id order, a page at a time; only those of the integrator `sees`, if given."""
+    select = f"SELECT {USER_COLUMNS} FROM users"
+    return list_by_id(session, select, cursor, limit, user_out, owner=sees)
 
 
 def upsert_submission(

@@ -2,11 +2,14 @@
 has outlived its retention."""
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from celery import shared_task
+from sqlalchemy.orm import Session
 
 from identity import counters
+from identity.audit import forget_old_entries
 from identity.backfill.flow import stray_work
 from identity.db import transaction
 from identity.ledger.retention import forget_finished_jobs, forget_idempotency_keys, stale_keys
@@ -57,22 +60,48 @@ def sweep() -> dict[str, Any]:
         "backfill_requeued": backfill_sent,
         "idempotency_keys_forgotten": forgotten,
         "jobs_forgotten": forget_old_jobs(settings.job_retention_hours),
+        "audit_forgotten": forget_old_audit(settings.audit_retention_days),
     }
+
+
+def _in_batches(forget: Callable[[Session, int], int], batch: int, batches: int) -> int:
+    """Run `forget(session, limit)` a batch per transaction until a batch comes up short."""
+    total = 0
+    for _ in range(batches):
+        with transaction() as session:
+            deleted = forget(session, batch)
+        total += deleted
+        if deleted < batch:
+            break
+    return total
 
 
 def forget_old_jobs(
     retention_hours: float, *, batch: int = FORGET_BATCH, batches: int = FORGET_BATCHES
 ) -> int:
     """Delete finished jobs older than the retention, a batch per transaction."""
-    total = 0
-    for _ in range(batches):
-        with transaction() as session:
-            deleted = forget_finished_jobs(session, retention_hours=retention_hours, limit=batch)
-            if deleted:
-                counters.record_forgotten_jobs(session, deleted)
-        total += deleted
-        if deleted < batch:
-            break
+
+    def forget(session: Session, limit: int) -> int:
+        deleted = forget_finished_jobs(session, retention_hours=retention_hours, limit=limit)
+        if deleted:
+            counters.record_forgotten_jobs(session, deleted)
+        return deleted
+
+    total = _in_batches(forget, batch, batches)
     if total:
         log.debug("forgot %d finished jobs older than %g hours", total, retention_hours)
+    return total
+
+
+def forget_old_audit(
+    retention_days: float, *, batch: int = FORGET_BATCH, batches: int = FORGET_BATCHES
+) -> int:
+    """Delete audit entries older than IDMIRROR_AUDIT_RETENTION_DAYS, a batch per transaction."""
+
+    def forget(session: Session, limit: int) -> int:
+        return forget_old_entries(session, retention_days=retention_days, limit=limit)
+
+    total = _in_batches(forget, batch, batches)
+    if total:
+        log.info("forgot %d audit entries older than %g days", total, retention_days)
     return total

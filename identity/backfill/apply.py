@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from identity import counters
+from identity.access import Actor
 from identity.agents import new_agent_ids
 from identity.appliers import apply_upsert
 from identity.backfill.flow import (
@@ -33,7 +34,7 @@ from identity.backfill.flow import (
 from identity.backfill.items import stored_key
 from identity.backfill.sql import CHUNK, KEYS, LOCK_KEYS, STATEMENTS
 from identity.db import commit_without_waiting_for_disk
-from identity.errors import IdmirrorError, SlugTaken, UserNotFound
+from identity.errors import IdmirrorError, OwnedByAnotherIntegrator, SlugTaken, UserNotFound
 
 OUTCOMES = ("created", "updated", "unchanged", "superseded", "failed")
 
@@ -65,7 +66,15 @@ class Outcomes:
             self.covered.append(result)
 
 
+# What an item failed for, as the set-based statements name it.
+_FAILURES = ("slug_taken", "user_not_found", "owned_by_another_integrator")
+
+
 def _error(outcome: str, slug: str) -> dict[str, Any]:
+    if outcome == "owned_by_another_integrator":
+        return OwnedByAnotherIntegrator(
+            "this identity belongs to another integrator", user_slug=slug
+        ).envelope()
     if outcome == "slug_taken":
         return SlugTaken(f"slug {slug!r} belongs to another user", slug=slug).envelope()
     return UserNotFound(
@@ -74,26 +83,31 @@ def _error(outcome: str, slug: str) -> dict[str, Any]:
 
 
 def _set_based(
-    session: Session, kind: str, backfill_id: str, seq: int, size: int, *, dry: bool, cover: bool
+    session: Session, kind: str, run: Any, seq: int, size: int, *, dry: bool, cover: bool
 ) -> Outcomes:
-    params: dict[str, Any] = {"backfill_id": backfill_id, "seq": seq}
+    params: dict[str, Any] = {
+        "backfill_id": str(run.id),
+        "seq": seq,
+        "integrator": run.integrator,
+        "admin": run.admin,
+    }
     if kind == "agent" and not dry:
         params["ids"] = ",".join(new_agent_ids(size))
     rows = session.execute(STATEMENTS[(kind, dry)], params).all()
     out = Outcomes()
     if kind == "agent":  # the bulk of a backfill: count, and look closer only at failures
         out.counts.update(row[3] for row in rows)
-        missing = out.counts.pop("user_not_found", 0)
+        missing = sum(out.counts.pop(reason, 0) for reason in _FAILURES)
         if missing:
             out.counts["failed"] += missing
             out.failed = [
                 ItemResult(line, key, "failed", _error(outcome, slug))
                 for line, key, slug, outcome in rows
-                if outcome == "user_not_found"
+                if outcome in _FAILURES
             ]
         return out
     for line, key, user_id, slug, primary, outcome in rows:
-        failed = outcome == "slug_taken"
+        failed = outcome in _FAILURES
         result = ItemResult(
             line,
             key,
@@ -107,14 +121,13 @@ def _set_based(
     return out
 
 
-def _one_by_one(
-    session: Session, kind: str, backfill_id: str, seq: int, *, cover: bool
-) -> Outcomes:
+def _one_by_one(session: Session, kind: str, run: Any, seq: int, *, cover: bool) -> Outcomes:
     """Each item as a single PUT would apply it, in line order: node types always, and chunks
     whose items collide with each other (a slug handed from one user to another inside it)."""
     items = session.execute(
-        text(f"SELECT c.items {CHUNK}"), _chunk_params(backfill_id, seq)
+        text(f"SELECT c.items {CHUNK}"), _chunk_params(str(run.id), seq)
     ).scalar_one()
+    actor = Actor(run.integrator, None, run.admin)
     out = Outcomes()
     for item in sorted(items, key=lambda i: i["l"]):
         typed_key = stored_key(kind, item)
@@ -126,7 +139,7 @@ def _one_by_one(
             payload = {f: v for f, v in item.items() if f not in ("l", "v", "h", "id")}
         try:
             with session.begin_nested():
-                applied = apply_upsert(session, typed_key, payload, item["v"])
+                applied = apply_upsert(session, typed_key, payload, item["v"], actor)
         except IdmirrorError as exc:
             out.add(ItemResult(item["l"], key, "failed", exc.envelope()), cover=False)
             continue
@@ -278,16 +291,16 @@ def _apply(session: Session, run: Any, chunk: Any, backfill_id: str, seq: int) -
         return _node_types_dry(session, backfill_id, seq)
     if chunk.kind == "node_type":
         _lock_keys(session, chunk.kind, backfill_id, seq)
-        return _one_by_one(session, chunk.kind, backfill_id, seq, cover=False)
+        return _one_by_one(session, chunk.kind, run, seq, cover=False)
     if not run.dry_run:
         _lock_keys(session, chunk.kind, backfill_id, seq)
     try:
         with session.begin_nested():
             return _set_based(
-                session, chunk.kind, backfill_id, seq, chunk.size, dry=run.dry_run, cover=cover
+                session, chunk.kind, run, seq, chunk.size, dry=run.dry_run, cover=cover
             )
     except IntegrityError:
-        return _one_by_one(session, chunk.kind, backfill_id, seq, cover=cover)
+        return _one_by_one(session, chunk.kind, run, seq, cover=cover)
 
 
 def finish_chunk(

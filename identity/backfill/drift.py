@@ -38,6 +38,9 @@ _COVERED_BY_INPUT = """
         SELECT DISTINCT ON (i.id) i.id AS user_id, i.slug
         FROM backfill_chunks c, jsonb_to_recordset(c.items) AS i(l bigint, id uuid, slug text)
         WHERE c.backfill_id = :backfill_id AND c.kind = 'user'
+          -- Another integrator's users are not the uploader's to mirror: their lines fail.
+          AND NOT EXISTS (SELECT 1 FROM users o WHERE o.id = i.id AND NOT :admin
+                          AND o.owner IS DISTINCT FROM CAST(:integrator AS text))
         ORDER BY i.id, i.l DESC
     )
 """
@@ -67,7 +70,12 @@ _LIVE = """
 def _measure(session: Session, run: Any, covered: str, *, record: bool) -> tuple[int, int]:
     """(drift, live agents of the covered users); with `record`, store the drift rows."""
     ctes = f"WITH {covered}, {_PRESENT}, {_LIVE}"
-    params = {"backfill_id": run.id, "snapshot": run.snapshot_version}
+    params = {
+        "backfill_id": run.id,
+        "snapshot": run.snapshot_version,
+        "integrator": run.integrator,
+        "admin": run.admin,
+    }
     live = session.execute(text(f"{ctes} SELECT count(*) FROM live"), params).scalar_one()
     if record:
         drift = session.execute(

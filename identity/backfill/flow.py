@@ -21,7 +21,9 @@ from sqlalchemy.orm import Session
 from identity.db import commit_without_waiting_for_disk
 
 ACTIVE = ("receiving", "running")
-RUN_COLUMNS = "id, status, phase, mode, prune, dry_run, rerun, apply_early, early_agents"
+RUN_COLUMNS = (
+    "id, status, phase, mode, prune, dry_run, rerun, apply_early, early_agents, integrator, admin"
+)
 UPLOAD_INTERRUPTED = {
     "code": "upload_interrupted",
     "message": "the upload stopped before its end",

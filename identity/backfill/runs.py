@@ -17,6 +17,8 @@ from sqlalchemy import Row, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from identity import audit
+from identity.access import OPERATOR, Actor
 from identity.answers import Timestamp
 from identity.backfill.flow import RUN_COLUMNS, Work, advance
 from identity.errors import (
@@ -122,9 +124,16 @@ def backfill_out(row: Any) -> BackfillOut:
 
 
 def create(
-    session: Session, options: BackfillOptions, *, now: datetime, source: str | None = None
+    session: Session,
+    options: BackfillOptions,
+    *,
+    now: datetime,
+    source: str | None = None,
+    actor: Actor = OPERATOR,
+    origin: audit.Origin = audit.Origin(),
 ) -> BackfillOut:
-    """A new run, receiving. Items without source_updated_at take the snapshot's version."""
+    """A new run, receiving, for `actor` (its items write as that actor's writes would).
+    Items without source_updated_at take the snapshot's version."""
     options.check()
     snapshot = options.snapshot_at or now
     params = {
@@ -138,6 +147,8 @@ def create(
         "source": source,
         "snapshot_at": snapshot,
         "snapshot_version": to_version(snapshot),
+        "integrator": actor.integrator,
+        "admin": actor.admin,
     }
     try:
         with session.begin_nested():
@@ -145,9 +156,9 @@ def create(
                 text(
                     f"""
                     INSERT INTO backfills (id, mode, prune, dry_run, apply_early, source,
-                                           snapshot_at, snapshot_version)
+                                           snapshot_at, snapshot_version, integrator, admin)
                     VALUES (:id, :mode, :prune, :dry_run, :apply_early, :source,
-                            :snapshot_at, :snapshot_version)
+                            :snapshot_at, :snapshot_version, :integrator, :admin)
                     RETURNING {COLUMNS}
                     """
                 ),
@@ -166,6 +177,10 @@ def create(
             source=source,
             backfill_id=str(running) if running else None,
         ) from None
+    details = {"mode": options.mode, "prune": options.prune, "dry_run": options.dry_run}
+    audit.record(
+        session, actor, origin, "backfill.create", key=f"backfill:{params['id']}", details=details
+    )
     return backfill_out(row)
 
 
@@ -176,31 +191,46 @@ def _parse_id(raw: str | uuid.UUID) -> uuid.UUID:
         raise BackfillNotFound("no backfill has this id", backfill_id=str(raw)) from None
 
 
-def _row(session: Session, backfill_id: uuid.UUID, *, lock: bool = False) -> Any:
+def _row(
+    session: Session, backfill_id: uuid.UUID, *, lock: bool = False, sees: str | None = None
+) -> Any:
+    """The run, if `sees` (an integrator; None: anyone) may see it."""
     row = session.execute(
-        text(f"SELECT {COLUMNS} FROM backfills WHERE id = :id" + (" FOR UPDATE" if lock else "")),
-        {"id": backfill_id},
+        text(
+            f"SELECT {COLUMNS} FROM backfills WHERE id = :id "
+            "AND (CAST(:sees AS text) IS NULL OR integrator = :sees)"
+            + (" FOR UPDATE" if lock else "")
+        ),
+        {"id": backfill_id, "sees": sees},
     ).one_or_none()
     if row is None:
         raise BackfillNotFound("no backfill has this id", backfill_id=str(backfill_id))
     return row
 
 
-def get_backfill(session: Session, backfill_id: str | uuid.UUID) -> BackfillOut:
-    """The run with this id; BackfillNotFound when there is none."""
-    return backfill_out(_row(session, _parse_id(backfill_id)))
+def get_backfill(
+    session: Session, backfill_id: str | uuid.UUID, *, sees: str | None = None
+) -> BackfillOut:
+    """The run with this id; BackfillNotFound when there is none (that `sees` may see)."""
+    return backfill_out(_row(session, _parse_id(backfill_id), sees=sees))
 
 
 def list_backfills(
-    session: Session, *, limit: int, cursor: str | None, status: str | None = None
+    session: Session,
+    *,
+    limit: int,
+    cursor: str | None,
+    status: str | None = None,
+    sees: str | None = None,
 ) -> Page[BackfillOut]:
-    """Newest first."""
+    """Newest first; only the runs of the integrator `sees`, if given."""
     after = decode_cursor(cursor, datetime.fromisoformat, uuid.UUID)
     rows = session.execute(
         text(
             f"""
             SELECT {COLUMNS} FROM backfills
             WHERE (CAST(:status AS text) IS NULL OR status = :status)
+              AND (CAST(:sees AS text) IS NULL OR integrator = :sees)
               AND (CAST(:after_at AS timestamptz) IS NULL
                    OR (started_at, id) < (CAST(:after_at AS timestamptz), CAST(:after_id AS uuid)))
             ORDER BY started_at DESC, id DESC LIMIT :limit
@@ -208,6 +238,7 @@ def list_backfills(
         ),
         {
             "status": status,
+            "sees": sees,
             "after_at": after[0] if after else None,
             "after_id": after[1] if after else None,
             "limit": limit + 1,
@@ -218,11 +249,11 @@ def list_backfills(
 
 
 def list_failures(
-    session: Session, backfill_id: str, *, limit: int, cursor: str | None
+    session: Session, backfill_id: str, *, limit: int, cursor: str | None, sees: str | None = None
 ) -> Page[BackfillFailureOut]:
     """Failed items in line order: `line`, `key` (when the line names one) and `error`."""
     run_id = _parse_id(backfill_id)
-    _row(session, run_id)
+    _row(session, run_id, sees=sees)
     after = decode_cursor(cursor, bigint_value)
     rows = session.execute(
         text(
@@ -237,11 +268,11 @@ def list_failures(
 
 
 def list_drift(
-    session: Session, backfill_id: str, *, limit: int, cursor: str | None
+    session: Session, backfill_id: str, *, limit: int, cursor: str | None, sees: str | None = None
 ) -> Page[DriftedAgentOut]:
     """A mirror run's drift, agent by agent, with what became of each."""
     run_id = _parse_id(backfill_id)
-    _row(session, run_id)
+    _row(session, run_id, sees=sees)
     after = decode_cursor(cursor, text_value)
     rows = session.execute(
         text(
@@ -262,10 +293,10 @@ def _drifted(row: Row[Any]) -> DriftedAgentOut:
     raise ValueError(f"drift holds agents only, not {row.key!r}")
 
 
-def cancel(session: Session, backfill_id: str) -> BackfillOut:
+def cancel(session: Session, backfill_id: str, *, sees: str | None = None) -> BackfillOut:
     """Stop a run: chunks not applied yet never will be. A finished run is left as it is."""
     run_id = _parse_id(backfill_id)
-    row = _row(session, run_id, lock=True)
+    row = _row(session, run_id, lock=True, sees=sees)
     if row.status in ("receiving", "running"):
         session.execute(
             text(
@@ -307,11 +338,11 @@ _RETRY_CHUNKS = text(
 
 
 def retry(
-    session: Session, backfill_id: str, *, chunk_size: int, buckets: int
+    session: Session, backfill_id: str, *, chunk_size: int, buckets: int, sees: str | None = None
 ) -> tuple[BackfillOut, list[Work]]:
     """Run a completed run's failed items again (lines that were not valid stay failed)."""
     run_id = _parse_id(backfill_id)
-    row = _row(session, run_id, lock=True)
+    row = _row(session, run_id, lock=True, sees=sees)
     if row.status != "completed" or row.dry_run:
         raise BackfillNotRetryable(
             "only a completed backfill that is not a dry run can be retried; "

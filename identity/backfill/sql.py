@@ -43,6 +43,9 @@ _USERS = """
     classified AS (
         SELECT i.*, u.id IS NOT NULL AS present,
             CASE
+                WHEN u.id IS NOT NULL AND NOT :admin
+                     AND u.owner IS DISTINCT FROM CAST(:integrator AS text)
+                     THEN 'owned_by_another_integrator'
                 WHEN i.rn > 1 THEN 'superseded'
                 WHEN u.id IS NOT NULL AND u.version > i.v THEN 'superseded'
                 WHEN u.id IS NOT NULL
@@ -69,9 +72,9 @@ _USERS = """
 """
 _USERS_WRITE = f"""
         INSERT INTO users AS u (id, email, slug, plan, metadata, external_owner, version,
-                                line_digest, created_at, updated_at)
+                                line_digest, owner, created_at, updated_at)
         SELECT id, email, slug, plan, metadata, external_owner, v, line_digest,
-               clock_timestamp(), clock_timestamp()
+               CAST(:integrator AS text), clock_timestamp(), clock_timestamp()
         FROM classified WHERE action = 'write'
         {users.ON_CONFLICT}
         RETURNING u.id, (xmax = 0) AS inserted
@@ -99,6 +102,8 @@ _AGENTS = """
         SELECT i.*, o.id AS owner_id, a.id AS live_id,
             CASE
                 WHEN o.id IS NULL THEN 'user_not_found'
+                WHEN NOT :admin AND o.owner IS DISTINCT FROM CAST(:integrator AS text)
+                     THEN 'owned_by_another_integrator'
                 WHEN i.rn > 1 THEN 'superseded'
                 WHEN a.id IS NOT NULL AND a.version > i.v THEN 'superseded'
                 WHEN a.id IS NOT NULL
@@ -131,13 +136,14 @@ _AGENTS = """
 # (unless the input renames it).
 _OWNERS_DRY = """
     owners AS MATERIALIZED (
-        SELECT DISTINCT ON (slug) id, slug FROM (
-            SELECT bu.user_id AS id, bu.slug, 0 AS preference FROM backfill_users bu
+        SELECT DISTINCT ON (slug) id, slug, owner FROM (
+            SELECT bu.user_id AS id, bu.slug, CAST(:integrator AS text) AS owner, 0 AS preference
+            FROM backfill_users bu
             WHERE bu.backfill_id = :backfill_id
               AND bu.outcome IN ('created', 'updated', 'unchanged')
               AND bu.slug IN (SELECT user_slug FROM items)
             UNION ALL
-            SELECT u.id, u.slug, 1 FROM users u
+            SELECT u.id, u.slug, u.owner, 1 FROM users u
             WHERE u.slug IN (SELECT user_slug FROM items)
               AND NOT EXISTS (
                   SELECT 1 FROM backfill_users bu

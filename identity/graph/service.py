@@ -14,7 +14,8 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from identity import node_types
-from identity.agents import AGENT_COLUMNS, AgentOut, agent_out, get_agent
+from identity.access import OPERATOR, Actor
+from identity.agents import AGENT_COLUMNS, AgentOut, agent_out, check_agent_owner, get_agent
 from identity.answers import Applied
 from identity.errors import AgentNotFound
 from identity.graph.apply import Overlay, Run, write
@@ -163,9 +164,15 @@ def _schema_types(overlay: Overlay, operations: list[Operation]) -> set[uuid.UUI
 
 
 def update_agent_graph(
-    session: Session, key: AgentKey, update: GraphUpdateJob, *, max_nodes: int
+    session: Session,
+    key: AgentKey,
+    update: GraphUpdateJob,
+    *,
+    max_nodes: int,
+    actor: Actor = OPERATOR,
 ) -> Applied:
     """Apply an update's fields and operations in order, all or nothing."""
+    check_agent_owner(session, key, actor)
     agent = get_agent(session, AgentRef(key=key))
     if update.agent_id is not None and update.agent_id != agent.id:
         raise AgentNotFound("the agent this update named has been replaced", ref=update.agent_id)
@@ -194,9 +201,12 @@ def update_agent_graph(
     return Applied("updated", updated.model_dump(mode="json"))
 
 
-def read_graph(session: Session, ref: AgentRef, *, include_deleted: bool = False) -> GraphOut:
-    """The graph of the agent `ref` names, laid out; AgentNotFound when there is none."""
-    agent = get_agent(session, ref, include_deleted=include_deleted)
+def read_graph(
+    session: Session, ref: AgentRef, *, include_deleted: bool = False, sees: str | None = None
+) -> GraphOut:
+    """The graph of the agent `ref` names, laid out, if `sees` may see it; AgentNotFound when
+    there is none."""
+    agent = get_agent(session, ref, include_deleted=include_deleted, sees=sees)
     return graph_of(session, agent.id)
 
 
@@ -212,13 +222,15 @@ def update_submission(
     idempotency_key: str | None,
     *,
     max_operations: int,
+    sees: str | None = None,
 ) -> Submission:
-    """Check an update without the graph and address it to the agent's key."""
+    """Check an update without the graph and address it to the agent's key (an agent named
+    by its id must be one `sees` may see)."""
     ref = AgentRef.parse(raw_ref)
     update = update_job(body, max_operations=max_operations)
     key = ref.key
     if ref.agent_id is not None:
-        agent = get_agent(session, ref)
+        agent = get_agent(session, ref, sees=sees)
         key = AgentKey(agent.slug, agent.user_slug)
         update = update.model_copy(update={"agent_id": ref.agent_id})
     return Submission(

@@ -25,6 +25,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from identity import counters
+from identity.access import Actor
 from identity.answers import Applied
 from identity.db import TRANSIENT_ERRORS
 from identity.errors import IdmirrorError, InternalError
@@ -44,6 +45,12 @@ class PendingJob:
     accepted_at: datetime
     starts: int = 0  # drains that began applying it; more than one means one of them died
     waited: bool = False  # accepted longer ago than the drain's count_starts_after
+    integrator: str | None = None  # who sent it: what it may write, and who owns what it creates
+    admin: bool = True
+
+    @property
+    def actor(self) -> Actor:
+        return Actor(self.integrator, None, self.admin)
 
 
 Applier = Callable[[Session, PendingJob], Applied]
@@ -71,7 +78,8 @@ def _pending(session: Session, keys: list[str], limit: int, waited: float) -> li
     rows = session.execute(
         text(
             "SELECT id, key, seq, kind, payload, version, accepted_at, starts, "
-            "accepted_at < clock_timestamp() - make_interval(secs => :waited) FROM jobs "
+            "accepted_at < clock_timestamp() - make_interval(secs => :waited), integrator, admin "
+            "FROM jobs "
             "WHERE key = ANY(:keys) AND status = 'pending' ORDER BY key, seq LIMIT :limit"
         ),
         {"keys": keys, "limit": limit, "waited": waited},
@@ -211,6 +219,10 @@ _RECORD = text(
         SELECT count(pg_notify(:channel, CASE WHEN octet_length(note) < 7900 THEN note
                                               ELSE json_build_object('id', id)::text END))
         FROM marked
+    ),
+    audited AS (
+        UPDATE audit a SET outcome = coalesce(m.outcome, 'failed:' || m.code, m.status)
+        FROM marked m WHERE a.job_id = m.id AND a.outcome IS NULL
     )
     SELECT m.kind, m.latency, m.outcome, m.status, m.code FROM marked m, notified
     """

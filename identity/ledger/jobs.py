@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import TextualSelect, column, text
 from sqlalchemy.orm import Session
 
+from identity.access import OPERATOR, Actor
 from identity.answers import Timestamp
 from identity.errors import JobNotFound
 from identity.pagination import Page, decode_cursor, page
@@ -54,6 +55,9 @@ class Submission:
     idempotency_key: str | None = None
     job_id: uuid.UUID = field(default_factory=uuid.uuid4)
     retry_of: uuid.UUID | None = None  # the failed job this one retries
+    actor: Actor = OPERATOR  # who sends it: the job's integrator, and its audit entry's
+    request_id: str | None = None
+    client: str | None = None  # the client's address, for the audit trail
 
     @cached_property
     def request_hash(self) -> str:
@@ -105,9 +109,16 @@ def job_out(row: Any) -> dict[str, Any]:
     }
 
 
-def get_job(session: Session, job_id: uuid.UUID | str) -> JobOut:
-    """The job with this id; JobNotFound when there is none."""
-    row = session.execute(JOB_BY_ID, {"id": job_id}).one_or_none()
+_VISIBLE_JOB = job_rows(
+    f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = :id "
+    "AND (CAST(:sees AS text) IS NULL OR integrator = :sees)"
+)
+
+
+def get_job(session: Session, job_id: uuid.UUID | str, *, sees: str | None = None) -> JobOut:
+    """The job with this id, if `sees` (an integrator; None: anyone's) may see it;
+    JobNotFound when there is none."""
+    row = session.execute(_VISIBLE_JOB, {"id": job_id, "sees": sees}).one_or_none()
     if row is None:
         raise JobNotFound("no job has this id", job_id=str(job_id))
     return JobOut.model_validate(row)
@@ -121,8 +132,10 @@ def list_jobs(
     status: str | None = None,
     key: str | None = None,
     kind: str | None = None,
+    sees: str | None = None,
 ) -> Page[JobOut]:
-    """Newest first, filtered by any of status, key and kind."""
+    """Newest first, filtered by any of status, key and kind; only the jobs of the integrator
+    `sees` names, if any."""
     after = decode_cursor(cursor, datetime.fromisoformat, uuid.UUID)
     rows = session.execute(
         text(
@@ -131,6 +144,7 @@ def list_jobs(
             WHERE (CAST(:status AS text) IS NULL OR status = :status)
               AND (CAST(:key AS text) IS NULL OR key = :key)
               AND (CAST(:kind AS text) IS NULL OR kind = :kind)
+              AND (CAST(:sees AS text) IS NULL OR integrator = :sees)
               AND (CAST(:after_at AS timestamptz) IS NULL
                    OR (accepted_at, id) < (CAST(:after_at AS timestamptz), CAST(:after_id AS uuid)))
             ORDER BY accepted_at DESC, id DESC
@@ -141,6 +155,7 @@ def list_jobs(
             "status": status,
             "key": key,
             "kind": kind,
+            "sees": sees,
             "after_at": after[0] if after else None,
             "after_id": after[1] if after else None,
             "limit": limit + 1,

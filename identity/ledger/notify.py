@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import psycopg
@@ -24,9 +24,15 @@ Loader = Callable[[], Awaitable[dict[str, Any]]]
 
 
 class JobWaiter:
-    def __init__(self, conninfo: str, channel: str) -> None:
+    """Wakes requests waiting for jobs; `others` are channels whose notifications (and any
+    reconnect, after which one may have been missed) call their callback."""
+
+    def __init__(
+        self, conninfo: str, channel: str, others: Mapping[str, Callable[[], None]] | None = None
+    ) -> None:
         self._conninfo = conninfo
         self._channel = channel
+        self._others = dict(others or {})
         self._waiting: dict[str, asyncio.Event] = {}
         self._notified: dict[str, dict[str, Any]] = {}
         self._task: asyncio.Task[None] | None = None
@@ -77,9 +83,15 @@ class JobWaiter:
             try:
                 conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
                 async with conn:
-                    await conn.execute(f"LISTEN {self._channel}")
+                    for channel in (self._channel, *self._others):
+                        await conn.execute(f"LISTEN {channel}")
+                    for missed in self._others.values():
+                        missed()  # anything said while this connection was not listening
                     async for note in conn.notifies():
-                        self._deliver(note.payload)
+                        if note.channel == self._channel:
+                            self._deliver(note.payload)
+                        elif (heard := self._others.get(note.channel)) is not None:
+                            heard()
             except asyncio.CancelledError:
                 raise
             except (psycopg.Error, OSError) as exc:

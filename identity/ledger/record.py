@@ -22,10 +22,19 @@ from identity.ledger.jobs import JOB_BY_ID, JOB_COLUMNS, Accepted, Submission, j
 # once, by the number of its jobs in the statement (rows locked in key order, so two such
 # statements cannot deadlock each other), and its jobs take consecutive seqs and versions in the
 # order they were given: the same numbers accepting them one after the other would give.
-_ACCEPT = job_rows(f"""
+# Its text is kept compact: pg_stat_activity shows a statement's first kilobyte, and what it
+# does (INSERT INTO jobs) should be in it.
+_ACCEPT = job_rows(
+    " ".join(
+        f"""
     WITH items AS (
         SELECT * FROM json_to_recordset(CAST(:items AS json))
-            AS i(n int, id uuid, key text, kind text, payload jsonb, hash text, version bigint)
+            AS i(n int, id uuid, key text, kind text, payload jsonb, hash text, version bigint,
+                 integrator text, token uuid, admin bool, request text, client text)
+    ),
+    audited AS (
+        INSERT INTO audit (integrator, token_id, action, key, job_id, request_id, client)
+        SELECT integrator, token, kind, key, id, request, client FROM items ORDER BY n
     ),
     counts AS (SELECT key, count(*) AS c FROM items GROUP BY key),
     head AS (
@@ -41,13 +50,17 @@ _ACCEPT = job_rows(f"""
         SELECT i.*, c.c, row_number() OVER (PARTITION BY i.key ORDER BY i.n) AS r
         FROM items i JOIN counts c USING (key)
     )
-    INSERT INTO jobs (id, key, seq, kind, payload, payload_hash, version)
+    INSERT INTO jobs (id, key, seq, kind, payload, payload_hash, version, integrator,
+                      token_id, admin)
     SELECT nb.id, nb.key, h.last_seq - nb.c + nb.r, nb.kind, nb.payload, nb.hash,
-           coalesce(nb.version, h.last_version - nb.c + nb.r)
+           coalesce(nb.version, h.last_version - nb.c + nb.r), nb.integrator, nb.token,
+           nb.admin
     FROM numbered nb JOIN head h USING (key)
     ORDER BY nb.n
     RETURNING {JOB_COLUMNS}
-    """)
+    """.split()
+    )
+)
 # A job row as the accept path reads it: SQLAlchemy's Row finds a column by name through
 # __getattr__, several times slower than a field of a named tuple, and each accepted write's
 # answer reads eleven of them. (mypy sees no fields in a namedtuple named from a constant.)
@@ -79,6 +92,11 @@ async def _insert(conn: AsyncConnection, subs: list[Submission]) -> list[Any]:
                 "payload": sub.payload,
                 "hash": sub.request_hash,
                 "version": sub.explicit_version,
+                "integrator": sub.actor.integrator,
+                "token": sub.actor.token_id and str(sub.actor.token_id),
+                "admin": sub.actor.admin,
+                "request": sub.request_id,
+                "client": sub.client,
             }
             for n, sub in enumerate(subs)
         ]
@@ -137,12 +155,16 @@ async def accept(
         return (await accept_many(conn, [sub]))[0]
 
     request_hash = sub.request_hash
+    # Each integrator's keys are its own; the bootstrap token's are stored as they came.
+    stored_key = sub.idempotency_key
+    if sub.actor.integrator is not None:
+        stored_key = f"{sub.actor.integrator}\n{stored_key}"
     # A transaction of its own, in which the lookup after the lock sees what a write with the
     # same key committed while this one waited for the lock.
     await conn.execution_options(isolation_level="READ COMMITTED")
     async with conn.begin():
-        await conn.execute(_IDEMPOTENCY_LOCK, {"lock": "idem:" + sub.idempotency_key})
-        lookup = {"key": sub.idempotency_key, "seconds": idempotency_ttl_hours * 3600}
+        await conn.execute(_IDEMPOTENCY_LOCK, {"lock": "idem:" + stored_key})
+        lookup = {"key": stored_key, "seconds": idempotency_ttl_hours * 3600}
         previous = (await conn.execute(_IDEMPOTENCY_LOOKUP, lookup)).one_or_none()
         if previous is not None:
             if previous.request_hash != request_hash:
@@ -153,7 +175,7 @@ async def accept(
                 )
             return Accepted(job=await read_job(conn, previous.job_id), reused=True)
         (row,) = await _insert(conn, [sub])
-        record = {"key": sub.idempotency_key, "hash": request_hash, "job_id": sub.job_id}
+        record = {"key": stored_key, "hash": request_hash, "job_id": sub.job_id}
         await conn.execute(_IDEMPOTENCY_RECORD, record)
     return Accepted(job=job_out(row), reused=False)
 

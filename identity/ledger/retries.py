@@ -35,11 +35,15 @@ class RetriesOut(BaseModel):
     already_retried: list[RetryOut]
 
 
-def resubmission(session: Session, job_id: uuid.UUID) -> Submission:
-    """A new submission carrying a failed job's payload, for POST /v1/jobs/{id}/retry."""
+def resubmission(session: Session, job_id: uuid.UUID, *, sees: str | None = None) -> Submission:
+    """A new submission carrying a failed job's payload, for POST /v1/jobs/{id}/retry; only
+    of a job of the integrator `sees`, if given."""
     row = session.execute(
-        text("SELECT key, kind, status, payload, retried_by FROM jobs WHERE id = :id"),
-        {"id": job_id},
+        text(
+            "SELECT key, kind, status, payload, retried_by FROM jobs WHERE id = :id "
+            "AND (CAST(:sees AS text) IS NULL OR integrator = :sees)"
+        ),
+        {"id": job_id, "sees": sees},
     ).one_or_none()
     if row is None:
         raise JobNotFound("no job has this id", job_id=str(job_id))
@@ -51,7 +55,13 @@ def resubmission(session: Session, job_id: uuid.UUID) -> Submission:
 
 
 def resubmissions(
-    session: Session, *, kind: str | None, key: str | None, code: str | None, limit: int
+    session: Session,
+    *,
+    kind: str | None,
+    key: str | None,
+    code: str | None,
+    limit: int,
+    sees: str | None = None,
 ) -> list[Submission]:
     """Retries of up to `limit` failed jobs not retried yet, oldest first, by any filter."""
     rows = session.execute(
@@ -61,9 +71,10 @@ def resubmissions(
             "AND (CAST(:kind AS text) IS NULL OR kind = :kind) "
             "AND (CAST(:key AS text) IS NULL OR key = :key) "
             "AND (CAST(:code AS text) IS NULL OR error ->> 'code' = :code) "
+            "AND (CAST(:sees AS text) IS NULL OR integrator = :sees) "
             "ORDER BY accepted_at, id LIMIT :limit"
         ),
-        {"kind": kind, "key": key, "code": code, "limit": min(limit, BULK_LIMIT)},
+        {"kind": kind, "key": key, "code": code, "limit": min(limit, BULK_LIMIT), "sees": sees},
     ).all()
     return [_retry_of(row.id, row) for row in rows]
 
