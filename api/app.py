@@ -9,11 +9,15 @@ from prometheus_client import REGISTRY, disable_created_metrics
 
 from api import contract, errors
 from api.access import AccessLog
+from api.auth import Principals
+from api.guard import Guard
 from api.limits import Limits, RequestLimits
 from api.metrics import LedgerCollector
-from api.routes import agents, backfills, graphs, health, jobs, node_types, users
+from api.ratelimit import RateLimiter
+from api.routes import admin, agents, backfills, graphs, health, jobs, node_types, users
 from api.writes import Ledger
 from identity.db import accept_engine, libpq_url, session_factory
+from identity.integrators import TOKENS_CHANNEL, RateLimit
 from identity.ledger.accept import Accepts
 from identity.ledger.jobs import NOTIFY_CHANNEL
 from identity.ledger.notify import JobWaiter
@@ -39,7 +43,15 @@ def _register_collector() -> None:
 def create_app() -> FastAPI:
     settings = get_settings()
     disable_created_metrics()  # a `_created` series beside each counter would only be noise
-    waiter = JobWaiter(libpq_url(settings.require_database_url()), NOTIFY_CHANNEL)
+    default_rate = RateLimit(
+        per_second=settings.rate_limit_per_second, burst=settings.rate_limit_burst
+    )
+    principals = Principals(settings.internal_token, settings.token_cache_seconds, default_rate)
+    waiter = JobWaiter(
+        libpq_url(settings.require_database_url()),
+        NOTIFY_CHANNEL,
+        {TOKENS_CHANNEL: principals.forget_all},
+    )
     # A write is recorded or refused within IDMIRROR_ACCEPT_TIMEOUT_SECONDS of its arrival: its
     # wait for a connection and its statement share that bound.
     statement = settings.accept_statement_timeout_seconds
@@ -57,9 +69,12 @@ def create_app() -> FastAPI:
             max_queued=settings.max_queued_writes,
         )
         app.state.ledger = Ledger(accepts, waiter)
+        principals.use(engine)
+        limiter = guard.limiter = RateLimiter(settings.require_redis_url())  # this loop's
         await waiter.start()
         yield
         await waiter.stop()
+        await limiter.close()
         await accepts.close()
         await dispatcher.close()
         await engine.dispose()
@@ -75,7 +90,13 @@ def create_app() -> FastAPI:
     limits = Limits(
         settings.max_body_bytes, settings.max_graph_body_bytes, settings.body_timeout_seconds
     )
-    app.add_middleware(RequestLimits, limits=limits)
+    guard = Guard(
+        principals,
+        None,
+        metrics_public=settings.metrics_public,
+        backfill_bytes=settings.rate_limit_backfill_bytes,
+    )
+    app.add_middleware(RequestLimits, limits=limits, guard=guard)
     errors.install(app)
     app.add_middleware(AccessLog)  # outermost: it sees every answer, refusals and 500s too
     routers = [
@@ -88,6 +109,8 @@ def create_app() -> FastAPI:
         jobs.router,
         backfills.router,
         health.router,
+        admin.router,
+        admin.audit,
     ]
     for router in routers:
         app.include_router(router)

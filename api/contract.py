@@ -12,24 +12,27 @@ from collections import defaultdict
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Request, Security
+from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
-from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 import identity.backfill.store  # noqa: F401 - defines InputLost, one of the envelope's codes
+from api.auth import requires
 from api.errors import FRAMEWORK_CODES, OTHER_HTTP_ERROR
 from identity.errors import (
     DatabaseUnavailable,
     HttpError,
     IdempotencyKeyReused,
     IdmirrorError,
+    InsufficientScope,
     InternalError,
     InvalidToken,
     Overloaded,
+    OwnedByAnotherIntegrator,
     PayloadTooLarge,
+    RateLimited,
     RequestTimeout,
     UnsupportedMediaType,
     ValidationFailed,
@@ -99,10 +102,20 @@ WWW_AUTHENTICATE = _header("`Bearer`: the scheme this API expects")
 
 # What every route behind the token may answer: a refused token, and a database that cannot
 # be reached or is not keeping up.
-AUTHENTICATED: tuple[type[IdmirrorError], ...] = (InvalidToken, DatabaseUnavailable, Overloaded)
+AUTHENTICATED: tuple[type[IdmirrorError], ...] = (
+    InvalidToken,
+    InsufficientScope,
+    RateLimited,
+    DatabaseUnavailable,
+    Overloaded,
+)
 # What a write may answer besides its own errors: its headers or body refused, or its job
 # failing unexpectedly.
-WRITE_ERRORS: tuple[type[IdmirrorError], ...] = (ValidationFailed, InternalError)
+WRITE_ERRORS: tuple[type[IdmirrorError], ...] = (
+    ValidationFailed,
+    InternalError,
+    OwnedByAnotherIntegrator,
+)
 # What a JSON body may be refused for before it is read.
 BODY_ERRORS: tuple[type[IdmirrorError], ...] = (
     PayloadTooLarge,
@@ -124,7 +137,7 @@ def answers(*raised: type[IdmirrorError], authenticated: bool = True) -> Answers
         extra = {}
         if status == InvalidToken.status:
             extra["WWW-Authenticate"] = WWW_AUTHENTICATE
-        if status == Overloaded.status and authenticated:
+        if status in (Overloaded.status, RateLimited.status) and authenticated:
             extra["Retry-After"] = RETRY_AFTER
         declared[status] = {"model": ErrorEnvelope, "description": f"Error: {listed}"}
         if extra:
@@ -164,19 +177,11 @@ def write_answers(
 
 # --- the bearer token ------------------------------------------------------------------------
 
-# Declared for the document (and Swagger UI's Authorize button) only: api/limits.py checks the
-# token of every /v1 request before any route is reached.
-_BEARER = HTTPBearer(
-    auto_error=False,
-    scheme_name=BEARER_SCHEME,
-    description="`IDMIRROR_INTERNAL_TOKEN`. Each operation names the scope it needs.",
-)
-
 
 def scope(name: str) -> Any:
-    """A route's bearer token, documented with the scope the route needs. (Every scope is the
-    internal token's for now.)"""
-    return Security(_BEARER, scopes=[name])
+    """A route's bearer token, with the scope the route needs: checked (api/auth.py) and
+    documented as the operation's security requirement."""
+    return requires(name)
 
 
 # --- JSON bodies -----------------------------------------------------------------------------

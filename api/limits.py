@@ -1,34 +1,29 @@
-"""The edge every request passes first: the token, then what it may cost before it is read,
-and an answer in the error envelope for whatever fails unexpectedly behind it.
+"""The edge every request passes first: who is asking (api/guard.py: the token, the rate
+limit), then what it may cost before it is read, and an answer in the error envelope for
+whatever fails unexpectedly behind it.
 
 This is the one place the bearer token is checked: every route under `/v1` is behind it.
 
-A pure ASGI middleware, so it acts before FastAPI reads a body: a request to `/v1` without the
-right token is answered 401 from its headers alone; a JSON body whose Content-Length is over
-its limit is answered 413 unread; a body that keeps arriving past the limit (chunked) or past
-IDMIRROR_BODY_TIMEOUT_SECONDS is cut off with 413 or 408. A JSON body that arrived whole is
+A pure ASGI middleware, so it acts before FastAPI reads a body: a request to `/v1` without a
+valid token is answered 401 from its headers alone, one over its integrator's rate limit 429;
+a JSON body whose Content-Length is over its limit is answered 413 unread; a body that keeps
+arriving past the limit (chunked) or past IDMIRROR_BODY_TIMEOUT_SECONDS is cut off with 413 or
+408. A JSON body that arrived whole is
 checked by identity.json_input (depth, non-finite numbers, lone surrogates) before the app
 reads it. NDJSON uploads (backfills) stream without a size limit, but each of their reads must
 arrive within the same timeout.
 """
 
 import asyncio
-import hmac
 import logging
 from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import error_response
+from api.guard import Guard
 from identity import json_input
-from identity.errors import (
-    IdmirrorError,
-    InternalError,
-    InvalidToken,
-    PayloadTooLarge,
-    RequestTimeout,
-)
-from identity.settings import get_settings
+from identity.errors import IdmirrorError, InternalError, PayloadTooLarge, RequestTimeout
 
 log = logging.getLogger(__name__)
 NDJSON = b"application/x-ndjson"
@@ -50,9 +45,10 @@ class RequestLimits:
     there: Starlette's own catch-all handler answers, then raises again, and uvicorn closes the
     connection on that, so a client's next request on its keep-alive connection would fail."""
 
-    def __init__(self, app: ASGIApp, limits: Limits) -> None:
+    def __init__(self, app: ASGIApp, limits: Limits, guard: Guard | None = None) -> None:
         self.app = app
         self.limits = limits
+        self.guard = guard
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -77,17 +73,17 @@ class RequestLimits:
     async def _limited(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = dict(scope["headers"])
         path: str = scope["path"]
-        if path.startswith("/v1/") and not token_matches(_text(headers.get(b"authorization"))):
-            refusal = error_response(
-                InvalidToken("missing or wrong bearer token"),
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-            await refusal(scope, receive, send)
-            return
+        if self.guard is not None and self.guard.guards(path):
+            admitted = await self.guard.admit(scope, receive, send, headers.get(b"authorization"))
+            if admitted is None:
+                return  # refused
+            send = admitted
         streamed = headers.get(b"content-type", b"").split(b";")[0].strip() == NDJSON
         if streamed:
             body = _Body(receive, None, self.limits.body_timeout_seconds, per_read=True)
             await self.app(scope, body.receive, send)
+            if self.guard is not None:
+                await self.guard.charge_upload(scope, body.received)
             return
         limit = self._size_limit(path)
         declared = _declared_length(headers.get(b"content-length"))
@@ -119,7 +115,7 @@ class _Body:
         self._timeout = timeout
         self._per_read = per_read
         self._deadline: float | None = None
-        self._read = 0
+        self.received = 0
 
     async def receive(self) -> Message:
         loop = asyncio.get_running_loop()
@@ -133,8 +129,8 @@ class _Body:
                 f"the request body did not arrive within {self._timeout:g} seconds"
             ) from None
         if message["type"] == "http.request":
-            self._read += len(message.get("body", b""))
-            if self._limit is not None and self._read > self._limit:
+            self.received += len(message.get("body", b""))
+            if self._limit is not None and self.received > self._limit:
                 raise _too_large(self._limit)
         return message
 
@@ -164,17 +160,6 @@ def _replay(data: bytes, receive: Receive) -> Receive:
     return replay
 
 
-def token_matches(authorization: str | None) -> bool:
-    """Whether an Authorization header carries the bearer token, compared in constant time."""
-    expected = get_settings().internal_token
-    scheme, _, token = (authorization or "").partition(" ")
-    return (
-        bool(expected)
-        and scheme.lower() == "bearer"
-        and hmac.compare_digest(token.strip().encode(), (expected or "").encode())
-    )
-
-
 def _is_json(content_type: bytes | None) -> bool:
     """Whether FastAPI reads this body as JSON (it does when no content type is given)."""
     if content_type is None:
@@ -192,7 +177,3 @@ def _declared_length(raw: bytes | None) -> int | None:
         return int(raw) if raw is not None else None
     except ValueError:
         return None
-
-
-def _text(raw: bytes | None) -> str | None:
-    return raw.decode("latin-1") if raw is not None else None

@@ -1,6 +1,7 @@
 """The one path every write takes: accept a job, queue its drain, wait for it, answer."""
 
 import asyncio
+import dataclasses
 import logging
 import re
 import uuid
@@ -13,6 +14,9 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import Counter
 from starlette.concurrency import run_in_threadpool
 
+from api.auth import PRINCIPAL, Principal
+from identity.access import Actor
+from identity.audit import Origin
 from identity.db import transaction
 from identity.errors import IdmirrorError, ValidationFailed
 from identity.ledger import jobs as ledger
@@ -50,12 +54,28 @@ class WriteOptions:
     respond_async: bool
     wait_seconds: float
     idempotency_key: str | None
+    actor: Actor  # who writes: the job's integrator
+    origin: Origin  # the request, for the audit trail
+
+    def sent(self, sub: ledger.Submission) -> ledger.Submission:
+        """`sub` as this request sends it: by its actor, from its origin."""
+        return dataclasses.replace(
+            sub, actor=self.actor, request_id=self.origin.request_id, client=self.origin.client
+        )
+
+
+def origin_of(request: Request) -> Origin:
+    """The request's id (its X-Request-Id, else a new one) and its client's address."""
+    request_id = request.headers.get("x-request-id")
+    if request_id is None or not 0 < len(request_id) <= 128:
+        request_id = uuid.uuid4().hex
+    return Origin(request_id, request.client.host if request.client else None)
 
 
 async def write_options(
-    prefer: str | None = Header(None), idempotency_key: str | None = Header(None)
+    request: Request, prefer: str | None = Header(None), idempotency_key: str | None = Header(None)
 ) -> WriteOptions:
-    """Read `Prefer: respond-async`, `Prefer: wait=N` and `Idempotency-Key`."""
+    """Read `Prefer: respond-async`, `Prefer: wait=N` and `Idempotency-Key`, and who writes."""
     settings = get_settings()
     respond_async, wait = False, settings.sync_wait_seconds
     for preference in (prefer or "").split(","):
@@ -68,7 +88,9 @@ async def write_options(
             "Idempotency-Key must be 1 to 255 characters",
             errors=[{"loc": "header.Idempotency-Key", "message": "1 to 255 characters"}],
         )
-    return WriteOptions(respond_async, 0.0 if respond_async else wait, idempotency_key)
+    principal: Principal = request.scope[PRINCIPAL]
+    wait = 0.0 if respond_async else wait
+    return WriteOptions(respond_async, wait, idempotency_key, principal.actor, origin_of(request))
 
 
 def _mark_retried(job_id: uuid.UUID, retry_job_id: uuid.UUID) -> None:
@@ -83,11 +105,13 @@ async def _settle_retry(retry_of: uuid.UUID, job_id: str, reused: bool) -> None:
     await run_in_threadpool(_mark_retried, retry_of, uuid.UUID(job_id))
 
 
-async def submit_retries(into: Ledger, subs: list[ledger.Submission]) -> retries.RetriesOut:
+async def submit_retries(
+    into: Ledger, subs: list[ledger.Submission], options: WriteOptions
+) -> retries.RetriesOut:
     """Record each retry without waiting for it: the retries made, and the jobs whose retry
     another request made first."""
     done = retries.RetriesOut(retried=[], already_retried=[])
-    for sub in subs:
+    for sub in map(options.sent, subs):
         assert sub.retry_of is not None, "only retries are submitted here"
         accepted, _ = await into.accepts.accept(sub)
         pair = retries.RetryOut(job_id=str(sub.retry_of), retry_job_id=accepted.job["id"])
@@ -130,6 +154,7 @@ async def submit(
     graph, read when answering).
     """
     waiter = into.waiter
+    sub = options.sent(sub)
     job_id = str(sub.job_id)
     # The wait is the request's, end to end: the time its accept took comes out of it.
     wait_until = asyncio.get_running_loop().time() + options.wait_seconds

@@ -7,7 +7,9 @@ from typing import TYPE_CHECKING
 import typer
 from rich.console import Console
 
+from cli import admin
 from cli.embedded import EmbeddedUnavailable
+from cli.remote import api_token
 from identity.logs import configure as configure_logs
 from identity.logs import logging_config
 from identity.settings import InvalidSettings, Settings, get_settings
@@ -17,6 +19,9 @@ if TYPE_CHECKING:
 
 
 app = typer.Typer(no_args_is_help=True)
+app.add_typer(admin.tokens, name="tokens")
+app.add_typer(admin.integrators, name="integrators")
+app.command("audit")(admin.audit)
 console = Console()
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -137,11 +142,17 @@ def beat() -> None:
 
 @app.command()
 def flower() -> None:
-    """Run Flower, the Celery monitor."""
+    """Run Flower, the Celery monitor, behind the login IDMIRROR_FLOWER_BASIC_AUTH."""
     from worker.app import app as celery_app
 
     settings = get_settings()
     settings.require_redis_url()
+    if not settings.flower_basic_auth:
+        console.print(
+            "[red]IDMIRROR_FLOWER_BASIC_AUTH is not set: Flower shows every task's arguments "
+            "and needs a login (user:password)[/]"
+        )
+        raise typer.Exit(2)
     configure_logs(settings.log_level, settings.log_format)  # before Flower would add its own
     celery_app.start(
         [
@@ -149,6 +160,7 @@ def flower() -> None:
             f"--port={settings.flower_port}",
             f"--address={settings.flower_host}",
             f"--logging={settings.log_level.lower()}",
+            f"--basic-auth={settings.flower_basic_auth}",
         ]
     )
 
@@ -159,18 +171,6 @@ def up() -> None:
     from cli.up import run_up
 
     run_up()
-
-
-def _api_token(token: str | None) -> str:
-    if token:
-        return token
-    settings = get_settings()
-    if settings.internal_token:
-        return settings.internal_token
-    saved = settings.home / "token"
-    if saved.exists():
-        return saved.read_text().strip()
-    raise typer.BadParameter("no token: pass --token or set IDMIRROR_TOKEN", param_hint="--token")
 
 
 @app.command()
@@ -192,7 +192,7 @@ def backfill(
     run_backfill(
         file,
         base,
-        _api_token(token),
+        api_token(token),
         mode=mode,
         prune=prune,
         dry_run=dry_run,

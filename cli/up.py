@@ -31,18 +31,30 @@ READY_SECONDS = 120.0
 QUIET_ROOT = "ignore:You're running the worker with superuser privileges"
 
 
-def _token(home: Path) -> str:
-    """The configured token, else the one saved under IDMIRROR_HOME, else a new saved one."""
-    configured = get_settings().internal_token
+def _saved(path: Path, configured: str | None, make: Callable[[], str]) -> str:
+    """The configured secret, else the one saved at `path`, else a new one saved there."""
     if configured:
         return configured
-    path = home / "token"
     if path.exists():
         return path.read_text().strip()
-    token = secrets.token_urlsafe(32)
-    path.write_text(token + "\n")
+    secret = make()
+    path.write_text(secret + "\n")
     path.chmod(0o600)
-    return token
+    return secret
+
+
+def _token(home: Path) -> str:
+    """The API's bootstrap token: configured, or kept under IDMIRROR_HOME."""
+    return _saved(home / "token", get_settings().internal_token, lambda: secrets.token_urlsafe(32))
+
+
+def _flower_login(home: Path) -> str:
+    """Flower's `user:password`: configured, or kept under IDMIRROR_HOME."""
+    return _saved(
+        home / "flower-login",
+        get_settings().flower_basic_auth,
+        lambda: "admin:" + secrets.token_urlsafe(18),
+    )
 
 
 def hold_home(home: Path) -> IO[str]:
@@ -94,6 +106,7 @@ def _start(postgres: "EmbeddedPostgres | None", redis_server: "EmbeddedRedis | N
         "IDMIRROR_DATABASE_URL": database_url,
         "IDMIRROR_REDIS_URL": redis_url,
         "IDMIRROR_INTERNAL_TOKEN": _token(settings.home.resolve()),
+        "IDMIRROR_FLOWER_BASIC_AUTH": _flower_login(settings.home.resolve()),
         "IDMIRROR_HOME": home,
         "PYTHONUNBUFFERED": "1",  # lines reach `up` as they are written
         "PYTHONWARNINGS": warnings,
@@ -129,7 +142,8 @@ def _banner(settings: Settings, env: Env) -> str:
     return (
         f"\n[bold green]idmirror is up[/]\n"
         f"  API      {base}  (docs at {base}/docs)\n"
-        f"  Flower   http://127.0.0.1:{settings.flower_port}\n"
+        f"  Flower   http://127.0.0.1:{settings.flower_port}  "
+        f"(login {env['IDMIRROR_FLOWER_BASIC_AUTH']})\n"
         f"  token    {token}\n"
         f"  data     {env['IDMIRROR_HOME']}\n\n"
         f"  export IDMIRROR_TOKEN={token}\n"

@@ -4,6 +4,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
+from api.auth import PrincipalDep
 from api.contract import JsonRoute, answers, scope, write_answers
 from api.deps import Paging, read_session
 from api.params import AgentBody, AgentKeyPath, AgentRefPath
@@ -71,10 +72,15 @@ async def delete_agent(
     responses=answers(InvalidAgentKey, InvalidAgentRef, AgentNotFound, ValidationFailed),
 )
 def get_agent(
-    ref: AgentRefPath, include_deleted: bool = False, session: Session = Depends(read_session)
+    ref: AgentRefPath,
+    principal: PrincipalDep,
+    include_deleted: bool = False,
+    session: Session = Depends(read_session),
 ) -> agents.AgentOut:
     """The agent, by key or id; a tombstone too with `include_deleted`."""
-    return agents.get_agent(session, AgentRef.parse(ref), include_deleted=include_deleted)
+    return agents.get_agent(
+        session, AgentRef.parse(ref), include_deleted=include_deleted, sees=principal.actor.sees
+    )
 
 
 @public.get(
@@ -84,6 +90,7 @@ def get_agent(
     responses=answers(InvalidCursor, ValidationFailed),
 )
 def list_agents(
+    principal: PrincipalDep,
     user_slug: str | None = Query(None, pattern=SLUG_RE.pattern, max_length=64),
     include_deleted: bool = False,
     paging: Paging = Depends(),
@@ -96,4 +103,5 @@ def list_agents(
         cursor=paging.cursor,
         user_slug=user_slug,
         include_deleted=include_deleted,
+        sees=principal.actor.sees,
     )

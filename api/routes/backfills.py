@@ -9,9 +9,13 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
+from api.auth import PrincipalDep
 from api.contract import BODY_ERRORS, answers, scope
 from api.deps import Paging, read_session
 from api.params import BackfillId
+from api.writes import origin_of
+from identity.access import Actor
+from identity.audit import Origin
 from identity.backfill import runs as backfill
 from identity.backfill import sources
 from identity.backfill.drift import run_step
@@ -24,6 +28,7 @@ from identity.db import transaction
 from identity.errors import (
     BackfillNotFound,
     BackfillNotRetryable,
+    InsufficientScope,
     InvalidBackfill,
     InvalidCursor,
     PruneThresholdExceeded,
@@ -99,9 +104,9 @@ def _send(work: list[Work]) -> None:
     get_producer().send_work(work)
 
 
-def _create(options: backfill.BackfillOptions) -> BackfillOut:
+def _create(options: backfill.BackfillOptions, actor: Actor, origin: Origin) -> BackfillOut:
     with transaction() as session:
-        return backfill.create(session, options, now=datetime.now(UTC))
+        return backfill.create(session, options, now=datetime.now(UTC), actor=actor, origin=origin)
 
 
 def _get(backfill_id: str) -> BackfillOut:
@@ -114,9 +119,11 @@ def _interrupted(backfill_id: str) -> None:
         interrupt_upload(session, backfill_id)
 
 
-async def _receive(request: Request, options: backfill.BackfillOptions) -> BackfillOut:
+async def _receive(
+    request: Request, options: backfill.BackfillOptions, actor: Actor
+) -> BackfillOut:
     """Stream the body through the receiver: only a piece of it is ever held in memory."""
-    run = await run_in_threadpool(_create, options)
+    run = await run_in_threadpool(_create, options, actor, origin_of(request))
     run_id = str(run.id)
     known_lines = backfill.reads_known(run.mode, dry_run=run.dry_run)
     receiver = UploadReceiver(
@@ -214,13 +221,18 @@ async def _trigger(request: Request, options: RunOptions) -> BackfillOut:
     openapi_extra={"requestBody": REQUEST_BODY},
 )
 async def create_backfill(
-    request: Request, response: Response, options: RunOptions = Depends()
+    request: Request, response: Response, principal: PrincipalDep, options: RunOptions = Depends()
 ) -> BackfillOut:
-    """Start a backfill from an NDJSON body, or from a configured source (`{"source": name}`)."""
+    """Start a backfill from an NDJSON body, or from a configured source (`{"source": name}`,
+    with the admin scope: a source's identities are the operator's)."""
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media in NDJSON_TYPES:
-        run = await _receive(request, options.for_upload())
+        run = await _receive(request, options.for_upload(), principal.actor)
     elif media == "application/json":
+        if not principal.allows("admin"):
+            raise InsufficientScope(
+                "pulling from a source needs the admin scope", required=["admin"]
+            )
         run = await _trigger(request, options)
     else:
         raise UnsupportedMediaType(
@@ -239,12 +251,15 @@ async def create_backfill(
     responses=answers(InvalidCursor, ValidationFailed),
 )
 def list_backfills(
+    principal: PrincipalDep,
     status: Literal["receiving", "running", "completed", "failed", "cancelled"] | None = None,
     paging: Paging = Depends(),
     session: Session = Depends(read_session),
 ) -> Page[BackfillOut]:
     """A page of backfills, newest first."""
-    return backfill.list_backfills(session, limit=paging.limit, cursor=paging.cursor, status=status)
+    return backfill.list_backfills(
+        session, limit=paging.limit, cursor=paging.cursor, status=status, sees=principal.actor.sees
+    )
 
 
 @router.get(
@@ -253,9 +268,11 @@ def list_backfills(
     dependencies=[scope("read")],
     responses=answers(BackfillNotFound),
 )
-def get_backfill(backfill_id: BackfillId, session: Session = Depends(read_session)) -> BackfillOut:
+def get_backfill(
+    backfill_id: BackfillId, principal: PrincipalDep, session: Session = Depends(read_session)
+) -> BackfillOut:
     """The backfill: its status, counts and drift."""
-    return backfill.get_backfill(session, backfill_id)
+    return backfill.get_backfill(session, backfill_id, sees=principal.actor.sees)
 
 
 @router.get(
@@ -265,10 +282,15 @@ def get_backfill(backfill_id: BackfillId, session: Session = Depends(read_sessio
     responses=answers(BackfillNotFound, InvalidCursor, ValidationFailed),
 )
 def list_failures(
-    backfill_id: BackfillId, paging: Paging = Depends(), session: Session = Depends(read_session)
+    backfill_id: BackfillId,
+    principal: PrincipalDep,
+    paging: Paging = Depends(),
+    session: Session = Depends(read_session),
 ) -> Page[BackfillFailureOut]:
     """A page of the backfill's failed items, in line order."""
-    return backfill.list_failures(session, backfill_id, limit=paging.limit, cursor=paging.cursor)
+    return backfill.list_failures(
+        session, backfill_id, limit=paging.limit, cursor=paging.cursor, sees=principal.actor.sees
+    )
 
 
 @router.get(
@@ -278,13 +300,18 @@ def list_failures(
     responses=answers(BackfillNotFound, InvalidCursor, ValidationFailed),
 )
 def list_drift(
-    backfill_id: BackfillId, paging: Paging = Depends(), session: Session = Depends(read_session)
+    backfill_id: BackfillId,
+    principal: PrincipalDep,
+    paging: Paging = Depends(),
+    session: Session = Depends(read_session),
 ) -> Page[DriftedAgentOut]:
     """A page of the agents a mirror backfill found its input no longer has."""
-    return backfill.list_drift(session, backfill_id, limit=paging.limit, cursor=paging.cursor)
+    return backfill.list_drift(
+        session, backfill_id, limit=paging.limit, cursor=paging.cursor, sees=principal.actor.sees
+    )
 
 
-def _retry(backfill_id: str) -> BackfillOut:
+def _retry(backfill_id: str, sees: str | None) -> BackfillOut:
     settings = get_settings()
     with transaction() as session:
         run, work = backfill.retry(
@@ -292,6 +319,7 @@ def _retry(backfill_id: str) -> BackfillOut:
             backfill_id,
             chunk_size=settings.backfill_chunk_size,
             buckets=settings.backfill_buckets,
+            sees=sees,
         )
     _send(work)
     return run
@@ -304,14 +332,14 @@ def _retry(backfill_id: str) -> BackfillOut:
     dependencies=[scope("backfills:write")],
     responses=answers(BackfillNotFound, BackfillNotRetryable),
 )
-async def retry_backfill(backfill_id: BackfillId) -> BackfillOut:
+async def retry_backfill(backfill_id: BackfillId, principal: PrincipalDep) -> BackfillOut:
     """Apply a completed backfill's failed items again."""
-    return await run_in_threadpool(_retry, backfill_id)
+    return await run_in_threadpool(_retry, backfill_id, principal.actor.sees)
 
 
-def _cancel(backfill_id: str) -> BackfillOut:
+def _cancel(backfill_id: str, sees: str | None) -> BackfillOut:
     with transaction() as session:
-        return backfill.cancel(session, backfill_id)
+        return backfill.cancel(session, backfill_id, sees=sees)
 
 
 @router.post(
@@ -320,6 +348,6 @@ def _cancel(backfill_id: str) -> BackfillOut:
     dependencies=[scope("backfills:write")],
     responses=answers(BackfillNotFound),
 )
-async def cancel_backfill(backfill_id: BackfillId) -> BackfillOut:
+async def cancel_backfill(backfill_id: BackfillId, principal: PrincipalDep) -> BackfillOut:
     """Stop a backfill: chunks not applied yet never will be."""
-    return await run_in_threadpool(_cancel, backfill_id)
+    return await run_in_threadpool(_cancel, backfill_id, principal.actor.sees)

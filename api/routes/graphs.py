@@ -7,6 +7,7 @@ from fastapi.responses import Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from api.auth import PrincipalDep
 from api.contract import JsonRoute, answers, scope, write_answers
 from api.deps import read_session
 from api.params import AgentRefPath, GraphUpdateBody
@@ -38,10 +39,17 @@ APPLY_ERRORS = (
 UPDATE_ERRORS = (errors.InvalidAgentKey, errors.InvalidAgentRef, errors.EmptyUpdate, *APPLY_ERRORS)
 
 
-def _submission(ref: str, body: AgentGraphUpdate, idempotency_key: str | None) -> Submission:
+def _submission(
+    ref: str, body: AgentGraphUpdate, idempotency_key: str | None, sees: str | None
+) -> Submission:
     with transaction() as session:
         return graph.update_submission(
-            session, ref, body, idempotency_key, max_operations=get_settings().max_operations
+            session,
+            ref,
+            body,
+            idempotency_key,
+            max_operations=get_settings().max_operations,
+            sees=sees,
         )
 
 
@@ -76,7 +84,9 @@ async def update_agent(
     options: WriteOptions = Depends(write_options),
 ) -> Response:
     """Change an agent's name, description, visibility and graph, atomically and in order."""
-    sub = await run_in_threadpool(_submission, ref, body, options.idempotency_key)
+    sub = await run_in_threadpool(
+        _submission, ref, body, options.idempotency_key, options.actor.sees
+    )
     return await submit(into, sub, options, complete=_with_graph)
 
 
@@ -86,6 +96,8 @@ async def update_agent(
     dependencies=[scope("read")],
     responses=answers(errors.InvalidAgentKey, errors.InvalidAgentRef, errors.AgentNotFound),
 )
-def get_graph(ref: AgentRefPath, session: Session = Depends(read_session)) -> graph.GraphOut:
+def get_graph(
+    ref: AgentRefPath, principal: PrincipalDep, session: Session = Depends(read_session)
+) -> graph.GraphOut:
     """The agent's graph, with server-computed positions."""
-    return graph.read_graph(session, AgentRef.parse(ref))
+    return graph.read_graph(session, AgentRef.parse(ref), sees=principal.actor.sees)

@@ -4,6 +4,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
+from api.auth import PrincipalDep
 from api.contract import JsonRoute, answers, scope, write_answers
 from api.deps import Paging, read_session
 from api.params import UserBody, UserId
@@ -54,9 +55,12 @@ async def delete_user(
     dependencies=[scope("read")],
     responses=answers(InvalidUserId, UserNotFound),
 )
-def get_user(user_id: UserId, session: Session = Depends(read_session)) -> users.UserOut:
+def get_user(
+    user_id: UserId, principal: PrincipalDep, session: Session = Depends(read_session)
+) -> users.UserOut:
     """The user."""
-    return users.get_user(session, UserKey.parse(user_id).user_id)
+    user = UserKey.parse(user_id).user_id
+    return users.get_user(session, user, sees=principal.actor.sees)
 
 
 @router.get(
@@ -66,7 +70,9 @@ def get_user(user_id: UserId, session: Session = Depends(read_session)) -> users
     responses=answers(InvalidCursor, ValidationFailed),
 )
 def list_users(
-    paging: Paging = Depends(), session: Session = Depends(read_session)
+    principal: PrincipalDep, paging: Paging = Depends(), session: Session = Depends(read_session)
 ) -> Page[users.UserOut]:
     """A page of users, ordered by id."""
-    return users.list_users(session, limit=paging.limit, cursor=paging.cursor)
+    return users.list_users(
+        session, limit=paging.limit, cursor=paging.cursor, sees=principal.actor.sees
+    )

@@ -116,7 +116,7 @@ def test_redis_flushed_mid_backfill_ends_with_the_exact_state_and_counts(
         # Without a sweeper, the chunks whose messages were flushed would wait forever.
         stack.start("beat")
         final = wait_done(client, run["id"], timeout=180)
-        metrics = httpx.get(f"{stack.base_url}/metrics").text
+        metrics = client.get("/metrics").text
     assert_exact_final_state(stack, final)
     requeued = next(
         float(line.split()[-1])

@@ -73,7 +73,7 @@ def test_a_second_run_of_the_same_lines_reads_none_of_them_and_rewrites_nothing(
 
 
 def unchanged_items_metric(client: httpx.Client) -> dict[str, float]:
-    text = httpx.get(client.base_url.join("/metrics")).text
+    text = client.get("/metrics").text
     found = {"user": 0.0, "agent": 0.0}
     for kind in found:
         prefix_ = f'idmirror_backfill_items_total{{kind="{kind}",outcome="unchanged"}} '

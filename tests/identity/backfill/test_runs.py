@@ -107,7 +107,7 @@ def test_empty_upload_completes_with_zero_counts_and_metrics_count_items(
     run = run_backfill(client, [])
     assert run["status"] == "completed" and set(run["counts"].values()) == {0}
     run_backfill(client, [user_item(prefix() + "-m")])
-    metrics = httpx.get(client.base_url.join("/metrics")).text
+    metrics = client.get("/metrics").text
     assert 'idmirror_backfill_items_total{kind="user",outcome="created"}' in metrics
 
 

@@ -1,0 +1,106 @@
+"""The edge's checks of who is asking, from a request's headers alone: its token (401
+invalid_token), its integrator's rate limit (429 rate_limited, with Retry-After), and for
+/metrics a token with the `metrics` or `admin` scope unless IDMIRROR_METRICS_PUBLIC is set.
+
+api/limits.py calls `admit` before any body is read. An admitted request carries its principal
+in its ASGI scope (api/auth.PRINCIPAL) for the routes, and every answer to a rate-limited
+principal carries RateLimit-Limit, RateLimit-Remaining and RateLimit-Reset. A backfill upload
+costs one request when it starts and one more per IDMIRROR_RATE_LIMIT_BACKFILL_BYTES of its
+body once it is received (a debt, which the integrator's next requests pay).
+"""
+
+from starlette.datastructures import MutableHeaders
+from starlette.types import Message, Receive, Scope, Send
+
+from api.auth import PRINCIPAL, REFUSED, Principal, Principals
+from api.errors import error_response
+from api.ratelimit import Decision, RateLimiter
+from identity.errors import IdmirrorError, InsufficientScope, InvalidToken, RateLimited
+
+
+class Guard:
+    """Admits or refuses requests; made by create_app, started on the app's event loop."""
+
+    def __init__(
+        self,
+        principals: Principals,
+        limiter: RateLimiter | None,
+        *,
+        metrics_public: bool,
+        backfill_bytes: int,
+    ) -> None:
+        self.principals = principals
+        self.limiter = limiter
+        self._metrics_public = metrics_public
+        self._backfill_bytes = backfill_bytes
+
+    def guards(self, path: str) -> bool:
+        """Whether a request to `path` needs a token."""
+        return path.startswith("/v1/") or (path == "/metrics" and not self._metrics_public)
+
+    async def admit(
+        self, scope: Scope, receive: Receive, send: Send, authorization: bytes | None
+    ) -> Send | None:
+        """The `send` to answer an admitted request with (it adds the rate limit headers);
+        None once a refusal has been sent."""
+        principal = await self.principals.resolve(authorization)
+        if principal is None:
+            invalid = InvalidToken("missing, wrong, expired or revoked bearer token")
+            await _refuse(invalid, scope, receive, send, {"WWW-Authenticate": "Bearer"})
+            return None
+        if scope["path"] == "/metrics" and not principal.allows("metrics"):
+            lacking = InsufficientScope("/metrics needs the metrics scope", required=["metrics"])
+            await _refuse(lacking, scope, receive, send)
+            return None
+        scope[PRINCIPAL] = principal
+        decision = await self._take(principal, 1.0)
+        if decision is None:
+            return send
+        if not decision.allowed:
+            limited = RateLimited(
+                "this integrator is over its rate limit; send again after Retry-After seconds",
+                integrator=principal.actor.integrator,
+                per_second=decision.limit.per_second,
+                burst=decision.limit.burst,
+            )
+            await _refuse(limited, scope, receive, send, decision.headers())
+            return None
+        return _with_headers(send, decision)
+
+    async def charge_upload(self, scope: Scope, received: int) -> None:
+        """Take an upload's bytes from its integrator's bucket, after it was received."""
+        principal: Principal | None = scope.get(PRINCIPAL)
+        if principal is not None and received >= self._backfill_bytes:
+            await self._take(principal, received // self._backfill_bytes, force=True)
+
+    async def _take(
+        self, principal: Principal, cost: float, force: bool = False
+    ) -> Decision | None:
+        integrator = principal.actor.integrator
+        if self.limiter is None or principal.rate is None or integrator is None:
+            return None
+        return await self.limiter.take(integrator, principal.rate, cost, force=force)
+
+
+async def _refuse(
+    error: IdmirrorError,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    headers: dict[str, str] | None = None,
+) -> None:
+    REFUSED.labels(error.code).inc()
+    await error_response(error, headers=headers)(scope, receive, send)
+
+
+def _with_headers(send: Send, decision: Decision) -> Send:
+    headers = decision.headers()
+
+    async def send_with_headers(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            mutable = MutableHeaders(scope=message)
+            for name, value in headers.items():
+                mutable[name] = value
+        await send(message)
+
+    return send_with_headers
