@@ -6,8 +6,11 @@ api/limits.py calls `admit` before any body is read. An admitted request carries
 in its ASGI scope (api/auth.PRINCIPAL) for the routes, and every answer to a rate-limited
 principal carries RateLimit-Limit, RateLimit-Remaining and RateLimit-Reset. A backfill upload
 costs one request when it starts and one more per IDMIRROR_RATE_LIMIT_BACKFILL_BYTES of its
-body once it is received (a debt, which the integrator's next requests pay).
+body once the body has arrived, before it is answered (taken even from too few tokens: a debt
+the integrator's next requests pay).
 """
+
+from collections.abc import Awaitable, Callable
 
 from starlette.datastructures import MutableHeaders
 from starlette.types import Message, Receive, Scope, Send
@@ -67,11 +70,16 @@ class Guard:
             return None
         return _with_headers(send, decision)
 
-    async def charge_upload(self, scope: Scope, received: int) -> None:
-        """Take an upload's bytes from its integrator's bucket, after it was received."""
-        principal: Principal | None = scope.get(PRINCIPAL)
-        if principal is not None and received >= self._backfill_bytes:
-            await self._take(principal, received // self._backfill_bytes, force=True)
+    def upload_ended(self, scope: Scope) -> Callable[[int], Awaitable[None]]:
+        """What takes an upload's bytes from its integrator's bucket once it has arrived
+        (before it is answered)."""
+
+        async def charge(received: int) -> None:
+            principal: Principal | None = scope.get(PRINCIPAL)
+            if principal is not None and received >= self._backfill_bytes:
+                await self._take(principal, received // self._backfill_bytes, force=True)
+
+        return charge
 
     async def _take(
         self, principal: Principal, cost: float, force: bool = False

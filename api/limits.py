@@ -16,6 +16,7 @@ arrive within the same timeout.
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -80,10 +81,11 @@ class RequestLimits:
             send = admitted
         streamed = headers.get(b"content-type", b"").split(b";")[0].strip() == NDJSON
         if streamed:
-            body = _Body(receive, None, self.limits.body_timeout_seconds, per_read=True)
+            ended = self.guard.upload_ended(scope) if self.guard is not None else None
+            body = _Body(
+                receive, None, self.limits.body_timeout_seconds, per_read=True, ended=ended
+            )
             await self.app(scope, body.receive, send)
-            if self.guard is not None:
-                await self.guard.charge_upload(scope, body.received)
             return
         limit = self._size_limit(path)
         declared = _declared_length(headers.get(b"content-length"))
@@ -108,9 +110,16 @@ class _Body:
     """The request's `receive`, counting bytes and time as they are read."""
 
     def __init__(
-        self, receive: Receive, limit: int | None, timeout: float, *, per_read: bool = False
+        self,
+        receive: Receive,
+        limit: int | None,
+        timeout: float,
+        *,
+        per_read: bool = False,
+        ended: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
         self._receive = receive
+        self._ended = ended  # called with the size once the whole body has arrived
         self._limit = limit
         self._timeout = timeout
         self._per_read = per_read
@@ -132,6 +141,9 @@ class _Body:
             self.received += len(message.get("body", b""))
             if self._limit is not None and self.received > self._limit:
                 raise _too_large(self._limit)
+            if not message.get("more_body", False) and self._ended is not None:
+                ended, self._ended = self._ended, None
+                await ended(self.received)
         return message
 
     async def read(self) -> bytes:
