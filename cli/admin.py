@@ -131,7 +131,8 @@ def _every(c: Any, path: str, params: dict[str, Any]) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     cursor = None
     while True:
-        page = answer(c.get(path, params={**params, "limit": 500, "cursor": cursor}))
+        more = {"cursor": cursor} if cursor is not None else {}
+        page = answer(c.get(path, params={**params, "limit": 500, **more}))
         items += page["items"]
         if (cursor := page["next_cursor"]) is None:
             return items
@@ -149,7 +150,8 @@ def audit(
     """The audit trail, newest first."""
     if since is not None and since[-1:] in "smhdw" and since[:-1].isdigit():
         since = (datetime.now(UTC) - duration(since)).isoformat()
-    params = {"integrator": integrator, "key": key, "token_id": token_id, "since": since}
+    given = {"integrator": integrator, "key": key, "token_id": token_id, "since": since}
+    params = {name: value for name, value in given.items() if value is not None}
     with client(url, token, timeout=30) as c:
         page = answer(c.get("/v1/audit", params={**params, "limit": limit}))
     columns = ["at", "integrator", "action", "key", "outcome", "job_id", "token_id", "client"]

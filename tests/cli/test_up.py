@@ -22,9 +22,9 @@ pytestmark = pytest.mark.slow
 NAMES = ("api", "worker", "beat", "flower")
 
 
-def answers(url: str) -> bool:
+def answers(url: str, auth: tuple[str, str] | None = None) -> bool:
     try:
-        return httpx.get(url, timeout=2).status_code == 200
+        return httpx.get(url, timeout=2, auth=auth).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -59,7 +59,12 @@ def test_up_serves_the_api_worker_and_flower_on_embedded_services_and_stops_clea
             timeout=30,
         )
         assert response.status_code == 200 and response.json()["outcome"] == "created"
-        wait_until(lambda: answers(f"http://127.0.0.1:{flower_port}/"), timeout=60, interval=0.5)
+        login = (tmp_home / "flower-login").read_text().strip()
+        assert f"(login {login})" in output.read_text(), "up prints Flower's login"
+        user, _, password = login.partition(":")
+        flower = f"http://127.0.0.1:{flower_port}/"
+        wait_until(lambda: answers(flower, (user, password)), timeout=60, interval=0.5)
+        assert httpx.get(flower, timeout=5).status_code == 401
 
         second = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
         assert (second.returncode, second.stdout) == (1, "")
