@@ -131,7 +131,7 @@ def _every(c: Any, path: str, params: dict[str, Any]) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     cursor = None
     while True:
-        more = {"cursor": cursor} if cursor is not None else {}
+        more: dict[str, str] = {"cursor": cursor} if cursor is not None else {}
         page = answer(c.get(path, params={**params, "limit": 500, **more}))
         items += page["items"]
         if (cursor := page["next_cursor"]) is None:

@@ -6,7 +6,7 @@ import statistics
 
 from bench.stack import StackConfig
 from bench.upserts.cpu import service_cpu_ms
-from bench.upserts.runs import ASYNC, HOT, HOT_KEYS, SYNC, Run
+from bench.upserts.runs import ASYNC, ASYNC_TOKEN, HOT, HOT_KEYS, SYNC, SYNC_TOKEN, Run
 
 # The reference peer: a synchronous, non-queued FastAPI + asyncpg service on this machine kind.
 PEER_RPS, PEER_P50_MS, PEER_P99_MS = 155.0, 190.0, 430.0
@@ -89,7 +89,29 @@ def comparison(runs: list[Run]) -> str:
     ]
     for config in dict.fromkeys(r.config for r in runs):  # in the order they ran
         lines += _config_lines(config, [r for r in runs if r.config == config])
+        lines += _token_cost(config, [r for r in runs if r.config == config])
     return "\n".join(lines)
+
+
+def _token_cost(config: StackConfig, mine: list[Run]) -> list[str]:
+    """What an integrator's token (scopes, ownership, a rate limit above the load) costs
+    against the bootstrap token, mode by mode, from the medians of the same run."""
+    lines = []
+    for plain, tokened, measure in (
+        (SYNC, SYNC_TOKEN, "req/s"),
+        (ASYNC, ASYNC_TOKEN, "jobs/s applied"),
+    ):
+        single = [r.applied_rate for r in mine if r.mode == plain]
+        integrator = [r.applied_rate for r in mine if r.mode == tokened]
+        if not single or not integrator:
+            continue
+        cost = 1 - statistics.median(integrator) / statistics.median(single)
+        lines.append(
+            f"- {config.label}, {plain} with an integrator's token: {_span(integrator)} "
+            f"{measure} against {_span(single)} with the bootstrap token: "
+            f"{cost * 100:+.1f}% cost (target: at most 5%)."
+        )
+    return lines
 
 
 def ceiling(runs: list[Run]) -> str:

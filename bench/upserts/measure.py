@@ -4,8 +4,10 @@ counters sampled around it."""
 
 import os
 import time
+import uuid
 from dataclasses import dataclass
 
+import httpx
 import psycopg
 import redis
 
@@ -13,9 +15,21 @@ from bench import load
 from bench.load import RequestFactory
 from bench.options import Options
 from bench.probe import Sampler, Usage, redis_command_calls
-from bench.stack import Stack
+from bench.stack import TOKEN, Stack
 from bench.upserts.cpu import service_cpu_ms
-from bench.upserts.runs import AGENTS, ASYNC, CREATES, HOT, HOT_KEYS, SYNC, USERS, Run
+from bench.upserts.runs import (
+    AGENTS,
+    ASYNC,
+    ASYNC_TOKEN,
+    CREATES,
+    HOT,
+    HOT_KEYS,
+    SYNC,
+    SYNC_TOKEN,
+    USERS,
+    Run,
+    is_async,
+)
 from bench.upserts.workload import Workload, headers
 
 DRAIN_TIMEOUT = 300.0
@@ -133,9 +147,10 @@ class Bench:
         round_: int,
         duration: float,
         max_requests: int,
+        token: str = TOKEN,
     ) -> Run:
         """Send one mode's requests, wait until all is applied and consumed, record the cost."""
-        respond_async = mode == ASYNC
+        respond_async = is_async(mode)
         self._settle()
         before = self._counters()
         started = time.monotonic()
@@ -144,7 +159,7 @@ class Bench:
                 self.stack.base_url,
                 self.options.concurrency,
                 make,
-                headers=headers(respond_async),
+                headers=headers(respond_async, token),
                 duration=duration,
                 max_requests=max_requests,
             )
@@ -184,13 +199,29 @@ class Bench:
         print_run(run)
         return run
 
+    def _integrator_token(self) -> str:
+        """An integrator with a rate limit far above the load, and its token."""
+        name = "bench-" + uuid.uuid4().hex[:8]
+        admin = {"Authorization": f"Bearer {TOKEN}"}
+        with httpx.Client(base_url=self.stack.base_url, headers=admin, timeout=30) as c:
+            limit = {"per_second": 1_000_000, "burst": 10_000_000}
+            body = {"name": name, "display_name": name, "rate_limit": limit}
+            c.post("/v1/admin/integrators", json=body).raise_for_status()
+            scopes = ["users:write", "agents:write"]
+            created = c.post("/v1/admin/tokens", json={"integrator": name, "scopes": scopes})
+            created.raise_for_status()
+        token: str = created.json()["token"]
+        return token
+
     def setup(self) -> Run:
-        """Create the users (unmeasured) and the agents (measured as the creates row)."""
+        """Create the users (unmeasured, as the integrator's: its token may write their
+        agents, as the bootstrap token may) and the agents (measured as the creates row)."""
+        self.token = self._integrator_token()
         users = load.run(
             self.stack.base_url,
             self.options.concurrency,
             self.workload.user_puts(),
-            headers=headers(False),
+            headers=headers(False, self.token),
             duration=300,
             max_requests=USERS,
         )
@@ -226,12 +257,24 @@ class Bench:
         duration = self.options.duration
         budget = int(duration * MAX_RATE)
         for r in range(1, self.options.rounds + 1):
-            for mode, hot in ((SYNC, False), (ASYNC, False), (HOT, True)):
+            for mode, hot, token in (
+                (SYNC, False, TOKEN),
+                (SYNC_TOKEN, False, self.token),
+                (ASYNC, False, TOKEN),
+                (ASYNC_TOKEN, False, self.token),
+                (HOT, True, TOKEN),
+            ):
                 make = self.workload.updates(f"{mode} r{r}", hot=hot)
                 keys = HOT_KEYS if hot else AGENTS
                 runs.append(
                     self.measure(
-                        mode, make, keys=keys, round_=r, duration=duration, max_requests=budget
+                        mode,
+                        make,
+                        keys=keys,
+                        round_=r,
+                        duration=duration,
+                        max_requests=budget,
+                        token=token,
                     )
                 )
         return runs

@@ -2,7 +2,7 @@
 
 from bench.report import table
 from bench.upserts.cpu import bound, cpu_ms, phases, service_cpu_ms
-from bench.upserts.runs import ASYNC, Run
+from bench.upserts.runs import Run, is_async
 
 
 def _ms(value: float) -> str:
@@ -88,7 +88,7 @@ def queue_table(runs: list[Run], several_configs: bool) -> str:
                 str(run.round) if run.round else "setup",
                 phase,
                 f"{commits:.0f}" if commits is not None else "n/a",
-                _per(commits, int(run.load.rate)) if sending and run.mode != ASYNC else "",
+                _per(commits, int(run.load.rate)) if sending and not is_async(run.mode) else "",
                 _per(run.drain_tasks, n) if sending else "",
                 _per(run.broker_messages, n) if sending else "",
                 _per(run.events, n) if sending else "",

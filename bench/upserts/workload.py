@@ -11,9 +11,10 @@ from bench.stack import TOKEN
 from bench.upserts.runs import AGENTS, HOT_KEYS, USERS
 
 
-def headers(respond_async: bool) -> dict[str, str]:
-    """The bearer token and JSON content type, with `Prefer: respond-async` when asked."""
-    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+def headers(respond_async: bool, token: str = TOKEN) -> dict[str, str]:
+    """The bearer token (the bootstrap one unless given) and JSON content type, with
+    `Prefer: respond-async` when asked."""
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     if respond_async:
         headers["Prefer"] = "respond-async"
     return headers
