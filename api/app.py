@@ -21,7 +21,7 @@ from identity.integrators import TOKENS_CHANNEL, RateLimit
 from identity.ledger.accept import Accepts
 from identity.ledger.jobs import NOTIFY_CHANNEL
 from identity.ledger.notify import JobWaiter
-from identity.settings import get_settings
+from identity.settings import Settings, get_settings
 from worker.producer import async_dispatcher
 
 _collector: LedgerCollector | None = None
@@ -40,17 +40,28 @@ def _register_collector() -> None:
         REGISTRY.register(_collector)
 
 
-def create_app() -> FastAPI:
-    settings = get_settings()
-    disable_created_metrics()  # a `_created` series beside each counter would only be noise
+def _guard(settings: Settings) -> Guard:
+    """The edge's checks of who asks; its rate limiter is made on the app's event loop."""
     default_rate = RateLimit(
         per_second=settings.rate_limit_per_second, burst=settings.rate_limit_burst
     )
-    principals = Principals(settings.internal_token, settings.token_cache_seconds, default_rate)
+    return Guard(
+        Principals(settings.internal_token, settings.token_cache_seconds, default_rate),
+        None,
+        metrics_public=settings.metrics_public,
+        backfill_bytes=settings.rate_limit_backfill_bytes,
+    )
+
+
+def create_app() -> FastAPI:
+    settings = get_settings()
+    disable_created_metrics()  # a `_created` series beside each counter would only be noise
+    guard = _guard(settings)
+    principals = guard.principals
     waiter = JobWaiter(
         libpq_url(settings.require_database_url()),
         NOTIFY_CHANNEL,
-        {TOKENS_CHANNEL: principals.forget_all},
+        {TOKENS_CHANNEL: principals.forget_all},  # a token revoked, an integrator changed
     )
     # A write is recorded or refused within IDMIRROR_ACCEPT_TIMEOUT_SECONDS of its arrival: its
     # wait for a connection and its statement share that bound.
@@ -90,28 +101,12 @@ def create_app() -> FastAPI:
     limits = Limits(
         settings.max_body_bytes, settings.max_graph_body_bytes, settings.body_timeout_seconds
     )
-    guard = Guard(
-        principals,
-        None,
-        metrics_public=settings.metrics_public,
-        backfill_bytes=settings.rate_limit_backfill_bytes,
-    )
     app.add_middleware(RequestLimits, limits=limits, guard=guard)
     errors.install(app)
     app.add_middleware(AccessLog)  # outermost: it sees every answer, refusals and 500s too
-    routers = [
-        users.router,
-        agents.internal,
-        agents.public,
-        graphs.router,
-        node_types.internal,
-        node_types.public,
-        jobs.router,
-        backfills.router,
-        health.router,
-        admin.router,
-        admin.audit,
-    ]
+    routers = [users.router, agents.internal, agents.public, graphs.router, node_types.internal]
+    routers += [node_types.public, jobs.router, backfills.router, health.router, admin.router]
+    routers += [admin.audit]
     for router in routers:
         app.include_router(router)
     contract.install(app)
