@@ -12,13 +12,21 @@ the integrator's next requests pay).
 
 from collections.abc import Awaitable, Callable
 
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.datastructures import MutableHeaders
 from starlette.types import Message, Receive, Scope, Send
 
 from api.auth import PRINCIPAL, REFUSED, Principal, Principals
 from api.errors import error_response
 from api.ratelimit import Decision, RateLimiter
-from identity.errors import IdmirrorError, InsufficientScope, InvalidToken, RateLimited
+from identity.errors import (
+    DatabaseUnavailable,
+    IdmirrorError,
+    InsufficientScope,
+    InvalidToken,
+    RateLimited,
+)
 
 
 class Guard:
@@ -46,7 +54,13 @@ class Guard:
     ) -> Send | None:
         """The `send` to answer an admitted request with (it adds the rate limit headers);
         None once a refusal has been sent."""
-        principal = await self.principals.resolve(authorization)
+        try:
+            principal = await self.principals.resolve(authorization)
+        except (DBAPIError, PoolTimeout, OSError):
+            # An integrator's token cannot be checked without the database: not a 500.
+            down = DatabaseUnavailable("the database cannot be reached to check the token")
+            await error_response(down, headers={"Retry-After": "1"})(scope, receive, send)
+            return None
         if principal is None:
             invalid = InvalidToken("missing, wrong, expired or revoked bearer token")
             await _refuse(invalid, scope, receive, send, {"WWW-Authenticate": "Bearer"})
