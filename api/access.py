@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 log = logging.getLogger(__name__)
 
 REQUEST_ID = b"x-request-id"
+SCOPE_REQUEST_ID = "idmirror.request_id"  # the request's id in its ASGI scope, for the audit trail
 JOB_ID = b"idmirror-job-id"
 # Printable ASCII without spaces, as a log line and a header can carry it unchanged.
 _USABLE = re.compile(rb"[\x21-\x7e]{1,200}")
@@ -39,6 +40,7 @@ class AccessLog:
             return
         started = time.perf_counter()
         request_id = _request_id(scope)
+        scope[SCOPE_REQUEST_ID] = request_id.decode("ascii")
         status, job_id = 500, b""
 
         async def answer(message: Message) -> None:

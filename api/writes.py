@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import Counter
 from starlette.concurrency import run_in_threadpool
 
+from api.access import SCOPE_REQUEST_ID
 from api.auth import PRINCIPAL, Principal
 from identity.access import Actor
 from identity.audit import Origin
@@ -65,10 +66,8 @@ class WriteOptions:
 
 
 def origin_of(request: Request) -> Origin:
-    """The request's id (its X-Request-Id, else a new one) and its client's address."""
-    request_id = request.headers.get("x-request-id")
-    if request_id is None or not 0 < len(request_id) <= 128:
-        request_id = uuid.uuid4().hex
+    """The request's id (the X-Request-Id its answer carries) and its client's address."""
+    request_id: str | None = request.scope.get(SCOPE_REQUEST_ID)
     return Origin(request_id, request.client.host if request.client else None)
 
 

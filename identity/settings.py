@@ -112,7 +112,7 @@ class Settings(BaseSettings):
     token_cache_seconds: float = Field(1.0, ge=0)
     audit_retention_days: float = Field(90.0, gt=0)
     metrics_public: bool = False
-    flower_basic_auth: str | None = Field(None, pattern=r"^[^:]+:.+$")
+    flower_basic_auth: str | None = Field(None, pattern=r"^([^:]+:.+)?$")  # empty: unset
 
     @model_validator(mode="after")
     def _accepts_fit_their_bound(self) -> "Settings":

@@ -29,6 +29,16 @@ def answers(url: str, auth: tuple[str, str] | None = None) -> bool:
         return False
 
 
+def flower_asks_for_its_login(home: Path, printed: str, flower: str) -> None:
+    """Flower answers with the login `up` generated, kept under IDMIRROR_HOME and printed, and
+    refuses requests without it."""
+    login = (home / "flower-login").read_text().strip()
+    assert f"(login {login})" in printed, "up prints Flower's login"
+    user, _, password = login.partition(":")
+    wait_until(lambda: answers(flower, (user, password)), timeout=60, interval=0.5)
+    assert httpx.get(flower, timeout=5).status_code == 401
+
+
 def test_up_serves_the_api_worker_and_flower_on_embedded_services_and_stops_cleanly(
     tmp_home: Path,
 ) -> None:
@@ -59,12 +69,7 @@ def test_up_serves_the_api_worker_and_flower_on_embedded_services_and_stops_clea
             timeout=30,
         )
         assert response.status_code == 200 and response.json()["outcome"] == "created"
-        login = (tmp_home / "flower-login").read_text().strip()
-        assert f"(login {login})" in output.read_text(), "up prints Flower's login"
-        user, _, password = login.partition(":")
-        flower = f"http://127.0.0.1:{flower_port}/"
-        wait_until(lambda: answers(flower, (user, password)), timeout=60, interval=0.5)
-        assert httpx.get(flower, timeout=5).status_code == 401
+        flower_asks_for_its_login(tmp_home, output.read_text(), f"http://127.0.0.1:{flower_port}/")
 
         second = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
         assert (second.returncode, second.stdout) == (1, "")
