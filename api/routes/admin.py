@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import Principal
-from api.contract import JsonRoute, answers, scope
+from api.contract import Answers, ErrorEnvelope, JsonRoute, answers, scope
 from api.deps import Paging, read_session
 from api.writes import origin_of
 from identity import audit as audit_log
@@ -37,6 +37,10 @@ router = APIRouter(prefix="/v1/admin", tags=["admin"], route_class=JsonRoute)
 audit = APIRouter(prefix="/v1/audit", tags=["admin"], route_class=JsonRoute)
 ADMIN = scope("admin")
 T = TypeVar("T")
+# A JSON body the framework cannot even decode (not UTF-8) is answered 400 http_error.
+UNREADABLE: Answers = {
+    400: {"model": ErrorEnvelope, "description": "Error: `http_error` (a body not UTF-8)"}
+}
 
 
 def _default_rate() -> RateLimit:
@@ -58,7 +62,7 @@ async def _admin_action(work: Callable[[Session], T]) -> T:
     "/integrators",
     status_code=201,
     operation_id="createIntegrator",
-    responses=answers(IntegratorExists, ValidationFailed),
+    responses=answers(IntegratorExists, ValidationFailed) | UNREADABLE,
 )
 async def create_integrator(
     body: integrators.IntegratorCreate, request: Request, principal: Principal = ADMIN
@@ -96,7 +100,7 @@ def get_integrator(name: str, session: Session = Depends(read_session)) -> Integ
 @router.patch(
     "/integrators/{name}",
     operation_id="updateIntegrator",
-    responses=answers(IntegratorNotFound, ValidationFailed),
+    responses=answers(IntegratorNotFound, ValidationFailed) | UNREADABLE,
 )
 async def update_integrator(
     name: str, body: integrators.IntegratorUpdate, request: Request, principal: Principal = ADMIN
@@ -114,7 +118,7 @@ async def update_integrator(
     "/tokens",
     status_code=201,
     operation_id="createToken",
-    responses=answers(IntegratorNotFound, ValidationFailed),
+    responses=answers(IntegratorNotFound, ValidationFailed) | UNREADABLE,
 )
 async def create_token(
     body: tokens.TokenCreate, request: Request, principal: Principal = ADMIN
@@ -161,7 +165,8 @@ async def revoke_token(token_id: str, request: Request, principal: Principal = A
 @router.put(
     "/users/{user_id}/owner",
     operation_id="moveUser",
-    responses=answers(InvalidUserId, UserNotFound, IntegratorNotFound, ValidationFailed),
+    responses=answers(InvalidUserId, UserNotFound, IntegratorNotFound, ValidationFailed)
+    | UNREADABLE,
 )
 async def move_user(
     user_id: str, body: integrators.OwnerMove, request: Request, principal: Principal = ADMIN
