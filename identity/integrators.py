@@ -179,9 +179,16 @@ class OwnerMove(BaseModel):
     integrator: str | None = Field(pattern=SLUG_RE.pattern, max_length=64)
 
 
+class OwnerOut(BaseModel):
+    """A user and the integrator that owns it now (null: none)."""
+
+    id: uuid.UUID
+    owner: str | None
+
+
 def move_user(
     session: Session, user_id: uuid.UUID, body: OwnerMove, actor: Actor, origin: audit.Origin
-) -> dict[str, Any]:
+) -> OwnerOut:
     """Give a user (its agents and graphs with it) to another integrator, under the user's key
     lock, so no write of the key is applied halfway through."""
     if body.integrator is not None:
@@ -199,4 +206,4 @@ def move_user(
     )
     details = {"from": before.owner, "to": body.integrator}
     audit.record(session, actor, origin, "ownership.move", key=key, details=details)
-    return {"id": str(user_id), "owner": body.integrator}
+    return OwnerOut(id=user_id, owner=body.integrator)

@@ -4,9 +4,10 @@ admin token (the `admin` scope) manages and reads."""
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Annotated, TypeVar
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi.openapi.models import Example
 from fastapi.responses import Response
 from pydantic import AwareDatetime
 from sqlalchemy.orm import Session
@@ -37,6 +38,52 @@ router = APIRouter(prefix="/v1/admin", tags=["admin"], route_class=JsonRoute)
 audit = APIRouter(prefix="/v1/audit", tags=["admin"], route_class=JsonRoute)
 ADMIN = scope("admin")
 T = TypeVar("T")
+IntegratorBody = Annotated[
+    integrators.IntegratorCreate,
+    Body(
+        openapi_examples={
+            "crm": Example(
+                summary="An integrator with a rate limit of its own",
+                value={
+                    "name": "crm",
+                    "display_name": "CRM sync",
+                    "rate_limit": {"per_second": 50, "burst": 100},
+                },
+            )
+        }
+    ),
+]
+IntegratorChanges = Annotated[
+    integrators.IntegratorUpdate,
+    Body(
+        openapi_examples={
+            "disable": Example(summary="Refuse its tokens", value={"disabled": True}),
+            "limit": Example(
+                summary="A new rate limit", value={"rate_limit": {"per_second": 10, "burst": 20}}
+            ),
+        }
+    ),
+]
+TokenBody = Annotated[
+    tokens.TokenCreate,
+    Body(
+        openapi_examples={
+            "writer": Example(
+                summary="A token that writes users and agents and reads them back",
+                value={
+                    "integrator": "crm",
+                    "scopes": ["users:write", "agents:write", "read", "jobs:read"],
+                    "name": "crm prod",
+                    "expires_at": "2030-01-01T00:00:00Z",
+                },
+            )
+        }
+    ),
+]
+OwnerBody = Annotated[
+    integrators.OwnerMove,
+    Body(openapi_examples={"give": Example(summary="To crm", value={"integrator": "crm"})}),
+]
 # A JSON body the framework cannot even decode (not UTF-8) is answered 400 http_error.
 UNREADABLE: Answers = {
     400: {"model": ErrorEnvelope, "description": "Error: `http_error` (a body not UTF-8)"}
@@ -65,7 +112,7 @@ async def _admin_action(work: Callable[[Session], T]) -> T:
     responses=answers(IntegratorExists, ValidationFailed) | UNREADABLE,
 )
 async def create_integrator(
-    body: integrators.IntegratorCreate, request: Request, principal: Principal = ADMIN
+    body: IntegratorBody, request: Request, principal: Principal = ADMIN
 ) -> IntegratorOut:
     origin = origin_of(request)
     return await _admin_action(
@@ -103,7 +150,7 @@ def get_integrator(name: str, session: Session = Depends(read_session)) -> Integ
     responses=answers(IntegratorNotFound, ValidationFailed) | UNREADABLE,
 )
 async def update_integrator(
-    name: str, body: integrators.IntegratorUpdate, request: Request, principal: Principal = ADMIN
+    name: str, body: IntegratorChanges, request: Request, principal: Principal = ADMIN
 ) -> IntegratorOut:
     """Change an integrator: `disabled: true` refuses its tokens in every API process at once."""
     origin = origin_of(request)
@@ -121,7 +168,7 @@ async def update_integrator(
     responses=answers(IntegratorNotFound, ValidationFailed) | UNREADABLE,
 )
 async def create_token(
-    body: tokens.TokenCreate, request: Request, principal: Principal = ADMIN
+    body: TokenBody, request: Request, principal: Principal = ADMIN
 ) -> tokens.TokenCreatedOut:
     """A new token; its secret is in this answer and nowhere else."""
     origin = origin_of(request)
@@ -169,8 +216,8 @@ async def revoke_token(token_id: str, request: Request, principal: Principal = A
     | UNREADABLE,
 )
 async def move_user(
-    user_id: str, body: integrators.OwnerMove, request: Request, principal: Principal = ADMIN
-) -> dict[str, Any]:
+    user_id: str, body: OwnerBody, request: Request, principal: Principal = ADMIN
+) -> integrators.OwnerOut:
     """Give a user, with its agents and graphs, to another integrator (null: to none)."""
     key = UserKey.parse(user_id)
     origin = origin_of(request)

@@ -1,4 +1,5 @@
-"""/healthz, /readyz and /metrics: no token, for probes and scrapers."""
+"""/healthz, /readyz and /metrics: for probes and scrapers. /metrics needs a token with the
+metrics scope unless IDMIRROR_METRICS_PUBLIC=true (api/guard.py checks it)."""
 
 from typing import Literal
 
@@ -12,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from api.contract import answers
 from api.errors import error_response
 from identity.db import session_factory
-from identity.errors import NotReady
+from identity.errors import InsufficientScope, InvalidToken, NotReady
 from worker.producer import get_producer
 
 router = APIRouter(tags=["operations"])
@@ -76,7 +77,9 @@ async def readyz() -> JSONResponse:
         200: {
             "description": "The Prometheus text exposition format",
             "content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}},
-        }
+        },
+        # Unless IDMIRROR_METRICS_PUBLIC=true: a token with the metrics (or admin) scope.
+        **answers(InvalidToken, InsufficientScope, authenticated=False),
     },
 )
 async def metrics() -> Response:

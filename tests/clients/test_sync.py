@@ -129,3 +129,31 @@ def test_a_backfill_streams_a_generator_and_is_followed_to_its_end(api: Client) 
     failures = api.list_backfill_failures(run.id)
     assert [(f.line, f.error["code"]) for f in failures.items] == [(302, "invalid_agent_key")]
     assert api.get_agent(f"a299@{owner}").display_name == "A299"
+
+
+def test_an_admin_manages_integrators_tokens_and_reads_the_audit_trail(
+    api: Client, stack: Stack
+) -> None:
+    name = new_slug("cli")
+    made = api.create_integrator(name, "Client", per_second=5, burst=10)
+    assert (made.name, made.rate_limit.burst) == (name, 10)
+    assert api.update_integrator(name, disabled=True).disabled is True
+    api.update_integrator(name, disabled=False)
+    assert api.get_integrator(name).display_name == "Client"
+    assert name in [i.name for i in api.list_integrators(limit=500).items]
+    created = api.create_token(name, ["read", "users:write"], name="client")
+    assert created.token.startswith("idm_")
+    with Client(stack.base_url, created.token) as theirs:
+        user = new_user(theirs)
+    assert [t.id for t in api.list_tokens(integrator=name).items] == [created.id]
+    api.revoke_token(created.id)
+    assert api.list_tokens(integrator=name).items[0].revoked_at is not None
+    assert api.move_user(user.id, None).owner is None
+    actions = [e.action for e in api.list_audit(key=f"integrator:{name}").items]
+    assert actions == [
+        "token.revoke",
+        "token.create",
+        "integrator.update",
+        "integrator.update",
+        "integrator.create",
+    ]

@@ -3,6 +3,7 @@
 import asyncio
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, TypedDict, TypeVar, cast
 from uuid import UUID
 
@@ -309,3 +310,68 @@ class AsyncClient:
 
     async def get_metrics(self) -> str:
         return await self._get(calls.get_metrics())
+
+    # Integrators, tokens and the audit trail (an admin token's)
+
+    async def create_integrator(
+        self,
+        name: str,
+        display_name: str,
+        *,
+        per_second: float | None = None,
+        burst: int | None = None,
+    ) -> m.Integrator:
+        return await self._get(calls.create_integrator(name, display_name, per_second, burst))
+
+    async def list_integrators(
+        self, *, limit: int | None = None, cursor: str | None = None
+    ) -> m.Page[m.Integrator]:
+        return await self._get(calls.list_integrators(limit, cursor))
+
+    async def get_integrator(self, name: str) -> m.Integrator:
+        return await self._get(calls.get_integrator(name))
+
+    async def update_integrator(
+        self,
+        name: str,
+        *,
+        display_name: str | None = None,
+        disabled: bool | None = None,
+        per_second: float | None = None,
+        burst: int | None = None,
+    ) -> m.Integrator:
+        call = calls.update_integrator(name, display_name, disabled, per_second, burst)
+        return await self._get(call)
+
+    async def create_token(
+        self,
+        integrator: str,
+        scopes: list[str],
+        *,
+        name: str | None = None,
+        expires_at: datetime | None = None,
+    ) -> m.TokenCreated:
+        return await self._get(calls.create_token(integrator, scopes, name, expires_at))
+
+    async def list_tokens(
+        self, *, integrator: str | None = None, limit: int | None = None, cursor: str | None = None
+    ) -> m.Page[m.Token]:
+        return await self._get(calls.list_tokens(integrator, limit, cursor))
+
+    async def revoke_token(self, token_id: UUID | str) -> None:
+        await self._get(calls.revoke_token(token_id))
+
+    async def move_user(self, user_id: UUID | str, integrator: str | None) -> m.Owner:
+        return await self._get(calls.move_user(user_id, integrator))
+
+    async def list_audit(
+        self,
+        *,
+        integrator: str | None = None,
+        key: str | None = None,
+        token_id: UUID | str | None = None,
+        since: datetime | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> m.Page[m.AuditEntry]:
+        return await self._get(calls.list_audit(integrator, key, token_id, since, limit, cursor))

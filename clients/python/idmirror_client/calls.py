@@ -7,6 +7,7 @@ calls the same way, through transport.py.
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 from uuid import UUID
@@ -46,6 +47,15 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "getHealth": ("GET", "/healthz"),
     "getReadiness": ("GET", "/readyz"),
     "getMetrics": ("GET", "/metrics"),
+    "createIntegrator": ("POST", "/v1/admin/integrators"),
+    "listIntegrators": ("GET", "/v1/admin/integrators"),
+    "getIntegrator": ("GET", "/v1/admin/integrators/{name}"),
+    "updateIntegrator": ("PATCH", "/v1/admin/integrators/{name}"),
+    "createToken": ("POST", "/v1/admin/tokens"),
+    "listTokens": ("GET", "/v1/admin/tokens"),
+    "revokeToken": ("DELETE", "/v1/admin/tokens/{token_id}"),
+    "moveUser": ("PUT", "/v1/admin/users/{user_id}/owner"),
+    "listAudit": ("GET", "/v1/audit"),
 }
 
 
@@ -249,3 +259,83 @@ def get_readiness() -> Call[m.Readiness]:
 
 def get_metrics() -> Call[str]:
     return _call("getMetrics", str)
+
+
+# Integrators, tokens and the audit trail (an admin token's)
+
+
+def _rate(per_second: float | None, burst: int | None) -> dict[str, Any] | None:
+    if per_second is None and burst is None:
+        return None
+    return {"per_second": per_second, "burst": burst}
+
+
+def create_integrator(
+    name: str, display_name: str, per_second: float | None, burst: int | None
+) -> Call[m.Integrator]:
+    body = {"name": name, "display_name": display_name, "rate_limit": _rate(per_second, burst)}
+    return _call("createIntegrator", _model(m.Integrator), body=body)
+
+
+def list_integrators(limit: int | None, cursor: str | None) -> Call[m.Page[m.Integrator]]:
+    return _call("listIntegrators", _page(m.Integrator), params=_paging(limit, cursor))
+
+
+def get_integrator(name: str) -> Call[m.Integrator]:
+    return _call("getIntegrator", _model(m.Integrator), name=name)
+
+
+def update_integrator(
+    name: str,
+    display_name: str | None,
+    disabled: bool | None,
+    per_second: float | None,
+    burst: int | None,
+) -> Call[m.Integrator]:
+    """Only what is given changes (a rate limit needs both of its fields)."""
+    given = {"display_name": display_name, "disabled": disabled}
+    changes: dict[str, Any] = {key: value for key, value in given.items() if value is not None}
+    if (rate := _rate(per_second, burst)) is not None:
+        changes["rate_limit"] = rate
+    return _call("updateIntegrator", _model(m.Integrator), name=name, body=changes)
+
+
+def create_token(
+    integrator: str, scopes: list[str], name: str | None, expires_at: datetime | None
+) -> Call[m.TokenCreated]:
+    body = {
+        "integrator": integrator,
+        "scopes": scopes,
+        "name": name,
+        "expires_at": expires_at.isoformat() if expires_at is not None else None,
+    }
+    return _call("createToken", _model(m.TokenCreated), body=body)
+
+
+def list_tokens(
+    integrator: str | None, limit: int | None, cursor: str | None
+) -> Call[m.Page[m.Token]]:
+    params = _paging(limit, cursor, integrator=integrator)
+    return _call("listTokens", _page(m.Token), params=params)
+
+
+def revoke_token(token_id: UUID | str) -> Call[None]:
+    return _call("revokeToken", lambda _: None, token_id=token_id)
+
+
+def move_user(user_id: UUID | str, integrator: str | None) -> Call[m.Owner]:
+    body = {"integrator": integrator}
+    return _call("moveUser", _model(m.Owner), user_id=user_id, body=body)
+
+
+def list_audit(
+    integrator: str | None,
+    key: str | None,
+    token_id: UUID | str | None,
+    since: datetime | None,
+    limit: int | None,
+    cursor: str | None,
+) -> Call[m.Page[m.AuditEntry]]:
+    filters = {"integrator": integrator, "key": key, "token_id": token_id}
+    filters["since"] = since.isoformat() if since is not None else None
+    return _call("listAudit", _page(m.AuditEntry), params=_paging(limit, cursor, **filters))

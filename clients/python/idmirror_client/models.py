@@ -286,6 +286,66 @@ class Readiness(Answer):
     checks: Checks
 
 
+# Integrators, tokens and the audit trail (admin)
+
+
+class RateLimit(Answer):
+    schema_name = "RateLimit"
+    per_second: float
+    burst: int
+
+
+class Integrator(Answer):
+    schema_name = "IntegratorOut"
+    name: str
+    display_name: str
+    created_at: datetime
+    disabled: bool
+    rate_limit: RateLimit
+
+
+class Token(Answer):
+    """A token as listed: never its secret."""
+
+    schema_name = "TokenOut"
+    id: UUID
+    integrator: str
+    scopes: list[str]
+    name: str | None
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class TokenCreated(Token):
+    """The answer to a create: the only time the secret (`token`) is shown."""
+
+    schema_name = "TokenCreatedOut"
+    token: str
+
+
+class Owner(Answer):
+    schema_name = "OwnerOut"
+    id: UUID
+    owner: str | None
+
+
+class AuditEntry(Answer):
+    schema_name = "AuditEntryOut"
+    id: int
+    at: datetime
+    integrator: str | None
+    token_id: UUID | None
+    action: str
+    key: str | None
+    job_id: UUID | None
+    outcome: str | None
+    request_id: str | None
+    client: str | None
+    details: dict[str, Any] | None
+
+
 class Page(Answer, Generic[T]):
     """One page of a list; pass `next_cursor` back as `cursor` for the next, until it is None."""
 

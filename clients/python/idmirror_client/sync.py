@@ -2,6 +2,7 @@
 
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, TypedDict, TypeVar, cast
 from uuid import UUID
 
@@ -302,3 +303,68 @@ class Client:
 
     def get_metrics(self) -> str:
         return self._get(calls.get_metrics())
+
+    # Integrators, tokens and the audit trail (an admin token's)
+
+    def create_integrator(
+        self,
+        name: str,
+        display_name: str,
+        *,
+        per_second: float | None = None,
+        burst: int | None = None,
+    ) -> m.Integrator:
+        return self._get(calls.create_integrator(name, display_name, per_second, burst))
+
+    def list_integrators(
+        self, *, limit: int | None = None, cursor: str | None = None
+    ) -> m.Page[m.Integrator]:
+        return self._get(calls.list_integrators(limit, cursor))
+
+    def get_integrator(self, name: str) -> m.Integrator:
+        return self._get(calls.get_integrator(name))
+
+    def update_integrator(
+        self,
+        name: str,
+        *,
+        display_name: str | None = None,
+        disabled: bool | None = None,
+        per_second: float | None = None,
+        burst: int | None = None,
+    ) -> m.Integrator:
+        call = calls.update_integrator(name, display_name, disabled, per_second, burst)
+        return self._get(call)
+
+    def create_token(
+        self,
+        integrator: str,
+        scopes: list[str],
+        *,
+        name: str | None = None,
+        expires_at: datetime | None = None,
+    ) -> m.TokenCreated:
+        return self._get(calls.create_token(integrator, scopes, name, expires_at))
+
+    def list_tokens(
+        self, *, integrator: str | None = None, limit: int | None = None, cursor: str | None = None
+    ) -> m.Page[m.Token]:
+        return self._get(calls.list_tokens(integrator, limit, cursor))
+
+    def revoke_token(self, token_id: UUID | str) -> None:
+        self._get(calls.revoke_token(token_id))
+
+    def move_user(self, user_id: UUID | str, integrator: str | None) -> m.Owner:
+        return self._get(calls.move_user(user_id, integrator))
+
+    def list_audit(
+        self,
+        *,
+        integrator: str | None = None,
+        key: str | None = None,
+        token_id: UUID | str | None = None,
+        since: datetime | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> m.Page[m.AuditEntry]:
+        return self._get(calls.list_audit(integrator, key, token_id, since, limit, cursor))
