@@ -14,7 +14,7 @@ from api.guard import Guard
 from api.limits import Limits, RequestLimits
 from api.metrics import LedgerCollector
 from api.ratelimit import RateLimiter
-from api.routes import admin, agents, backfills, graphs, health, jobs, node_types, users
+from api.routes import admin, agents, backfills, graphs, health, history, jobs, node_types, users
 from api.writes import Ledger
 from identity.db import accept_engine, libpq_url, session_factory
 from identity.integrators import TOKENS_CHANNEL, RateLimit
@@ -105,8 +105,8 @@ def create_app() -> FastAPI:
     errors.install(app)
     app.add_middleware(AccessLog)  # outermost: it sees every answer, refusals and 500s too
     routers = [users.router, agents.internal, agents.public, graphs.router, node_types.internal]
-    routers += [node_types.public, jobs.router, backfills.router, health.router, admin.router]
-    routers += [admin.audit]
+    routers += [node_types.public, jobs.router, history.router, backfills.router, health.router]
+    routers += [admin.router, admin.audit]
     for router in routers:
         app.include_router(router)
     contract.install(app)

@@ -77,6 +77,10 @@ class InvalidAgentRef(IdmirrorError):
     code, status = "invalid_agent_ref", 400
 
 
+class InvalidKey(IdmirrorError):
+    code, status = "invalid_key", 400
+
+
 class InvalidCursor(IdmirrorError):
     code, status = "invalid_cursor", 400
 
@@ -129,6 +133,12 @@ class DatabaseUnavailable(ServiceUnavailable):
 
 class NotReady(ServiceUnavailable):
     code = "not_ready"
+
+
+class Stalled(ServiceUnavailable):
+    """Pending work has not moved for longer than IDMIRROR_STALL_AFTER_SECONDS."""
+
+    code = "stalled"
 
 
 class Overloaded(ServiceUnavailable):

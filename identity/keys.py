@@ -4,7 +4,13 @@ import re
 import uuid
 from dataclasses import dataclass
 
-from identity.errors import InvalidAgentKey, InvalidAgentRef, InvalidNodeTypeId, InvalidUserId
+from identity.errors import (
+    InvalidAgentKey,
+    InvalidAgentRef,
+    InvalidKey,
+    InvalidNodeTypeId,
+    InvalidUserId,
+)
 
 SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 AGENT_ID_RE = re.compile(r"^agt_[A-Za-z0-9]{12}$")
@@ -90,6 +96,27 @@ def parse_ledger_key(raw: str) -> LedgerKey:
         case "node_type":
             return NodeTypeKey.parse(rest)
     raise ValueError(f"unknown ledger key {raw!r}")
+
+
+def searched_keys(raw: str) -> list[str]:
+    """The ledger keys a search names: a ledger key as it is, a bare `slug@user_slug` as the
+    agent's key, a bare UUID as the user's key and the node type's (ids of both are the
+    integrator's UUIDs, so one UUID may name either)."""
+    term = raw.strip()
+    kind, colon, _ = term.partition(":")
+    if colon and kind in ("user", "agent", "node_type"):
+        return [str(parse_ledger_key(term.lower() if kind == "agent" else term))]
+    if "@" in term:
+        return [str(AgentKey.parse(term.lower()))]
+    try:
+        some_id = uuid.UUID(term)
+    except ValueError:
+        raise InvalidKey(
+            "a key is agent:{slug}@{user_slug}, user:<uuid> or node_type:<uuid>, with or "
+            "without its prefix",
+            key=raw,
+        ) from None
+    return [str(UserKey(some_id)), str(NodeTypeKey(some_id))]
 
 
 @dataclass(frozen=True)

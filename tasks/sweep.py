@@ -12,7 +12,12 @@ from identity import counters
 from identity.audit import forget_old_entries
 from identity.backfill.flow import stray_work
 from identity.db import transaction
-from identity.ledger.retention import forget_finished_jobs, forget_idempotency_keys, stale_keys
+from identity.ledger.retention import (
+    forget_backfill_items,
+    forget_finished_jobs,
+    forget_idempotency_keys,
+    stale_keys,
+)
 from identity.settings import get_settings
 from worker.producer import get_producer
 
@@ -61,6 +66,7 @@ def sweep() -> dict[str, Any]:
         "idempotency_keys_forgotten": forgotten,
         "jobs_forgotten": forget_old_jobs(settings.job_retention_hours),
         "audit_forgotten": forget_old_audit(settings.audit_retention_days),
+        "backfill_items_forgotten": forget_old_items(settings.job_retention_hours),
     }
 
 
@@ -105,3 +111,14 @@ def forget_old_audit(
     if total:
         log.info("forgot %d audit entries older than %g days", total, retention_days)
     return total
+
+
+def forget_old_items(
+    retention_hours: float, *, batch: int = FORGET_BATCH, batches: int = FORGET_BATCHES
+) -> int:
+    """Delete backfill items (a key's history) older than the jobs' retention."""
+
+    def forget(session: Session, limit: int) -> int:
+        return forget_backfill_items(session, retention_hours=retention_hours, limit=limit)
+
+    return _in_batches(forget, batch, batches)

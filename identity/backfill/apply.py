@@ -32,7 +32,7 @@ from identity.backfill.flow import (
     users_pending,
 )
 from identity.backfill.items import stored_key
-from identity.backfill.sql import CHUNK, KEYS, LOCK_KEYS, STATEMENTS
+from identity.backfill.sql import CHUNK, KEYS, LOCK_KEYS, LOG_ITEMS, STATEMENTS
 from identity.db import commit_without_waiting_for_disk
 from identity.errors import IdmirrorError, OwnedByAnotherIntegrator, SlugTaken, UserNotFound
 
@@ -57,11 +57,14 @@ class Outcomes:
     counts: Counter[str] = field(default_factory=Counter)
     failed: list[ItemResult] = field(default_factory=list)
     covered: list[ItemResult] = field(default_factory=list)
+    applied: list[ItemResult] = field(default_factory=list)  # one by one only
 
     def add(self, result: ItemResult, *, cover: bool) -> None:
         self.counts[result.outcome] += 1
         if result.error is not None:
             self.failed.append(result)
+        else:
+            self.applied.append(result)
         if cover and result.user_id is not None:
             self.covered.append(result)
 
@@ -146,7 +149,29 @@ def _one_by_one(session: Session, kind: str, run: Any, seq: int, *, cover: bool)
         user_id = item["id"] if kind == "user" else None
         slug = item["slug"] if kind == "user" else None
         out.add(ItemResult(item["l"], key, applied.outcome, None, user_id, slug), cover=cover)
+    _log_items(session, str(run.id), out.applied)
     return out
+
+
+def _log_items(session: Session, backfill_id: str, applied: list[ItemResult]) -> None:
+    """Record items applied one by one for their keys' histories, as the set-based statements
+    record theirs."""
+    if not applied:
+        return
+    session.execute(
+        text(
+            LOG_ITEMS.format(
+                rows="unnest(CAST(:keys AS text[]), CAST(:lines AS bigint[]), "
+                "CAST(:outcomes AS text[])) AS i(key, l, outcome)"
+            )
+        ),
+        {
+            "backfill_id": backfill_id,
+            "keys": [r.key for r in applied],
+            "lines": [r.line for r in applied],
+            "outcomes": [r.outcome for r in applied],
+        },
+    )
 
 
 def _chunk_params(backfill_id: str, seq: int) -> dict[str, Any]:

@@ -4,7 +4,9 @@ uses the same classification with a SELECT in place of the write.
 
 Each statement returns, for every item: its line, its key, and its outcome (created, updated,
 unchanged, superseded, or the reason it failed); users also their id, slug, and whether the item
-is the one applied among several of the same key.
+is the one applied among several of the same key. A statement that writes also records each
+item that did not fail in `backfill_items`, for its key's history (identity/ledger/history.py);
+failed items are recorded as failures.
 """
 
 from sqlalchemy import text
@@ -62,13 +64,16 @@ _USERS = """
             END AS action
         FROM items i LEFT JOIN users u ON u.id = i.id
     ),
-    written AS ({written})
-    SELECT c.l, c.key, c.id::text AS id, c.slug, c.rn = 1 AS primary_item,
-           CASE WHEN c.action <> 'write' THEN c.action
-                WHEN w.id IS NULL THEN 'unchanged'
-                WHEN w.inserted THEN 'created'
-                ELSE 'updated' END AS outcome
-    FROM classified c LEFT JOIN written w ON w.id = c.id AND c.action = 'write'
+    written AS ({written}),
+    outcomes AS (
+        SELECT c.l, c.key, c.id::text AS id, c.slug, c.rn = 1 AS primary_item,
+               CASE WHEN c.action <> 'write' THEN c.action
+                    WHEN w.id IS NULL THEN 'unchanged'
+                    WHEN w.inserted THEN 'created'
+                    ELSE 'updated' END AS outcome
+        FROM classified c LEFT JOIN written w ON w.id = c.id AND c.action = 'write'
+    ){logged}
+    SELECT * FROM outcomes
 """
 _USERS_WRITE = f"""
         INSERT INTO users AS u (id, email, slug, plan, metadata, external_owner, version,
@@ -123,14 +128,17 @@ _AGENTS = """
         LEFT JOIN {owner_rows} o ON o.slug = i.user_slug
         LEFT JOIN agents a ON a.user_id = o.id AND a.slug = i.slug AND a.deleted_at IS NULL
     ),
-    written AS ({written})
-    SELECT c.l, c.key, c.user_slug AS slug,
-           CASE WHEN c.action <> 'write' THEN c.action
-                WHEN w.slug IS NULL THEN 'unchanged'
-                WHEN w.inserted THEN 'created'
-                ELSE 'updated' END AS outcome
-    FROM classified c
-    LEFT JOIN written w ON w.user_id = c.owner_id AND w.slug = c.slug AND c.action = 'write'
+    written AS ({written}),
+    outcomes AS (
+        SELECT c.l, c.key, c.user_slug AS slug,
+               CASE WHEN c.action <> 'write' THEN c.action
+                    WHEN w.slug IS NULL THEN 'unchanged'
+                    WHEN w.inserted THEN 'created'
+                    ELSE 'updated' END AS outcome
+        FROM classified c
+        LEFT JOIN written w ON w.user_id = c.owner_id AND w.slug = c.slug AND c.action = 'write'
+    ){logged}
+    SELECT * FROM outcomes
 """
 # A dry run applied no user: an owner is the input's user with that slug, else the stored one
 # (unless the input renames it).
@@ -171,11 +179,21 @@ _AGENTS_DRY = (
     "FROM classified WHERE action = 'write'"
 )
 
+# Items that did not fail, for their keys' histories: one more INSERT in the same statement.
+LOG_ITEMS = """
+        INSERT INTO backfill_items (key, backfill_id, line, outcome)
+        SELECT key, CAST(:backfill_id AS uuid), l, outcome FROM {rows}
+        WHERE outcome IN ('created', 'updated', 'unchanged', 'superseded')
+"""
+_LOGGED = f",\n    logged AS ({LOG_ITEMS.format(rows='outcomes')})"
+
 STATEMENTS = {
-    ("user", False): text(_USERS.format(written=_USERS_WRITE)),
-    ("user", True): text(_USERS.format(written=_USERS_DRY)),
-    ("agent", False): text(_AGENTS.format(owners="", owner_rows="users", written=_AGENTS_WRITE)),
+    ("user", False): text(_USERS.format(written=_USERS_WRITE, logged=_LOGGED)),
+    ("user", True): text(_USERS.format(written=_USERS_DRY, logged="")),
+    ("agent", False): text(
+        _AGENTS.format(owners="", owner_rows="users", written=_AGENTS_WRITE, logged=_LOGGED)
+    ),
     ("agent", True): text(
-        _AGENTS.format(owners=_OWNERS_DRY, owner_rows="owners", written=_AGENTS_DRY)
+        _AGENTS.format(owners=_OWNERS_DRY, owner_rows="owners", written=_AGENTS_DRY, logged="")
     ),
 }

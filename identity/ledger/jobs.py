@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 
 NOTIFY_CHANNEL = "idmirror_jobs"
 JOB_COLUMNS = (
-    "id, key, seq, kind, status, outcome, attempts, accepted_at, finished_at, result, error"
+    "id, key, seq, kind, status, outcome, attempts, accepted_at, finished_at, result, error, "
+    "retried_by, discarded_at"
 )
 
 
@@ -73,7 +74,8 @@ class Accepted:
 
 class JobOut(BaseModel):
     """A job as the API shows it: `result` is the body its answer had (or would have had),
-    `error` the error envelope."""
+    `error` the error envelope; a failed job names the job that retried it (`retried_by`), or
+    when an operator discarded it."""
 
     model_config = ConfigDict(from_attributes=True)
 
@@ -88,6 +90,34 @@ class JobOut(BaseModel):
     finished_at: Timestamp | None
     result: dict[str, Any] | None
     error: dict[str, Any] | None
+    retried_by: uuid.UUID | None = None
+    discarded_at: Timestamp | None = None
+
+
+class JobDetail(JobOut):
+    """A job with what only an operator looks at: its payload, the drains that began it, its
+    version, and the failed job it retried."""
+
+    payload: dict[str, Any]
+    starts: int
+    version: int
+    retry_of: uuid.UUID | None
+
+
+def get_job_detail(session: Session, job_id: uuid.UUID, *, sees: str | None = None) -> JobDetail:
+    """The job with this id, in detail, if `sees` (an integrator; None: anyone's) may see it;
+    JobNotFound when there is none."""
+    row = session.execute(
+        text(
+            f"SELECT {JOB_COLUMNS}, payload, starts, version, "
+            "(SELECT o.id FROM jobs o WHERE o.retried_by = j.id LIMIT 1) AS retry_of "
+            "FROM jobs j WHERE id = :id AND (CAST(:sees AS text) IS NULL OR integrator = :sees)"
+        ),
+        {"id": job_id, "sees": sees},
+    ).one_or_none()
+    if row is None:
+        raise JobNotFound("no job has this id", job_id=str(job_id))
+    return JobDetail.model_validate(row)
 
 
 def job_out(row: Any) -> dict[str, Any]:
@@ -106,6 +136,8 @@ def job_out(row: Any) -> dict[str, Any]:
         "finished_at": row.finished_at.isoformat() if row.finished_at else None,
         "result": row.result,
         "error": row.error,
+        "retried_by": str(row.retried_by) if row.retried_by else None,
+        "discarded_at": row.discarded_at.isoformat() if row.discarded_at else None,
     }
 
 
@@ -130,31 +162,38 @@ def list_jobs(
     limit: int,
     cursor: str | None,
     status: str | None = None,
-    key: str | None = None,
+    keys: list[str] | None = None,
     kind: str | None = None,
+    outcome: str | None = None,
+    order: Literal["newest", "oldest"] = "newest",
     sees: str | None = None,
 ) -> Page[JobOut]:
-    """Newest first, filtered by any of status, key and kind; only the jobs of the integrator
-    `sees` names, if any."""
+    """Newest (or oldest) first, filtered by any of status, keys, kind and outcome; only the
+    jobs of the integrator `sees` names, if any."""
     after = decode_cursor(cursor, datetime.fromisoformat, uuid.UUID)
+    # The direction comes from a closed set: the statement is one of two texts.
+    direction, beyond = ("DESC", "<") if order == "newest" else ("ASC", ">")
     rows = session.execute(
         text(
             f"""
             SELECT {JOB_COLUMNS} FROM jobs
             WHERE (CAST(:status AS text) IS NULL OR status = :status)
-              AND (CAST(:key AS text) IS NULL OR key = :key)
+              AND (CAST(:keys AS text[]) IS NULL OR key = ANY(CAST(:keys AS text[])))
               AND (CAST(:kind AS text) IS NULL OR kind = :kind)
+              AND (CAST(:outcome AS text) IS NULL OR outcome = :outcome)
               AND (CAST(:sees AS text) IS NULL OR integrator = :sees)
               AND (CAST(:after_at AS timestamptz) IS NULL
-                   OR (accepted_at, id) < (CAST(:after_at AS timestamptz), CAST(:after_id AS uuid)))
-            ORDER BY accepted_at DESC, id DESC
+                   OR (accepted_at, id) {beyond}
+                      (CAST(:after_at AS timestamptz), CAST(:after_id AS uuid)))
+            ORDER BY accepted_at {direction}, id {direction}
             LIMIT :limit
             """
         ),
         {
             "status": status,
-            "key": key,
+            "keys": keys,
             "kind": kind,
+            "outcome": outcome,
             "sees": sees,
             "after_at": after[0] if after else None,
             "after_id": after[1] if after else None,

@@ -63,7 +63,7 @@ _ACCEPT = job_rows(
 )
 # A job row as the accept path reads it: SQLAlchemy's Row finds a column by name through
 # __getattr__, several times slower than a field of a named tuple, and each accepted write's
-# answer reads eleven of them. (mypy sees no fields in a namedtuple named from a constant.)
+# answer reads thirteen of them. (mypy sees no fields in a namedtuple named from a constant.)
 _job_row: Callable[[Iterable[Any]], Any] = namedtuple(  # type: ignore[attr-defined]
     "JobRow", JOB_COLUMNS
 )._make

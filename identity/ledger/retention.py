@@ -45,3 +45,17 @@ def forget_idempotency_keys(session: Session, *, ttl_hours: float) -> int:
         {"ttl": ttl_hours * 3600},
     )
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+def forget_backfill_items(session: Session, *, retention_hours: float, limit: int) -> int:
+    """Delete up to `limit` backfill items (a key's history) applied more than
+    `retention_hours` ago, as finished jobs are; found through the BRIN index on their time."""
+    result = session.execute(
+        text(
+            "DELETE FROM backfill_items WHERE ctid = ANY(ARRAY("
+            "SELECT ctid FROM backfill_items "
+            "WHERE applied_at < now() - make_interval(secs => :age) LIMIT :limit))"
+        ),
+        {"age": retention_hours * 3600, "limit": limit},
+    )
+    return int(getattr(result, "rowcount", 0) or 0)

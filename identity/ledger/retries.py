@@ -7,6 +7,7 @@ its retry for good (`jobs.retried_by`), after the idempotency key's 24 hours too
 """
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -19,6 +20,28 @@ from identity.ledger.jobs import Submission
 from identity.schemas import check_not_ahead, to_version
 
 BULK_LIMIT = 500
+# A failed job nobody has dealt with: the dead-letter view (identity/ledger/deadletter.py).
+OPEN = "status = 'failed' AND retried_by IS NULL AND discarded_at IS NULL"
+
+
+@dataclass(frozen=True)
+class FailedFilter:
+    """Which open failed jobs a bulk action or a listing takes: every given filter matches."""
+
+    kind: str | None = None
+    keys: list[str] | None = None
+    code: str | None = None
+    sees: str | None = None  # an integrator: only its jobs (None: anyone's)
+
+    WHERE = (
+        f"{OPEN} AND (CAST(:kind AS text) IS NULL OR kind = :kind) "
+        "AND (CAST(:keys AS text[]) IS NULL OR key = ANY(CAST(:keys AS text[]))) "
+        "AND (CAST(:code AS text) IS NULL OR error ->> 'code' = :code) "
+        "AND (CAST(:sees AS text) IS NULL OR integrator = :sees)"
+    )
+
+    def params(self) -> dict[str, Any]:
+        return {"kind": self.kind, "keys": self.keys, "code": self.code, "sees": self.sees}
 
 
 class RetryOut(BaseModel):
@@ -54,27 +77,15 @@ def resubmission(session: Session, job_id: uuid.UUID, *, sees: str | None = None
     return _retry_of(job_id, row)
 
 
-def resubmissions(
-    session: Session,
-    *,
-    kind: str | None,
-    key: str | None,
-    code: str | None,
-    limit: int,
-    sees: str | None = None,
-) -> list[Submission]:
-    """Retries of up to `limit` failed jobs not retried yet, oldest first, by any filter."""
+def resubmissions(session: Session, where: FailedFilter, *, limit: int) -> list[Submission]:
+    """Retries of up to `limit` open failed jobs (neither retried nor discarded), oldest
+    first, by any filter."""
     rows = session.execute(
         text(
-            "SELECT id, key, kind, payload FROM jobs "
-            "WHERE status = 'failed' AND retried_by IS NULL "
-            "AND (CAST(:kind AS text) IS NULL OR kind = :kind) "
-            "AND (CAST(:key AS text) IS NULL OR key = :key) "
-            "AND (CAST(:code AS text) IS NULL OR error ->> 'code' = :code) "
-            "AND (CAST(:sees AS text) IS NULL OR integrator = :sees) "
+            f"SELECT id, key, kind, payload FROM jobs WHERE {FailedFilter.WHERE} "
             "ORDER BY accepted_at, id LIMIT :limit"
         ),
-        {"kind": kind, "key": key, "code": code, "limit": min(limit, BULK_LIMIT), "sees": sees},
+        {**where.params(), "limit": min(limit, BULK_LIMIT)},
     ).all()
     return [_retry_of(row.id, row) for row in rows]
 
