@@ -17,7 +17,7 @@ import json
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -65,6 +65,8 @@ class DrainReport:
     failed: int = 0
     keys: int = 0
     more: bool = False
+    by_key: dict[str, int] = field(default_factory=dict)  # jobs finished, per key
+    failed_jobs: list[tuple[str, str, str]] = field(default_factory=list)  # id, key, code
 
 
 def _lock_key(session: Session, key: str) -> None:
@@ -290,8 +292,12 @@ def drain(
         if any(job.waited for job in jobs):
             _count_starts(session, [job.id for job in jobs])
         finished = _apply(session, jobs, apply, batch_appliers or {})
-    report.keys = len({job.key for job in jobs})
-    report.failed = sum(1 for f in finished if f.status == "failed")
+    for f in finished:
+        report.by_key[f.job.key] = report.by_key.get(f.job.key, 0) + 1
+        if f.error is not None:
+            report.failed_jobs.append((str(f.job.id), f.job.key, str(f.error.get("code"))))
+    report.keys = len(report.by_key)
+    report.failed = len(report.failed_jobs)
     report.applied = len(finished) - report.failed
     if finished:
         _record(session, finished)
