@@ -33,13 +33,8 @@ imports = ("tasks.drain", "tasks.sweep", "tasks.backfill")
 # (IDMIRROR_MAX_JOB_STARTS) instead of holding its keys forever.
 task_annotations = {"identity.drain_key": {"time_limit": _settings.drain_time_limit_seconds}}
 
-beat_schedule = {
-    "sweep-stray-jobs": {
-        "task": "identity.sweep",
-        "schedule": _settings.sweep_interval_seconds,
-        "options": {"expires": _settings.sweep_interval_seconds * 2},
-    },
-}
+# The sweeper is not on the schedule: beat runs it in its own process (worker/beat.py).
+beat_schedule: dict[str, dict[str, object]] = {}
 
 
 def _source_schedule(schedule: float | str) -> object:

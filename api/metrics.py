@@ -1,5 +1,6 @@
-"""The Prometheus side of /metrics: the ledger's counters and pending gauge, read from Postgres
-at scrape time, so every API process reports the same figures."""
+"""The Prometheus side of /metrics: the ledger's counters and pending gauges, read from Postgres
+at scrape time, so every API process reports the same figures; and the workers alive, from
+their heartbeats in Redis."""
 
 import json
 from collections.abc import Iterator
@@ -10,6 +11,9 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from identity.counters import LATENCY_BUCKETS, stored_labels
+from identity.ledger.progress import Progress, read_progress
+from identity.settings import get_settings
+from worker.heartbeat import workers_alive
 
 
 class LedgerCollector(Collector):
@@ -21,24 +25,48 @@ class LedgerCollector(Collector):
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
         with self._sessions() as session:
             rows = session.execute(text("SELECT name, labels, value FROM metric_counters")).all()
-            pending, oldest = session.execute(
-                text(
-                    "SELECT count(*), coalesce(extract(epoch FROM clock_timestamp() "
-                    "- min(accepted_at)), 0) FROM jobs WHERE status = 'pending'"
-                )
-            ).one()
+            progress = read_progress(session, stall_after=get_settings().stall_after_seconds)
         values = {(r.name, r.labels): r.value for r in rows}
         finished, failed, backfill_items = _labelled(values)
-        gauge = GaugeMetricFamily("idmirror_jobs_pending", "Jobs waiting to be applied")
-        gauge.add_metric([], float(pending))
-        age = GaugeMetricFamily(
-            "idmirror_oldest_pending_job_age_seconds",
-            "Age of the oldest pending job (0 when none is pending): a stall shows here first",
-        )
-        age.add_metric([], float(oldest))
-        yield from (finished, _plain(values, "sweeper_reenqueued"), _latency(values), gauge, age)
+        yield from (finished, _plain(values, "sweeper_reenqueued"), _latency(values))
+        yield from _progress(progress)
         yield from (failed, _plain(values, "jobs_forgotten"), backfill_items)
         yield _plain(values, "backfill_sweeper_reenqueued")
+        alive = workers_alive()
+        if alive is not None:  # Redis away: no figure rather than a wrong one
+            yield _gauge("workers_alive", float(alive))
+
+
+_GAUGE_HELP = {
+    "jobs_pending": "Jobs waiting to be applied",
+    "oldest_pending_job_age_seconds": (
+        "Age of the oldest pending job (0 when none is pending): a stall shows here first"
+    ),
+    "stalled": (
+        "1 while jobs are pending, the oldest for longer than IDMIRROR_STALL_AFTER_SECONDS, "
+        "and no drain has finished a job within that time"
+    ),
+    "drain_heartbeat_age_seconds": "Seconds since a drain last finished a job",
+    "sweeper_heartbeat_age_seconds": "Seconds since the sweeper (run by beat) last ran",
+    "workers_alive": "Workers whose heartbeat in Redis is fresh",
+}
+
+
+def _gauge(name: str, value: float) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(f"idmirror_{name}", _GAUGE_HELP[name])
+    family.add_metric([], value)
+    return family
+
+
+def _progress(progress: Progress) -> Iterator[GaugeMetricFamily]:
+    """The pending work's gauges; a heartbeat never written is left out."""
+    yield _gauge("jobs_pending", float(progress.pending))
+    yield _gauge("oldest_pending_job_age_seconds", progress.oldest_pending_age)
+    yield _gauge("stalled", 1.0 if progress.stalled else 0.0)
+    if progress.since_drain is not None:
+        yield _gauge("drain_heartbeat_age_seconds", progress.since_drain)
+    if progress.since_sweep is not None:
+        yield _gauge("sweeper_heartbeat_age_seconds", progress.since_sweep)
 
 
 _PLAIN_HELP = {

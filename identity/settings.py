@@ -88,6 +88,8 @@ class Settings(BaseSettings):
     idempotency_ttl_hours: float = Field(24.0, gt=0)
     job_retention_hours: float = Field(168.0, gt=0)
     queued_flag_seconds: int = Field(30, ge=1)
+    stall_after_seconds: float = Field(60.0, gt=0)
+    worker_heartbeat_seconds: float = Field(5.0, gt=0)
     worker_concurrency: int | None = None
 
     backfill_chunk_size: int = Field(1000, ge=1, le=20000)

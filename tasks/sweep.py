@@ -1,5 +1,9 @@
 """identity.sweep: re-send drain messages for jobs that have waited too long, and forget what
-has outlived its retention."""
+has outlived its retention.
+
+Beat runs it in its own process (worker/beat.py), not through the queue: the sweeper must go on
+when the workers it sends drains to are stopped, and its heartbeat (`heartbeats.sweeper`) says
+it does. It stays a task, so that it can also be sent by hand."""
 
 import logging
 from collections.abc import Callable
@@ -12,6 +16,7 @@ from identity import counters
 from identity.audit import forget_old_entries
 from identity.backfill.flow import stray_work
 from identity.db import transaction
+from identity.ledger import progress
 from identity.ledger.retention import (
     forget_backfill_items,
     forget_finished_jobs,
@@ -34,6 +39,7 @@ def sweep() -> dict[str, Any]:
     """Queue a drain for every key whose pending jobs are older than the threshold."""
     settings = get_settings()
     with transaction() as session:
+        progress.beat(session, "sweeper")
         keys = stale_keys(session, older_than_seconds=settings.sweep_after_seconds)
         forgotten = forget_idempotency_keys(session, ttl_hours=settings.idempotency_ttl_hours)
         backfill_work = stray_work(

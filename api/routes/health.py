@@ -1,7 +1,11 @@
-"""/healthz, /readyz and /metrics: for probes and scrapers. /metrics needs a token with the
-metrics scope unless IDMIRROR_METRICS_PUBLIC=true (api/guard.py checks it)."""
+"""/healthz, /readyz, /healthz/stall and /metrics: for probes and scrapers. /metrics needs a token
+with the metrics scope unless IDMIRROR_METRICS_PUBLIC=true (api/guard.py checks it).
 
-from typing import Literal
+/readyz says whether this API process can serve (its database and broker answer); a stall of
+the workers does not make it unready, since it still accepts writes durably. /healthz/stall is
+for alerting: 503 `stalled` while pending work does not move (identity/ledger/progress.py)."""
+
+from typing import Any, Literal
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
@@ -13,7 +17,10 @@ from starlette.concurrency import run_in_threadpool
 from api.contract import answers
 from api.errors import error_response
 from identity.db import session_factory
-from identity.errors import InsufficientScope, InvalidToken, NotReady
+from identity.errors import InsufficientScope, InvalidToken, NotReady, Stalled
+from identity.ledger.progress import read_progress
+from identity.settings import get_settings
+from worker.heartbeat import workers_alive
 from worker.producer import get_producer
 
 router = APIRouter(tags=["operations"])
@@ -67,6 +74,48 @@ async def readyz() -> JSONResponse:
     if ready:
         return JSONResponse({"status": "ready", "checks": checks})
     return error_response(NotReady("a dependency is unreachable", checks=checks))
+
+
+class ProgressOut(BaseModel):
+    """Pending work, and whether it moves."""
+
+    status: Literal["moving", "idle"]
+    pending: int
+    oldest_pending_age_seconds: float
+    drain_heartbeat_age_seconds: float | None
+    sweeper_heartbeat_age_seconds: float | None
+    stall_after_seconds: float
+    workers_alive: int | None
+
+
+def _progress() -> dict[str, Any]:
+    with session_factory()() as session:
+        progress = read_progress(session, stall_after=get_settings().stall_after_seconds)
+    return {
+        "stalled": progress.stalled,
+        "pending": progress.pending,
+        "oldest_pending_age_seconds": round(progress.oldest_pending_age, 3),
+        "drain_heartbeat_age_seconds": progress.since_drain,
+        "sweeper_heartbeat_age_seconds": progress.since_sweep,
+        "stall_after_seconds": progress.stall_after,
+        "workers_alive": workers_alive(),
+    }
+
+
+@router.get(
+    "/healthz/stall",
+    operation_id="getStall",
+    response_model=ProgressOut,
+    responses=answers(Stalled, authenticated=False),
+)
+async def stall() -> JSONResponse:
+    """200 while pending work moves (or none waits), 503 `stalled` when it has not moved for
+    IDMIRROR_STALL_AFTER_SECONDS."""
+    found = await run_in_threadpool(_progress)
+    if found.pop("stalled"):
+        message = f"pending work has not moved for {found['stall_after_seconds']:g} seconds"
+        return error_response(Stalled(message, **found))
+    return JSONResponse({"status": "moving" if found["pending"] else "idle", **found})
 
 
 @router.get(

@@ -225,6 +225,13 @@ _RECORD = text(
     audited AS (
         UPDATE audit a SET outcome = coalesce(m.outcome, 'failed:' || m.code, m.status)
         FROM marked m WHERE a.job_id = m.id AND a.outcome IS NULL
+    ),
+    -- The drain's heartbeat (identity/ledger/progress.py): pending work moved just now. Every
+    -- drain that finishes jobs updates the counters' rows too, so this row costs no new wait.
+    heartbeat AS (
+        INSERT INTO heartbeats (name, at)
+        SELECT 'drain', clock_timestamp() WHERE EXISTS (SELECT FROM marked)
+        ON CONFLICT (name) DO UPDATE SET at = excluded.at
     )
     SELECT m.kind, m.latency, m.outcome, m.status, m.code FROM marked m, notified
     """
