@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from prometheus_client import REGISTRY, disable_created_metrics
 
-from api import contract, errors
+from api import console, contract, errors
 from api.access import AccessLog
 from api.auth import Principals
 from api.guard import Guard
@@ -110,5 +110,6 @@ def create_app() -> FastAPI:
     for router in routers:
         app.include_router(router)
     contract.install(app)
+    console.install(app, principals)
     _register_collector()
     return app

@@ -87,6 +87,32 @@ def stack(database_url: str, redis_url: str) -> Iterator[Stack]:
 OwnStack = Callable[..., Stack]
 
 
+def start_stack(
+    postgres_server: str,
+    home: Path,
+    made: list[tuple[Stack, EmbeddedRedis]],
+    *processes: str,
+    worker_args: Sequence[str] = (),
+    **settings: str,
+) -> Stack:
+    """A stack on a new database and a Redis of its own; `made` gets it before it starts, so
+    that whoever stops what was made stops it too."""
+    broker = EmbeddedRedis(home / "redis")
+    broker.start()
+    url = database_url_for(postgres_server, f"idmirror_own_{uuid.uuid4().hex[:10]}")
+    stack = Stack(url, broker.url, home, **settings)
+    made.append((stack, broker))
+    for name in processes:
+        stack.start(name, *(worker_args if name == "worker" else ()))
+    return stack
+
+
+def stop_stacks(made: list[tuple[Stack, EmbeddedRedis]]) -> None:
+    for stack, broker in made:
+        stack.stop()
+        broker.stop()
+
+
 @pytest.fixture
 def own_stack(postgres_server: str, tmp_home: Path) -> Iterator[OwnStack]:
     """Stacks for tests that break, stall or starve their services; stopped after the test."""
@@ -94,19 +120,12 @@ def own_stack(postgres_server: str, tmp_home: Path) -> Iterator[OwnStack]:
 
     def make(*processes: str, worker_args: Sequence[str] = (), **settings: str) -> Stack:
         home = tmp_home / f"own-{len(made)}"
-        broker = EmbeddedRedis(home / "redis")
-        broker.start()
-        url = database_url_for(postgres_server, f"idmirror_own_{uuid.uuid4().hex[:10]}")
-        stack = Stack(url, broker.url, home, **settings)
-        made.append((stack, broker))
-        for name in processes:
-            stack.start(name, *(worker_args if name == "worker" else ()))
-        return stack
+        return start_stack(
+            postgres_server, home, made, *processes, worker_args=worker_args, **settings
+        )
 
     yield make
-    for stack, broker in made:
-        stack.stop()
-        broker.stop()
+    stop_stacks(made)
 
 
 @pytest.fixture

@@ -311,7 +311,8 @@ def list_drift(
     )
 
 
-def _retry(backfill_id: str, sees: str | None) -> BackfillOut:
+def retry_run(backfill_id: str, sees: str | None) -> BackfillOut:
+    """Apply a completed run's failed items again, and send the chunks' messages."""
     settings = get_settings()
     with transaction() as session:
         run, work = backfill.retry(
@@ -334,10 +335,10 @@ def _retry(backfill_id: str, sees: str | None) -> BackfillOut:
 )
 async def retry_backfill(backfill_id: BackfillId, principal: PrincipalDep) -> BackfillOut:
     """Apply a completed backfill's failed items again."""
-    return await run_in_threadpool(_retry, backfill_id, principal.actor.sees)
+    return await run_in_threadpool(retry_run, backfill_id, principal.actor.sees)
 
 
-def _cancel(backfill_id: str, sees: str | None) -> BackfillOut:
+def cancel_run(backfill_id: str, sees: str | None) -> BackfillOut:
     with transaction() as session:
         return backfill.cancel(session, backfill_id, sees=sees)
 
@@ -350,4 +351,4 @@ def _cancel(backfill_id: str, sees: str | None) -> BackfillOut:
 )
 async def cancel_backfill(backfill_id: BackfillId, principal: PrincipalDep) -> BackfillOut:
     """Stop a backfill: chunks not applied yet never will be."""
-    return await run_in_threadpool(_cancel, backfill_id, principal.actor.sees)
+    return await run_in_threadpool(cancel_run, backfill_id, principal.actor.sees)
