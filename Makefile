@@ -3,9 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# The console's browser tests drive Debian's chromium, installed as root (or through sudo) when
-# missing; the step does nothing once it is there.
+# The console's browser tests drive Debian's chromium; the alert rules are checked by promtool,
+# taken from Debian's prometheus package without installing the server. Installed as root (or
+# through sudo) when missing; both steps do nothing once they are there.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PROMTOOL := $(VENV)/bin/promtool
 
 .PHONY: install run test lint format bench clean chromium screenshots
 
@@ -20,12 +22,17 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/idmirror up
 
-test: $(STAMP) chromium
+test: $(STAMP) chromium $(PROMTOOL)
 	$(BIN)/pytest
 
 chromium:
 	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium; }
+
+$(PROMTOOL): | $(STAMP)
+	@set -e; work=$$(mktemp -d); cd $$work; \
+	apt-get download prometheus >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && apt-get download prometheus; }; \
+	dpkg-deb -x prometheus_*.deb root; cp root/usr/bin/promtool $(CURDIR)/$(PROMTOOL); rm -rf $$work
 
 # The console's screenshots in docs/images, as its browser tests take them.
 screenshots: $(STAMP) chromium
