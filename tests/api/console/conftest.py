@@ -18,6 +18,7 @@ from tests.stack import ROOT, TOKEN, Stack
 
 # Screenshots go to docs/images when IDMIRROR_SCREENSHOTS says so (`make screenshots`), else
 # to a scratch directory: a test run leaves the checked-in images alone.
+STALL_AFTER = 3
 SHOTS = Path(os.environ.get("IDMIRROR_SCREENSHOTS") or ROOT / ".pytest_cache" / "screenshots")
 
 
@@ -29,7 +30,14 @@ def console_stack(
     home = tmp_path_factory.mktemp("console")
     try:
         yield start_stack(
-            postgres_server, home, made, "worker", "beat", "api", worker_args=["--concurrency", "1"]
+            postgres_server,
+            home,
+            made,
+            "worker",
+            "beat",
+            "api",
+            worker_args=["--concurrency", "1"],
+            stall_after_seconds=str(STALL_AFTER),
         )
     finally:
         stop_stacks(made)

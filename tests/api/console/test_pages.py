@@ -9,7 +9,7 @@ import uuid
 import httpx
 from playwright.sync_api import Page, expect
 
-from tests.api.console.conftest import Viewer, shot, sign_in
+from tests.api.console.conftest import STALL_AFTER, Viewer, shot, sign_in
 from tests.conftest import new_slug, put_user
 from tests.identity.backfill.uploads import agent_item, ndjson, post_ndjson, user_item
 from tests.integrators import client_for
@@ -35,6 +35,7 @@ def test_an_operator_finds_a_keys_failed_job_sees_why_and_retries_it(
     page.fill("input[name=q]", f"scout@{user_slug}")
     page.click("text=Find")
     expect(page.locator("h1")).to_contain_text(f"agent:scout@{user_slug}")
+    shot(page, "console-history")
     page.click(f"a[href='/console/jobs/{job_id}']")
     expect(page.locator(".error").first).to_contain_text("user_not_found")
     expect(page.locator(".error").first).to_contain_text(f"no user has slug '{user_slug}'")
@@ -128,3 +129,27 @@ def test_the_overview_shows_pending_work_charts_and_failures(
     expect(page.locator("svg.chart")).to_have_count(3)
     expect(page.locator("figure").first).to_contain_text("Throughput")
     shot(page, "console-overview")
+
+
+def test_the_overview_shows_a_stall_while_the_worker_is_stopped(
+    page: Page, console_stack: Stack
+) -> None:
+    sign_in(page)
+    console_stack.pause("worker")
+    try:
+        with console_stack.client() as client:
+            for _ in range(3):
+                answer = client.put(
+                    f"/v1/internal/users/{uuid.uuid4()}",
+                    json={"email": "s@example.com", "slug": new_slug()},
+                    headers={"Prefer": "respond-async"},
+                )
+                assert answer.status_code == 202
+        page.wait_for_timeout((STALL_AFTER + 1) * 1000)
+        page.goto("/console")
+        expect(page.locator(".tile.bad").first).to_contain_text("STALLED")
+        shot(page, "console-stalled")
+    finally:
+        console_stack.pause("worker", resume=True)
+    page.goto("/console")
+    expect(page.locator(".tile").first).not_to_contain_text("STALLED", timeout=30_000)
