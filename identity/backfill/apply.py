@@ -155,7 +155,7 @@ def _one_by_one(session: Session, kind: str, run: Any, seq: int, *, cover: bool)
 
 def _log_items(session: Session, backfill_id: str, applied: list[ItemResult]) -> None:
     """Record items applied one by one for their keys' histories, as the set-based statements
-    record theirs."""
+    record theirs (LOG_ITEMS keeps those that wrote or were superseded)."""
     if not applied:
         return
     session.execute(

@@ -1,10 +1,10 @@
 """A key's whole history: its jobs (live writes and retries) and the backfill items that named
 it, applied or failed, newest first.
 
-Backfill chunks record each item they apply in `backfill_items` (identity/backfill/sql.py);
-failed items are in `backfill_failures`. Lines a backfill counted unchanged without applying
-them (identity/backfill/known.py) leave no item: the row still holds the line an earlier
-item wrote.
+Backfill chunks record each item that wrote its row (created, updated) or was refused as older
+than it (superseded) in `backfill_items` (identity/backfill/sql.py); failed items are in
+`backfill_failures`. An unchanged item wrote nothing and leaves no item: the row still holds
+what an earlier write, in the history, put there.
 """
 
 import uuid

@@ -47,3 +47,20 @@ def test_a_failed_backfill_item_is_in_its_keys_history(client: httpx.Client) -> 
     assert [(i["status"], i["code"], i["backfill_id"], i["line"]) for i in items] == [
         ("failed", "user_not_found", run["id"], 1)
     ]
+
+
+def test_an_item_that_writes_is_in_the_history_and_an_unchanged_one_is_not(
+    client: httpx.Client,
+) -> None:
+    user = put_user(client)
+    key = f"scout@{user['slug']}"
+    run_backfill(client, [agent_item(key)])
+    # Mirror runs read every line, so this one reaches a chunk, which finds it unchanged.
+    same = run_backfill(client, [agent_item(key)], mode="mirror")
+    assert same["counts"]["unchanged"] == 1
+    changed = run_backfill(client, [agent_item(key, display_name="New")], mode="mirror")
+    items = client.get("/v1/history", params={"key": key}).json()["items"]
+    assert [(i["outcome"], i["backfill_id"]) for i in items] == [
+        ("updated", changed["id"]),
+        ("created", items[1]["backfill_id"]),
+    ]
