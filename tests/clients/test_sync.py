@@ -157,3 +157,19 @@ def test_an_admin_manages_integrators_tokens_and_reads_the_audit_trail(
         "integrator.update",
         "integrator.create",
     ]
+
+
+def test_failed_jobs_are_discarded_and_a_keys_history_read(api: Client) -> None:
+    slug = new_slug("nobody")
+    with pytest.raises(NotFound) as failed:
+        api.upsert_agent(f"x@{slug}", AgentUpsert(display_name="X"))
+    job_id = failed.value.job_id
+    assert job_id is not None
+    assert api.discard_job(job_id).discarded_at is not None
+    assert api.discard_jobs(key=f"x@{slug}").discarded == []  # nothing open is left
+    history = api.get_history(f"x@{slug}")
+    assert history.keys == [f"agent:x@{slug}"]
+    assert [(e.job_id, e.discarded) for e in history.items] == [(uuid.UUID(job_id), True)]
+    oldest = api.list_jobs(key=f"x@{slug}", order="oldest")
+    assert [j.id for j in oldest.items] == [uuid.UUID(job_id)]
+    assert api.get_stall().status in ("idle", "moving")

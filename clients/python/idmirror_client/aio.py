@@ -205,10 +205,12 @@ class AsyncClient:
         status: str | None = None,
         key: str | None = None,
         kind: str | None = None,
+        order: str | None = None,
         limit: int | None = None,
         cursor: str | None = None,
     ) -> m.Page[m.Job]:
-        return await self._get(calls.list_jobs(status, key, kind, limit, cursor))
+        """Newest first, or `order="oldest"`; `key` with or without its prefix."""
+        return await self._get(calls.list_jobs(status, key, kind, order, limit, cursor))
 
     async def retry_job(self, job_id: UUID | str, **write: Unpack[Write]) -> dict[str, Any] | m.Job:
         """Retry a failed job once; the answer is the retried write's (a dict)."""
@@ -223,6 +225,24 @@ class AsyncClient:
         limit: int | None = None,
     ) -> m.Retries:
         return await self._get(calls.retry_jobs(kind, key, code, limit))
+
+    async def discard_job(self, job_id: UUID | str) -> m.Job:
+        """Let a failed job go: it leaves the dead-letter view and bulk retries."""
+        return await self._get(calls.discard_job(job_id))
+
+    async def discard_jobs(
+        self,
+        *,
+        kind: str | None = None,
+        key: str | None = None,
+        code: str | None = None,
+        limit: int | None = None,
+    ) -> m.Discarded:
+        return await self._get(calls.discard_jobs(kind, key, code, limit))
+
+    async def get_history(self, key: str, *, limit: int | None = None) -> m.History:
+        """A key's jobs and backfill items, newest first."""
+        return await self._get(calls.get_history(key, limit))
 
     async def wait_for_job(self, job_id: UUID | str, *, timeout: float = 60.0) -> m.Job:
         """The job once it is applied or failed; JobTimeout if still pending after `timeout`."""
@@ -307,6 +327,9 @@ class AsyncClient:
 
     async def get_readiness(self) -> m.Readiness:
         return await self._get(calls.get_readiness())
+
+    async def get_stall(self) -> m.Progress:
+        return await self._get(calls.get_stall())
 
     async def get_metrics(self) -> str:
         return await self._get(calls.get_metrics())

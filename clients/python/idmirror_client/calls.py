@@ -37,6 +37,9 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "listJobs": ("GET", "/v1/jobs"),
     "retryJob": ("POST", "/v1/jobs/{job_id}/retry"),
     "retryJobs": ("POST", "/v1/jobs/retry"),
+    "discardJob": ("POST", "/v1/jobs/{job_id}/discard"),
+    "discardJobs": ("POST", "/v1/jobs/discard"),
+    "getHistory": ("GET", "/v1/history"),
     "createBackfill": ("POST", "/v1/internal/backfills"),
     "listBackfills": ("GET", "/v1/internal/backfills"),
     "getBackfill": ("GET", "/v1/internal/backfills/{backfill_id}"),
@@ -46,6 +49,7 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "cancelBackfill": ("POST", "/v1/internal/backfills/{backfill_id}/cancel"),
     "getHealth": ("GET", "/healthz"),
     "getReadiness": ("GET", "/readyz"),
+    "getStall": ("GET", "/healthz/stall"),
     "getMetrics": ("GET", "/metrics"),
     "createIntegrator": ("POST", "/v1/admin/integrators"),
     "listIntegrators": ("GET", "/v1/admin/integrators"),
@@ -180,9 +184,14 @@ def get_job(job_id: UUID | str) -> Call[m.Job]:
 
 
 def list_jobs(
-    status: str | None, key: str | None, kind: str | None, limit: int | None, cursor: str | None
+    status: str | None,
+    key: str | None,
+    kind: str | None,
+    order: str | None,
+    limit: int | None,
+    cursor: str | None,
 ) -> Call[m.Page[m.Job]]:
-    params = _paging(limit, cursor, status=status, key=key, kind=kind)
+    params = _paging(limit, cursor, status=status, key=key, kind=kind, order=order)
     return _call("listJobs", _page(m.Job), params=params)
 
 
@@ -196,6 +205,21 @@ def retry_jobs(
 ) -> Call[m.Retries]:
     params = {"kind": kind, "key": key, "code": code, "limit": limit}
     return _call("retryJobs", _model(m.Retries), params=params)
+
+
+def discard_job(job_id: UUID | str) -> Call[m.Job]:
+    return _call("discardJob", _model(m.Job), job_id=job_id)
+
+
+def discard_jobs(
+    kind: str | None, key: str | None, code: str | None, limit: int | None
+) -> Call[m.Discarded]:
+    params = {"kind": kind, "key": key, "code": code, "limit": limit}
+    return _call("discardJobs", _model(m.Discarded), params=params)
+
+
+def get_history(key: str, limit: int | None) -> Call[m.History]:
+    return _call("getHistory", _model(m.History), params={"key": key, "limit": limit})
 
 
 def list_backfills(
@@ -255,6 +279,11 @@ def get_health() -> Call[m.Health]:
 
 def get_readiness() -> Call[m.Readiness]:
     return _call("getReadiness", _model(m.Readiness))
+
+
+def get_stall() -> Call[m.Progress]:
+    """200 while pending work moves; a stall is answered 503 (ServiceUnavailable)."""
+    return _call("getStall", _model(m.Progress))
 
 
 def get_metrics() -> Call[str]:

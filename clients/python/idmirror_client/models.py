@@ -206,6 +206,37 @@ class Job(Answer):
     finished_at: datetime | None
     result: dict[str, Any] | None
     error: dict[str, Any] | None
+    retried_by: UUID | None = None
+    discarded_at: datetime | None = None
+
+
+class Discarded(Answer):
+    schema_name = "DiscardedOut"
+    discarded: list[UUID]
+
+
+class HistoryEntry(Answer):
+    """A write of a key: a job, or a backfill item (`line` of run `backfill_id`)."""
+
+    schema_name = "HistoryEntry"
+    at: datetime
+    key: str
+    source: Literal["job", "backfill"]
+    kind: str
+    status: str
+    outcome: str | None
+    code: str | None
+    job_id: UUID | None
+    backfill_id: UUID | None
+    line: int | None
+    retried_by: UUID | None
+    discarded: bool
+
+
+class History(Answer):
+    schema_name = "HistoryOut"
+    keys: list[str]
+    items: list[HistoryEntry]
 
 
 class Retry(Answer):
@@ -344,6 +375,19 @@ class AuditEntry(Answer):
     request_id: str | None
     client: str | None
     details: dict[str, Any] | None
+
+
+class Progress(Answer):
+    """Pending work, and whether it moves."""
+
+    schema_name = "ProgressOut"
+    status: str
+    pending: int
+    oldest_pending_age_seconds: float
+    drain_heartbeat_age_seconds: float | None
+    sweeper_heartbeat_age_seconds: float | None
+    stall_after_seconds: float
+    workers_alive: int | None
 
 
 class Page(Answer, Generic[T]):

@@ -200,10 +200,12 @@ class Client:
         status: str | None = None,
         key: str | None = None,
         kind: str | None = None,
+        order: str | None = None,
         limit: int | None = None,
         cursor: str | None = None,
     ) -> m.Page[m.Job]:
-        return self._get(calls.list_jobs(status, key, kind, limit, cursor))
+        """Newest first, or `order="oldest"`; `key` with or without its prefix."""
+        return self._get(calls.list_jobs(status, key, kind, order, limit, cursor))
 
     def retry_job(self, job_id: UUID | str, **write: Unpack[Write]) -> dict[str, Any] | m.Job:
         """Retry a failed job once; the answer is the retried write's (a dict)."""
@@ -218,6 +220,24 @@ class Client:
         limit: int | None = None,
     ) -> m.Retries:
         return self._get(calls.retry_jobs(kind, key, code, limit))
+
+    def discard_job(self, job_id: UUID | str) -> m.Job:
+        """Let a failed job go: it leaves the dead-letter view and bulk retries."""
+        return self._get(calls.discard_job(job_id))
+
+    def discard_jobs(
+        self,
+        *,
+        kind: str | None = None,
+        key: str | None = None,
+        code: str | None = None,
+        limit: int | None = None,
+    ) -> m.Discarded:
+        return self._get(calls.discard_jobs(kind, key, code, limit))
+
+    def get_history(self, key: str, *, limit: int | None = None) -> m.History:
+        """A key's jobs and backfill items, newest first."""
+        return self._get(calls.get_history(key, limit))
 
     def wait_for_job(self, job_id: UUID | str, *, timeout: float = 60.0) -> m.Job:
         """The job once it is applied or failed; JobTimeout if still pending after `timeout`."""
@@ -300,6 +320,9 @@ class Client:
 
     def get_readiness(self) -> m.Readiness:
         return self._get(calls.get_readiness())
+
+    def get_stall(self) -> m.Progress:
+        return self._get(calls.get_stall())
 
     def get_metrics(self) -> str:
         return self._get(calls.get_metrics())
