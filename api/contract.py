@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 import identity.backfill.store  # noqa: F401 - defines InputLost, one of the envelope's codes
+import identity.scim.errors  # noqa: F401 - SCIM's codes, which its failed jobs carry
 from api.auth import requires
 from api.errors import FRAMEWORK_CODES, OTHER_HTTP_ERROR
 from identity.errors import (

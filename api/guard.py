@@ -1,6 +1,7 @@
 """The edge's checks of who is asking, from a request's headers alone: its token (401
 invalid_token), its integrator's rate limit (429 rate_limited, with Retry-After), and for
 /metrics a token with the `metrics` or `admin` scope unless IDMIRROR_METRICS_PUBLIC is set.
+Under `/scim/` the refusals are in SCIM's error schema.
 
 api/limits.py calls `admit` before any body is read. An admitted request carries its principal
 in its ASGI scope (api/auth.PRINCIPAL) for the routes, and every answer to a rate-limited
@@ -18,7 +19,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import Message, Receive, Scope, Send
 
 from api.auth import PRINCIPAL, REFUSED, Principal, Principals
-from api.errors import error_response
+from api.errors import answer_error
 from api.ratelimit import Decision, RateLimiter
 from identity.errors import (
     DatabaseUnavailable,
@@ -47,7 +48,8 @@ class Guard:
 
     def guards(self, path: str) -> bool:
         """Whether a request to `path` needs a token."""
-        return path.startswith("/v1/") or (path == "/metrics" and not self._metrics_public)
+        guarded = path.startswith(("/v1/", "/scim/"))
+        return guarded or (path == "/metrics" and not self._metrics_public)
 
     async def admit(
         self, scope: Scope, receive: Receive, send: Send, authorization: bytes | None
@@ -59,7 +61,8 @@ class Guard:
         except (DBAPIError, PoolTimeout, OSError):
             # An integrator's token cannot be checked without the database: not a 500.
             down = DatabaseUnavailable("the database cannot be reached to check the token")
-            await error_response(down, headers={"Retry-After": "1"})(scope, receive, send)
+            refusal = answer_error(scope["path"], down, headers={"Retry-After": "1"})
+            await refusal(scope, receive, send)
             return None
         if principal is None:
             invalid = InvalidToken("missing, wrong, expired or revoked bearer token")
@@ -112,7 +115,7 @@ async def _refuse(
     headers: dict[str, str] | None = None,
 ) -> None:
     REFUSED.labels(error.code).inc()
-    await error_response(error, headers=headers)(scope, receive, send)
+    await answer_error(scope["path"], error, headers=headers)(scope, receive, send)
 
 
 def _with_headers(send: Send, decision: Decision) -> Send:

@@ -2,7 +2,8 @@
 limit), then what it may cost before it is read, and an answer in the error envelope for
 whatever fails unexpectedly behind it.
 
-This is the one place the bearer token is checked: every route under `/v1` is behind it.
+This is the one place the bearer token is checked: every route under `/v1` and `/scim/` is
+behind it. Under `/scim/` the refusals are in SCIM's error schema.
 
 A pure ASGI middleware, so it acts before FastAPI reads a body: a request to `/v1` without a
 valid token is answered 401 from its headers alone, one over its integrator's rate limit 429;
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.errors import error_response
+from api.errors import answer_error
 from api.guard import Guard
 from identity import json_input
 from identity.errors import IdmirrorError, InternalError, PayloadTooLarge, RequestTimeout
@@ -68,7 +69,9 @@ class RequestLimits:
             log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
             if started:
                 raise  # part of an answer is out: nothing else can be said on this connection
-            response = error_response(InternalError("the server failed to handle this request"))
+            response = answer_error(
+                scope.get("path", ""), InternalError("the server failed to handle this request")
+            )
             await response(scope, receive, send)
 
     async def _limited(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -96,7 +99,7 @@ class RequestLimits:
             if data and _is_json(headers.get(b"content-type")):
                 json_input.check(data)
         except IdmirrorError as refused:
-            await error_response(refused)(scope, receive, send)
+            await answer_error(path, refused)(scope, receive, send)
             return
         await self.app(scope, _replay(data, receive), send)
 

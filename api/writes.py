@@ -152,6 +152,18 @@ async def submit(
     `complete` adds to an applied job's result what the ledger does not keep (a graph update's
     graph, read when answering).
     """
+    return job_response(await record(into, sub, options, complete=complete))
+
+
+async def record(
+    into: Ledger,
+    sub: ledger.Submission,
+    options: WriteOptions,
+    *,
+    complete: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Record the write and wait for its job as `options` say: the job as the answer tells it
+    (for another protocol's answer, such as SCIM's)."""
     waiter = into.waiter
     sub = options.sent(sub)
     job_id = str(sub.job_id)
@@ -170,7 +182,7 @@ async def submit(
     if job["id"] != job_id:  # an Idempotency-Key named an earlier job
         waiter.forget(job_id)
     try:
-        return job_response(await _finish(into, sub, accepted, queued, wait_until, complete))
+        return await _finish(into, sub, accepted, queued, wait_until, complete)
     except IdmirrorError:
         raise  # the write's own answer (a second retry of a job)
     except Exception:
@@ -178,7 +190,7 @@ async def submit(
         # away, say), its answer must name its job, never invite a second, duplicate write.
         log.warning("answering job %s as accepted: waiting for it failed", job["id"], exc_info=True)
         waiter.forget(job["id"])
-        return accepted_response(job)
+        return job
 
 
 async def _finish(

@@ -14,6 +14,7 @@ from identity.keys import AgentKey, LedgerKey, NodeTypeKey, UserKey, parse_ledge
 from identity.ledger.drain import BatchApplier, PendingJob
 from identity.node_types import NodeTypeUpsert, upsert_node_type
 from identity.schemas import AgentUpsert, UserUpsert
+from identity.scim import writes as scim_writes
 from identity.settings import get_settings
 from identity.users import delete_user, upsert_user
 
@@ -40,6 +41,12 @@ def apply_job(session: Session, job: PendingJob) -> Applied:
             return apply_upsert(session, key, job.payload, job.version, job.actor)
         case "user.delete", UserKey():
             return delete_user(session, key, job.version, job.actor)
+        case "user.scim_create", UserKey():
+            return scim_writes.create_user(session, key, job.payload, job.version)
+        case "user.scim_replace", UserKey():
+            return scim_writes.replace_user(session, key, job.payload, job.version)
+        case "user.scim_patch", UserKey():
+            return scim_writes.patch_user(session, key, job.payload, job.version)
         case "agent.delete", AgentKey():
             return delete_agent(session, key, job.version, job.actor)
         case "agent.update", AgentKey():

@@ -1,0 +1,82 @@
+"""SCIM's own errors: each is a domain error (so a failed SCIM job keeps it in the ledger) with
+the `scimType` RFC 7644 §3.12 gives it."""
+
+from typing import Any
+
+from scim2_models import SCIMException
+
+from identity.errors import IdmirrorError
+
+
+class ScimError(IdmirrorError):
+    """An error with a SCIM `scimType`."""
+
+    scim_type: str | None = None
+
+
+class InvalidFilter(ScimError):
+    code, status, scim_type = "invalid_filter", 400, "invalidFilter"
+
+
+class InvalidPath(ScimError):
+    code, status, scim_type = "invalid_path", 400, "invalidPath"
+
+
+class NoTarget(ScimError):
+    code, status, scim_type = "no_target", 400, "noTarget"
+
+
+class InvalidValue(ScimError):
+    code, status, scim_type = "invalid_value", 400, "invalidValue"
+
+
+class InvalidSyntax(ScimError):
+    code, status, scim_type = "invalid_syntax", 400, "invalidSyntax"
+
+
+class Mutability(ScimError):
+    code, status, scim_type = "mutability", 400, "mutability"
+
+
+class TooMany(ScimError):
+    code, status, scim_type = "too_many", 400, "tooMany"
+
+
+class UserNameTaken(ScimError):
+    code, status, scim_type = "user_name_taken", 409, "uniqueness"
+
+
+class PreconditionFailed(ScimError):
+    code, status = "precondition_failed", 412
+
+
+class ScimNotFound(ScimError):
+    code, status = "scim_not_found", 404
+
+
+_BY_SCIM_TYPE: dict[str, type[ScimError]] = {
+    cls.scim_type: cls
+    for cls in (InvalidFilter, InvalidPath, NoTarget, InvalidValue, InvalidSyntax, Mutability)
+    if cls.scim_type is not None
+}
+
+
+def from_scim_type(scim_type: str | None, message: str, **details: Any) -> ScimError:
+    """The error for a scimType a SCIM library reported (invalidValue when it named none)."""
+    return _BY_SCIM_TYPE.get(scim_type or "", InvalidValue)(message, **details)
+
+
+def from_exception(exc: SCIMException) -> ScimError:
+    """The domain error of an exception scim2-models raised."""
+    return from_scim_type(exc.scim_type, str(exc) or exc.detail)
+
+
+def from_validation(errors: list[Any]) -> ScimError:
+    """The domain error of a pydantic validation of a SCIM payload: the scimType scim2-models
+    tagged the first error with, or invalidValue."""
+    first = errors[0] if errors else {}
+    kind = str(first.get("type", ""))
+    scim_type = kind.removeprefix("scim_") if kind.startswith("scim_") else None
+    where = ".".join(str(part) for part in first.get("loc", ()))
+    message = str(first.get("msg", "the payload is not valid"))
+    return from_scim_type(scim_type, f"{where}: {message}" if where else message)

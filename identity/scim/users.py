@@ -1,0 +1,121 @@
+"""The SCIM User and idmirror's user: where each attribute is stored, the slug a `userName`
+gives, and the SCIM form of a users row.
+
+A user's `id` is its idmirror UUID. `userName`, `externalId` and `active` have columns of their
+own (`user_name`, `external_id`, `active`); every other attribute a provider sends (name,
+emails, the enterprise extension, ...) is kept as it came in the `scim` column, except the
+password, which is never stored. The `email` column holds the primary email. A user written
+only through /v1 has no `user_name`: its slug is its `userName`.
+"""
+
+import hashlib
+import re
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+from scim2_models import Context, EnterpriseUser, Meta, ResponseParameters, User
+
+from identity.users import USER_COLUMNS
+
+ScimUser = User[EnterpriseUser]
+USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
+ENTERPRISE_SCHEMA = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+SCIM_USER_COLUMNS = f"{USER_COLUMNS}, active, user_name, external_id, scim"
+USERS_PATH = "/scim/v2/Users"
+# What the `scim` column does not keep: attributes with columns of their own, what the server
+# assigns, and what it never stores or returns.
+_OWN_PLACE = {"schemas", "id", "meta", "userName", "externalId", "active", "password", "groups"}
+_NOT_SLUG = re.compile(r"[^a-z0-9]+")
+MAX_SLUG = 64
+
+
+class ScimUserFields(BaseModel):
+    """What a SCIM write of a user stores, as its job carries it."""
+
+    user_name: str = Field(min_length=1, max_length=255)
+    external_id: str | None = Field(None, max_length=255)
+    active: bool = True
+    profile: dict[str, Any] = Field(default_factory=dict)
+
+    def email(self) -> str:
+        """The primary email, else the first one, else the userName when it is an address."""
+        emails = [e for e in self.profile.get("emails", []) if isinstance(e, dict)]
+        chosen = next((e for e in emails if e.get("primary")), emails[0] if emails else None)
+        if chosen and isinstance(chosen.get("value"), str):
+            return str(chosen["value"])
+        return self.user_name if "@" in self.user_name else ""
+
+
+def fields_of(user: ScimUser) -> ScimUserFields:
+    """What to store of a SCIM User a provider sent."""
+    dumped = user.model_dump(scim_ctx=Context.DEFAULT)
+    profile = {name: value for name, value in dumped.items() if name not in _OWN_PLACE}
+    if not profile.get(ENTERPRISE_SCHEMA):
+        profile.pop(ENTERPRISE_SCHEMA, None)
+    return ScimUserFields(
+        user_name=user.user_name or "",
+        external_id=user.external_id,
+        active=True if user.active is None else user.active,
+        profile=profile,
+    )
+
+
+def slug_for(user_name: str, user_id: uuid.UUID, *, suffixed: bool = False) -> str:
+    """The slug a SCIM user is created with: its userName lowercased, each run of other
+    characters a hyphen (`Ada.Lovelace@Example.com` -> `ada-lovelace-example-com`). `suffixed`
+    (when another user has that slug) ends it with 8 hex digits of the user's id. A user keeps
+    its slug when its userName changes: agents are addressed by it."""
+    base = _NOT_SLUG.sub("-", user_name.lower()).strip("-") or "user"
+    if not suffixed:
+        return base[:MAX_SLUG].rstrip("-")
+    tail = hashlib.sha256(user_id.bytes).hexdigest()[:8]
+    return f"{base[: MAX_SLUG - 9].rstrip('-')}-{tail}"
+
+
+def etag(version: int) -> str:
+    """The weak entity tag of a version: `meta.version` and the ETag header."""
+    return f'W/"{version}"'
+
+
+def _as_time(value: Any) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+
+
+def to_scim(row: Any, base_url: str) -> ScimUser:
+    """A users row (or a SCIM write's result) as a SCIM User; `base_url` is where /scim/v2 is
+    served, for `meta.location`."""
+    data = dict(row) if isinstance(row, dict) else dict(row._mapping)
+    profile: dict[str, Any] = dict(data.get("scim") or {})
+    if "emails" not in profile and data.get("email"):
+        profile["emails"] = [{"value": data["email"], "primary": True}]
+    schemas = [USER_SCHEMA, *([ENTERPRISE_SCHEMA] if ENTERPRISE_SCHEMA in profile else [])]
+    user = ScimUser.model_validate(
+        {**profile, "schemas": schemas, "userName": data.get("user_name") or data["slug"]}
+    )
+    user.id = str(data["id"])
+    user.external_id = data.get("external_id")
+    user.active = bool(data.get("active", True))
+    user.meta = Meta(
+        resource_type="User",
+        created=_as_time(data["created_at"]),
+        last_modified=_as_time(data["updated_at"]),
+        version=etag(int(data["version"])),
+        location=f"{base_url}{USERS_PATH}/{data['id']}",
+    )
+    return user
+
+
+def dump(user: ScimUser, parameters: ResponseParameters[Any] | None = None) -> dict[str, Any]:
+    """A SCIM User as answered, with the attributes the request asked for."""
+    return user.model_dump(scim_ctx=Context.RESOURCE_QUERY_RESPONSE, response_parameters=parameters)
+
+
+def if_match_holds(header: str | None, version: int) -> bool:
+    """Whether an `If-Match` (or `If-None-Match`) list names this version (`*` names any).
+    Tags are compared weakly: `W/"1"` and `"1"` are the same version."""
+    if header is None:
+        return True
+    tags = [tag.strip() for tag in header.split(",")]
+    return any(tag == "*" or tag.removeprefix("W/") == f'"{version}"' for tag in tags)

@@ -1,0 +1,52 @@
+"""A SCIM client on the shared stack, and the payloads providers send."""
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.stack import Stack
+
+SCIM_JSON = "application/scim+json"
+USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
+PATCH_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+
+
+@pytest.fixture
+def scim(stack: Stack) -> Iterator[httpx.Client]:
+    """A client of /scim/v2 that sends application/scim+json."""
+    with stack.client() as client:
+        client.base_url = httpx.URL(f"{stack.base_url}/scim/v2/")
+        client.headers["Content-Type"] = SCIM_JSON
+        yield client
+
+
+def user_name(prefix: str = "user") -> str:
+    return f"{prefix}.{uuid.uuid4().hex[:10]}@example.com"
+
+
+def user_body(name: str | None = None, **extra: Any) -> dict[str, Any]:
+    """A core User as Okta sends it on create."""
+    name = name or user_name()
+    return {
+        "schemas": [USER_SCHEMA],
+        "userName": name,
+        "name": {"givenName": "Ada", "familyName": "Lovelace"},
+        "emails": [{"primary": True, "value": name, "type": "work"}],
+        "displayName": "Ada Lovelace",
+        "active": True,
+        **extra,
+    }
+
+
+def create(scim: httpx.Client, **extra: Any) -> dict[str, Any]:
+    response = scim.post("Users", json=user_body(**extra))
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    return created
+
+
+def patch(operations: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"schemas": [PATCH_SCHEMA], "Operations": operations}
