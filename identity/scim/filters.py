@@ -117,7 +117,9 @@ class Compiler(FilterVisitor[str]):
         return f"({column.sql} IS NOT NULL)"
 
     def visit_not(self, node: Not) -> str:
-        return f"(NOT {self.visit(node.expr)})"
+        # A comparison on an absent attribute is NULL, which a WHERE reads as false, and so
+        # do AND and OR; only a negation must make it false first.
+        return f"(NOT coalesce({self.visit(node.expr)}, false))"
 
     def visit_logical_expr(self, node: LogicalExpr) -> str:
         joiner = " AND " if node.op == LogicalOperator.and_ else " OR "
@@ -176,7 +178,7 @@ def _as_uuid(value: str, op: CompareOperator, sql: str) -> tuple[Any, str]:
 
 
 def compare(compiler: Compiler, column: Column, node: Comparison) -> str:
-    """One comparison: false (never NULL) where the attribute is absent."""
+    """One comparison, as its index reads it: NULL where the attribute is absent."""
     value, op, name = _typed(column, node), node.op, str(node.attr_path)
     if column.kind == "boolean" and op not in (CompareOperator.eq, CompareOperator.ne):
         raise InvalidFilter(f"{name} is a boolean: only eq, ne and pr apply", attribute=name)
@@ -198,8 +200,8 @@ def compare(compiler: Compiler, column: Column, node: Comparison) -> str:
         case CompareOperator.co | CompareOperator.sw | CompareOperator.ew:
             pattern = compiler.bind(_like(value, op))
             pattern = pattern if column.case_exact else f"lower({pattern})"
-            return f"coalesce({sql} LIKE {pattern}, false)"
-    return f"coalesce({sql} {_SQL_OPS[op.value]} {param}, false)"
+            return f"({sql} LIKE {pattern})"
+    return f"({sql} {_SQL_OPS[op.value]} {param})"
 
 
 def where(expression: str | None) -> tuple[str, dict[str, Any]]:

@@ -1,0 +1,1 @@
+"""Tests of SCIM in the domain."""
