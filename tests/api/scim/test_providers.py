@@ -3,6 +3,7 @@ changes nothing; and SCIM writes keep their order with /v1 writes to the same us
 
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import httpx
 
@@ -43,7 +44,7 @@ def test_entra_patch_with_capitalised_ops_string_booleans_and_remove_values(
     scim: httpx.Client,
 ) -> None:
     user = create(scim)
-    ops = [
+    ops: list[dict[str, Any]] = [
         {"op": "Replace", "path": "active", "value": "False"},
         {"op": "Add", "path": 'emails[type eq "home"].value', "value": "home@example.org"},
         {"op": "Replace", "path": "name.givenName", "value": "Augusta"},
