@@ -13,10 +13,9 @@ from scim2_models import ResponseParameters
 from api.contract import is_json
 from api.writes import WriteOptions, write_options
 from identity.errors import UnsupportedMediaType
+from identity.scim.discovery import MAX_RESULTS
 from identity.scim.errors import InvalidSyntax, InvalidValue
 from identity.settings import get_settings
-
-MAX_RESULTS = 1000  # the most resources one list answers: ServiceProviderConfig's maxResults
 
 
 async def json_body(request: Request) -> dict[str, Any]:

@@ -15,35 +15,43 @@ class ScimError(IdmirrorError):
 
 
 class InvalidFilter(ScimError):
-    code, status, scim_type = "invalid_filter", 400, "invalidFilter"
+    code, status = "invalid_filter", 400
+    scim_type = "invalidFilter"
 
 
 class InvalidPath(ScimError):
-    code, status, scim_type = "invalid_path", 400, "invalidPath"
+    code, status = "invalid_path", 400
+    scim_type = "invalidPath"
 
 
 class NoTarget(ScimError):
-    code, status, scim_type = "no_target", 400, "noTarget"
+    code, status = "no_target", 400
+    scim_type = "noTarget"
 
 
 class InvalidValue(ScimError):
-    code, status, scim_type = "invalid_value", 400, "invalidValue"
+    code, status = "invalid_value", 400
+    scim_type = "invalidValue"
 
 
 class InvalidSyntax(ScimError):
-    code, status, scim_type = "invalid_syntax", 400, "invalidSyntax"
+    code, status = "invalid_syntax", 400
+    scim_type = "invalidSyntax"
 
 
 class Mutability(ScimError):
-    code, status, scim_type = "mutability", 400, "mutability"
+    code, status = "mutability", 400
+    scim_type = "mutability"
 
 
 class TooMany(ScimError):
-    code, status, scim_type = "too_many", 400, "tooMany"
+    code, status = "too_many", 400
+    scim_type = "tooMany"
 
 
 class UserNameTaken(ScimError):
-    code, status, scim_type = "user_name_taken", 409, "uniqueness"
+    code, status = "user_name_taken", 409
+    scim_type = "uniqueness"
 
 
 class PreconditionFailed(ScimError):
