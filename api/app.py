@@ -15,8 +15,7 @@ from api.limits import Limits, RequestLimits
 from api.metrics import LedgerCollector
 from api.ratelimit import RateLimiter
 from api.routes import admin, agents, backfills, graphs, health, history, jobs, node_types, users
-from api.scim import discovery as scim_discovery
-from api.scim import users as scim_users
+from api.scim.routes import SCIM_ROUTERS
 from api.writes import Ledger
 from identity.db import accept_engine, libpq_url, session_factory
 from identity.integrators import TOKENS_CHANNEL, RateLimit
@@ -108,7 +107,7 @@ def create_app() -> FastAPI:
     app.add_middleware(AccessLog)  # outermost: it sees every answer, refusals and 500s too
     routers = [users.router, agents.internal, agents.public, graphs.router, node_types.internal]
     routers += [node_types.public, jobs.router, history.router, backfills.router, health.router]
-    routers += [admin.router, admin.audit, scim_users.router, scim_discovery.router]
+    routers += [admin.router, admin.audit, *SCIM_ROUTERS]
     for router in routers:
         app.include_router(router)
     contract.install(app)

@@ -14,6 +14,7 @@ from identity.keys import AgentKey, LedgerKey, NodeTypeKey, UserKey, parse_ledge
 from identity.ledger.drain import BatchApplier, PendingJob
 from identity.node_types import NodeTypeUpsert, upsert_node_type
 from identity.schemas import AgentUpsert, UserUpsert
+from identity.scim import agent_writes as scim_agents
 from identity.scim import writes as scim_writes
 from identity.settings import get_settings
 from identity.users import delete_user, upsert_user
@@ -47,6 +48,14 @@ def apply_job(session: Session, job: PendingJob) -> Applied:
             return scim_writes.replace_user(session, key, job.payload, job.version)
         case "user.scim_patch", UserKey():
             return scim_writes.patch_user(session, key, job.payload, job.version)
+        case "agent.scim_create", AgentKey():
+            return scim_agents.create_agent(session, key, job.payload, job.version)
+        case "agent.scim_replace", AgentKey():
+            return scim_agents.replace_agent(session, key, job.payload, job.version)
+        case "agent.scim_patch", AgentKey():
+            return scim_agents.patch_agent(session, key, job.payload, job.version)
+        case "agent.scim_delete", AgentKey():
+            return scim_agents.scim_delete_agent(session, key, job.payload, job.version)
         case "agent.delete", AgentKey():
             return delete_agent(session, key, job.version, job.actor)
         case "agent.update", AgentKey():

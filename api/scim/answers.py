@@ -21,6 +21,8 @@ _OWN_CODES: dict[str, tuple[int, str | None]] = {
     "validation_error": (400, "invalidValue"),
     "invalid_user_id": (404, None),
     "idempotency_key_reused": (400, "invalidValue"),
+    "invalid_webhook_url": (400, "invalidValue"),
+    "user_not_found": (400, "invalidValue"),  # an agent's owner
 }
 
 
@@ -70,6 +72,18 @@ def is_scim(path: str) -> bool:
 def base_url(request: Request) -> str:
     """Where this service is reached, as the request named it (for `meta.location`)."""
     return str(request.base_url).rstrip("/")
+
+
+def listed(resources: list[dict[str, Any]], total: int, start_index: int = 1) -> Response:
+    """A ListResponse: a page of resources, from the `start_index`th of `total`."""
+    body = {
+        "schemas": [LIST_SCHEMA],
+        "totalResults": total,
+        "startIndex": start_index,
+        "itemsPerPage": len(resources),
+        "Resources": resources,
+    }
+    return ScimResponse(body)
 
 
 def job_answer(

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from api.contract import scope
-from api.scim.answers import LIST_SCHEMA, ScimResponse, base_url
+from api.scim.answers import ScimResponse, base_url, listed
 from identity.scim import discovery
 from identity.scim.errors import ScimNotFound
 
@@ -16,14 +16,7 @@ router = APIRouter(
 
 
 def _listed(resources: list[dict[str, Any]]) -> Response:
-    body = {
-        "schemas": [LIST_SCHEMA],
-        "totalResults": len(resources),
-        "startIndex": 1,
-        "itemsPerPage": len(resources),
-        "Resources": resources,
-    }
-    return ScimResponse(body)
+    return listed(resources, len(resources))
 
 
 def _one(resources: list[dict[str, Any]], wanted: str) -> Response:

@@ -1,11 +1,12 @@
 """What the SCIM service says about itself (RFC 7644 §4): its ServiceProviderConfig, which
-tells only what is true (PATCH, filters with their maxResults, ETags; no bulk, sorting or
-password change yet), its resource types and their schemas, all built from scim2-models."""
+tells only what is true (PATCH, filters with their maxResults, ETags, agents; no bulk, sorting
+or password change yet), its resource types and their schemas, all built from scim2-models."""
 
 from typing import Any
 
 from scim2_models import Context, EnterpriseUser, ResourceType, Schema, ServiceProviderConfig, User
 
+from identity.scim.agents import Agent, IdmirrorAgent, ScimAgent
 from identity.scim.users import ScimUser
 
 MAX_RESULTS = 1000  # the most resources one list answers
@@ -39,19 +40,27 @@ def service_provider_config(base_url: str) -> dict[str, Any]:
     )
     body = config.model_dump(scim_ctx=Context.RESOURCE_QUERY_RESPONSE)
     location = f"{base_url}{BASE}/ServiceProviderConfig"
-    return {**body, "meta": _meta("ServiceProviderConfig", location)}
+    # draft-abbey-scim-agent-extension-00 §4.1: what of the agent extension is served.
+    agents = {"supported": True, "agentsSupported": True, "agenticApplicationsSupported": False}
+    return {**body, "agentExtension": agents, "meta": _meta("ServiceProviderConfig", location)}
 
 
 def resource_types(base_url: str) -> list[dict[str, Any]]:
     """Every resource type served."""
-    user = ResourceType.from_resource(ScimUser).model_dump(scim_ctx=Context.RESOURCE_QUERY_RESPONSE)
-    return [{**user, "meta": _meta("ResourceType", f"{base_url}{BASE}/ResourceTypes/User")}]
+    found = []
+    for model, description in ((ScimUser, "User accounts"), (ScimAgent, "Agent identities")):
+        resource_type = ResourceType.from_resource(model)
+        resource_type.description = description
+        body = resource_type.model_dump(scim_ctx=Context.RESOURCE_QUERY_RESPONSE)
+        location = f"{base_url}{BASE}/ResourceTypes/{resource_type.id}"
+        found.append({**body, "meta": _meta("ResourceType", location)})
+    return found
 
 
 def schemas(base_url: str) -> list[dict[str, Any]]:
     """The schema of every resource and extension served."""
     found = []
-    for model in (User, EnterpriseUser):
+    for model in (User, EnterpriseUser, Agent, IdmirrorAgent):
         schema: Schema = model.to_schema()
         body = schema.model_dump(scim_ctx=Context.RESOURCE_QUERY_RESPONSE)
         found.append({**body, "meta": _meta("Schema", f"{base_url}{BASE}/Schemas/{schema.id}")})

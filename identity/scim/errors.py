@@ -54,6 +54,11 @@ class UserNameTaken(ScimError):
     scim_type = "uniqueness"
 
 
+class AgentNameTaken(ScimError):
+    code, status = "agent_name_taken", 409
+    scim_type = "uniqueness"
+
+
 class PreconditionFailed(ScimError):
     code, status = "precondition_failed", 412
 

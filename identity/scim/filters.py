@@ -1,11 +1,13 @@
-"""SCIM filters compiled to SQL over `users AS u`: parsed by scim2-models, walked here into a
-WHERE clause with bound parameters, so a filtered list runs in PostgreSQL on its indexes and
-never loads the rows it does not answer with.
+"""SCIM filters compiled to SQL: parsed by scim2-models, walked here into a WHERE clause with
+bound parameters, so a filtered list runs in PostgreSQL on its indexes and never loads the rows
+it does not answer with.
 
-Filterable: `id`, `userName`, `externalId`, `emails` / `emails.value`, `emails[...]` (on
-`value`, `type`, `primary`), `active`, `displayName`, `meta.created`, `meta.lastModified`.
-Every comparison is false on an attribute a user does not have (so `not` of it is true), as
-RFC 7644 §3.4.2.2 reads an absent attribute.
+Users (over `users AS u`): `id`, `userName`, `externalId`, `emails` / `emails.value`,
+`emails[...]` (on `value`, `type`, `primary`), `active`, `displayName`, `meta.created`,
+`meta.lastModified`. Agents (over `agents AS a JOIN users AS u`, its owner): `id`, `name`,
+`externalId`, `displayName`, `agentType`, `active`, `owners.value`, `meta.created`,
+`meta.lastModified`. Every comparison is false on an attribute a resource does not have (so
+`not` of it is true), as RFC 7644 §3.4.2.2 reads an absent attribute.
 """
 
 import uuid
@@ -26,6 +28,7 @@ from scim2_models.path import (
     ValuePath,
 )
 
+from identity.scim.agents import AGENT_SCHEMA
 from identity.scim.errors import InvalidFilter
 from identity.scim.users import USER_SCHEMA
 
@@ -61,6 +64,17 @@ EMAIL_ENTRY_COLUMNS = {
     "type": Column("lower(e ->> 'type')"),
     "primary": Column("coalesce((e -> 'primary') = 'true'::jsonb, false)", "boolean"),
 }
+AGENT_COLUMNS = {
+    "id": Column("a.id", case_exact=True),
+    "name": Column("(a.slug || '@' || u.slug)"),
+    "externalid": Column("a.external_id", case_exact=True),
+    "displayname": Column("lower(a.display_name)"),
+    "agenttype": Column("lower(a.scim ->> 'agentType')"),
+    "active": Column("a.active", "boolean"),
+    "owners.value": Column("a.user_id", "uuid"),
+    "meta.created": Column("a.created_at", "datetime"),
+    "meta.lastmodified": Column("a.updated_at", "datetime"),
+}
 _SQL_OPS = {"eq": "=", "gt": ">", "ge": ">=", "lt": "<", "le": "<="}
 
 
@@ -74,9 +88,9 @@ def _like(value: str, op: CompareOperator) -> str:
     return f"%{escaped}%"
 
 
-def _name(path: AttrPath) -> str:
-    if path.uri and path.uri.lower() != USER_SCHEMA.lower():
-        raise InvalidFilter(f"{path} is not an attribute of the User schema", attribute=str(path))
+def _name(path: AttrPath, schema: str = USER_SCHEMA) -> str:
+    if path.uri and path.uri.lower() != schema.lower():
+        raise InvalidFilter(f"{path} is not an attribute of {schema}", attribute=str(path))
     return f"{path.attr}.{path.sub_attr}" if path.sub_attr else path.attr
 
 
@@ -86,6 +100,7 @@ class Compiler(FilterVisitor[str]):
 
     columns: dict[str, Column] = field(default_factory=lambda: USER_COLUMNS)
     params: dict[str, Any] = field(default_factory=dict)
+    schema: str = USER_SCHEMA
 
     def bind(self, value: Any) -> str:
         name = f"f{len(self.params)}"
@@ -93,14 +108,16 @@ class Compiler(FilterVisitor[str]):
         return f":{name}"
 
     def column(self, path: AttrPath) -> Column:
-        name = _name(path)
+        name = _name(path, self.schema)
         column = self.columns.get(name.lower())
         if column is None:
             raise InvalidFilter(f"filtering on {name} is not supported", attribute=name)
         return column
 
     def visit_comparison(self, node: Comparison) -> str:
-        if self.columns is USER_COLUMNS and _name(node.attr_path).lower() in (
+        if self.columns is AGENT_COLUMNS and _name(node.attr_path, self.schema).lower() == "name":
+            return self.agent_name(node)
+        if self.columns is USER_COLUMNS and _name(node.attr_path, self.schema).lower() in (
             "emails",
             "emails.value",
         ):
@@ -108,7 +125,7 @@ class Compiler(FilterVisitor[str]):
         return compare(self, self.column(node.attr_path), node)
 
     def visit_present(self, node: Present) -> str:
-        name = _name(node.attr_path).lower()
+        name = _name(node.attr_path, self.schema).lower()
         if self.columns is USER_COLUMNS and name in ("emails", "emails.value"):
             return f"cardinality({EMAIL_VALUES}) > 0"
         column = self.column(node.attr_path)
@@ -126,10 +143,23 @@ class Compiler(FilterVisitor[str]):
         return "(" + joiner.join(self.visit(term) for term in node.terms) + ")"
 
     def visit_value_path(self, node: ValuePath) -> str:
-        if self.columns is not USER_COLUMNS or _name(node.attr_path).lower() != "emails":
+        if (
+            self.columns is not USER_COLUMNS
+            or _name(node.attr_path, self.schema).lower() != "emails"
+        ):
             raise InvalidFilter(f"{node.attr_path}[...] is not supported", attribute=str(node))
         inner = Compiler(EMAIL_ENTRY_COLUMNS, self.params).visit(node.val_filter)
         return f"EXISTS (SELECT 1 FROM jsonb_array_elements({_EMAILS}) AS e WHERE {inner})"
+
+    def agent_name(self, node: Comparison) -> str:
+        """An agent's name, its key: `eq` compares the slugs apart, on their indexes."""
+        column = self.columns["name"]
+        if node.op != CompareOperator.eq or not isinstance(node.value, str):
+            return compare(self, column, node)
+        slug, at, user_slug = node.value.lower().partition("@")
+        if not at:
+            return "FALSE"
+        return f"(a.slug = {self.bind(slug)} AND u.slug = {self.bind(user_slug)})"
 
     def email_value(self, node: Comparison) -> str:
         if not isinstance(node.value, str):
@@ -204,13 +234,14 @@ def compare(compiler: Compiler, column: Column, node: Comparison) -> str:
     return f"({sql} {_SQL_OPS[op.value]} {param})"
 
 
-def where(expression: str | None) -> tuple[str, dict[str, Any]]:
-    """The WHERE clause (over `users AS u`) and parameters of a filter; TRUE for none."""
+def where(expression: str | None, resource: str = "User") -> tuple[str, dict[str, Any]]:
+    """The WHERE clause and parameters of a filter on users (over `users AS u`) or agents
+    (`agents AS a JOIN users AS u`); TRUE for none."""
     if expression is None or not expression.strip():
         return "TRUE", {}
     try:
         tree = ScimFilter(expression).ast
     except (SCIMException, ValueError) as exc:
         raise InvalidFilter(f"the filter is not valid: {exc}", filter=expression) from None
-    compiler = Compiler()
+    compiler = Compiler() if resource == "User" else Compiler(AGENT_COLUMNS, schema=AGENT_SCHEMA)
     return compiler.visit(tree), compiler.params

@@ -1,4 +1,4 @@
-"""Reading users as SCIM resources: one by id, or a filtered page with its total."""
+"""Reading users and agents as SCIM resources: one by id, or a filtered page with its total."""
 
 import uuid
 from dataclasses import dataclass
@@ -7,7 +7,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from identity.scim.errors import ScimNotFound
+from identity.scim.agents import SCIM_AGENT_COLUMNS
+from identity.scim.errors import InvalidValue, ScimNotFound
 from identity.scim.filters import where
 from identity.scim.users import SCIM_USER_COLUMNS
 
@@ -38,22 +39,66 @@ def get_user(session: Session, raw_id: str) -> Any:
     return row
 
 
-def find_users(session: Session, expression: str | None, *, start_index: int, count: int) -> Found:
-    """The users a filter matches, `count` of them from the `start_index`th (1-based), in id
-    order, and how many match in all. Both run in SQL on the filter's indexes."""
-    clause, params = where(expression)
-    total = session.execute(
-        text(f"SELECT count(*) FROM users AS u WHERE {clause}"), params
-    ).scalar_one()
+def _found(
+    session: Session,
+    columns: str,
+    source: str,
+    where_clause: tuple[str, dict[str, Any]],
+    start_index: int,
+    count: int,
+) -> Found:
+    """A page of `source` (a FROM ... WHERE), `count` rows from the `start_index`th (1-based)
+    in id order, and how many match in all; both run in SQL on the filter's indexes."""
+    clause, params = where_clause
+    total = session.execute(text(f"SELECT count(*) {source} {clause}"), params).scalar_one()
     rows: list[Any] = []
     if count > 0 and start_index <= total:
         rows = list(
             session.execute(
-                text(
-                    f"SELECT {SCIM_USER_COLUMNS} FROM users AS u WHERE {clause} "
-                    "ORDER BY u.id LIMIT :limit OFFSET :offset"
-                ),
+                text(f"SELECT {columns} {source} {clause} ORDER BY id LIMIT :limit OFFSET :offset"),
                 {**params, "limit": count, "offset": start_index - 1},
             )
         )
     return Found(total=int(total), rows=rows)
+
+
+def find_users(session: Session, expression: str | None, start_index: int, count: int) -> Found:
+    """The users a filter matches, a page of them in id order, and how many in all."""
+    source = "FROM users AS u WHERE"
+    return _found(session, SCIM_USER_COLUMNS, source, where(expression), start_index, count)
+
+
+_AGENTS = "FROM agents AS a JOIN users AS u ON u.id = a.user_id WHERE a.deleted_at IS NULL"
+
+
+def get_agent(session: Session, agent_id: str) -> Any:
+    """The live agent of a SCIM id, with its owner; ScimNotFound when there is none."""
+    row = session.execute(
+        text(f"SELECT {SCIM_AGENT_COLUMNS} {_AGENTS} AND a.id = :id"), {"id": agent_id}
+    ).one_or_none()
+    if row is None:
+        raise ScimNotFound("no agent has this id", id=agent_id)
+    return row
+
+
+def owner_slug(session: Session, raw_id: str) -> str:
+    """The slug of the user a SCIM Agent's `owners` names; invalidValue when there is none."""
+    try:
+        user_id = uuid.UUID(raw_id)
+    except ValueError:
+        user_id = None
+    slug = (
+        user_id
+        and session.execute(
+            text("SELECT slug FROM users WHERE id = :id"), {"id": user_id}
+        ).scalar_one_or_none()
+    )
+    if not slug:
+        raise InvalidValue(f"owners names no user: {raw_id!r}", owner=raw_id)
+    return str(slug)
+
+
+def find_agents(session: Session, expression: str | None, start_index: int, count: int) -> Found:
+    """The live agents a filter matches, a page of them in id order, and how many in all."""
+    clause = where(expression, "Agent")
+    return _found(session, SCIM_AGENT_COLUMNS, f"{_AGENTS} AND", clause, start_index, count)

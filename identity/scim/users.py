@@ -11,12 +11,12 @@ only through /v1 has no `user_name`: its slug is its `userName`.
 import hashlib
 import re
 import uuid
-from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
-from scim2_models import Context, EnterpriseUser, Meta, ResponseParameters, User
+from scim2_models import Context, EnterpriseUser, User
 
+from identity.scim.resources import meta_of
 from identity.users import USER_COLUMNS
 
 ScimUser = User[EnterpriseUser]
@@ -74,15 +74,6 @@ def slug_for(user_name: str, user_id: uuid.UUID, *, suffixed: bool = False) -> s
     return f"{base[: MAX_SLUG - 9].rstrip('-')}-{tail}"
 
 
-def etag(version: int) -> str:
-    """The weak entity tag of a version: `meta.version` and the ETag header."""
-    return f'W/"{version}"'
-
-
-def _as_time(value: Any) -> datetime:
-    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-
-
 def to_scim(row: Any, base_url: str) -> ScimUser:
     """A users row (or a SCIM write's result) as a SCIM User; `base_url` is where /scim/v2 is
     served, for `meta.location`."""
@@ -97,25 +88,5 @@ def to_scim(row: Any, base_url: str) -> ScimUser:
     user.id = str(data["id"])
     user.external_id = data.get("external_id")
     user.active = bool(data.get("active", True))
-    user.meta = Meta(
-        resource_type="User",
-        created=_as_time(data["created_at"]),
-        last_modified=_as_time(data["updated_at"]),
-        version=etag(int(data["version"])),
-        location=f"{base_url}{USERS_PATH}/{data['id']}",
-    )
+    user.meta = meta_of(data, "User", f"{base_url}{USERS_PATH}/{data['id']}")
     return user
-
-
-def dump(user: ScimUser, parameters: ResponseParameters[Any] | None = None) -> dict[str, Any]:
-    """A SCIM User as answered, with the attributes the request asked for."""
-    return user.model_dump(scim_ctx=Context.RESOURCE_QUERY_RESPONSE, response_parameters=parameters)
-
-
-def if_match_holds(header: str | None, version: int) -> bool:
-    """Whether an `If-Match` (or `If-None-Match`) list names this version (`*` names any).
-    Tags are compared weakly: `W/"1"` and `"1"` are the same version."""
-    if header is None:
-        return True
-    tags = [tag.strip() for tag in header.split(",")]
-    return any(tag == "*" or tag.removeprefix("W/") == f'"{version}"' for tag in tags)

@@ -8,10 +8,8 @@ of that PUT. `If-Match` is checked at the same moment, against the version being
 
 import json
 import uuid
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import ValidationError
-from scim2_models import Context, PatchOp, SCIMException, ScimPolicy
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -20,28 +18,21 @@ from identity.answers import Applied, upserted
 from identity.keys import UserKey
 from identity.ledger.jobs import Submission
 from identity.scim import errors
+from identity.scim.payloads import Dialect, patched
+from identity.scim.resources import require_match
 from identity.scim.users import (
     SCIM_USER_COLUMNS,
     ScimUser,
     ScimUserFields,
     fields_of,
-    if_match_holds,
     slug_for,
     to_scim,
 )
 from identity.users import UserWriteOut
 
-PATCH_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 # The namespace of the ids of users created with an Idempotency-Key: the same key names the
 # same user, so the request repeated is the same job.
 _IDEMPOTENT_IDS = uuid.UUID("1b7e4c0e-6f54-4d2a-9a8e-2c6f1d0a5e13")
-Dialect = Literal["strict", "entra"]
-# Microsoft Entra's PATCH: a `remove` whose `value` says what to remove, and an `add` or
-# `replace` through a filter no entry matches creating that entry.
-_POLICIES = {
-    "strict": ScimPolicy(),
-    "entra": ScimPolicy(remove_value_as_filter="apply", unmatched_path_filter="create"),
-}
 
 
 class ScimUserWriteOut(UserWriteOut):
@@ -93,19 +84,6 @@ def patch_submission(
     )
 
 
-def parse_patch(payload: dict[str, Any], dialect: Dialect) -> PatchOp[ScimUser]:
-    """A PatchOp request body, checked; a SCIM error when it is not valid."""
-    try:
-        with _POLICIES[dialect]:
-            return PatchOp[ScimUser].model_validate(
-                payload, scim_ctx=Context.RESOURCE_PATCH_REQUEST
-            )
-    except ValidationError as exc:
-        raise errors.from_validation(exc.errors()) from None
-    except SCIMException as exc:
-        raise errors.from_exception(exc) from None
-
-
 _SELECT = text(f"SELECT {SCIM_USER_COLUMNS} FROM users WHERE id = :id")
 _WRITE = text(
     f"""
@@ -131,10 +109,7 @@ def _current(session: Session, key: UserKey, if_match: str | None) -> Any:
     row = session.execute(_SELECT, {"id": key.user_id}).one_or_none()
     if row is None:
         raise errors.ScimNotFound("no user has this id", id=str(key.user_id))
-    if not if_match_holds(if_match, row.version):
-        raise errors.PreconditionFailed(
-            "If-Match names another version of this user", version=row.version
-        )
+    require_match(if_match, row.version, "user")
     return row
 
 
@@ -188,14 +163,5 @@ def patch_user(session: Session, key: UserKey, payload: dict[str, Any], version:
     """Apply PATCH operations to the user as it is now."""
     current = _current(session, key, payload.get("if_match"))
     dialect: Dialect = payload.get("dialect", "strict")
-    user = to_scim(current, "")
-    patch = parse_patch({"schemas": [PATCH_SCHEMA], "Operations": payload["operations"]}, dialect)
-    try:
-        with _POLICIES[dialect]:
-            patch.patch(user)
-        fields = fields_of(user)
-    except SCIMException as exc:
-        raise errors.from_exception(exc) from None
-    except ValidationError as exc:
-        raise errors.from_validation(exc.errors()) from None
-    return _write(session, key, fields, version, current)
+    user = patched(ScimUser, to_scim(current, ""), payload["operations"], dialect)
+    return _write(session, key, fields_of(user), version, current)

@@ -1,5 +1,5 @@
-"""Discovery tells the truth: what the Users endpoint really does, and schemas that describe
-what it answers."""
+"""Discovery tells the truth: what the Users and Agents endpoints really do, and schemas that
+describe what they answer."""
 
 import httpx
 
@@ -15,11 +15,16 @@ def test_service_provider_config_says_what_is_supported(scim: httpx.Client) -> N
     assert body["bulk"]["supported"] is False and body["sort"]["supported"] is False
     assert body["changePassword"]["supported"] is False
     assert body["authenticationSchemes"][0]["type"] == "oauthbearertoken"
+    assert body["agentExtension"] == {
+        "supported": True,
+        "agentsSupported": True,
+        "agenticApplicationsSupported": False,
+    }
 
 
-def test_resource_types_and_schemas_describe_users(scim: httpx.Client) -> None:
+def test_resource_types_and_schemas_describe_users_and_agents(scim: httpx.Client) -> None:
     types = scim.get("ResourceTypes").json()
-    assert [t["endpoint"] for t in types["Resources"]] == ["/Users"]
+    assert [t["endpoint"] for t in types["Resources"]] == ["/Users", "/Agents"]
     assert scim.get("ResourceTypes/User").json()["schema"] == (
         "urn:ietf:params:scim:schemas:core:2.0:User"
     )
@@ -28,7 +33,14 @@ def test_resource_types_and_schemas_describe_users(scim: httpx.Client) -> None:
     assert ids == {
         "urn:ietf:params:scim:schemas:core:2.0:User",
         "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User",
+        "urn:ietf:params:scim:schemas:core:2.0:Agent",
+        "urn:idmirror:params:scim:schemas:extension:idmirror:2.0:Agent",
     }
+    agent_type = scim.get("ResourceTypes/Agent").json()
+    assert agent_type["schema"] == "urn:ietf:params:scim:schemas:core:2.0:Agent"
+    agent = scim.get("Schemas/urn:ietf:params:scim:schemas:core:2.0:Agent").json()
+    name = next(a for a in agent["attributes"] if a["name"] == "name")
+    assert name["required"] is True and name["uniqueness"] == "server"
     user = scim.get("Schemas/urn:ietf:params:scim:schemas:core:2.0:User").json()
     assert "userName" in {attribute["name"] for attribute in user["attributes"]}
     assert scim.get("Schemas/urn:nope").status_code == 404

@@ -1,0 +1,5 @@
+"""Every router of /scim/v2, in the order the app includes them."""
+
+from api.scim import agents, discovery, users
+
+SCIM_ROUTERS = [users.router, agents.router, discovery.router]
