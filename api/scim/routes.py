@@ -1,5 +1,5 @@
 """Every router of /scim/v2, in the order the app includes them."""
 
-from api.scim import agents, discovery, users
+from api.scim import agents, bulk, discovery, users
 
-SCIM_ROUTERS = [users.router, agents.router, discovery.router]
+SCIM_ROUTERS = [users.router, agents.router, bulk.router, discovery.router]

@@ -1,13 +1,16 @@
 """What the SCIM service says about itself (RFC 7644 §4): its ServiceProviderConfig, which
-tells only what is true (PATCH, filters with their maxResults, ETags, agents; no bulk, sorting
-or password change yet), its resource types and their schemas, all built from scim2-models."""
+tells only what is true (PATCH, bulk with its limits, filters with their maxResults, ETags,
+agents; no sorting or password change), its resource types and their schemas, all built from
+scim2-models."""
 
 from typing import Any
 
 from scim2_models import Context, EnterpriseUser, ResourceType, Schema, ServiceProviderConfig, User
 
 from identity.scim.agents import Agent, IdmirrorAgent, ScimAgent
+from identity.scim.bulk import MAX_OPERATIONS
 from identity.scim.users import ScimUser
+from identity.settings import get_settings
 
 MAX_RESULTS = 1000  # the most resources one list answers
 BASE = "/scim/v2"
@@ -23,7 +26,11 @@ def service_provider_config(base_url: str) -> dict[str, Any]:
         {
             "documentationUri": "https://github.com/idmirror/idmirror/blob/main/docs/scim.md",
             "patch": {"supported": True},
-            "bulk": {"supported": False, "maxOperations": 0, "maxPayloadSize": 0},
+            "bulk": {
+                "supported": True,
+                "maxOperations": MAX_OPERATIONS,
+                "maxPayloadSize": get_settings().max_body_bytes,
+            },
             "filter": {"supported": True, "maxResults": MAX_RESULTS},
             "changePassword": {"supported": False},
             "sort": {"supported": False},

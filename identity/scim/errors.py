@@ -49,6 +49,20 @@ class TooMany(ScimError):
     scim_type = "tooMany"
 
 
+class TooManyOperations(ScimError):
+    """A BulkRequest over maxOperations (RFC 7644 §3.7.4)."""
+
+    code, status = "too_many_operations", 413
+    scim_type = "tooMany"
+
+
+class UnresolvedBulkId(ScimError):
+    """A `bulkId:` reference to no resource an earlier operation of the request created."""
+
+    code, status = "unresolved_bulk_id", 409
+    scim_type = "invalidValue"
+
+
 class UserNameTaken(ScimError):
     code, status = "user_name_taken", 409
     scim_type = "uniqueness"

@@ -27,6 +27,11 @@ def user_name(prefix: str = "user") -> str:
     return f"{prefix}.{uuid.uuid4().hex[:10]}@example.com"
 
 
+def slug_of(user_name: str) -> str:
+    """The slug a SCIM user of a generated userName gets."""
+    return user_name.lower().replace(".", "-").replace("@", "-")
+
+
 def user_body(name: str | None = None, **extra: Any) -> dict[str, Any]:
     """A core User as Okta sends it on create."""
     name = name or user_name()

@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from tests.api.scim.conftest import create, patch
+from tests.api.scim.conftest import create, patch, slug_of
 from tests.conftest import put_agent
 
 AGENT_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Agent"
@@ -23,7 +23,7 @@ def agent_body(name: str, owner: str | None = None, **extra: Any) -> dict[str, A
 def owner(scim: httpx.Client) -> tuple[dict[str, Any], str]:
     """A SCIM user, and its slug (a userName lowercased, its other characters hyphens)."""
     user = create(scim)
-    return user, user["userName"].lower().replace(".", "-").replace("@", "-")
+    return user, slug_of(user["userName"])
 
 
 def create_agent(scim: httpx.Client, **extra: Any) -> tuple[dict[str, Any], str]:

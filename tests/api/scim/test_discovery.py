@@ -12,7 +12,8 @@ def test_service_provider_config_says_what_is_supported(scim: httpx.Client) -> N
     body = config.json()
     assert body["patch"]["supported"] is True and body["etag"]["supported"] is True
     assert body["filter"] == {"supported": True, "maxResults": 1000}
-    assert body["bulk"]["supported"] is False and body["sort"]["supported"] is False
+    assert body["bulk"] == {"supported": True, "maxOperations": 100, "maxPayloadSize": 1048576}
+    assert body["sort"]["supported"] is False
     assert body["changePassword"]["supported"] is False
     assert body["authenticationSchemes"][0]["type"] == "oauthbearertoken"
     assert body["agentExtension"] == {
