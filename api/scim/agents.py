@@ -13,5 +13,6 @@ from identity.scim.requests import agent_submission
 router = APIRouter(
     prefix="/scim/v2/Agents", tags=["scim"], dependencies=[scope("scim")], include_in_schema=False
 )
-add_reads(router, Served(queries.get_agent, queries.find_agents, to_scim))
+SERVED = Served(queries.get_agent, queries.find_agents, to_scim)
+add_reads(router, SERVED)
 add_writes(router, agent_submission, to_scim)

@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import read_session
 from api.scim.answers import ScimResponse, base_url, listed
 from api.scim.bodies import json_body, paging, query_parameters, response_parameters
+from identity.scim.errors import InvalidFilter
 from identity.scim.queries import Found
 from identity.scim.resources import dump, etag, if_match_holds
 
@@ -56,6 +57,32 @@ def page_answer(
     base = base_url(request)
     resources = [dump(served.to_scim(row, base), parameters) for row in found.rows]
     return listed(resources, found.total, start)
+
+
+def search_all(
+    request: Request, session: Session, query: dict[str, Any], types: list[Served]
+) -> Response:
+    """The ListResponse of a .search at the root: the resources of every type the filter
+    applies to, each type's in id order, the types in the order given. A type whose schema
+    lacks an attribute the filter names has no matches; invalidFilter if no type has them."""
+    start, count = paging(query.get("startIndex"), query.get("count"))
+    parameters = response_parameters(query.get("attributes"), query.get("excludedAttributes"))
+    base, expression = base_url(request), query.get("filter")
+    total, resources, refused = 0, list[dict[str, Any]](), list[InvalidFilter]()
+    for served in types:
+        try:
+            here = served.find(session, expression, 1, 0).total
+        except InvalidFilter as error:
+            refused.append(error)
+            continue
+        skip, wanted = max(start - 1 - total, 0), count - len(resources)
+        if wanted > 0 and skip < here:
+            rows = served.find(session, expression, skip + 1, wanted).rows
+            resources += [dump(served.to_scim(row, base), parameters) for row in rows]
+        total += here
+    if len(refused) == len(types):
+        raise refused[0]
+    return listed(resources, total, start)
 
 
 def add_reads(router: APIRouter, served: Served) -> None:

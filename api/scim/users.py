@@ -13,5 +13,6 @@ from identity.scim.users import to_scim
 router = APIRouter(
     prefix="/scim/v2/Users", tags=["scim"], dependencies=[scope("scim")], include_in_schema=False
 )
-add_reads(router, Served(queries.get_user, queries.find_users, to_scim))
+SERVED = Served(queries.get_user, queries.find_users, to_scim)
+add_reads(router, SERVED)
 add_writes(router, user_submission, to_scim)

@@ -12,6 +12,8 @@ from tests.stack import Stack
 SCIM_JSON = "application/scim+json"
 USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
 PATCH_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+AGENT_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Agent"
+IDMIRROR = "urn:idmirror:params:scim:schemas:extension:idmirror:2.0:Agent"
 
 
 @pytest.fixture
@@ -55,3 +57,23 @@ def create(scim: httpx.Client, **extra: Any) -> dict[str, Any]:
 
 def patch(operations: list[dict[str, Any]]) -> dict[str, Any]:
     return {"schemas": [PATCH_SCHEMA], "Operations": operations}
+
+
+def agent_body(name: str, owner: str | None = None, **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"schemas": [AGENT_SCHEMA], "name": name, **extra}
+    if owner is not None:
+        body["owners"] = [{"value": owner}]
+    return body
+
+
+def owner(scim: httpx.Client) -> tuple[dict[str, Any], str]:
+    """A SCIM user, and its slug (a userName lowercased, its other characters hyphens)."""
+    user = create(scim)
+    return user, slug_of(user["userName"])
+
+
+def create_agent(scim: httpx.Client, **extra: Any) -> tuple[dict[str, Any], str]:
+    user, slug = owner(scim)
+    response = scim.post("Agents", json=agent_body("scout", user["id"], **extra))
+    assert response.status_code == 201, response.text
+    return response.json(), slug

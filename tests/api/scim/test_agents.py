@@ -2,35 +2,11 @@
 a job on the agent's key, and the same agent read through /v1 and written through it."""
 
 import uuid
-from typing import Any
 
 import httpx
 
-from tests.api.scim.conftest import create, patch, slug_of
+from tests.api.scim.conftest import AGENT_SCHEMA, IDMIRROR, agent_body, create_agent, owner, patch
 from tests.conftest import put_agent
-
-AGENT_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Agent"
-IDMIRROR = "urn:idmirror:params:scim:schemas:extension:idmirror:2.0:Agent"
-
-
-def agent_body(name: str, owner: str | None = None, **extra: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {"schemas": [AGENT_SCHEMA], "name": name, **extra}
-    if owner is not None:
-        body["owners"] = [{"value": owner}]
-    return body
-
-
-def owner(scim: httpx.Client) -> tuple[dict[str, Any], str]:
-    """A SCIM user, and its slug (a userName lowercased, its other characters hyphens)."""
-    user = create(scim)
-    return user, slug_of(user["userName"])
-
-
-def create_agent(scim: httpx.Client, **extra: Any) -> tuple[dict[str, Any], str]:
-    user, slug = owner(scim)
-    response = scim.post("Agents", json=agent_body("scout", user["id"], **extra))
-    assert response.status_code == 201, response.text
-    return response.json(), slug
 
 
 def test_create_answers_201_and_rest_reads_the_agent(

@@ -5,10 +5,9 @@ from typing import Any
 
 import httpx
 
-from tests.api.scim.conftest import patch, slug_of, user_body
+from tests.api.scim.conftest import AGENT_SCHEMA, patch, slug_of, user_body
 
 BULK_REQUEST = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
-AGENT_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Agent"
 
 
 def bulk(scim: httpx.Client, operations: list[dict[str, Any]], **extra: Any) -> httpx.Response:
