@@ -37,7 +37,7 @@ class ScimAgentWriteOut(AgentWriteOut):
     """The result a SCIM write of an agent keeps in the ledger: the row, SCIM columns and its
     owner's userName included."""
 
-    active: bool
+    active: bool | None
     external_id: str | None
     scim: dict[str, Any]
     owner_name: str

@@ -121,7 +121,7 @@ class ScimAgentFields(BaseModel):
     display_name: str | None = Field(None, min_length=1, max_length=255)
     webhook_url: str | None = Field(None, max_length=2048)
     external_id: str | None = Field(None, max_length=255)
-    active: bool = True
+    active: bool | None = None  # None: never said (an agent is active unless `false`)
     profile: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -137,7 +137,7 @@ def fields_of(agent: ScimAgent) -> ScimAgentFields:
         display_name=agent.display_name,
         webhook_url=webhook_url,
         external_id=agent.external_id,
-        active=True if agent.active is None else agent.active,
+        active=agent.active,
         profile=profile,
     )
 
@@ -191,6 +191,6 @@ def to_scim(row: Any, base_url: str) -> ScimAgent:
     agent = ScimAgent.model_validate(body)
     agent.id = data["id"]
     agent.external_id = data.get("external_id")
-    agent.active = bool(data.get("active", True))
+    agent.active = data.get("active")
     agent.meta = meta_of(data, "Agent", f"{base_url}{AGENTS_PATH}/{data['id']}")
     return agent

@@ -36,7 +36,7 @@ class ScimUserFields(BaseModel):
 
     user_name: str = Field(min_length=1, max_length=255)
     external_id: str | None = Field(None, max_length=255)
-    active: bool = True
+    active: bool | None = None  # None: never said (a user is active unless `false`)
     profile: dict[str, Any] = Field(default_factory=dict)
 
     def email(self) -> str:
@@ -57,7 +57,7 @@ def fields_of(user: ScimUser) -> ScimUserFields:
     return ScimUserFields(
         user_name=user.user_name or "",
         external_id=user.external_id,
-        active=True if user.active is None else user.active,
+        active=user.active,
         profile=profile,
     )
 
@@ -87,6 +87,6 @@ def to_scim(row: Any, base_url: str) -> ScimUser:
     )
     user.id = str(data["id"])
     user.external_id = data.get("external_id")
-    user.active = bool(data.get("active", True))
+    user.active = data.get("active")
     user.meta = meta_of(data, "User", f"{base_url}{USERS_PATH}/{data['id']}")
     return user

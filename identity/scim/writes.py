@@ -38,7 +38,7 @@ _IDEMPOTENT_IDS = uuid.UUID("1b7e4c0e-6f54-4d2a-9a8e-2c6f1d0a5e13")
 class ScimUserWriteOut(UserWriteOut):
     """The result a SCIM write of a user keeps in the ledger: the row, SCIM columns included."""
 
-    active: bool
+    active: bool | None
     user_name: str | None
     external_id: str | None
     scim: dict[str, Any]
