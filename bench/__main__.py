@@ -14,6 +14,7 @@ BENCHMARKS = {
     "backfill": "bench.backfill",
     "graph": "bench.graph",
     "chaos": "bench.chaos",
+    "scim": "bench.scim",
 }
 
 

@@ -51,6 +51,7 @@ async def _run(
     headers: dict[str, str],
     duration: float,
     max_requests: int,
+    method: str,
 ) -> LoadResult:
     result = LoadResult()
     issued = 0
@@ -75,7 +76,7 @@ async def _run(
                 path, body = request
                 sent = time.perf_counter()
                 try:
-                    async with session.put(path, data=body) as response:
+                    async with session.request(method, path, data=body) as response:
                         payload = await response.read()
                         status = response.status
                 except (aiohttp.ClientError, TimeoutError) as exc:
@@ -99,8 +100,9 @@ def run(
     headers: dict[str, str],
     duration: float,
     max_requests: int,
+    method: str = "PUT",
 ) -> LoadResult:
-    """Drive PUT requests for `duration` seconds or `max_requests` requests."""
+    """Drive `method` requests for `duration` seconds or `max_requests` requests."""
     if urlsplit(base_url).hostname != "127.0.0.1":
         raise ValueError("benchmarks only send requests to 127.0.0.1")
     try:
@@ -111,5 +113,5 @@ def run(
         loop_factory = None
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         return runner.run(
-            _run(base_url, concurrency, make_request, headers, duration, max_requests)
+            _run(base_url, concurrency, make_request, headers, duration, max_requests, method)
         )

@@ -15,4 +15,4 @@ router = APIRouter(
 )
 SERVED = Served(queries.get_agent, queries.find_agents, to_scim)
 add_reads(router, SERVED)
-add_writes(router, agent_submission, to_scim)
+add_writes(router, agent_submission, to_scim, frozenset({"POST", "PUT", "PATCH", "DELETE"}))

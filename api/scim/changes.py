@@ -11,10 +11,10 @@ from scim2_models import Resource
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import read_session
 from api.scim.answers import base_url, job_answer
 from api.scim.bodies import json_body, scim_write_options
 from api.writes import LedgerDep, WriteOptions, record
+from identity.db import session_factory
 from identity.ledger.jobs import Submission
 from identity.scim.errors import ScimNotFound
 from identity.scim.requests import WriteRequest
@@ -36,17 +36,26 @@ def write_answer(
     return job_answer(job, render, created=request.method == "POST")
 
 
+Submitter = Callable[[Session, WriteRequest], Submission]
+
+
+def _submitted(submission: Submitter, write: WriteRequest) -> Submission:
+    with session_factory()() as session:  # connects only if the checks read
+        return submission(session, write)
+
+
 def add_writes(
-    router: APIRouter, submission: Callable[[Session, WriteRequest], Submission], to_scim: Render
+    router: APIRouter, submission: Submitter, to_scim: Render, reading: frozenset[str]
 ) -> None:
-    """Add to `router` the writes of the resource type it serves."""
+    """Add to `router` the writes of the resource type it serves. The checks of the methods
+    in `reading` read the database, on the thread pool; the others are checked at once (a
+    thread hop costs a write under load more than checking its body does)."""
 
     async def write(
         request: Request,
         into: LedgerDep,
         if_match: str | None = Header(None),
         options: WriteOptions = Depends(scim_write_options),
-        session: Session = Depends(read_session),
     ) -> Response:
         """Create, replace, patch or delete: a job on the resource's key, waited for."""
         method = request.method
@@ -59,8 +68,10 @@ def add_writes(
             options.idempotency_key,
             request.headers.get("user-agent", ""),
         )
-        sub = await run_in_threadpool(submission, session, write)
-        session.close()
+        if method in reading:
+            sub = await run_in_threadpool(_submitted, submission, write)
+        else:
+            sub = _submitted(submission, write)
         job = await record(into, sub, options)
         return write_answer(job, write, to_scim, base_url(request))
 

@@ -15,4 +15,4 @@ router = APIRouter(
 )
 SERVED = Served(queries.get_user, queries.find_users, to_scim)
 add_reads(router, SERVED)
-add_writes(router, user_submission, to_scim)
+add_writes(router, user_submission, to_scim, frozenset({"DELETE"}))
