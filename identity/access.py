@@ -35,6 +35,13 @@ KIND_SCOPES = {
     "agent.delete": "agents:write",
     "agent.update": "graphs:write",
     "node_type.upsert": "node_types:write",
+    "user.scim_create": "scim",
+    "user.scim_replace": "scim",
+    "user.scim_patch": "scim",
+    "agent.scim_create": "scim",
+    "agent.scim_replace": "scim",
+    "agent.scim_patch": "scim",
+    "agent.scim_delete": "scim",
 }
 
 

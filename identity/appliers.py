@@ -43,19 +43,19 @@ def apply_job(session: Session, job: PendingJob) -> Applied:
         case "user.delete", UserKey():
             return delete_user(session, key, job.version, job.actor)
         case "user.scim_create", UserKey():
-            return scim_writes.create_user(session, key, job.payload, job.version)
+            return scim_writes.create_user(session, key, job.payload, job.version, job.actor)
         case "user.scim_replace", UserKey():
-            return scim_writes.replace_user(session, key, job.payload, job.version)
+            return scim_writes.replace_user(session, key, job.payload, job.version, job.actor)
         case "user.scim_patch", UserKey():
-            return scim_writes.patch_user(session, key, job.payload, job.version)
+            return scim_writes.patch_user(session, key, job.payload, job.version, job.actor)
         case "agent.scim_create", AgentKey():
-            return scim_agents.create_agent(session, key, job.payload, job.version)
+            return scim_agents.create_agent(session, key, job.payload, job.version, job.actor)
         case "agent.scim_replace", AgentKey():
-            return scim_agents.replace_agent(session, key, job.payload, job.version)
+            return scim_agents.replace_agent(session, key, job.payload, job.version, job.actor)
         case "agent.scim_patch", AgentKey():
-            return scim_agents.patch_agent(session, key, job.payload, job.version)
+            return scim_agents.patch_agent(session, key, job.payload, job.version, job.actor)
         case "agent.scim_delete", AgentKey():
-            return scim_agents.scim_delete_agent(session, key, job.payload, job.version)
+            return scim_agents.scim_delete_agent(session, key, job.payload, job.version, job.actor)
         case "agent.delete", AgentKey():
             return delete_agent(session, key, job.version, job.actor)
         case "agent.update", AgentKey():

@@ -23,6 +23,8 @@ _OWN_CODES: dict[str, tuple[int, str | None]] = {
     "idempotency_key_reused": (400, "invalidValue"),
     "invalid_webhook_url": (400, "invalidValue"),
     "user_not_found": (400, "invalidValue"),  # an agent's owner
+    # Another integrator's identity: as unseen to a SCIM client as it is to its reads.
+    "owned_by_another_integrator": (404, None),
 }
 
 

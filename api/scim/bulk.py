@@ -32,7 +32,7 @@ async def _apply(
     operation, location = None, None
     try:
         operation = bulk.operation_of(raw)
-        endpoint, write = bulk.write_request(operation, ids)
+        endpoint, write = bulk.write_request(operation, ids, options.actor.sees)
         if write.resource_id is not None:
             location = f"{base}/scim/v2/{endpoint}/{write.resource_id}"
         sub = await run_in_threadpool(SUBMISSIONS[endpoint], session, write)

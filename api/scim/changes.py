@@ -67,6 +67,7 @@ def add_writes(
             if_match,
             options.idempotency_key,
             request.headers.get("user-agent", ""),
+            options.actor.sees,
         )
         if method in reading:
             sub = await run_in_threadpool(_submitted, submission, write)

@@ -12,6 +12,7 @@ from scim2_models import Resource, ResponseParameters
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from api.auth import PRINCIPAL, Principal
 from api.deps import read_session
 from api.scim.answers import ScimResponse, base_url, listed
 from api.scim.bodies import json_body, paging, query_parameters, response_parameters
@@ -23,11 +24,18 @@ from identity.scim.resources import dump, etag, if_match_holds
 @dataclass(frozen=True)
 class Served:
     """How one resource type is read: a row by id, a page of the rows a filter matches (from
-    the startIndex-th, count of them), and a row as its SCIM resource (at a base URL)."""
+    the startIndex-th, count of them), each as an integrator sees them, and a row as its SCIM
+    resource (at a base URL)."""
 
-    get: Callable[[Session, str], Any]
-    find: Callable[[Session, str | None, int, int], Found]
+    get: Callable[[Session, str, str | None], Any]
+    find: Callable[[Session, str | None, int, int, str | None], Found]
     to_scim: Callable[[Any, str], Resource[Any]]
+
+
+def sees(request: Request) -> str | None:
+    """The integrator whose identities the request's token sees; None for an admin's."""
+    principal: Principal = request.scope[PRINCIPAL]
+    return principal.actor.sees
 
 
 def list_query(
@@ -53,7 +61,7 @@ def page_answer(
     """The ListResponse of a list or .search `query`."""
     start, count = paging(query.get("startIndex"), query.get("count"))
     parameters = response_parameters(query.get("attributes"), query.get("excludedAttributes"))
-    found = served.find(session, query.get("filter"), start, count)
+    found = served.find(session, query.get("filter"), start, count, sees(request))
     base = base_url(request)
     resources = [dump(served.to_scim(row, base), parameters) for row in found.rows]
     return listed(resources, found.total, start)
@@ -67,17 +75,17 @@ def search_all(
     lacks an attribute the filter names has no matches; invalidFilter if no type has them."""
     start, count = paging(query.get("startIndex"), query.get("count"))
     parameters = response_parameters(query.get("attributes"), query.get("excludedAttributes"))
-    base, expression = base_url(request), query.get("filter")
+    base, expression, owner = base_url(request), query.get("filter"), sees(request)
     total, resources, refused = 0, list[dict[str, Any]](), list[InvalidFilter]()
     for served in types:
         try:
-            here = served.find(session, expression, 1, 0).total
+            here = served.find(session, expression, 1, 0, owner).total
         except InvalidFilter as error:
             refused.append(error)
             continue
         skip, wanted = max(start - 1 - total, 0), count - len(resources)
         if wanted > 0 and skip < here:
-            rows = served.find(session, expression, skip + 1, wanted).rows
+            rows = served.find(session, expression, skip + 1, wanted, owner).rows
             resources += [dump(served.to_scim(row, base), parameters) for row in rows]
         total += here
     if len(refused) == len(types):
@@ -97,7 +105,7 @@ def add_reads(router: APIRouter, served: Served) -> None:
         session: Session = Depends(read_session),
     ) -> Response:
         """The resource; 304 when If-None-Match names its version."""
-        row = served.get(session, resource_id)
+        row = served.get(session, resource_id, sees(request))
         headers = {"ETag": etag(row.version)}
         if if_none_match is not None and if_match_holds(if_none_match, row.version):
             return Response(status_code=304, headers=headers)

@@ -14,7 +14,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from identity.agents import AgentWriteOut, delete_agent, new_agent_ids
+from identity.access import Actor
+from identity.agents import AgentWriteOut, check_agent_owner, delete_agent, new_agent_ids
 from identity.answers import Applied, DeleteOut, upserted
 from identity.errors import UserNotFound
 from identity.keys import AgentKey
@@ -119,8 +120,11 @@ def _params(key: AgentKey, fields: ScimAgentFields, version: int) -> dict[str, A
     }
 
 
-def create_agent(session: Session, key: AgentKey, payload: dict[str, Any], version: int) -> Applied:
+def create_agent(
+    session: Session, key: AgentKey, payload: dict[str, Any], version: int, actor: Actor
+) -> Applied:
     """Create the agent a POST /Agents described; uniqueness when its key has one."""
+    check_agent_owner(session, key, actor)
     if session.execute(_LIVE, {"slug": key.slug, "user_slug": key.user_slug}).first():
         raise errors.AgentNameTaken(f"an agent named {key.path!r} exists", name=key.path)
     fields = ScimAgentFields.model_validate(payload["fields"])
@@ -135,7 +139,8 @@ def create_agent(session: Session, key: AgentKey, payload: dict[str, Any], versi
     return upserted(row, None, version, ScimAgentWriteOut)
 
 
-def _current(session: Session, key: AgentKey, payload: dict[str, Any]) -> Any:
+def _current(session: Session, key: AgentKey, payload: dict[str, Any], actor: Actor) -> Any:
+    check_agent_owner(session, key, actor)
     row = session.execute(_LIVE, {"slug": key.slug, "user_slug": key.user_slug}).one_or_none()
     if row is None or row.id != payload["agent_id"]:
         raise errors.ScimNotFound("no agent has this id", id=payload["agent_id"])
@@ -165,28 +170,30 @@ def check_same_key(agent: ScimAgent, key: AgentKey, owner: str) -> None:
 
 
 def replace_agent(
-    session: Session, key: AgentKey, payload: dict[str, Any], version: int
+    session: Session, key: AgentKey, payload: dict[str, Any], version: int, actor: Actor
 ) -> Applied:
     """Replace a live agent's SCIM attributes; ScimNotFound when it is gone."""
-    current = _current(session, key, payload)
+    current = _current(session, key, payload, actor)
     fields = ScimAgentFields.model_validate(payload["fields"])
     return _change(session, key, fields, version, current)
 
 
-def patch_agent(session: Session, key: AgentKey, payload: dict[str, Any], version: int) -> Applied:
+def patch_agent(
+    session: Session, key: AgentKey, payload: dict[str, Any], version: int, actor: Actor
+) -> Applied:
     """Apply PATCH operations to the agent as it is now."""
-    current = _current(session, key, payload)
+    current = _current(session, key, payload, actor)
     agent = patched(ScimAgent, to_scim(current, ""), payload["operations"], "strict")
     check_same_key(agent, key, str(current.user_id))
     return _change(session, key, fields_of(agent), version, current)
 
 
 def scim_delete_agent(
-    session: Session, key: AgentKey, payload: dict[str, Any], version: int
+    session: Session, key: AgentKey, payload: dict[str, Any], version: int, actor: Actor
 ) -> Applied:
     """Delete the live agent of this id; nothing (`unchanged`) when it is gone."""
     try:
-        _current(session, key, payload)
+        _current(session, key, payload, actor)
     except errors.ScimNotFound:
         return Applied("unchanged", DeleteOut(outcome="unchanged").model_dump(mode="json"))
-    return delete_agent(session, key, version)
+    return delete_agent(session, key, version, actor)

@@ -109,8 +109,11 @@ def operation_of(raw: Any) -> BulkOperation:
         raise InvalidValue(f"{where}: {first['msg']}" if where else first["msg"]) from None
 
 
-def write_request(operation: BulkOperation, ids: BulkIds) -> tuple[str, WriteRequest]:
-    """The endpoint an operation writes to, and the write it stands for."""
+def write_request(
+    operation: BulkOperation, ids: BulkIds, sees: str | None
+) -> tuple[str, WriteRequest]:
+    """The endpoint an operation writes to, and the write it stands for (by a token that sees
+    the integrator `sees`' identities)."""
     endpoint, _, resource_id = operation.path.strip("/").partition("/")
     if endpoint not in SUBMISSIONS or "/" in resource_id:
         raise InvalidValue(f"{operation.path} is no resource or endpoint of this service")
@@ -121,6 +124,7 @@ def write_request(operation: BulkOperation, ids: BulkIds) -> tuple[str, WriteReq
         ids.resolve(resource_id) or None,
         ids.resolve(operation.data or {}),
         if_match=operation.version,
+        sees=sees,
     )
     return endpoint, write
 

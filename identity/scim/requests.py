@@ -34,7 +34,8 @@ _AGENT_CHANGES["DELETE"] = "agent.scim_delete"
 
 @dataclass(frozen=True)
 class WriteRequest:
-    """One SCIM write: `resource_id` is None for a create, `body` empty for a delete."""
+    """One SCIM write: `resource_id` is None for a create, `body` empty for a delete; `sees`
+    the integrator whose identities its token sees (None: an admin's, who sees all)."""
 
     method: Method
     resource_id: str | None
@@ -42,6 +43,7 @@ class WriteRequest:
     if_match: str | None = None
     idempotency_key: str | None = None
     user_agent: str = ""
+    sees: str | None = None
 
 
 def dialect_of(user_agent: str, body: dict[str, Any]) -> Dialect:
@@ -69,7 +71,7 @@ def user_submission(session: Session, request: WriteRequest) -> Submission:
             dialect = dialect_of(request.user_agent, request.body)
             operations = operations_of(parse_patch(ScimUser, request.body, dialect))
             return writes.patch_submission(key, operations, dialect, if_match, idempotency_key)
-    row = queries.get_user(session, str(key.user_id))
+    row = queries.get_user(session, str(key.user_id), request.sees)
     require_match(if_match, row.version, "user")
     return rest_users.delete_submission(str(key.user_id), idempotency_key)
 
@@ -79,10 +81,11 @@ def agent_submission(session: Session, request: WriteRequest) -> Submission:
     if request.method == "POST":
         agent = validated(ScimAgent, request.body, Context.RESOURCE_CREATION_REQUEST)
         owner = owner_id(agent)
-        key = named_key(agent.name, queries.owner_slug(session, owner) if owner else None)
+        owner_slug = queries.owner_slug(session, owner, request.sees) if owner else None
+        key = named_key(agent.name, owner_slug)
         return agent_writes.create_submission(key, agent_fields(agent), request.idempotency_key)
     agent_id = request.resource_id or ""
-    row = queries.get_agent(session, agent_id)
+    row = queries.get_agent(session, agent_id, request.sees)
     key = AgentKey(row.slug, row.user_slug)
     payload: dict[str, Any] = {"if_match": request.if_match}
     match request.method:

@@ -14,6 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from identity.access import Actor, check_owner
 from identity.answers import Applied, upserted
 from identity.keys import UserKey
 from identity.ledger.jobs import Submission
@@ -84,13 +85,13 @@ def patch_submission(
     )
 
 
-_SELECT = text(f"SELECT {SCIM_USER_COLUMNS} FROM users WHERE id = :id")
+_SELECT = text(f"SELECT {SCIM_USER_COLUMNS}, owner FROM users WHERE id = :id")
 _WRITE = text(
     f"""
     INSERT INTO users AS u (id, email, slug, plan, metadata, version, created_at, updated_at,
-                            active, user_name, external_id, scim)
+                            active, user_name, external_id, scim, owner)
     VALUES (:id, :email, :slug, 'free', '{{}}', :version, clock_timestamp(), clock_timestamp(),
-            :active, :user_name, :external_id, CAST(:scim AS jsonb))
+            :active, :user_name, :external_id, CAST(:scim AS jsonb), :owner)
     ON CONFLICT (id) DO UPDATE
         SET email = excluded.email, active = excluded.active, user_name = excluded.user_name,
             external_id = excluded.external_id, scim = excluded.scim,
@@ -105,8 +106,16 @@ _WRITE = text(
 )
 
 
-def _current(session: Session, key: UserKey, if_match: str | None) -> Any:
+def _owned(session: Session, key: UserKey, actor: Actor) -> Any:
+    """The user's row, if any; OwnedByAnotherIntegrator when `actor` may not write it."""
     row = session.execute(_SELECT, {"id": key.user_id}).one_or_none()
+    if row is not None:
+        check_owner(actor, row.owner, "user", user_id=str(key.user_id))
+    return row
+
+
+def _current(session: Session, key: UserKey, if_match: str | None, actor: Actor) -> Any:
+    row = _owned(session, key, actor)
     if row is None:
         raise errors.ScimNotFound("no user has this id", id=str(key.user_id))
     require_match(if_match, row.version, "user")
@@ -114,9 +123,15 @@ def _current(session: Session, key: UserKey, if_match: str | None) -> Any:
 
 
 def _write(
-    session: Session, key: UserKey, fields: ScimUserFields, version: int, current: Any
+    session: Session,
+    key: UserKey,
+    fields: ScimUserFields,
+    version: int,
+    current: Any,
+    owner: str | None,
 ) -> Applied:
     params = {
+        "owner": owner,  # a new user's; a user keeps the one it has
         "id": key.user_id,
         "email": fields.email(),
         "active": fields.active,
@@ -145,23 +160,29 @@ def _write(
     raise errors.UserNameTaken("no free slug for this userName", user_name=fields.user_name)
 
 
-def create_user(session: Session, key: UserKey, payload: dict[str, Any], version: int) -> Applied:
-    """Create the user a POST /Users described."""
+def create_user(
+    session: Session, key: UserKey, payload: dict[str, Any], version: int, actor: Actor
+) -> Applied:
+    """Create the user a POST /Users described, owned by the actor's integrator."""
     fields = ScimUserFields.model_validate(payload["fields"])
-    current = session.execute(_SELECT, {"id": key.user_id}).one_or_none()
-    return _write(session, key, fields, version, current)
+    current = _owned(session, key, actor)
+    return _write(session, key, fields, version, current, actor.integrator)
 
 
-def replace_user(session: Session, key: UserKey, payload: dict[str, Any], version: int) -> Applied:
+def replace_user(
+    session: Session, key: UserKey, payload: dict[str, Any], version: int, actor: Actor
+) -> Applied:
     """Replace a user's SCIM attributes; ScimNotFound when it does not exist."""
-    current = _current(session, key, payload.get("if_match"))
+    current = _current(session, key, payload.get("if_match"), actor)
     fields = ScimUserFields.model_validate(payload["fields"])
-    return _write(session, key, fields, version, current)
+    return _write(session, key, fields, version, current, actor.integrator)
 
 
-def patch_user(session: Session, key: UserKey, payload: dict[str, Any], version: int) -> Applied:
+def patch_user(
+    session: Session, key: UserKey, payload: dict[str, Any], version: int, actor: Actor
+) -> Applied:
     """Apply PATCH operations to the user as it is now."""
-    current = _current(session, key, payload.get("if_match"))
+    current = _current(session, key, payload.get("if_match"), actor)
     dialect: Dialect = payload.get("dialect", "strict")
     user = patched(ScimUser, to_scim(current, ""), payload["operations"], dialect)
-    return _write(session, key, fields_of(user), version, current)
+    return _write(session, key, fields_of(user), version, current, actor.integrator)
