@@ -1,6 +1,6 @@
 """Which domain function applies each kind of job: its key and body parsed once, typed."""
 
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
@@ -17,7 +17,7 @@ from identity.schemas import AgentUpsert, UserUpsert
 from identity.scim import agent_writes as scim_agents
 from identity.scim import writes as scim_writes
 from identity.settings import get_settings
-from identity.users import delete_user, upsert_user
+from identity.users import delete_user, upsert_user, upsert_users
 
 
 def apply_upsert(
@@ -65,15 +65,36 @@ def apply_job(session: Session, job: PendingJob) -> Applied:
     raise ValueError(f"no applier for a {job.kind} job on {job.key}")
 
 
-def apply_agent_upserts(session: Session, jobs: list[PendingJob]) -> list[Applied | IdmirrorError]:
-    """Agent upserts of distinct keys, applied together."""
+KeyT = TypeVar("KeyT", UserKey, AgentKey)
+BodyT = TypeVar("BodyT", UserUpsert, AgentUpsert)
+
+
+def _upserts(
+    jobs: list[PendingJob], key_type: type[KeyT], body_type: type[BodyT]
+) -> list[tuple[KeyT, BodyT, int]]:
+    """Upsert jobs as their keys, bodies and versions, each parsed once."""
     writes = []
     for job in jobs:
         key = parse_ledger_key(job.key)
-        assert isinstance(key, AgentKey), "agent.upsert jobs are addressed to agent keys"
-        writes.append((key, AgentUpsert.model_validate(job.payload), job.version))
+        assert isinstance(key, key_type), f"{job.kind} jobs are addressed to {key_type.__name__}s"
+        writes.append((key, body_type.model_validate(job.payload), job.version))
+    return writes
+
+
+def apply_user_upserts(session: Session, jobs: list[PendingJob]) -> list[Applied | IdmirrorError]:
+    """User upserts of distinct keys, applied together."""
+    writes = _upserts(jobs, UserKey, UserUpsert)
+    return upsert_users(session, writes, [job.actor for job in jobs])
+
+
+def apply_agent_upserts(session: Session, jobs: list[PendingJob]) -> list[Applied | IdmirrorError]:
+    """Agent upserts of distinct keys, applied together."""
+    writes = _upserts(jobs, AgentKey, AgentUpsert)
     return upsert_agents(session, writes, [job.actor for job in jobs])
 
 
 # Kinds whose jobs of distinct keys can be applied together, far cheaper than one by one.
-BATCH_APPLIERS: dict[str, BatchApplier] = {"agent.upsert": apply_agent_upserts}
+BATCH_APPLIERS: dict[str, BatchApplier] = {
+    "user.upsert": apply_user_upserts,
+    "agent.upsert": apply_agent_upserts,
+}

@@ -1,4 +1,4 @@
-"""Draining applies agent upserts of distinct keys together; the outcome is the one-by-one one."""
+"""Draining applies upserts of distinct keys together; the outcome is the one-by-one one."""
 
 import asyncio
 import json
@@ -180,11 +180,25 @@ def test_starts_are_counted_only_on_batches_with_a_job_that_has_waited(
     assert starts(after=0) == [1, 1, 1]  # every job has waited longer than 0 s
 
 
-def test_a_bad_job_among_others_fails_alone(client: httpx.Client, domain: None) -> None:
-    user = put_user(client)
-    good = [Submission(f"agent:ok{i}@{user['slug']}", "agent.upsert", BODY) for i in range(4)]
-    bad = Submission(f"agent:bad@{user['slug']}", "agent.upsert", {"metadata": {}})
-    ids = accept_all([*good[:2], bad, *good[2:]])
+def upserts_with_a_bad_one(kind: str, client: httpx.Client) -> list[Submission]:
+    """Four valid upserts of distinct keys of `kind`, with one whose body lacks a field third."""
+    if kind == "agent.upsert":
+        user_slug = put_user(client)["slug"]
+        good = [Submission(f"agent:ok{i}@{user_slug}", kind, BODY) for i in range(4)]
+        bad = Submission(f"agent:bad@{user_slug}", kind, {"metadata": {}})
+    else:
+        assert kind == "user.upsert", "a new batch kind needs jobs of its own here"
+        good = [
+            Submission(f"user:{uuid.uuid4()}", kind, {"email": "a@example.com", "slug": new_slug()})
+            for _ in range(4)
+        ]
+        bad = Submission(f"user:{uuid.uuid4()}", kind, {"slug": new_slug()})
+    return [*good[:2], bad, *good[2:]]
+
+
+@pytest.mark.parametrize("kind", sorted(BATCH_APPLIERS))
+def test_a_bad_job_among_others_fails_alone(kind: str, client: httpx.Client, domain: None) -> None:
+    ids = accept_all(upserts_with_a_bad_one(kind, client))
     drain_all()
 
     with transaction() as session:
@@ -234,7 +248,11 @@ def test_every_batch_kind_can_be_applied_alone(
     kind: str, client: httpx.Client, domain: None
 ) -> None:
     # A batch that fails is applied again job by job: each of its kinds needs a single applier.
-    assert kind == "agent.upsert", "a new batch kind needs a job of its own here"
-    job = job_for(f"alone@{put_user(client)['slug']}", LATER)
+    assert kind in ("agent.upsert", "user.upsert"), "a new batch kind needs a job of its own here"
+    if kind == "agent.upsert":
+        job = job_for(f"alone@{put_user(client)['slug']}", LATER)
+    else:
+        body = {"email": "a@example.com", "slug": new_slug("alone")}
+        job = PendingJob(uuid.uuid4(), f"user:{uuid.uuid4()}", 1, kind, body, LATER, NOW_AT)
     with transaction() as session:
         assert apply_job(session, job).outcome == "created"
