@@ -66,16 +66,19 @@ class StackConfig:
         }
 
     @property
+    def worker_processes(self) -> int:
+        """The worker's prefork concurrency: as asked, else the CPU count (Celery's default)."""
+        return self.worker_concurrency or os.cpu_count() or 1
+
+    @property
     def label(self) -> str:
         """Short, for a table column: API processes and worker processes."""
-        concurrency = self.worker_concurrency or os.cpu_count() or 1
-        return f"API x{self.api_workers}, worker x{concurrency}"
+        return f"API x{self.api_workers}, worker x{self.worker_processes}"
 
     def describe(self) -> str:
-        concurrency = self.worker_concurrency or os.cpu_count() or 1
         parts = [
             f"API: {self.api_workers} uvicorn process{'es' if self.api_workers > 1 else ''}",
-            f"worker: 1 Celery worker, prefork concurrency {concurrency}",
+            f"worker: 1 Celery worker, prefork concurrency {self.worker_processes}",
         ]
         parts += [f"{k}={v}" for k, v in self.tuning().items()]
         return "; ".join(parts)
