@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
         "--api-workers",
         type=_workers,
         default=(1,),
-        help="uvicorn processes of the API; a list (1,2) runs one stack for each",
+        help="uvicorn processes of the API (and of upserts' naive app); a list (1,2) runs one "
+        "stack for each, and upserts compares them",
     )
     parser.add_argument(
         "--worker-concurrency",

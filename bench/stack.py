@@ -15,6 +15,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +41,15 @@ _OWN_SETTINGS = {
 }
 
 
+def answers(url: str) -> bool:
+    """Whether a GET of `url` answers 200 now."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
 @dataclass(frozen=True)
 class StackConfig:
     """How the service processes are run; `describe()` names it in reports."""
@@ -56,16 +66,19 @@ class StackConfig:
         }
 
     @property
+    def worker_processes(self) -> int:
+        """The worker's prefork concurrency: as asked, else the CPU count (Celery's default)."""
+        return self.worker_concurrency or os.cpu_count() or 1
+
+    @property
     def label(self) -> str:
         """Short, for a table column: API processes and worker processes."""
-        concurrency = self.worker_concurrency or os.cpu_count() or 1
-        return f"API x{self.api_workers}, worker x{concurrency}"
+        return f"API x{self.api_workers}, worker x{self.worker_processes}"
 
     def describe(self) -> str:
-        concurrency = self.worker_concurrency or os.cpu_count() or 1
         parts = [
             f"API: {self.api_workers} uvicorn process{'es' if self.api_workers > 1 else ''}",
-            f"worker: 1 Celery worker, prefork concurrency {concurrency}",
+            f"worker: 1 Celery worker, prefork concurrency {self.worker_processes}",
         ]
         parts += [f"{k}={v}" for k, v in self.tuning().items()]
         return "; ".join(parts)
@@ -83,6 +96,7 @@ class Stack:
     redis_url: str = field(init=False)
     port: int = field(init=False)
     embedded: bool = field(init=False, default=False)
+    env: dict[str, str] = field(init=False, default_factory=dict)  # of every process it starts
     processes: dict[str, subprocess.Popen[bytes]] = field(init=False, default_factory=dict)
     _postgres: EmbeddedPostgres | None = field(init=False, default=None)
     _redis: EmbeddedRedis | None = field(init=False, default=None)
@@ -121,7 +135,7 @@ class Stack:
         run_migrations(database_url)
 
         self.port = free_port()
-        env = {
+        self.env = {
             **os.environ,
             "IDMIRROR_DATABASE_URL": database_url,
             "IDMIRROR_REDIS_URL": redis_url,
@@ -131,23 +145,27 @@ class Stack:
             "IDMIRROR_HOME": str(self.home),
             "IDMIRROR_LOG_LEVEL": "WARNING",
         }
-        api = ["api", "--workers", str(self.config.api_workers)]
+        (self.home / "logs").mkdir()
         worker = ["worker"]
         if self.config.worker_concurrency:
             worker += ["--concurrency", str(self.config.worker_concurrency)]
-        logs = self.home / "logs"
-        logs.mkdir()
-        for name, args in (("api", api), ("worker", worker), ("beat", ["beat"])):
-            with open(logs / f"{name}.log", "wb") as log:
-                self.processes[name] = subprocess.Popen(
-                    [sys.executable, "-m", "cli", *args],
-                    cwd=ROOT,
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-        self._wait_ready(timeout=90)
+        self.spawn("api", ["cli", "api", "--workers", str(self.config.api_workers)])
+        self.spawn("worker", ["cli", *worker])
+        self.spawn("beat", ["cli", "beat"])
+        self.wait_until(self._ready, timeout=90)
+
+    def spawn(self, name: str, module_args: list[str]) -> None:
+        """Start `python -m <module_args>` in its own process group with the services'
+        environment, logging to logs/<name>.log; it is stopped with the rest of the stack."""
+        with open(self.home / "logs" / f"{name}.log", "wb") as log:
+            self.processes[name] = subprocess.Popen(
+                [sys.executable, "-m", *module_args],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def _check_alive(self) -> None:
         for name, process in self.processes.items():
@@ -155,17 +173,17 @@ class Stack:
                 tail = (self.home / "logs" / f"{name}.log").read_text(errors="replace")[-3000:]
                 raise RuntimeError(f"{name} exited with {process.returncode}:\n{tail}")
 
-    def _wait_ready(self, timeout: float) -> None:
-        """Until /readyz answers 200 and the Celery worker answers a ping."""
+    def _ready(self) -> bool:
+        """/readyz answers 200 and the Celery worker answers a ping."""
+        return answers(self.base_url + "/readyz") and self.celery_ping()
+
+    def wait_until(self, ready: Callable[[], bool], timeout: float) -> None:
+        """Until `ready()` is true; fails at once when a process of the stack has exited."""
         deadline = time.monotonic() + timeout
         while True:
             self._check_alive()
-            try:
-                with urllib.request.urlopen(self.base_url + "/readyz", timeout=2) as response:
-                    if response.status == 200 and self.celery_ping():
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
+            if ready():
+                return
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the stack was not ready after {timeout:.0f}s; see {self.home}")
             time.sleep(0.3)

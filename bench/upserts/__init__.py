@@ -8,6 +8,7 @@ keys and on a few hot keys. Rewrites the "upserts" section of docs/benchmarks.md
 
 import os
 
+from bench.naive.server import start_naive
 from bench.options import Options
 from bench.probe import code_revision, machine, note_core_speed_at_end
 from bench.report import write_section
@@ -25,13 +26,15 @@ def run(options: Options) -> None:
     facts: dict[str, str] = {}
     load_before = os.getloadavg()
     revisions: dict[StackConfig, str] = {}
-    stacks = [(a, w) for a in options.api_workers for w in options.worker_concurrency]
+    # Stacks of one worker concurrency run one after the other, so that the API process counts
+    # compared with each other are measured close in time.
+    stacks = [(a, w) for w in options.worker_concurrency for a in options.api_workers]
     for workers, concurrency in stacks:
         config = StackConfig(api_workers=workers, worker_concurrency=concurrency)
         print(f"-- stack: {config.describe()}", flush=True)
         revisions[config] = code_revision()  # the code the stack's processes import
         with Stack(config, keep=options.keep) as stack:
-            bench = Bench(stack, options)
+            bench = Bench(stack, options, start_naive(stack))
             try:
                 if not facts:
                     facts = machine(bench.conn)
@@ -41,7 +44,7 @@ def run(options: Options) -> None:
                         if stack.embedded
                         else "Postgres and Redis from IDMIRROR_DATABASE_URL / IDMIRROR_REDIS_URL"
                     )
-                runs.append(bench.setup())
+                runs += bench.setup()
                 bench.warm_up()
                 runs += bench.rounds()
             finally:

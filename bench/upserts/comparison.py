@@ -7,26 +7,13 @@ import statistics
 from bench.stack import StackConfig
 from bench.upserts.cpu import service_cpu_ms
 from bench.upserts.runs import ASYNC, ASYNC_TOKEN, HOT, HOT_KEYS, SYNC, SYNC_TOKEN, Run
+from bench.upserts.summary import span, verdict
 
 # The reference peer: a synchronous, non-queued FastAPI + asyncpg service on this machine kind.
 PEER_RPS, PEER_P50_MS, PEER_P99_MS = 155.0, 190.0, 430.0
 INTEGRATOR_RPS = (65.0, 110.0)  # agents/s integrators reach doing GET-then-POST
 SYNC_TARGET_RPS = 2 * PEER_RPS
 ASYNC_TARGET_RPS = 4 * PEER_RPS
-
-
-def _verdict(values: list[bool]) -> str:
-    if all(values):
-        return "**met**" + (f" in all {len(values)} rounds" if len(values) > 1 else "")
-    if not any(values):
-        return "**not met**" + (f" in any of {len(values)} rounds" if len(values) > 1 else "")
-    return f"**met in {sum(values)} of {len(values)} rounds**"
-
-
-def _span(values: list[float]) -> str:
-    if len(values) == 1:
-        return f"{values[0]:.0f}"
-    return f"{statistics.median(values):.0f} (range {min(values):.0f}-{max(values):.0f})"
 
 
 def _config_lines(config: StackConfig, mine: list[Run]) -> list[str]:
@@ -36,10 +23,10 @@ def _config_lines(config: StackConfig, mine: list[Run]) -> list[str]:
     rates = [r.load.rate for r in sync]
     p99s = [r.load.percentile_ms(0.99) for r in sync]
     lines = [
-        f"- {label}, sync-wait: {_span(rates)} req/s = "
-        f"{statistics.median(rates) / PEER_RPS:.1f}x the peer, p99 {_span(p99s)} ms. "
+        f"- {label}, sync-wait: {span(rates)} req/s = "
+        f"{statistics.median(rates) / PEER_RPS:.1f}x the peer, p99 {span(p99s)} ms. "
         f"Target (>= {SYNC_TARGET_RPS:.0f} req/s and p99 < {PEER_P99_MS:.0f} ms) "
-        + _verdict(
+        + verdict(
             [
                 r.load.rate >= SYNC_TARGET_RPS and p < PEER_P99_MS
                 for r, p in zip(sync, p99s, strict=True)
@@ -51,21 +38,21 @@ def _config_lines(config: StackConfig, mine: list[Run]) -> list[str]:
     accepted = [r.load.rate for r in asyn]
     applied = [r.applied_rate for r in asyn]
     lines.append(
-        f"- {label}, respond-async: accepted {_span(accepted)} req/s "
+        f"- {label}, respond-async: accepted {span(accepted)} req/s "
         f"({statistics.median(accepted) / PEER_RPS:.1f}x), applied end to end "
-        f"{_span(applied)} jobs/s ({statistics.median(applied) / PEER_RPS:.1f}x). "
+        f"{span(applied)} jobs/s ({statistics.median(applied) / PEER_RPS:.1f}x). "
         f"Target (>= {ASYNC_TARGET_RPS:.0f}/s) on acceptance "
-        + _verdict([v >= ASYNC_TARGET_RPS for v in accepted])
+        + verdict([v >= ASYNC_TARGET_RPS for v in accepted])
         + ", end to end "
-        + _verdict([v >= ASYNC_TARGET_RPS for v in applied])
+        + verdict([v >= ASYNC_TARGET_RPS for v in applied])
         + "."
     )
     hot = [r for r in mine if r.mode == HOT]
     hot_rates = [r.load.rate for r in hot]
     lines.append(
-        f"- {label}, sync-wait on {HOT_KEYS} hot keys: {_span(hot_rates)} req/s "
+        f"- {label}, sync-wait on {HOT_KEYS} hot keys: {span(hot_rates)} req/s "
         f"({statistics.median(hot_rates) / PEER_RPS:.1f}x the peer), p99 "
-        f"{_span([r.load.percentile_ms(0.99) for r in hot])} ms."
+        f"{span([r.load.percentile_ms(0.99) for r in hot])} ms."
     )
     lines.append(
         f"- Against integrators' GET-then-POST ({INTEGRATOR_RPS[0]:.0f}-"
@@ -107,8 +94,8 @@ def _token_cost(config: StackConfig, mine: list[Run]) -> list[str]:
             continue
         cost = 1 - statistics.median(integrator) / statistics.median(single)
         lines.append(
-            f"- {config.label}, {plain} with an integrator's token: {_span(integrator)} "
-            f"{measure} against {_span(single)} with the bootstrap token: "
+            f"- {config.label}, {plain} with an integrator's token: {span(integrator)} "
+            f"{measure} against {span(single)} with the bootstrap token: "
             f"{cost * 100:+.1f}% cost (target: at most 5%)."
         )
     return lines

@@ -5,12 +5,14 @@ import os
 
 from bench.probe import Usage
 from bench.stack import StackConfig
-from bench.upserts.runs import ASYNC, Run
+from bench.upserts.runs import Run, is_async, is_naive
 
 SERVICE = ("api", "worker", "postgres", "redis", "beat")
+NAIVE_SERVICE = ("naive", "postgres")
 
 NAMES = {
     "api": "API",
+    "naive": "naive app",
     "worker": "worker",
     "postgres": "Postgres",
     "redis": "Redis",
@@ -23,7 +25,7 @@ NAMES = {
 def _capacity(group: str, config: StackConfig) -> float:
     """CPU percent a group can use at most: one core per Python process, all cores for Postgres."""
     cores = os.cpu_count() or 1
-    if group == "api":
+    if group in ("api", "naive"):  # the naive app runs as many processes as the API
         return 100.0 * config.api_workers
     if group == "worker":
         return 100.0 * min(cores, config.worker_concurrency or cores)
@@ -44,6 +46,7 @@ def bound(usage: Usage, config: StackConfig, concurrency: int, mode: str) -> str
         group = saturated[0]
         what = {
             "api": "API process CPU" if config.api_workers == 1 else "API processes' CPU",
+            "naive": "naive app CPU",
             "worker": "worker processes' CPU",
             "loadgen": "load generator CPU",
         }.get(group, f"{NAMES[group]} CPU")
@@ -51,7 +54,12 @@ def bound(usage: Usage, config: StackConfig, concurrency: int, mode: str) -> str
     if usage.machine_busy >= 85:
         return f"machine CPU, {usage.machine_busy:.0f}% of {cores} cores ({top})"
     waits = usage.top_waits()
-    answer = "its accept's commit" if mode == ASYNC else "its accept's commit and a drain pass"
+    if is_naive(mode):
+        answer = "its upsert's commit"
+    elif is_async(mode):
+        answer = "its accept's commit"
+    else:
+        answer = "its accept's commit and a drain pass"
     return (
         f"latency: each of the {concurrency} clients waits for {answer}; no CPU saturated "
         f"({usage.machine_busy:.0f}% of {cores} cores; {top})"
@@ -69,9 +77,17 @@ def phases(run: Run) -> list[tuple[str, Usage]]:
     return phases
 
 
-def cpu_ms(run: Run, groups: tuple[str, ...] = SERVICE) -> float:
+def front(run: Run) -> str:
+    """The process group that answered the run's requests: the naive app or idmirror's API."""
+    return "naive" if is_naive(run.mode) else "api"
+
+
+def cpu_ms(run: Run, groups: tuple[str, ...] | None = None) -> float:
     """CPU milliseconds `groups` spent per request over all phases of the run; by default the
-    whole service (API, worker, Postgres, Redis, beat)."""
+    whole service that answered it (idmirror's API, worker, Postgres, Redis and beat, or the
+    naive app and Postgres)."""
+    if groups is None:
+        groups = NAIVE_SERVICE if is_naive(run.mode) else SERVICE
     seconds = sum(
         usage.seconds * sum(usage.cpu.get(g, 0.0) for g in groups) / 100.0
         for _, usage in phases(run)
@@ -80,5 +96,5 @@ def cpu_ms(run: Run, groups: tuple[str, ...] = SERVICE) -> float:
 
 
 def service_cpu_ms(run: Run) -> float:
-    """CPU milliseconds the whole service spent per request."""
+    """CPU milliseconds the whole service that answered the run spent per request."""
     return cpu_ms(run)

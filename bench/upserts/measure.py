@@ -19,23 +19,24 @@ from bench.stack import TOKEN, Stack
 from bench.upserts.cpu import service_cpu_ms
 from bench.upserts.runs import (
     AGENTS,
-    ASYNC,
     ASYNC_TOKEN,
     CREATES,
-    HOT,
-    HOT_KEYS,
+    NAIVE,
+    NAIVE_CREATES,
+    ROUND,
     SYNC,
     SYNC_TOKEN,
     USERS,
     Run,
     is_async,
+    is_naive,
 )
 from bench.upserts.workload import Workload, headers
 
 DRAIN_TIMEOUT = 300.0
 QUEUE, UNACKED = "celery", "unacked"  # kombu's Redis keys for the default queue
 MAX_RATE = 20_000  # requests/s; with the duration, the budget that bounds every request loop
-GROUPS = ("api", "worker", "postgres", "redis", "beat", "loadgen")
+GROUPS = ("api", "naive", "worker", "postgres", "redis", "beat", "loadgen")
 
 
 def _pending(conn: psycopg.Connection) -> int:
@@ -90,11 +91,13 @@ class _Counters:
 
 
 class Bench:
-    """The benchmark against one running stack: setup, warm-up and the measured rounds."""
+    """The benchmark against one running stack and the naive app beside it: setup, warm-up and
+    the measured rounds."""
 
-    def __init__(self, stack: Stack, options: Options) -> None:
+    def __init__(self, stack: Stack, options: Options, naive_url: str) -> None:
         self.stack = stack
         self.options = options
+        self.naive_url = naive_url
         self.conn = stack.pg_connect()
         self.redis = stack.redis_client()
         self.roots = stack.process_roots()
@@ -138,6 +141,10 @@ class Bench:
             queue_tail = (left, time.monotonic() - tail_started)
         return queue_tail, tail_sampler.usage
 
+    def _url(self, mode: str) -> str:
+        """Where a mode's requests go: the naive app or idmirror's API."""
+        return self.naive_url if is_naive(mode) else self.stack.base_url
+
     def measure(
         self,
         mode: str,
@@ -156,7 +163,7 @@ class Bench:
         started = time.monotonic()
         with self._sampler() as sampler:
             result = load.run(
-                self.stack.base_url,
+                self._url(mode),
                 self.options.concurrency,
                 make,
                 headers=headers(respond_async, token),
@@ -213,37 +220,45 @@ class Bench:
         token: str = created.json()["token"]
         return token
 
-    def setup(self) -> Run:
-        """Create the users (unmeasured, as the integrator's: its token may write their
-        agents, as the bootstrap token may) and the agents (measured as the creates row)."""
-        self.token = self._integrator_token()
+    def _create_users(self, mode: str, token: str) -> None:
+        """One PUT per user, unmeasured, where `mode`'s requests go."""
         users = load.run(
-            self.stack.base_url,
+            self._url(mode),
             self.options.concurrency,
             self.workload.user_puts(),
-            headers=headers(False, self.token),
+            headers=headers(False, token),
             duration=300,
             max_requests=USERS,
         )
         if users.statuses[200] != USERS:
             raise RuntimeError(f"creating users: {dict(users.statuses)} {dict(users.errors)}")
-        creates = self.measure(
-            CREATES,
-            self.workload.agent_creates(),
-            keys=AGENTS,
-            round_=0,
-            duration=300,
-            max_requests=AGENTS,
-        )
-        if creates.load.outcomes["created"] != AGENTS:
-            raise RuntimeError(f"creating agents: {dict(creates.load.outcomes)}")
-        return creates
+
+    def _create_agents(self, mode: str) -> Run:
+        """One PUT per agent, measured as `mode`."""
+        make = self.workload.agent_creates()
+        run = self.measure(mode, make, keys=AGENTS, round_=0, duration=300, max_requests=AGENTS)
+        if run.load.outcomes["created"] != AGENTS:
+            raise RuntimeError(f"creating agents: {dict(run.load.outcomes)}")
+        return run
+
+    def setup(self) -> list[Run]:
+        """Create the users and agents in idmirror and in the naive app. In idmirror the users
+        are the integrator's (its token may write their agents, as the bootstrap token may);
+        the agents' creates are measured."""
+        self.token = self._integrator_token()
+        self._create_users(CREATES, self.token)
+        creates = self._create_agents(CREATES)
+        self._create_users(NAIVE_CREATES, TOKEN)
+        return [creates, self._create_agents(NAIVE_CREATES)]
 
     def warm_up(self) -> None:
-        """Unmeasured sync-wait updates for the warm-up seconds, if any."""
-        if self.options.warmup > 0:
+        """Unmeasured sync-wait updates for the warm-up seconds, if any, to idmirror's API and
+        then to the naive app."""
+        if self.options.warmup <= 0:
+            return
+        for mode in (SYNC, NAIVE):
             load.run(
-                self.stack.base_url,
+                self._url(mode),
                 self.options.concurrency,
                 self.workload.updates("warmup", hot=False),
                 headers=headers(False),
@@ -252,31 +267,23 @@ class Bench:
             )
 
     def rounds(self) -> list[Run]:
-        """Each round measures sync-wait, respond-async and sync-wait on the hot keys."""
+        """Each round measures the modes of ROUND, in its order."""
         runs = []
         duration = self.options.duration
-        budget = int(duration * MAX_RATE)
         for r in range(1, self.options.rounds + 1):
-            for mode, hot, token in (
-                (SYNC, False, TOKEN),
-                (SYNC_TOKEN, False, self.token),
-                (ASYNC, False, TOKEN),
-                (ASYNC_TOKEN, False, self.token),
-                (HOT, True, TOKEN),
-            ):
-                make = self.workload.updates(f"{mode} r{r}", hot=hot)
-                keys = HOT_KEYS if hot else AGENTS
-                runs.append(
-                    self.measure(
-                        mode,
-                        make,
-                        keys=keys,
-                        round_=r,
-                        duration=duration,
-                        max_requests=budget,
-                        token=token,
-                    )
+            for mode in ROUND:
+                make, keys = self.workload.updates_for(mode, f"{mode} r{r}")
+                token = self.token if mode in (SYNC_TOKEN, ASYNC_TOKEN) else TOKEN
+                run = self.measure(
+                    mode,
+                    make,
+                    keys=keys,
+                    round_=r,
+                    duration=duration,
+                    max_requests=int(duration * MAX_RATE),
+                    token=token,
                 )
+                runs.append(run)
         return runs
 
 

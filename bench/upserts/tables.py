@@ -1,8 +1,10 @@
 """The upserts benchmark's Markdown tables: results per run, CPU per phase, queue and database."""
 
 from bench.report import table
-from bench.upserts.cpu import bound, cpu_ms, phases, service_cpu_ms
+from bench.upserts.cpu import bound, cpu_ms, front, phases, service_cpu_ms
 from bench.upserts.runs import Run, is_async
+
+SAMPLED = ("api", "naive", "worker", "postgres", "redis")  # the CPU table's service columns
 
 
 def _ms(value: float) -> str:
@@ -41,14 +43,15 @@ def results_table(runs: list[Run], several_configs: bool) -> str:
 
 
 def _cpu_split(run: Run) -> str:
-    parts = [cpu_ms(run, (g,)) for g in ("api", "worker", "postgres")]
+    parts = [cpu_ms(run, (g,)) for g in (front(run), "worker", "postgres")]
     return " / ".join(f"{v:.1f}" for v in [*parts, service_cpu_ms(run)])
 
 
 def cpu_table(runs: list[Run], several_configs: bool) -> str:
     """CPU of each process group in each phase of every run, and CPU-ms per request."""
-    headers = ["Mode", "Round", "Phase", "API", "worker", "Postgres", "Redis", "load gen"]
-    headers += ["other", "machine", "steal", "CPU ms/req: API / worker / PG / service"]
+    headers = ["Mode", "Round", "Phase", "API", "naive app", "worker", "Postgres", "Redis"]
+    headers += ["load gen", "other", "machine", "steal"]
+    headers += ["CPU ms/req: API or naive app / worker / PG / service"]
     if several_configs:
         headers.insert(1, "Stack")
     rows = []
@@ -58,7 +61,7 @@ def cpu_table(runs: list[Run], several_configs: bool) -> str:
                 run.mode,
                 str(run.round) if run.round else "setup",
                 phase,
-                *(f"{usage.cpu.get(g, 0):.0f}%" for g in ("api", "worker", "postgres", "redis")),
+                *(f"{usage.cpu.get(g, 0):.0f}%" for g in SAMPLED),
                 f"{usage.cpu.get('loadgen', 0):.0f}%",
                 f"{usage.other:.0f}%",
                 f"{usage.machine_busy:.0f}%",

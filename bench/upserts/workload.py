@@ -8,7 +8,7 @@ from typing import Any
 
 from bench.load import RequestFactory
 from bench.stack import TOKEN
-from bench.upserts.runs import AGENTS, HOT_KEYS, USERS
+from bench.upserts.runs import AGENTS, HOT, HOT_KEYS, USERS, is_users
 
 
 def headers(respond_async: bool, token: str = TOKEN) -> dict[str, str]:
@@ -37,9 +37,19 @@ class Workload:
             i = c + n * self.concurrency
             if i >= len(self.users):
                 return None
-            user_id, slug = self.users[i]
-            body = {"email": f"{slug}@bench.idmirror.dev", "slug": slug, "metadata": {"i": i}}
-            return f"/v1/internal/users/{user_id}", json.dumps(body).encode()
+            return self._user_put(i, {"i": i})
+
+        return make
+
+    def user_updates(self, tag: str) -> RequestFactory:
+        """Client c cycles over its own slice of the users (none when there are more clients
+        than users); every body is new."""
+
+        def make(c: int, n: int) -> tuple[str, bytes] | None:
+            mine = range(c, len(self.users), self.concurrency)
+            if not mine:
+                return None
+            return self._user_put(mine[n % len(mine)], {"tag": tag, "c": c, "n": n})
 
         return make
 
@@ -67,6 +77,19 @@ class Workload:
             return self._agent_put(key, f"{tag} c{c} n{n}", {"tag": tag, "c": c, "n": n})
 
         return make
+
+    def _user_put(self, i: int, metadata: dict[str, Any]) -> tuple[str, bytes]:
+        user_id, slug = self.users[i]
+        body = {"email": f"{slug}@bench.idmirror.dev", "slug": slug, "metadata": metadata}
+        return f"/v1/internal/users/{user_id}", json.dumps(body).encode()
+
+    def updates_for(self, mode: str, tag: str) -> tuple[RequestFactory, int]:
+        """A measured mode's updates, and the number of keys they cycle over."""
+        if is_users(mode):
+            return self.user_updates(tag), USERS
+        if mode == HOT:
+            return self.updates(tag, hot=True), HOT_KEYS
+        return self.updates(tag, hot=False), AGENTS
 
     @staticmethod
     def _agent_put(key: str, name: str, metadata: dict[str, Any]) -> tuple[str, bytes]:
