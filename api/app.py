@@ -17,6 +17,7 @@ from api.ratelimit import RateLimiter
 from api.routes import admin, agents, backfills, graphs, health, history, jobs, node_types, users
 from api.scim.routes import SCIM_ROUTERS
 from api.writes import Ledger
+from identity.appliers import apply_on_accept
 from identity.db import accept_engine, libpq_url, session_factory
 from identity.integrators import TOKENS_CHANNEL, RateLimit
 from identity.ledger.accept import Accepts
@@ -79,6 +80,7 @@ def create_app() -> FastAPI:
             dispatcher,
             idempotency_ttl_hours=settings.idempotency_ttl_hours,
             max_queued=settings.max_queued_writes,
+            apply=apply_on_accept if settings.apply_on_accept else None,
         )
         app.state.ledger = Ledger(accepts, waiter)
         principals.use(engine)

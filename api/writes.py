@@ -152,7 +152,9 @@ async def submit(
     `complete` adds to an applied job's result what the ledger does not keep (a graph update's
     graph, read when answering).
     """
-    return job_response(await record(into, sub, options, complete=complete))
+    job = await record(into, sub, options, complete=complete)
+    # Asked to answer at once: 202 with the job, even when it was applied as it was accepted.
+    return accepted_response(job) if options.respond_async else job_response(job)
 
 
 async def record(

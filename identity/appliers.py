@@ -1,5 +1,6 @@
 """Which domain function applies each kind of job: its key and body parsed once, typed."""
 
+import uuid
 from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
@@ -11,7 +12,8 @@ from identity.errors import IdmirrorError
 from identity.graph.operations import GraphUpdateJob
 from identity.graph.service import update_agent_graph
 from identity.keys import AgentKey, LedgerKey, NodeTypeKey, UserKey, parse_ledger_key
-from identity.ledger.drain import BatchApplier, PendingJob
+from identity.ledger.drain import BatchApplier, PendingJob, apply_accepted
+from identity.ledger.jobs import Submission
 from identity.node_types import NodeTypeUpsert, upsert_node_type
 from identity.schemas import AgentUpsert, UserUpsert
 from identity.scim import agent_writes as scim_agents
@@ -98,3 +100,32 @@ BATCH_APPLIERS: dict[str, BatchApplier] = {
     "user.upsert": apply_user_upserts,
     "agent.upsert": apply_agent_upserts,
 }
+
+
+# Kinds applied in the transaction that accepts them when their key is idle (the API's accept
+# path). A graph update is left to the workers: one can take a large part of a second of CPU,
+# which the API's event loop would spend on it instead of answering other requests.
+APPLIED_ON_ACCEPT = frozenset(
+    {
+        "user.upsert",
+        "user.delete",
+        "agent.upsert",
+        "agent.delete",
+        "node_type.upsert",
+        "user.scim_create",
+        "user.scim_replace",
+        "user.scim_patch",
+        "agent.scim_create",
+        "agent.scim_replace",
+        "agent.scim_patch",
+        "agent.scim_delete",
+    }
+)
+
+
+def apply_on_accept(
+    session: Session, accepted: list[tuple[Submission, Any]]
+) -> dict[uuid.UUID, Any]:
+    """Apply the jobs just accepted whose kinds allow it, where their keys are idle."""
+    chosen = [pair for pair in accepted if pair[0].kind in APPLIED_ON_ACCEPT]
+    return apply_accepted(session, chosen, apply_job, BATCH_APPLIERS) if chosen else {}

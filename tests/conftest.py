@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from cli.embedded import EmbeddedPostgres, EmbeddedRedis
-from tests.stack import Stack, database_url_for, drop_created_databases
+from tests.stack import Stack, database_url_for, drop_created_databases, keys_busy
 
 _TMP = Path(tempfile.mkdtemp(prefix="idmirror-tests-"))
 
@@ -160,6 +160,20 @@ def put_user(client: httpx.Client, **overrides: Any) -> dict[str, Any]:
     assert response.status_code == 200, response.text
     user: dict[str, Any] = response.json()
     return user
+
+
+def put_pending_users(stack: Stack, client: httpx.Client, n: int) -> None:
+    """PUT `n` new users, respond-async, while their keys are busy: the API leaves them pending
+    for the workers, as it does a write behind another."""
+    users = [uuid.uuid4() for _ in range(n)]
+    with keys_busy(stack.database_url, *(f"user:{u}" for u in users)):
+        for user in users:
+            answer = client.put(
+                f"/v1/internal/users/{user}",
+                json={"email": "s@example.com", "slug": new_slug()},
+                headers={"Prefer": "respond-async"},
+            )
+            assert answer.status_code == 202 and answer.json()["status"] == "pending"
 
 
 def put_node_type(client: httpx.Client, params_schema: dict[str, Any] | None = None) -> str:

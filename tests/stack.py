@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, LiteralString, TypeVar
 
@@ -25,6 +25,9 @@ from cli.embedded import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "test-token-" + uuid.uuid4().hex
+# How long a process may take to start: on a busy host, each uvicorn process of several
+# imports and compiles the whole app (no bytecode is written here) for tens of seconds.
+START_SECONDS = 90
 
 T = TypeVar("T")
 
@@ -92,10 +95,12 @@ class Stack:
             **kwargs,
         )
 
-    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        """Start `idmirror <name>` in its own process group."""
+    def start(self, name: str, *args: str, label: str | None = None) -> subprocess.Popen[bytes]:
+        """Start `idmirror <name>` in its own process group, known by `label` (by default its
+        name) in `processes` and its log's name."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
+        label = label or name
+        log = open(self.log_dir / f"{label}.log", "ab")  # noqa: SIM115 - the child owns it
         env = self.env
         if name == "worker":  # the worker announces "ready." at INFO
             env = {**env, "IDMIRROR_LOG_LEVEL": "INFO"}
@@ -107,15 +112,15 @@ class Stack:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        self.processes[name] = process
+        self.processes[label] = process
         if name == "api":
             self._wait_for_api(process)
         if name == "worker":
-            self._wait_for_worker(process)
+            self._wait_for_worker(process, self.log_dir / f"{label}.log")
         return process
 
     def _wait_for_api(self, process: subprocess.Popen[bytes]) -> None:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + START_SECONDS
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise RuntimeError(f"api exited; see {self.log_dir / 'api.log'}")
@@ -127,9 +132,8 @@ class Stack:
             time.sleep(0.1)
         raise RuntimeError("api did not start")
 
-    def _wait_for_worker(self, process: subprocess.Popen[bytes]) -> None:
-        log = self.log_dir / "worker.log"
-        deadline = time.monotonic() + 30
+    def _wait_for_worker(self, process: subprocess.Popen[bytes], log: Path) -> None:
+        deadline = time.monotonic() + START_SECONDS
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise RuntimeError(f"worker exited; see {log}")
@@ -156,6 +160,16 @@ class Stack:
     def stop(self) -> None:
         for name in list(self.processes):
             self.kill(name, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def keys_busy(database_url: str, *keys: str) -> Iterator[None]:
+    """Hold the keys' advisory locks, as a drain or a backfill chunk applying them does: the
+    API leaves writes to them pending for the workers, which apply them once the locks go."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for key in keys:
+            conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (key,))
+        yield
 
 
 def wait_until(

@@ -71,6 +71,7 @@ class Accepts:
         max_batch: int = 100,
         writers: int = 2,
         max_queued: int = 1000,
+        apply: record.ApplyAccepted | None = None,
     ) -> None:
         if not isinstance(engine.pool, QueuePool):
             raise TypeError("accepts need a queue pool, as identity.db.accept_engine makes")
@@ -82,6 +83,7 @@ class Accepts:
         self._max_batch = max_batch
         self._max_writers = writers
         self._max_queued = max_queued
+        self._apply = apply  # applies writes to idle keys as they are accepted
         self._waiting = 0  # writes with an Idempotency-Key waiting to be recorded
         self._queue: list[_Queued] = []
         self._writers: set[asyncio.Task[None]] = set()
@@ -100,7 +102,12 @@ class Accepts:
             self._waiting += 1
             try:
                 accepted = await self._on_connection(
-                    lambda conn, _: record.accept(conn, sub, idempotency_ttl_hours=self._ttl_hours),
+                    lambda conn, again: record.accept(
+                        conn,
+                        sub,
+                        idempotency_ttl_hours=self._ttl_hours,
+                        apply=None if again else self._apply,
+                    ),
                     deadline,
                 )
             except DBAPIError as exc:
@@ -109,7 +116,7 @@ class Accepts:
                 raise
             finally:
                 self._waiting -= 1
-            if accepted.reused and accepted.job["status"] != "pending":
+            if accepted.job["status"] != "pending":  # applied as it was accepted, or before
                 return accepted, True
             # A pending job named by its key asks again too: it may be the record of this very
             # write, made by a try whose connection broke before it could ask.
@@ -146,12 +153,14 @@ class Accepts:
             if (me := asyncio.current_task()) is not None:
                 self._writers.discard(me)
 
-    async def _write(self, batch: list[_Queued]) -> None:
-        """Record a batch and settle each of its futures."""
+    async def _write(self, batch: list[_Queued], *, apply: bool = True) -> None:
+        """Record a batch (applying what it can, unless `apply` is false) and settle each of
+        its futures."""
         subs = [queued.sub for queued in batch]
+        applier = self._apply if apply else None
         try:
             accepted = await self._on_connection(
-                lambda conn, again: record.accept_many(conn, subs, again=again),
+                lambda conn, again: record.accept_many(conn, subs, again=again, apply=applier),
                 min(q.deadline for q in batch),
             )
         except PoolTimeout as exc:
@@ -162,10 +171,20 @@ class Accepts:
             self._queue[:0] = [q for q in batch if q.deadline > now]
             return
         except Exception as exc:
+            if _unreachable(exc):
+                _settle(batch, exc)
+                return
+            if applier is not None:
+                # Applying failed as a whole (a lock wait that ran out of time, a deadlock):
+                # nothing was recorded. The batch is recorded as pending jobs instead, and the
+                # workers apply them.
+                log.warning("%d writes left to the workers", len(batch), exc_info=True)
+                await self._write(batch, apply=False)
+                return
             if (overloaded := _overloaded(exc)) is not None:
                 _settle(batch, overloaded)  # more statements would only stall as long again
                 return
-            if len(batch) == 1 or _unreachable(exc):
+            if len(batch) == 1:
                 _settle(batch, exc)
                 return
             # The database refused the statement for one write's sake (or rolled it back as a
@@ -175,7 +194,7 @@ class Accepts:
             try:
                 for queued in batch:
                     if not queued.future.done():
-                        await self._write([queued])
+                        await self._write([queued], apply=False)
             except BaseException as cancelled:
                 _settle(batch, cancelled)
                 raise
@@ -183,12 +202,24 @@ class Accepts:
         except BaseException as exc:  # cancelled: no request may wait forever
             _settle(batch, exc)
             raise
-        drain = asyncio.ensure_future(self._request_drain(subs[0].key))
-        self._drains.add(drain)
-        drain.add_done_callback(self._drains.discard)
+        drain = self._drain_for(
+            [sub for sub, job in zip(subs, accepted, strict=True) if job.job["status"] == "pending"]
+        )
         for queued, job in zip(batch, accepted, strict=True):
             if not queued.future.done():
                 queued.future.set_result((job, drain))
+
+    def _drain_for(self, pending: list[Submission]) -> "asyncio.Future[bool]":
+        """A drain asked for the first of the `pending` jobs' keys (a drain takes the other
+        keys' too), if any are left pending."""
+        if not pending:
+            done = asyncio.get_running_loop().create_future()
+            done.set_result(True)
+            return done
+        drain = asyncio.ensure_future(self._request_drain(pending[0].key))
+        self._drains.add(drain)
+        drain.add_done_callback(self._drains.discard)
+        return drain
 
     async def _request_drain(self, key: str) -> bool:
         try:

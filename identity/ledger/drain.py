@@ -16,7 +16,7 @@ would cost every fresh write a commit.
 import json
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -29,7 +29,7 @@ from identity.access import Actor
 from identity.answers import Applied
 from identity.db import TRANSIENT_ERRORS
 from identity.errors import IdmirrorError, InternalError
-from identity.ledger.jobs import NOTIFY_CHANNEL
+from identity.ledger.jobs import JOB_COLUMNS, NOTIFY_CHANNEL, Submission
 
 log = logging.getLogger(__name__)
 
@@ -197,11 +197,10 @@ def _apply(
 
 
 # The drain's decisions travel as one JSON document: arrays of JSON texts would be escaped
-# element by element on the way, which costs more than applying the jobs. One statement marks
-# the jobs still pending and notifies the waiters of those it marked. Postgres refuses a NOTIFY
-# payload of 8000 bytes or more; the waiter reads larger results from the ledger.
-_RECORD = text(
-    """
+# element by element on the way, which costs more than applying the jobs. The statements below
+# mark the jobs still pending and give their audit entries the outcome.
+_JOB_COLUMNS = ", ".join(f"j.{name}" for name in JOB_COLUMNS.split(", "))
+_MARK = f"""
     WITH d AS (
         SELECT * FROM json_to_recordset(CAST(:decisions AS json))
             AS d(id uuid, status text, outcome text, result json, error json)
@@ -212,19 +211,25 @@ _RECORD = text(
             attempts = j.attempts + 1, finished_at = clock_timestamp()
         FROM d
         WHERE j.id = d.id AND j.status = 'pending'
-        RETURNING j.id, j.kind, j.finished_at - j.accepted_at AS latency, d.outcome, d.status,
+        RETURNING {_JOB_COLUMNS}, j.finished_at - j.accepted_at AS latency,
                   d.error ->> 'code' AS code,
                   json_build_object('id', j.id, 'status', d.status,
                                     'body', coalesce(d.result, d.error))::text AS note
     ),
+    audited AS (
+        UPDATE audit a SET outcome = coalesce(m.outcome, 'failed:' || m.code, m.status)
+        FROM marked m WHERE a.job_id = m.id AND a.outcome IS NULL
+    )
+"""
+# A drain also notifies the waiters of the jobs it marked (Postgres refuses a NOTIFY payload of
+# 8000 bytes or more; the waiter reads larger results from the ledger), and beats its heart.
+_RECORD = text(
+    _MARK
+    + """,
     notified AS (
         SELECT count(pg_notify(:channel, CASE WHEN octet_length(note) < 7900 THEN note
                                               ELSE json_build_object('id', id)::text END))
         FROM marked
-    ),
-    audited AS (
-        UPDATE audit a SET outcome = coalesce(m.outcome, 'failed:' || m.code, m.status)
-        FROM marked m WHERE a.job_id = m.id AND a.outcome IS NULL
     ),
     -- The drain's heartbeat (identity/ledger/progress.py): pending work moved just now. Every
     -- drain that finishes jobs updates the counters' rows too, so this row costs no new wait.
@@ -236,11 +241,13 @@ _RECORD = text(
     SELECT m.kind, m.latency, m.outcome, m.status, m.code FROM marked m, notified
     """
 )
+# Jobs applied where they were accepted: nobody else can be waiting for them (they were never
+# committed pending), and they moved no backlog; their rows go back to the accepting request.
+_RECORD_ACCEPTED = text(_MARK + f"SELECT {JOB_COLUMNS}, latency, code FROM marked")
 
 
-def _record(session: Session, finished: list[Finished]) -> None:
-    """Mark every job of the drain with its decision, count them, and wake their waiters."""
-    decisions = json.dumps(
+def _decisions(finished: list[Finished]) -> str:
+    return json.dumps(
         [
             {
                 "id": str(f.job.id),
@@ -252,12 +259,20 @@ def _record(session: Session, finished: list[Finished]) -> None:
             for f in finished
         ]
     )
-    rows = session.execute(_RECORD, {"decisions": decisions, "channel": NOTIFY_CHANNEL}).all()
+
+
+def _count(session: Session, rows: Sequence[Any]) -> None:
     counters.record_finished(
         session,
         [(r.kind, r.outcome or r.status, r.latency.total_seconds()) for r in rows],
         failed=[(r.kind, r.code) for r in rows if r.status == "failed"],
     )
+
+
+def _record(session: Session, finished: list[Finished]) -> None:
+    """Mark every job of the drain with its decision, count them, and wake their waiters."""
+    params = {"decisions": _decisions(finished), "channel": NOTIFY_CHANNEL}
+    _count(session, session.execute(_RECORD, params).all())
 
 
 def drain(
@@ -309,6 +324,64 @@ def drain(
     if finished:
         _record(session, finished)
     return report
+
+
+# Of the jobs just accepted, those whose key is idle: its lock was free, and no other job of
+# it is pending. One statement: a drain that commits between the statement's snapshot and its
+# try-lock leaves its jobs looking pending, so the key looks busy and stays the drain's; a key
+# never looks idle while it is not (a job of it accepted after these waits on key_heads).
+_IDLE = text(
+    """
+    WITH locked AS MATERIALIZED (
+        SELECT k FROM unnest(CAST(:keys AS text[])) AS k
+        WHERE pg_try_advisory_xact_lock(hashtextextended(k, 0))
+    )
+    SELECT j.id, j.version FROM jobs j JOIN locked ON j.key = locked.k
+    WHERE j.id = ANY(:ids) AND NOT EXISTS (
+        SELECT FROM jobs o WHERE o.key = j.key AND o.status = 'pending' AND o.id <> ALL(:ids)
+    )
+    """
+)
+
+
+def apply_accepted(
+    session: Session,
+    accepted: list[tuple[Submission, Any]],
+    apply: Applier,
+    batch_appliers: dict[str, BatchApplier],
+) -> dict[uuid.UUID, Any]:
+    """Apply jobs in the transaction that accepted them, where their keys are idle, as a
+    drain would; the rest stay pending for the workers. `accepted` pairs each submission with
+    its new job row; the rows of the jobs applied are returned by id.
+
+    A job applied here has not been committed pending: nobody waits for it but its request,
+    no drain can die on it (its accept dies with it), and its start is not counted."""
+    ids = [sub.job_id for sub, _ in accepted]
+    keys = sorted({sub.key for sub, _ in accepted})
+    idle: dict[uuid.UUID, int] = dict(
+        session.execute(_IDLE, {"keys": keys, "ids": ids}).tuples().all()
+    )
+    if not idle:
+        return {}
+    jobs = [
+        PendingJob(
+            row.id,
+            sub.key,
+            row.seq,
+            sub.kind,
+            sub.payload,
+            idle[row.id],
+            row.accepted_at,
+            integrator=sub.actor.integrator,
+            admin=sub.actor.admin,
+        )
+        for sub, row in accepted  # in arrival order: each key's in seq order, and a user
+        if row.id in idle  # accepted before its agent is applied before it
+    ]
+    finished = _apply(session, jobs, apply, batch_appliers)
+    rows = session.execute(_RECORD_ACCEPTED, {"decisions": _decisions(finished)}).all()
+    _count(session, rows)
+    return {row.id: row for row in rows}
 
 
 # One statement, on a connection in autocommit mode: it commits at once, in one round trip, and

@@ -6,14 +6,16 @@ finds its compiled form in SQLAlchemy's cache. identity/ledger/accept.py decides
 """
 
 import json
+import uuid
 from collections import namedtuple
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import psycopg
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.orm import Session
 
 from identity.errors import IdempotencyKeyReused
 from identity.ledger.jobs import JOB_BY_ID, JOB_COLUMNS, Accepted, Submission, job_out, job_rows
@@ -106,13 +108,23 @@ async def _insert(conn: AsyncConnection, subs: list[Submission]) -> list[Any]:
     return [by_id[sub.job_id] for sub in subs]
 
 
-async def accept_many(
-    conn: AsyncConnection, subs: list[Submission], *, again: bool = False
-) -> list[Accepted]:
-    """Record writes without an Idempotency-Key as pending jobs, in the order given.
+# Applies jobs in the transaction that accepts them (identity/ledger/drain.py apply_accepted,
+# given its appliers): the rows of those it applied, by id.
+ApplyAccepted = Callable[[Session, list[tuple[Submission, Any]]], dict[uuid.UUID, Any]]
 
-    `conn` is in autocommit mode (the accept engine's): the accept is a single statement, atomic
-    on its own, so it needs no BEGIN and COMMIT, and all of it commits at once.
+
+async def accept_many(
+    conn: AsyncConnection,
+    subs: list[Submission],
+    *,
+    again: bool = False,
+    apply: ApplyAccepted | None = None,
+) -> list[Accepted]:
+    """Record writes without an Idempotency-Key as pending jobs, in the order given, and
+    apply those to idle keys with `apply`, if given, in the same transaction.
+
+    `conn` is in autocommit mode (the accept engine's): without `apply`, the accept is a single
+    statement, atomic on its own, so it needs no BEGIN and COMMIT, and all of it commits at once.
     `again`: the same writes were sent on a connection that broke before the answer came; if
     they committed then, they are answered as recorded, not recorded twice. (Only then does the
     accept look its job ids up: a lookup in the statement itself would be planned once, while
@@ -120,8 +132,30 @@ async def accept_many(
     """
     if any(sub.idempotency_key is not None for sub in subs):
         raise ValueError("a write with an Idempotency-Key is accepted on its own, by accept()")
+    if apply is not None and not again:
+        return await _accept_and_apply(conn, subs, apply)
     rows = await (_insert_again(conn, subs) if again else _insert(conn, subs))
     return [Accepted(job=job_out(row), reused=False) for row in rows]
+
+
+async def _accept_and_apply(
+    conn: AsyncConnection, subs: list[Submission], apply: ApplyAccepted
+) -> list[Accepted]:
+    """Record the writes and apply those `apply` can, in one transaction: a write to an idle
+    key is answered applied, with the commit that records it."""
+    await conn.execution_options(isolation_level="READ COMMITTED")
+    async with conn.begin():
+        rows = await _insert(conn, subs)
+        applied = await conn.run_sync(_in_session, apply, list(zip(subs, rows, strict=True)))
+    return [Accepted(job=job_out(applied.get(row.id, row)), reused=False) for row in rows]
+
+
+def _in_session(
+    connection: Connection, apply: ApplyAccepted, accepted: list[tuple[Submission, Any]]
+) -> dict[uuid.UUID, Any]:
+    # The session joins the connection's transaction: the commit is the accept's.
+    with Session(bind=connection) as session:
+        return apply(session, accepted)
 
 
 async def _insert_again(conn: AsyncConnection, subs: list[Submission]) -> list[Any]:
@@ -146,13 +180,18 @@ async def _insert_again(conn: AsyncConnection, subs: list[Submission]) -> list[A
 
 
 async def accept(
-    conn: AsyncConnection, sub: Submission, *, idempotency_ttl_hours: float
+    conn: AsyncConnection,
+    sub: Submission,
+    *,
+    idempotency_ttl_hours: float,
+    apply: ApplyAccepted | None = None,
 ) -> Accepted:
-    """Record a write as a pending job, or return the job an Idempotency-Key already names.
+    """Record a write as a pending job (applied with `apply`, if given, when its key is
+    idle), or return the job an Idempotency-Key already names.
 
     `conn` is a connection of the accept engine in no transaction yet."""
     if sub.idempotency_key is None:
-        return (await accept_many(conn, [sub]))[0]
+        return (await accept_many(conn, [sub], apply=apply))[0]
 
     request_hash = sub.request_hash
     # Each integrator's keys are its own; the bootstrap token's are stored as they came.
@@ -177,6 +216,8 @@ async def accept(
         (row,) = await _insert(conn, [sub])
         record = {"key": stored_key, "hash": request_hash, "job_id": sub.job_id}
         await conn.execute(_IDEMPOTENCY_RECORD, record)
+        if apply is not None:
+            row = (await conn.run_sync(_in_session, apply, [(sub, row)])).get(row.id, row)
     return Accepted(job=job_out(row), reused=False)
 
 

@@ -8,8 +8,8 @@ import uuid
 import httpx
 import pytest
 
-from tests.conftest import OwnStack, new_slug, put_user
-from tests.stack import ROOT, Stack
+from tests.conftest import OwnStack, new_slug
+from tests.stack import ROOT, Stack, keys_busy, wait_until
 
 
 def sample(text: str, series: str) -> float:
@@ -29,8 +29,8 @@ def test_failed_jobs_are_counted_by_kind_and_error_code(client: httpx.Client) ->
 
 @pytest.fixture
 def without_workers(own_stack: OwnStack) -> Stack:
-    """An API with no worker: what it accepts stays pending."""
-    return own_stack("api")
+    """An API with no worker, which applies nothing on accept: what it accepts stays pending."""
+    return own_stack("api", apply_on_accept="false")
 
 
 def test_the_oldest_pending_job_age_grows_while_nothing_drains(without_workers: Stack) -> None:
@@ -57,9 +57,19 @@ def documented_metrics() -> set[str]:
 
 
 def test_every_metric_served_is_documented_and_every_documented_one_served(
-    client: httpx.Client,
+    stack: Stack, client: httpx.Client
 ) -> None:
-    put_user(client)  # a write, so that the counters that start with one have started
+    # A write the workers apply (its key busy while the API accepts it), so that the counters
+    # and heartbeats that start with a drain have started.
+    user_id = uuid.uuid4()
+    with keys_busy(stack.database_url, f"user:{user_id}"):
+        put = client.put(
+            f"/v1/internal/users/{user_id}",
+            json={"email": "m@example.com", "slug": new_slug()},
+            headers={"Prefer": "respond-async"},
+        )
+    job = f"/v1/jobs/{put.headers['Idmirror-Job-Id']}"
+    wait_until(lambda: client.get(job).json()["status"] == "applied")
     scrape = client.get("/metrics")
     assert scrape.status_code == 200
     families = set(re.findall(r"^# TYPE (\S+) ", scrape.text, re.MULTILINE))

@@ -73,8 +73,9 @@ def test_writes_against_a_stalled_ledger_are_refused_in_time_and_leave_nothing(
 
 @pytest.fixture
 def no_workers(own_stack: OwnStack) -> Stack:
-    """An API with nothing to apply what it accepts: every sync wait runs to its end."""
-    return own_stack("api")
+    """An API with nothing to apply what it accepts (no worker, nothing applied on accept):
+    every sync wait runs to its end."""
+    return own_stack("api", apply_on_accept="false")
 
 
 def test_a_writes_wait_is_bounded_end_to_end_accept_included(no_workers: Stack) -> None:

@@ -49,7 +49,7 @@ class Watcher:
 
 @pytest.fixture
 def watched(own_stack: OwnStack) -> Iterator[tuple[Stack, Watcher]]:
-    stack = own_stack("api", "worker")
+    stack = own_stack("api", "worker", apply_on_accept="false")  # every job through a drain
     watcher = Watcher(stack)
     watcher.start()
     yield stack, watcher

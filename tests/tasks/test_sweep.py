@@ -12,7 +12,7 @@ import httpx
 import redis
 
 from tests.conftest import OwnStack
-from tests.stack import Stack, wait_until
+from tests.stack import Stack, keys_busy, wait_until
 
 FLAG = "idmirror:drain-queued"
 
@@ -24,12 +24,14 @@ def write_only_a_sweep_drains(stack: Stack, client: httpx.Client) -> None:
     broker.set(FLAG, 1, ex=300)
     try:
         user_id = uuid.uuid4()
-        accepted = client.put(
-            f"/v1/internal/users/{user_id}",
-            json={"email": "stray@example.com", "slug": f"stray-{uuid.uuid4().hex[:8]}"},
-            headers={"Prefer": "respond-async"},
-        )
+        with keys_busy(stack.database_url, f"user:{user_id}"):  # left pending by the API
+            accepted = client.put(
+                f"/v1/internal/users/{user_id}",
+                json={"email": "stray@example.com", "slug": f"stray-{uuid.uuid4().hex[:8]}"},
+                headers={"Prefer": "respond-async"},
+            )
         assert accepted.status_code == 202
+        assert accepted.json()["status"] == "pending"
         # The stacks sweep every second and call a job stray after two.
         wait_until(
             lambda: client.get(f"/v1/internal/users/{user_id}").status_code == 200, timeout=15

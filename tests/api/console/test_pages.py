@@ -10,7 +10,7 @@ import httpx
 from playwright.sync_api import Page, expect
 
 from tests.api.console.conftest import STALL_AFTER, Viewer, shot, sign_in
-from tests.conftest import new_slug, put_user
+from tests.conftest import new_slug, put_pending_users, put_user
 from tests.identity.backfill.uploads import agent_item, ndjson, post_ndjson, user_item
 from tests.integrators import client_for
 from tests.stack import Stack
@@ -138,13 +138,7 @@ def test_the_overview_shows_a_stall_while_the_worker_is_stopped(
     console_stack.pause("worker")
     try:
         with console_stack.client() as client:
-            for _ in range(3):
-                answer = client.put(
-                    f"/v1/internal/users/{uuid.uuid4()}",
-                    json={"email": "s@example.com", "slug": new_slug()},
-                    headers={"Prefer": "respond-async"},
-                )
-                assert answer.status_code == 202
+            put_pending_users(console_stack, client, 3)
         page.wait_for_timeout((STALL_AFTER + 1) * 1000)
         page.goto("/console")
         expect(page.locator(".tile.bad").first).to_contain_text("STALLED")

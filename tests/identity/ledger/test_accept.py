@@ -20,6 +20,7 @@ from cli.embedded import EmbeddedRedis, free_port
 from identity.db import accept_engine
 from identity.ledger.accept import Accepts
 from identity.ledger.jobs import Accepted, Submission
+from identity.ledger.record import ApplyAccepted
 from tests.stack import database_url_for
 from worker.producer import AsyncDispatcher, Producer
 
@@ -48,6 +49,7 @@ def with_accepts(
     lock_timeout: str = "0",
     pool_size: int = 4,
     writers: int = 2,
+    apply: ApplyAccepted | None = None,
 ) -> T:
     """Run `work(accepts)` on an event loop, as the API process does; by default on the
     module's database and Redis."""
@@ -62,7 +64,7 @@ def with_accepts(
             connect_args={"options": f"-c lock_timeout={lock_timeout}"},
         )
         dispatcher = AsyncDispatcher(redis_url, 30, Producer(redis_url, 30))
-        accepts = Accepts(engine, dispatcher, idempotency_ttl_hours=1, writers=writers)
+        accepts = Accepts(engine, dispatcher, idempotency_ttl_hours=1, writers=writers, apply=apply)
         try:
             return await work(accepts)
         finally:

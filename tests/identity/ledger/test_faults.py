@@ -14,7 +14,7 @@ import psycopg
 import pytest
 import redis
 
-from cli.embedded import EmbeddedPostgres, EmbeddedRedis
+from cli.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from tests.stack import Stack, database_url_for, scalar, wait_until
 
 pytestmark = pytest.mark.slow
@@ -25,7 +25,8 @@ def isolated(postgres_server: str, tmp_home: Path) -> Iterator[tuple[Stack, Embe
     broker = EmbeddedRedis(tmp_home / "redis")
     broker.start()
     url = database_url_for(postgres_server, f"idmirror_fault_{uuid.uuid4().hex[:10]}")
-    stack = Stack(url, broker.url, tmp_home)
+    # Every write through the workers: the API applies none where it accepts it.
+    stack = Stack(url, broker.url, tmp_home, apply_on_accept="false")
     try:
         yield stack, broker
     finally:
@@ -82,6 +83,30 @@ def test_put_while_broker_is_down_is_accepted_and_applied_once_it_is_back(
         finally:
             stack.stop()
             restarted.stop()
+
+
+def test_put_while_broker_is_down_is_applied_by_the_api_that_accepts_it(
+    postgres_server: str, tmp_home: Path
+) -> None:
+    """A write to an idle key needs no broker and no worker: the API applies it as it
+    accepts it."""
+    url = database_url_for(postgres_server, f"idmirror_fault_{uuid.uuid4().hex[:10]}")
+    nobody = f"redis://127.0.0.1:{free_port()}/0"  # no broker listens there
+    stack = Stack(url, nobody, tmp_home)
+    try:
+        stack.start("api")
+        user_id = str(uuid.uuid4())
+        with stack.client() as client:
+            response = client.put(
+                f"/v1/internal/users/{user_id}",
+                json={"email": "d@example.com", "slug": "down-too"},
+            )
+            assert response.status_code == 200, response.text
+            assert response.json()["created"] is True
+            assert client.get(f"/v1/internal/users/{user_id}").json()["slug"] == "down-too"
+        assert counts(stack) == {"pending": 0, "applied": 1, "failed": 0}
+    finally:
+        stack.stop()
 
 
 def test_redis_flushed_with_500_pending_jobs_all_reach_a_final_state(
@@ -196,7 +221,12 @@ def test_postgres_restart_loses_nothing_accepted(tmp_home: Path) -> None:
     postgres, broker = EmbeddedPostgres(tmp_home / "postgres"), EmbeddedRedis(tmp_home / "redis")
     server_url = postgres.start()
     broker.start()
-    stack = Stack(database_url_for(server_url, "idmirror_restart"), broker.url, tmp_home)
+    stack = Stack(
+        database_url_for(server_url, "idmirror_restart"),
+        broker.url,
+        tmp_home,
+        apply_on_accept="false",
+    )
     try:
         for name in ("api", "worker", "beat"):
             stack.start(name)

@@ -3,13 +3,12 @@ report a stall within IDMIRROR_STALL_AFTER_SECONDS, the sweeper (in beat) goes o
 the workers drop out of the count; once the workers resume, the stall clears."""
 
 import time
-import uuid
 from typing import Any
 
 import httpx
 
 from tests.api.test_metrics import sample
-from tests.conftest import OwnStack, new_slug
+from tests.conftest import OwnStack, put_pending_users
 from tests.stack import wait_until
 
 STALL_AFTER = 3.0
@@ -27,13 +26,7 @@ def test_a_stall_is_reported_in_time_and_clears_once_the_workers_resume(
         stack.pause("worker")
         try:
             accepted_at = time.monotonic()
-            for _ in range(5):
-                answer = client.put(
-                    f"/v1/internal/users/{uuid.uuid4()}",
-                    json={"email": "s@example.com", "slug": new_slug()},
-                    headers={"Prefer": "respond-async"},
-                )
-                assert answer.status_code == 202
+            put_pending_users(stack, client, 5)
             stalled = wait_until(lambda: _stalled(client), timeout=STALL_AFTER + 10)
             assert time.monotonic() - accepted_at < STALL_AFTER + 3
             details = stalled["error"]["details"]
