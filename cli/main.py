@@ -80,7 +80,11 @@ def migrate() -> None:
 
 
 @app.command()
-def api(workers: int = typer.Option(1, help="uvicorn worker processes")) -> None:
+def api(
+    workers: int | None = typer.Option(
+        None, help="uvicorn worker processes (default: IDMIRROR_API_WORKERS, 1)"
+    ),
+) -> None:
     """Serve the HTTP API."""
     import uvicorn
 
@@ -92,7 +96,7 @@ def api(workers: int = typer.Option(1, help="uvicorn worker processes")) -> None
         factory=True,
         host=settings.host,
         port=settings.port,
-        workers=workers,
+        workers=workers or settings.api_workers,
         log_config=logging_config(settings.log_level, settings.log_format),
         log_level=settings.log_level.lower(),
         access_log=False,  # api/access.py logs each request, with its job and request ids
@@ -107,6 +111,9 @@ def _banner(settings: Settings) -> list[str]:
 @app.command()
 def worker(
     concurrency: int | None = typer.Option(None, help="worker processes (default: CPU count)"),
+    hostname: str = typer.Option(
+        "idmirror@%h", help="the worker's node name, unique among the workers (%h: this host)"
+    ),
 ) -> None:
     """Run a Celery worker that applies jobs, started again if it ever exits on its own."""
     from cli.supervise import run_worker
@@ -118,7 +125,7 @@ def worker(
         *_banner(settings),
         "worker",
         f"--loglevel={settings.log_level}",
-        "--hostname=idmirror@%h",
+        f"--hostname={hostname}",
     ]
     concurrency = concurrency or settings.worker_concurrency
     if concurrency:

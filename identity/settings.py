@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     port: int = 8000
     flower_host: str = "127.0.0.1"
     flower_port: int = 5555
+    api_workers: int = Field(1, ge=1)  # uvicorn processes of `idmirror api`
 
     sync_wait_seconds: float = Field(10.0, ge=0)
     max_wait_seconds: float = Field(60.0, ge=0)

@@ -38,7 +38,7 @@ def kill_worker(services: Services) -> float:
 def kill_api(services: Services) -> float:
     """SIGKILL to the API mid-batch: requests in flight get no answer; then a new API."""
     services.stack.kill("api", signal.SIGKILL)
-    services.stack.start("api")
+    services.start_api()
     return time.monotonic()
 
 

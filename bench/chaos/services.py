@@ -19,8 +19,12 @@ WORKER_ARGS = ("--concurrency", "2")
 class Services:
     """PostgreSQL, Redis, API, worker and beat; a context manager that stops all of them."""
 
-    def __init__(self, home: Path, **settings: str) -> None:
+    def __init__(self, home: Path, *, api_workers: int = 1, workers: int = 1, **settings: str):
+        """`api_workers` uvicorn processes serve the API, and `workers` worker processes
+        apply jobs."""
         self.home = home
+        self.api_workers = api_workers
+        self.workers = workers
         self.postgres = EmbeddedPostgres(home / "postgres")
         self.redis = EmbeddedRedis(home / "redis")
         # A drain that runs past 3 s is killed: the poison scenario's job is found out quickly.
@@ -35,8 +39,11 @@ class Services:
             self.redis.start()
             self.stack = Stack(database_url, self.redis.url, self.home / "stack", **self.settings)
             self.start_worker()
+            for n in range(2, self.workers + 1):
+                hostname = f"--hostname=idmirror{n}@%h"
+                self.stack.start("worker", *WORKER_ARGS, hostname, label=f"worker-{n}")
             self.stack.start("beat")
-            self.stack.start("api")
+            self.start_api()
         except BaseException:
             self._stop()
             raise
@@ -63,6 +70,9 @@ class Services:
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the worker did not become ready; see {log}")
             time.sleep(0.05)
+
+    def start_api(self) -> None:
+        self.stack.start("api", "--workers", str(self.api_workers))
 
     @property
     def postmaster_pid(self) -> int:
