@@ -101,19 +101,7 @@ class Accepts:
         if sub.idempotency_key is not None:
             self._waiting += 1
             try:
-                accepted = await self._on_connection(
-                    lambda conn, again: record.accept(
-                        conn,
-                        sub,
-                        idempotency_ttl_hours=self._ttl_hours,
-                        apply=None if again else self._apply,
-                    ),
-                    deadline,
-                )
-            except DBAPIError as exc:
-                if (overloaded := _overloaded(exc)) is not None:
-                    raise overloaded from exc
-                raise
+                accepted = await self._accept_keyed(sub, deadline)
             finally:
                 self._waiting -= 1
             if accepted.job["status"] != "pending":  # applied as it was accepted, or before
@@ -129,6 +117,35 @@ class Accepts:
             writer.add_done_callback(self._writers.discard)
         accepted, drain = await future
         return accepted, await asyncio.shield(drain)  # the batch's other requests await it too
+
+    async def _accept_keyed(self, sub: Submission, deadline: float) -> Accepted:
+        """Record a write with an Idempotency-Key in a transaction of its own, applied if its
+        key is idle; if applying fails as a whole, it is recorded pending instead."""
+        try:
+            return await self._record_keyed(sub, deadline, self._apply)
+        except DBAPIError as exc:
+            if self._apply is None or _unreachable(exc):
+                raise
+            log.warning("a write left to the workers", exc_info=True)
+            return await self._record_keyed(sub, deadline, None)
+
+    async def _record_keyed(
+        self, sub: Submission, deadline: float, apply: record.ApplyAccepted | None
+    ) -> Accepted:
+        try:
+            return await self._on_connection(
+                lambda conn, again: record.accept(
+                    conn,
+                    sub,
+                    idempotency_ttl_hours=self._ttl_hours,
+                    apply=None if again else apply,
+                ),
+                deadline,
+            )
+        except DBAPIError as exc:
+            if apply is None and (overloaded := _overloaded(exc)) is not None:
+                raise overloaded from exc
+            raise
 
     async def job(self, job_id: str) -> dict[str, Any]:
         """A job as the ledger has it now, read as writes are (for a request waiting on it)."""

@@ -190,3 +190,24 @@ def test_a_batch_that_cannot_be_applied_is_recorded_pending_for_the_workers(
     assert [a[0].job["status"] for a in answers] == ["pending", "pending"]
     assert ledger(services, subs) == [("pending", None), ("pending", None)]
     assert "left to the workers" in caplog.text
+
+
+def test_a_keyed_write_that_cannot_be_applied_is_recorded_pending(
+    services: Services, caplog: pytest.LogCaptureFixture
+) -> None:
+    user_id = uuid.uuid4()
+    slug = f"rowlock-k-{user_id.hex[:8]}"
+    accept(services, [user_write(user_id, slug)])
+    plain = user_write(user_id, slug, plan="pro")
+    keyed = Submission(plain.key, plain.kind, plain.payload, idempotency_key=f"k-{user_id}")
+
+    async def work(accepts: Accepts) -> Any:
+        return await accepts.accept(keyed)
+
+    with psycopg.connect(services[0]) as holder:
+        holder.execute("SELECT 1 FROM users WHERE id = %s FOR UPDATE", (user_id,))
+        accepted, queued = with_accepts(services, work, apply=apply_on_accept, lock_timeout="200ms")
+
+    assert accepted.job["status"] == "pending" and queued is True
+    assert ledger(services, [keyed]) == [("pending", None)]
+    assert "left to the workers" in caplog.text
