@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from prometheus_client import REGISTRY, disable_created_metrics
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api import console, contract, errors
 from api.access import AccessLog
@@ -20,7 +21,7 @@ from api.writes import Ledger
 from identity.appliers import apply_on_accept
 from identity.db import accept_engine, libpq_url, session_factory
 from identity.integrators import TOKENS_CHANNEL, RateLimit
-from identity.ledger.accept import Accepts
+from identity.ledger.accept import Accepts, DrainRequests
 from identity.ledger.jobs import NOTIFY_CHANNEL
 from identity.ledger.notify import JobWaiter
 from identity.settings import Settings, get_settings
@@ -55,6 +56,18 @@ def _guard(settings: Settings) -> Guard:
     )
 
 
+def _accepts(engine: AsyncEngine, dispatcher: DrainRequests, settings: Settings) -> Accepts:
+    """The way writes into the ledger, applying those to idle keys as they are accepted unless
+    IDMIRROR_APPLY_ON_ACCEPT is false."""
+    return Accepts(
+        engine,
+        dispatcher,
+        idempotency_ttl_hours=settings.idempotency_ttl_hours,
+        max_queued=settings.max_queued_writes,
+        apply=apply_on_accept if settings.apply_on_accept else None,
+    )
+
+
 def create_app() -> FastAPI:
     settings = get_settings()
     disable_created_metrics()  # a `_created` series beside each counter would only be noise
@@ -75,13 +88,7 @@ def create_app() -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         dispatcher = async_dispatcher()  # its connections belong to this loop
-        accepts = Accepts(
-            engine,
-            dispatcher,
-            idempotency_ttl_hours=settings.idempotency_ttl_hours,
-            max_queued=settings.max_queued_writes,
-            apply=apply_on_accept if settings.apply_on_accept else None,
-        )
+        accepts = _accepts(engine, dispatcher, settings)
         app.state.ledger = Ledger(accepts, waiter)
         principals.use(engine)
         limiter = guard.limiter = RateLimiter(settings.require_redis_url())  # this loop's

@@ -12,7 +12,7 @@ from identity.errors import IdmirrorError
 from identity.graph.operations import GraphUpdateJob
 from identity.graph.service import update_agent_graph
 from identity.keys import AgentKey, LedgerKey, NodeTypeKey, UserKey, parse_ledger_key
-from identity.ledger.drain import BatchApplier, PendingJob, apply_accepted
+from identity.ledger.apply import BatchApplier, PendingJob, apply_accepted
 from identity.ledger.jobs import Submission
 from identity.node_types import NodeTypeUpsert, upsert_node_type
 from identity.schemas import AgentUpsert, UserUpsert

@@ -1,8 +1,9 @@
 """Draining the ledger: a key's pending jobs applied in order under its lock, with others.
 
 A drain takes the lock of the key it was sent for, then tries the locks of other keys with
-pending jobs, applies what it holds (agent upserts of distinct keys together, every other job in
-its own savepoint), and records every decision, counter and notification in its transaction.
+pending jobs, applies what it holds (identity/ledger/apply.py: upserts of distinct keys together,
+every other job in its own savepoint), and records every decision, counter and notification in its
+transaction.
 See docs/architecture.md ("Draining under per-key locks").
 
 A drain that dies while applying jobs (a worker killed, a time limit) must not be able to die on
@@ -13,50 +14,24 @@ accept is not counted: it cannot have been through a dead drain's hands for long
 would cost every fresh write a commit.
 """
 
-import json
 import logging
 import uuid
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from identity import counters
-from identity.access import Actor
-from identity.answers import Applied
-from identity.db import TRANSIENT_ERRORS
-from identity.errors import IdmirrorError, InternalError
-from identity.ledger.jobs import JOB_COLUMNS, NOTIFY_CHANNEL, Submission
+from identity.errors import InternalError
+from identity.ledger.apply import (
+    Applier,
+    BatchApplier,
+    Finished,
+    PendingJob,
+    apply_jobs,
+    record_decisions,
+)
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class PendingJob:
-    id: uuid.UUID
-    key: str
-    seq: int
-    kind: str
-    payload: dict[str, Any]
-    version: int
-    accepted_at: datetime
-    starts: int = 0  # drains that began applying it; more than one means one of them died
-    waited: bool = False  # accepted longer ago than the drain's count_starts_after
-    integrator: str | None = None  # who sent it: what it may write, and who owns what it creates
-    admin: bool = True
-
-    @property
-    def actor(self) -> Actor:
-        return Actor(self.integrator, None, self.admin)
-
-
-Applier = Callable[[Session, PendingJob], Applied]
-# Applies jobs of distinct keys together: an outcome per job, in order, the error of a job that
-# fails for good in its place.
-BatchApplier = Callable[[Session, list[PendingJob]], list[Applied | IdmirrorError]]
 
 
 @dataclass
@@ -112,169 +87,6 @@ def _others_pending(
     return _pending(session, list(locked), budget, waited) if locked else []
 
 
-@dataclass
-class Finished:
-    """A job's decision, recorded with the others of its drain in one statement."""
-
-    job: PendingJob
-    outcome: str | None
-    result: dict[str, Any] | None = None
-    error: dict[str, Any] | None = None
-
-    @property
-    def status(self) -> str:
-        return "failed" if self.error is not None else "applied"
-
-
-def _apply_one(session: Session, job: PendingJob, apply: Applier) -> Finished:
-    """Apply a job in a savepoint; a job that fails for good is marked failed, not retried."""
-    try:
-        with session.begin_nested():
-            applied = apply(session, job)
-    except TRANSIENT_ERRORS:
-        raise
-    except IdmirrorError as exc:
-        return Finished(job, None, error=exc.envelope())
-    except Exception as exc:  # a bug or a poison payload: fail this job, keep draining the rest
-        log.exception("job %s (%s on %s) failed unexpectedly", job.id, job.kind, job.key)
-        error = InternalError(f"the job could not be applied: {type(exc).__name__}")
-        return Finished(job, None, error=error.envelope())
-    return Finished(job, applied.outcome, result=applied.result)
-
-
-def _apply_together(
-    session: Session, jobs: list[PendingJob], applier: BatchApplier
-) -> list[Finished] | None:
-    """Apply jobs of distinct keys in one savepoint; None when they must go one by one."""
-    try:
-        with session.begin_nested():
-            outcomes = applier(session, jobs)
-    except TRANSIENT_ERRORS:
-        raise
-    except Exception:  # one bad job must fail alone: each is applied on its own instead
-        log.warning("%d %s jobs applied one by one instead", len(jobs), jobs[0].kind, exc_info=True)
-        return None
-    return [
-        Finished(job, None, error=outcome.envelope())
-        if isinstance(outcome, IdmirrorError)
-        else Finished(job, outcome.outcome, result=outcome.result)
-        for job, outcome in zip(jobs, outcomes, strict=True)
-    ]
-
-
-def _rounds(jobs: list[PendingJob]) -> list[list[PendingJob]]:
-    """Round n holds the n-th job of every key: its keys are distinct, and each key's jobs
-    stay in sequence order from one round to the next."""
-    rounds: list[list[PendingJob]] = []
-    taken: dict[str, int] = {}
-    for job in jobs:
-        n = taken[job.key] = taken.get(job.key, -1) + 1
-        if n == len(rounds):
-            rounds.append([])
-        rounds[n].append(job)
-    return rounds
-
-
-def _apply(
-    session: Session,
-    jobs: list[PendingJob],
-    apply: Applier,
-    batch_appliers: dict[str, BatchApplier],
-) -> list[Finished]:
-    """Apply jobs given in sequence order per key: several jobs of one kind with a batch applier
-    together, every other job on its own."""
-    finished: list[Finished] = []
-    for round_ in _rounds(jobs):
-        by_kind: dict[str, list[PendingJob]] = {}
-        for job in round_:
-            by_kind.setdefault(job.kind, []).append(job)
-        for kind, group in by_kind.items():
-            together = None
-            if kind in batch_appliers and len(group) > 1:
-                together = _apply_together(session, group, batch_appliers[kind])
-            finished += together or [_apply_one(session, job, apply) for job in group]
-    return finished
-
-
-# The drain's decisions travel as one JSON document: arrays of JSON texts would be escaped
-# element by element on the way, which costs more than applying the jobs. The statements below
-# mark the jobs still pending and give their audit entries the outcome.
-_JOB_COLUMNS = ", ".join(f"j.{name}" for name in JOB_COLUMNS.split(", "))
-_MARK = f"""
-    WITH d AS (
-        SELECT * FROM json_to_recordset(CAST(:decisions AS json))
-            AS d(id uuid, status text, outcome text, result json, error json)
-    ),
-    marked AS (
-        UPDATE jobs j
-        SET status = d.status, outcome = d.outcome, result = d.result, error = d.error,
-            attempts = j.attempts + 1, finished_at = clock_timestamp()
-        FROM d
-        WHERE j.id = d.id AND j.status = 'pending'
-        RETURNING {_JOB_COLUMNS}, j.finished_at - j.accepted_at AS latency,
-                  d.error ->> 'code' AS code,
-                  json_build_object('id', j.id, 'status', d.status,
-                                    'body', coalesce(d.result, d.error))::text AS note
-    ),
-    audited AS (
-        UPDATE audit a SET outcome = coalesce(m.outcome, 'failed:' || m.code, m.status)
-        FROM marked m WHERE a.job_id = m.id AND a.outcome IS NULL
-    )
-"""
-# A drain also notifies the waiters of the jobs it marked (Postgres refuses a NOTIFY payload of
-# 8000 bytes or more; the waiter reads larger results from the ledger), and beats its heart.
-_RECORD = text(
-    _MARK
-    + """,
-    notified AS (
-        SELECT count(pg_notify(:channel, CASE WHEN octet_length(note) < 7900 THEN note
-                                              ELSE json_build_object('id', id)::text END))
-        FROM marked
-    ),
-    -- The drain's heartbeat (identity/ledger/progress.py): pending work moved just now. Every
-    -- drain that finishes jobs updates the counters' rows too, so this row costs no new wait.
-    heartbeat AS (
-        INSERT INTO heartbeats (name, at)
-        SELECT 'drain', clock_timestamp() WHERE EXISTS (SELECT FROM marked)
-        ON CONFLICT (name) DO UPDATE SET at = excluded.at
-    )
-    SELECT m.kind, m.latency, m.outcome, m.status, m.code FROM marked m, notified
-    """
-)
-# Jobs applied where they were accepted: nobody else can be waiting for them (they were never
-# committed pending), and they moved no backlog; their rows go back to the accepting request.
-_RECORD_ACCEPTED = text(_MARK + f"SELECT {JOB_COLUMNS}, latency, code FROM marked")
-
-
-def _decisions(finished: list[Finished]) -> str:
-    return json.dumps(
-        [
-            {
-                "id": str(f.job.id),
-                "status": f.status,
-                "outcome": f.outcome,
-                "result": f.result,
-                "error": f.error,
-            }
-            for f in finished
-        ]
-    )
-
-
-def _count(session: Session, rows: Sequence[Any]) -> None:
-    counters.record_finished(
-        session,
-        [(r.kind, r.outcome or r.status, r.latency.total_seconds()) for r in rows],
-        failed=[(r.kind, r.code) for r in rows if r.status == "failed"],
-    )
-
-
-def _record(session: Session, finished: list[Finished]) -> None:
-    """Mark every job of the drain with its decision, count them, and wake their waiters."""
-    params = {"decisions": _decisions(finished), "channel": NOTIFY_CHANNEL}
-    _count(session, session.execute(_RECORD, params).all())
-
-
 def drain(
     session: Session,
     key: str | None,
@@ -313,7 +125,7 @@ def drain(
     else:
         if any(job.waited for job in jobs):
             _count_starts(session, [job.id for job in jobs])
-        finished = _apply(session, jobs, apply, batch_appliers or {})
+        finished = apply_jobs(session, jobs, apply, batch_appliers or {})
     for f in finished:
         report.by_key[f.job.key] = report.by_key.get(f.job.key, 0) + 1
         if f.error is not None:
@@ -322,66 +134,8 @@ def drain(
     report.failed = len(report.failed_jobs)
     report.applied = len(finished) - report.failed
     if finished:
-        _record(session, finished)
+        record_decisions(session, finished)
     return report
-
-
-# Of the jobs just accepted, those whose key is idle: its lock was free, and no other job of
-# it is pending. One statement: a drain that commits between the statement's snapshot and its
-# try-lock leaves its jobs looking pending, so the key looks busy and stays the drain's; a key
-# never looks idle while it is not (a job of it accepted after these waits on key_heads).
-_IDLE = text(
-    """
-    WITH locked AS MATERIALIZED (
-        SELECT k FROM unnest(CAST(:keys AS text[])) AS k
-        WHERE pg_try_advisory_xact_lock(hashtextextended(k, 0))
-    )
-    SELECT j.id, j.version FROM jobs j JOIN locked ON j.key = locked.k
-    WHERE j.id = ANY(:ids) AND NOT EXISTS (
-        SELECT FROM jobs o WHERE o.key = j.key AND o.status = 'pending' AND o.id <> ALL(:ids)
-    )
-    """
-)
-
-
-def apply_accepted(
-    session: Session,
-    accepted: list[tuple[Submission, Any]],
-    apply: Applier,
-    batch_appliers: dict[str, BatchApplier],
-) -> dict[uuid.UUID, Any]:
-    """Apply jobs in the transaction that accepted them, where their keys are idle, as a
-    drain would; the rest stay pending for the workers. `accepted` pairs each submission with
-    its new job row; the rows of the jobs applied are returned by id.
-
-    A job applied here has not been committed pending: nobody waits for it but its request,
-    no drain can die on it (its accept dies with it), and its start is not counted."""
-    ids = [sub.job_id for sub, _ in accepted]
-    keys = sorted({sub.key for sub, _ in accepted})
-    idle: dict[uuid.UUID, int] = dict(
-        session.execute(_IDLE, {"keys": keys, "ids": ids}).tuples().all()
-    )
-    if not idle:
-        return {}
-    jobs = [
-        PendingJob(
-            row.id,
-            sub.key,
-            row.seq,
-            sub.kind,
-            sub.payload,
-            idle[row.id],
-            row.accepted_at,
-            integrator=sub.actor.integrator,
-            admin=sub.actor.admin,
-        )
-        for sub, row in accepted  # in arrival order: each key's in seq order, and a user
-        if row.id in idle  # accepted before its agent is applied before it
-    ]
-    finished = _apply(session, jobs, apply, batch_appliers)
-    rows = session.execute(_RECORD_ACCEPTED, {"decisions": _decisions(finished)}).all()
-    _count(session, rows)
-    return {row.id: row for row in rows}
 
 
 # One statement, on a connection in autocommit mode: it commits at once, in one round trip, and

@@ -108,7 +108,7 @@ async def _insert(conn: AsyncConnection, subs: list[Submission]) -> list[Any]:
     return [by_id[sub.job_id] for sub in subs]
 
 
-# Applies jobs in the transaction that accepts them (identity/ledger/drain.py apply_accepted,
+# Applies jobs in the transaction that accepts them (identity/ledger/apply.py apply_accepted,
 # given its appliers): the rows of those it applied, by id.
 ApplyAccepted = Callable[[Session, list[tuple[Submission, Any]]], dict[uuid.UUID, Any]]
 

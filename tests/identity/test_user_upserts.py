@@ -21,7 +21,7 @@ from identity.appliers import apply_job, apply_user_upserts
 from identity.db import get_engine, transaction
 from identity.errors import IdmirrorError, SlugTaken
 from identity.keys import UserKey
-from identity.ledger.drain import PendingJob
+from identity.ledger.apply import PendingJob
 from identity.ledger.jobs import Submission, get_job
 from identity.schemas import UserUpsert
 from identity.users import delete_user, upsert_user

@@ -15,7 +15,8 @@ from identity.answers import Applied
 from identity.appliers import BATCH_APPLIERS, apply_agent_upserts, apply_job
 from identity.db import accept_engine, transaction
 from identity.errors import IdmirrorError
-from identity.ledger.drain import Finished, PendingJob, _record, drain
+from identity.ledger.apply import Finished, PendingJob, record_decisions
+from identity.ledger.drain import drain
 from identity.ledger.jobs import NOTIFY_CHANNEL, Submission, get_job
 from identity.ledger.record import accept
 from identity.settings import get_settings
@@ -228,7 +229,7 @@ def test_a_drain_notifies_each_job_it_finished_once_with_its_answer(
         # The same job as a duplicate drain that read it before it was applied still holds it.
         late = PendingJob(uuid.UUID(ids[0]), small.key, 1, small.kind, small.payload, 1, NOW_AT)
         with transaction() as session:  # a second decision for a finished job marks nothing
-            _record(session, [Finished(late, "created", result={"late": True})])
+            record_decisions(session, [Finished(late, "created", result={"late": True})])
         notes = [json.loads(n.payload) for n in listener.notifies(timeout=0.5)]
     mine = [note for note in notes if note["id"] in ids]
 
