@@ -1,5 +1,6 @@
 """The access log: one record per request with its method, path, status, duration, the job it
-made (the answer's Idmirror-Job-Id) and its request id.
+made (the answer's Idmirror-Job-Id) and its request id, written by the edge (api/limits.py) once
+the answer has been sent, or the request failed.
 
 The request id is the caller's X-Request-Id when it sent a usable one, else a new one; the
 answer carries it back in X-Request-Id, so a caller's report and the log meet on it.
@@ -7,10 +8,10 @@ answer carries it back in X-Request-Id, so a caller's report and the log meet on
 
 import logging
 import re
-import time
 import uuid
+from collections.abc import Iterable
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 log = logging.getLogger(__name__)
 
@@ -21,61 +22,38 @@ JOB_ID = b"idmirror-job-id"
 _USABLE = re.compile(rb"[\x21-\x7e]{1,200}")
 
 
-def _request_id(scope: Scope) -> bytes:
-    for name, value in scope["headers"]:
-        if name == REQUEST_ID and _USABLE.fullmatch(value):
-            return bytes(value)
+def request_id(sent: bytes | None) -> bytes:
+    """The caller's X-Request-Id if it is usable, else a new id."""
+    if sent is not None and _USABLE.fullmatch(sent):
+        return bytes(sent)
     return uuid.uuid4().hex.encode()
 
 
-class AccessLog:
-    """Logs each HTTP request when its answer has been sent (or it failed), at INFO."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        request_id = _request_id(scope)
-        scope[SCOPE_REQUEST_ID] = request_id.decode("ascii")
-        status, job_id = 500, b""
-
-        async def answer(message: Message) -> None:
-            nonlocal status, job_id
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                headers = list(message.get("headers", ()))
-                job_id = next((v for k, v in headers if k.lower() == JOB_ID), b"")
-                message = {**message, "headers": [*headers, (REQUEST_ID, request_id)]}
-            await send(message)
-
-        try:
-            await self.app(scope, receive, answer)
-        finally:
-            if log.isEnabledFor(logging.INFO):
-                _record(scope, status, time.perf_counter() - started, job_id, request_id)
+def job_id(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """The job an answer names in its Idmirror-Job-Id header, if any."""
+    return next((value for name, value in headers if name.lower() == JOB_ID), b"")
 
 
-def _record(scope: Scope, status: int, seconds: float, job_id: bytes, request_id: bytes) -> None:
+def record(scope: Scope, status: int, seconds: float, job: bytes, request: bytes) -> None:
+    """Log one request at INFO (nothing is formatted when INFO is off)."""
+    if not log.isEnabledFor(logging.INFO):
+        return
     fields = {
         "method": scope["method"],
         "path": scope["path"],
         "status": status,
         "duration_ms": round(seconds * 1000, 1),
-        "job_id": job_id.decode() or None,
-        "request_id": request_id.decode(),
+        "job_id": job.decode() or None,
+        "request_id": request.decode(),
     }
-    job = f" job={fields['job_id']}" if job_id else ""
+    shown = f" job={fields['job_id']}" if job else ""
     log.info(
         "%s %s %s %.1fms%s request=%s",
         fields["method"],
         fields["path"],
         status,
         fields["duration_ms"],
-        job,
+        shown,
         fields["request_id"],
         extra=fields,
     )

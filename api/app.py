@@ -9,10 +9,9 @@ from prometheus_client import REGISTRY, disable_created_metrics
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api import console, contract, errors
-from api.access import AccessLog
 from api.auth import Principals
 from api.guard import Guard
-from api.limits import Limits, RequestLimits
+from api.limits import Edge, Limits
 from api.metrics import LedgerCollector
 from api.ratelimit import RateLimiter
 from api.routes import admin, agents, backfills, graphs, health, history, jobs, node_types, users
@@ -111,9 +110,8 @@ def create_app() -> FastAPI:
     limits = Limits(
         settings.max_body_bytes, settings.max_graph_body_bytes, settings.body_timeout_seconds
     )
-    app.add_middleware(RequestLimits, limits=limits, guard=guard)
+    app.add_middleware(Edge, limits=limits, guard=guard)  # logs every answer, refusals and 500s
     errors.install(app)
-    app.add_middleware(AccessLog)  # outermost: it sees every answer, refusals and 500s too
     routers = [users.router, agents.internal, agents.public, graphs.router, node_types.internal]
     routers += [node_types.public, jobs.router, history.router, backfills.router, health.router]
     routers += [admin.router, admin.audit, *SCIM_ROUTERS]

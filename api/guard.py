@@ -4,10 +4,10 @@ invalid_token), its integrator's rate limit (429 rate_limited, with Retry-After)
 Under `/scim/` the refusals are in SCIM's error schema.
 
 api/limits.py calls `admit` before any body is read. An admitted request carries its principal
-in its ASGI scope (api/auth.PRINCIPAL) for the routes, and every answer to a rate-limited
-principal carries RateLimit-Limit, RateLimit-Remaining and RateLimit-Reset. A backfill upload
-costs one request when it starts and one more per IDMIRROR_RATE_LIMIT_BACKFILL_BYTES of its
-body once the body has arrived, before it is answered (taken even from too few tokens: a debt
+in its ASGI scope (api/auth.PRINCIPAL) for the routes, and the edge adds RateLimit-Limit,
+RateLimit-Remaining and RateLimit-Reset to every answer to a rate-limited principal. A backfill
+upload costs one request when it starts and one more per IDMIRROR_RATE_LIMIT_BACKFILL_BYTES of
+its body once the body has arrived, before it is answered (taken even from too few tokens: a debt
 the integrator's next requests pay).
 """
 
@@ -15,8 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from starlette.datastructures import MutableHeaders
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from api.auth import PRINCIPAL, REFUSED, Principal, Principals
 from api.errors import answer_error
@@ -53,9 +52,9 @@ class Guard:
 
     async def admit(
         self, scope: Scope, receive: Receive, send: Send, authorization: bytes | None
-    ) -> Send | None:
-        """The `send` to answer an admitted request with (it adds the rate limit headers);
-        None once a refusal has been sent."""
+    ) -> list[tuple[bytes, bytes]] | None:
+        """The headers to add to an admitted request's answer (its rate limit's, if it has
+        one); None once a refusal has been sent."""
         try:
             principal = await self.principals.resolve(authorization)
         except (DBAPIError, PoolTimeout, OSError):
@@ -75,7 +74,7 @@ class Guard:
         scope[PRINCIPAL] = principal
         decision = await self._take(principal, 1.0)
         if decision is None:
-            return send
+            return []
         if not decision.allowed:
             limited = RateLimited(
                 "this integrator is over its rate limit; send again after Retry-After seconds",
@@ -85,7 +84,7 @@ class Guard:
             )
             await _refuse(limited, scope, receive, send, decision.headers())
             return None
-        return _with_headers(send, decision)
+        return decision.raw_headers()
 
     def upload_ended(self, scope: Scope) -> Callable[[int], Awaitable[None]]:
         """What takes an upload's bytes from its integrator's bucket once it has arrived
@@ -116,16 +115,3 @@ async def _refuse(
 ) -> None:
     REFUSED.labels(error.code).inc()
     await answer_error(scope["path"], error, headers=headers)(scope, receive, send)
-
-
-def _with_headers(send: Send, decision: Decision) -> Send:
-    headers = decision.headers()
-
-    async def send_with_headers(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            mutable = MutableHeaders(scope=message)
-            for name, value in headers.items():
-                mutable[name] = value
-        await send(message)
-
-    return send_with_headers

@@ -1,6 +1,7 @@
-"""The edge every request passes first: who is asking (api/guard.py: the token, the rate
-limit), then what it may cost before it is read, and an answer in the error envelope for
-whatever fails unexpectedly behind it.
+"""The edge every request passes first: its request id, who is asking (api/guard.py: the
+token, the rate limit), then what it may cost before it is read, an answer in the error
+envelope for whatever fails unexpectedly behind it, and its access log record (api/access.py)
+once answered. One wrapper of the answer adds the request id and the rate limit's headers.
 
 This is the one place the bearer token is checked: every route under `/v1` and `/scim/` is
 behind it. Under `/scim/` the refusals are in SCIM's error schema.
@@ -17,11 +18,13 @@ arrive within the same timeout.
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api import access
 from api.errors import answer_error
 from api.guard import Guard
 from identity import json_input
@@ -40,8 +43,8 @@ class Limits:
     body_timeout_seconds: float
 
 
-class RequestLimits:
-    """Refuse what a request may not cost, as early as its headers allow.
+class Edge:
+    """Log each request, and refuse what it may not cost, as early as its headers allow.
 
     An unexpected exception behind it is answered with the 500 envelope and the request ends
     there: Starlette's own catch-all handler answers, then raises again, and uvicorn closes the
@@ -56,32 +59,49 @@ class RequestLimits:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
+        started = time.perf_counter()
+        headers = dict(scope["headers"])
+        request_id = access.request_id(headers.get(access.REQUEST_ID))
+        scope[access.SCOPE_REQUEST_ID] = request_id.decode("ascii")
+        added = [(access.REQUEST_ID, request_id)]  # and the rate limit's, once admitted
+        status, job = 0, b""
 
-        async def watched(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
+        async def answer(message: Message) -> None:
+            nonlocal status, job
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                sent = message.get("headers", ())
+                job = access.job_id(sent)
+                message = {**message, "headers": [*sent, *added]}
             await send(message)
 
         try:
-            await self._limited(scope, receive, watched)
+            await self._limited(scope, receive, answer, headers, added)
         except Exception:
             log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
-            if started:
+            if status:
                 raise  # part of an answer is out: nothing else can be said on this connection
             response = answer_error(
                 scope.get("path", ""), InternalError("the server failed to handle this request")
             )
-            await response(scope, receive, send)
+            await response(scope, receive, answer)
+        finally:
+            access.record(scope, status or 500, time.perf_counter() - started, job, request_id)
 
-    async def _limited(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = dict(scope["headers"])
+    async def _limited(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        headers: dict[bytes, bytes],
+        added: list[tuple[bytes, bytes]],
+    ) -> None:
         path: str = scope["path"]
         if self.guard is not None and self.guard.guards(path):
             admitted = await self.guard.admit(scope, receive, send, headers.get(b"authorization"))
             if admitted is None:
                 return  # refused
-            send = admitted
+            added += admitted
         streamed = headers.get(b"content-type", b"").split(b";")[0].strip() == NDJSON
         if streamed:
             ended = self.guard.upload_ended(scope) if self.guard is not None else None

@@ -8,13 +8,13 @@ import uvicorn
 from fastapi import FastAPI
 
 from api.errors import install
-from api.limits import Limits, RequestLimits
+from api.limits import Edge, Limits
 from cli.embedded import free_port
 
 
 def test_unexpected_errors_answer_500_and_keep_the_connection() -> None:
     app = FastAPI()
-    app.add_middleware(RequestLimits, limits=Limits(1024, 1024, 10.0))  # the catch-all
+    app.add_middleware(Edge, limits=Limits(1024, 1024, 10.0))  # the catch-all
     install(app)
 
     @app.get("/fails")

@@ -1,14 +1,20 @@
 """Per-integrator rate limits: one bucket in Redis for every API process, 429 with Retry-After
 when it is empty, RateLimit headers on every answer, a backfill's bytes counted, and requests
-let through (and counted) while Redis cannot be reached."""
+let through (and counted) while Redis cannot be reached; each API process takes tokens from
+the bucket in leases, never spending more than it was given."""
 
+import asyncio
+import math
 import time
 import uuid
 from pathlib import Path
 
 import httpx
+import redis
 
+from api.ratelimit import LEASE_SECONDS, Decision, RateLimiter
 from cli.embedded import free_port
+from identity.integrators import RateLimit
 from tests.integrators import client_for, new_integrator, new_token
 from tests.stack import Stack
 
@@ -95,3 +101,93 @@ def test_requests_pass_and_are_counted_while_redis_is_unreachable(
         assert counted >= 5
     finally:
         blind.stop()
+
+
+def _script_calls(redis_url: str) -> int:
+    """EVALSHA calls Redis has answered so far (the limiter's only command once loaded)."""
+    with redis.Redis.from_url(redis_url) as client:
+        stats: dict[str, dict[str, int]] = client.info("commandstats")
+    return sum(stats.get(f"cmdstat_{name}", {}).get("calls", 0) for name in ("evalsha", "eval"))
+
+
+async def _spend(limiter: RateLimiter, integrator: str, limit: RateLimit, seconds: float) -> int:
+    """Take one token at a time from 10 concurrent tasks for `seconds`; the tokens allowed."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    allowed = 0
+
+    async def client() -> None:
+        nonlocal allowed
+        while asyncio.get_running_loop().time() < deadline:
+            decision = await limiter.take(integrator, limit)
+            assert decision is not None
+            allowed += decision.allowed
+            await asyncio.sleep(0)
+
+    await asyncio.gather(*(client() for _ in range(10)))
+    return allowed
+
+
+def test_a_process_takes_tokens_in_leases_so_most_requests_ask_redis_nothing(
+    redis_url: str,
+) -> None:
+    limit = RateLimit(per_second=100_000, burst=1_000_000)
+    integrator = f"lease-{uuid.uuid4().hex[:8]}"
+
+    async def run() -> list[Decision | None]:
+        limiter = RateLimiter(redis_url)
+        try:
+            return [await limiter.take(integrator, limit) for _ in range(2000)]
+        finally:
+            await limiter.close()
+
+    before = _script_calls(redis_url)
+    decisions = asyncio.run(run())
+    calls = _script_calls(redis_url) - before
+    assert all(d is not None and d.allowed for d in decisions)
+    assert calls <= 2000 / 20, f"{calls} script calls for 2000 requests"
+    remaining = [d.tokens for d in decisions if d is not None]
+    assert 1_000_000 - 2000 - 1 <= remaining[-1] < 1_000_000, "what the bucket and lease hold"
+
+
+def test_leases_of_two_processes_never_spend_more_than_the_bucket_gives(redis_url: str) -> None:
+    # A lease holds at most LEASE_SECONDS of the refill beyond what its requests need: 20 here.
+    limit = RateLimit(per_second=200, burst=400)
+    integrator = f"lease-{uuid.uuid4().hex[:8]}"
+
+    async def run() -> tuple[int, float]:
+        one, two = RateLimiter(redis_url), RateLimiter(redis_url)
+        try:
+            started = time.monotonic()
+            allowed = await asyncio.gather(
+                _spend(one, integrator, limit, 1.5), _spend(two, integrator, limit, 1.5)
+            )
+            return sum(allowed), time.monotonic() - started
+        finally:
+            await one.close()
+            await two.close()
+
+    allowed, elapsed = asyncio.run(run())
+    refill = limit.per_second * elapsed
+    assert allowed <= limit.burst + refill + 1, (allowed, elapsed)
+    stranded = 2 * limit.per_second * LEASE_SECONDS  # held by the processes as they stopped
+    assert allowed >= limit.burst + 0.9 * refill - stranded, (allowed, elapsed)
+
+
+def test_a_small_limit_takes_exactly_what_each_request_costs(redis_url: str) -> None:
+    # Under a tenth of a second's refill per token, a lease holds nothing spare: the bucket
+    # sees every request, and the answers count down one by one.
+    limit = RateLimit(per_second=5, burst=10)
+    integrator = f"lease-{uuid.uuid4().hex[:8]}"
+
+    async def run() -> list[Decision | None]:
+        one, two = RateLimiter(redis_url), RateLimiter(redis_url)
+        try:
+            return [await (one, two)[n % 2].take(integrator, limit) for n in range(12)]
+        finally:
+            await one.close()
+            await two.close()
+
+    decisions = [d for d in asyncio.run(run()) if d is not None]
+    assert [d.allowed for d in decisions] == [True] * 10 + [False] * 2
+    assert [math.floor(d.tokens) for d in decisions[:10]] == list(range(9, -1, -1))
+    assert decisions[-1].headers()["Retry-After"] == "1"
