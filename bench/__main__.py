@@ -15,6 +15,7 @@ BENCHMARKS = {
     "graph": "bench.graph",
     "chaos": "bench.chaos",
     "scim": "bench.scim",
+    "scaling": "bench.scaling",
 }
 
 
