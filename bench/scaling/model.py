@@ -33,9 +33,18 @@ class Costs:
         return sum(self.cpu[g] for g in STATELESS)
 
     @property
+    def service_ms(self) -> float:
+        """CPU per job of the service: the stateless side and Postgres."""
+        return self.stateless_ms + self.cpu["postgres"]
+
+    @property
+    def jobs_per_commit(self) -> float | None:
+        return 1 / self.commits if self.commits else None
+
+    @property
     def machine_ms(self) -> float:
         """CPU per job of everything the run put on this machine, the load generator included."""
-        return self.stateless_ms + self.cpu["postgres"] + self.cpu["loadgen"]
+        return self.service_ms + self.cpu["loadgen"]
 
 
 def _median(values: list[float | None]) -> float | None:
@@ -84,23 +93,18 @@ class Extrapolation:
 
     @property
     def postgres_cores(self) -> float:
-        return self.cores * self.costs.cpu["postgres"] / self.service_ms
-
-    @property
-    def service_ms(self) -> float:
-        return self.costs.stateless_ms + self.costs.cpu["postgres"]
+        return self.cores * self.costs.cpu["postgres"] / self.costs.service_ms
 
     @property
     def cpu_rate(self) -> float:
-        return 1000 * self.cores / self.service_ms
+        return 1000 * self.cores / self.costs.service_ms
 
     @property
     def hot_row_rate(self) -> float | None:
         """Transactions that apply jobs add to the same metric_counters rows and hold them until
         their commit is flushed: at most one such commit per flush, of the measured jobs each."""
-        if not self.costs.commits:
-            return None
-        return 1000 / FLUSH_MS / self.costs.commits
+        per_commit = self.costs.jobs_per_commit
+        return None if per_commit is None else 1000 / FLUSH_MS * per_commit
 
     @property
     def rate(self) -> float:

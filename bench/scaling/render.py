@@ -66,12 +66,19 @@ def _check_table(checks: list[Check]) -> str:
 
 
 def _check_summary(checks: list[Check]) -> str:
-    ratios = [k.ratio for k in checks if not k.fitted]
-    if not ratios:
+    out = [k for k in checks if not k.fitted]
+    if not out:
         return "Only one API process count was measured: nothing was predicted out of sample."
+    ratios = [k.ratio for k in out]
+    changes = "; ".join(
+        f"{MODES[k.measured.mode]} with {k.measured.processes} API processes: "
+        f"{k.base.service_ms:.2f} -> {k.measured.service_ms:.2f} service CPU-ms per job, "
+        f"{_fmt(k.base.jobs_per_commit)} -> {_fmt(k.measured.jobs_per_commit)} jobs per commit"
+        for k in out
+    )
     return (
         f"Out of sample, the measured rate was {min(ratios):.2f} to {max(ratios):.2f} times the "
-        "predicted one."
+        f"predicted one. Against the costs it was predicted from: {changes}."
     )
 
 
