@@ -15,6 +15,7 @@ BENCHMARKS = {
     "graph": "bench.graph",
     "chaos": "bench.chaos",
     "scim": "bench.scim",
+    "scaling": "bench.scaling",
 }
 
 
@@ -45,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         type=_workers,
         default=(1,),
         help="uvicorn processes of the API (and of upserts' naive app); a list (1,2) runs one "
-        "stack for each, and upserts compares them",
+        "stack for each, and upserts compares them; scaling restarts one stack's API with each "
+        "count of a list (by default 1,2)",
     )
     parser.add_argument(
         "--worker-concurrency",

@@ -16,7 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import psutil
@@ -149,9 +149,23 @@ class Stack:
         worker = ["worker"]
         if self.config.worker_concurrency:
             worker += ["--concurrency", str(self.config.worker_concurrency)]
-        self.spawn("api", ["cli", "api", "--workers", str(self.config.api_workers)])
+        self._spawn_api()
         self.spawn("worker", ["cli", *worker])
         self.spawn("beat", ["cli", "beat"])
+        self.wait_until(self._ready, timeout=90)
+
+    def _spawn_api(self) -> None:
+        self.spawn("api", ["cli", "api", "--workers", str(self.config.api_workers)])
+
+    def restart_api(self, api_workers: int) -> None:
+        """Stop the API and start it again with `api_workers` uvicorn processes, on the same
+        port; Postgres, Redis, the worker and beat run on. Process roots change with it."""
+        api = self.processes.pop("api")
+        with contextlib.suppress(ProcessLookupError):
+            api.send_signal(signal.SIGINT)
+        self._reap(api)
+        self.config = replace(self.config, api_workers=api_workers)
+        self._spawn_api()
         self.wait_until(self._ready, timeout=90)
 
     def spawn(self, name: str, module_args: list[str]) -> None:
@@ -235,6 +249,20 @@ class Stack:
                 roots["redis"] = [pid]
         return roots
 
+    @staticmethod
+    def _reap(process: subprocess.Popen[bytes]) -> None:
+        """Wait for a process that was asked to stop (SIGKILL to its group after 20 s), then
+        kill what is left of its group."""
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(5)
+        # Children that outlived their parent (prefork pool, uvicorn workers).
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+
     def stop(self) -> None:
         """Stop the services (SIGINT, then SIGKILL to their process group), then the servers."""
         for process in self.processes.values():
@@ -242,15 +270,7 @@ class Stack:
                 with contextlib.suppress(ProcessLookupError):
                     process.send_signal(signal.SIGINT)
         for process in self.processes.values():
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait(5)
-            # Children that outlived their parent (prefork pool, uvicorn workers).
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(process.pid, signal.SIGKILL)
+            self._reap(process)
         self.processes.clear()
         if self._redis is not None:
             self._redis.stop()

@@ -94,15 +94,20 @@ class Bench:
     """The benchmark against one running stack and the naive app beside it: setup, warm-up and
     the measured rounds."""
 
-    def __init__(self, stack: Stack, options: Options, naive_url: str) -> None:
+    def __init__(self, stack: Stack, options: Options, naive_url: str = "") -> None:
         self.stack = stack
         self.options = options
-        self.naive_url = naive_url
+        self.naive_url = naive_url  # none: the naive modes cannot be measured
         self.conn = stack.pg_connect()
         self.redis = stack.redis_client()
-        self.roots = stack.process_roots()
-        self.roots["loadgen"] = [-os.getpid()]  # this process only, not the services under it
+        self.roots: dict[str, list[int]] = {}
+        self.find_processes()
         self.workload = Workload(options.concurrency)
+
+    def find_processes(self) -> None:
+        """Read the process groups whose CPU is sampled (again, once the stack restarted one)."""
+        self.roots = self.stack.process_roots()
+        self.roots["loadgen"] = [-os.getpid()]  # this process only, not the services under it
 
     def close(self) -> None:
         """Close the benchmark's own Postgres and Redis connections."""
@@ -241,13 +246,18 @@ class Bench:
             raise RuntimeError(f"creating agents: {dict(run.load.outcomes)}")
         return run
 
+    def create(self, token: str = TOKEN) -> Run:
+        """Create the workload's users and agents in idmirror, the users as `token`'s; the
+        agents' creates are measured."""
+        self._create_users(CREATES, token)
+        return self._create_agents(CREATES)
+
     def setup(self) -> list[Run]:
         """Create the users and agents in idmirror and in the naive app. In idmirror the users
         are the integrator's (its token may write their agents, as the bootstrap token may);
         the agents' creates are measured."""
         self.token = self._integrator_token()
-        self._create_users(CREATES, self.token)
-        creates = self._create_agents(CREATES)
+        creates = self.create(self.token)
         self._create_users(NAIVE_CREATES, TOKEN)
         return [creates, self._create_agents(NAIVE_CREATES)]
 
@@ -272,19 +282,25 @@ class Bench:
         duration = self.options.duration
         for r in range(1, self.options.rounds + 1):
             for mode in ROUND:
-                make, keys = self.workload.updates_for(mode, f"{mode} r{r}")
                 token = self.token if mode in (SYNC_TOKEN, ASYNC_TOKEN) else TOKEN
-                run = self.measure(
-                    mode,
-                    make,
-                    keys=keys,
-                    round_=r,
-                    duration=duration,
-                    max_requests=int(duration * MAX_RATE),
-                    token=token,
-                )
-                runs.append(run)
+                runs.append(self.measure_updates(mode, r, duration, token=token))
         return runs
+
+    def measure_updates(
+        self, mode: str, round_: int, duration: float, *, token: str = TOKEN, tag: str = ""
+    ) -> Run:
+        """Measure `mode`'s updates for `duration` seconds as round `round_`; bodies differ from
+        every other round's, and from those of runs with another `tag`."""
+        make, keys = self.workload.updates_for(mode, f"{mode} r{round_}{tag}")
+        return self.measure(
+            mode,
+            make,
+            keys=keys,
+            round_=round_,
+            duration=duration,
+            max_requests=int(duration * MAX_RATE),
+            token=token,
+        )
 
 
 def print_run(run: Run) -> None:

@@ -14,7 +14,7 @@ from bench.upserts.runs import AGENTS, HOT_KEYS, ROUND, USERS, Run
 from bench.upserts.tables import cpu_table, queue_table, results_table
 
 
-def _prose(text: str, width: int = 100) -> str:
+def prose(text: str, width: int = 100) -> str:
     """Re-wrap paragraphs and list items; leave headings and tables alone."""
     blocks = []
     for block in text.strip().split("\n\n"):
@@ -184,4 +184,4 @@ def render(
         _queue(runs, several),
         f"### Against the reference peer\n\n{comparison(runs)}",
     ]
-    return _prose("\n\n".join(blocks) + "\n")
+    return prose("\n\n".join(blocks) + "\n")
