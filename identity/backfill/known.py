@@ -61,7 +61,10 @@ _AGENTS = text(
         FROM string_to_table(:entries, ',') WITH ORDINALITY AS t (e, n)
     ),
     owners AS MATERIALIZED (
-        SELECT u.id, u.slug FROM users u WHERE u.slug = ANY(string_to_array(:user_slugs, ','))
+        -- A probe of the slug index per owner, whatever the statistics say (LIMIT keeps the
+        -- planner from turning it into a join over every user).
+        SELECT o.id, o.slug FROM string_to_table(:user_slugs, ',') AS s (slug)
+        CROSS JOIN LATERAL (SELECT u.id, u.slug FROM users u WHERE u.slug = s.slug LIMIT 1) AS o
     )
     SELECT string_agg(k.n::text, ',') FROM k JOIN owners o ON o.slug = k.user_slug
     -- A probe of the key's index entry per line: as a LATERAL with LIMIT, the planner cannot

@@ -61,7 +61,7 @@ class PullReceiver(Receiver):
         self._read_records()
         if (
             self._waiting() >= self.chunk_size * self.buckets // 2
-            or self._sizes.total() >= self.buffer_bytes // 2
+            or self._held >= self.buffer_bytes // 2
         ):
             self.checkpoint(state)
             return

@@ -58,6 +58,7 @@ class Receiver(ABC):
         self.buffer_bytes = settings.backfill_buffer_bytes
         self._buffers: dict[tuple[str, int], list[bytes]] = {}
         self._buffered = 0
+        self._held = 0  # bytes in all buffers: what _sizes totals, kept as lines come
         # Bytes held, by buffer and in all: items range from tens of bytes to a megabyte, so a
         # count of items alone would not bound memory.
         self._sizes: Counter[tuple[str, int]] = Counter()
@@ -157,10 +158,12 @@ class Receiver(ABC):
             buffer = self._buffers[slot] = []
         buffer.append(parsed.stored)
         self._buffered += 1
-        self._sizes[slot] += len(parsed.stored)
+        size = len(parsed.stored)
+        self._held += size
+        self._sizes[slot] += size
         if len(buffer) >= self.chunk_size or self._sizes[slot] >= self.chunk_bytes:
             self._buffer_full(*slot)
-        elif self._sizes.total() >= self.buffer_bytes:
+        elif self._held >= self.buffer_bytes:
             self._buffer_full(*max(self._sizes, key=self._sizes.__getitem__))
         return parsed
 
@@ -178,12 +181,12 @@ class Receiver(ABC):
     def _take_buffer(self, kind: str, bucket: int) -> list[bytes]:
         buffer = self._buffers.pop((kind, bucket))
         self._buffered -= len(buffer)
-        del self._sizes[(kind, bucket)]
+        self._held -= self._sizes.pop((kind, bucket))
         return buffer
 
     def _drain_buffers(self) -> list[Chunk]:
         chunks = [(kind, bucket, parts) for (kind, bucket), parts in sorted(self._buffers.items())]
-        self._buffers, self._buffered = {}, 0
+        self._buffers, self._buffered, self._held = {}, 0, 0
         self._sizes.clear()
         return chunks
 

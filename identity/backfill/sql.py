@@ -1,6 +1,7 @@
 """The statements that apply a chunk: one per kind, each classifying every item of the chunk
-against the stored state and writing the rest with INSERT ... ON CONFLICT DO UPDATE. A dry run
-uses the same classification with a SELECT in place of the write.
+against the stored state and writing the rest with INSERT ... ON CONFLICT DO UPDATE (agents
+with no live row: a plain INSERT). A dry run uses the same classification with a SELECT in place
+of the write.
 
 Each statement returns, for every item: its line, its key, and its outcome (created, updated,
 unchanged, superseded, or the reason it failed); users also their id, slug, and whether the item
@@ -128,7 +129,7 @@ _AGENTS = """
         LEFT JOIN {owner_rows} o ON o.slug = i.user_slug
         LEFT JOIN agents a ON a.user_id = o.id AND a.slug = i.slug AND a.deleted_at IS NULL
     ),
-    written AS ({written}),
+    {written},
     outcomes AS (
         SELECT c.l, c.key, c.user_slug AS slug,
                CASE WHEN c.action <> 'write' THEN c.action
@@ -161,7 +162,7 @@ _OWNERS_DRY = """
         ORDER BY slug, preference
     ),
 """
-_AGENTS_WRITE = f"""
+_AGENTS_INSERT = """
         INSERT INTO agents AS a (id, user_id, slug, display_name, webhook_url, metadata, version,
                                  line_digest, created_at, updated_at)
         SELECT ids.id, owner_id, slug, display_name, webhook_url, metadata, v,
@@ -170,13 +171,23 @@ _AGENTS_WRITE = f"""
         -- position.
         FROM classified
         JOIN string_to_table(:ids, ',') WITH ORDINALITY AS ids (id, n) ON ids.n = classified.n
-        WHERE action = 'write'
-        {agents.ON_CONFLICT}
+        WHERE action = 'write' AND live_id IS {live}"""
+# An item whose key has no live agent is inserted plainly, without the speculative insertion
+# ON CONFLICT costs (every row of a first load): the chunk holds the key's advisory lock, so no
+# live write adds the agent meanwhile, and a writer that did would make the insert fail (a
+# unique violation) and the chunk go one by one.
+_AGENTS_WRITE = f"""
+    fresh AS ({_AGENTS_INSERT.format(live="NULL")}
+        RETURNING a.user_id, a.slug, true AS inserted
+    ),
+    changed AS ({_AGENTS_INSERT.format(live="NOT NULL")}
+        {agents.ON_CONFLICT.strip()}
         RETURNING a.user_id, a.slug, (xmax = 0) AS inserted
-"""
+    ),
+    written AS (SELECT * FROM fresh UNION ALL SELECT * FROM changed)"""
 _AGENTS_DRY = (
-    "SELECT owner_id AS user_id, slug, live_id IS NULL AS inserted "
-    "FROM classified WHERE action = 'write'"
+    "written AS (SELECT owner_id AS user_id, slug, live_id IS NULL AS inserted "
+    "FROM classified WHERE action = 'write')"
 )
 
 # Items that wrote their row, or were refused as older than it, for their keys' histories: one

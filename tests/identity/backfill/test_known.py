@@ -3,6 +3,7 @@ when reading them would have said so (identity/backfill/known.py)."""
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -218,6 +219,22 @@ def test_unchanged_lines_are_counted_while_the_upload_goes_on(
     assert seen_while_receiving and 0 < seen_while_receiving[0] < 6_000
 
 
+def test_known_lines_around_a_store_are_each_counted_once(
+    client: httpx.Client, db: psycopg.Connection[Any]
+) -> None:
+    p = prefix()
+    agents = [agent_item(f"bot{j}@{p}-u") for j in range(600)]
+    run_backfill(client, [user_item(f"{p}-u"), *agents])
+    # A thousand bad lines among known ones: their failures are stored in the middle of the
+    # lines one piece of input counts as known, and a new agent is stored after them.
+    bad = ['{"type": "agent"}'] * 1_000
+    new = agent_item(f"new@{p}-u")
+    run = run_backfill(client, [*agents[:300], *bad, *agents[300:], new])
+    assert run["status"] == "completed", run["error"]
+    assert run["counts"]["unchanged"] == 600 and run["counts"]["failed"] == 1_000
+    assert run["counts"]["created"] == 1 and run["counts"]["received"] == 1_601
+
+
 # --- the order rules, without a database ---------------------------------------------------
 
 
@@ -288,3 +305,41 @@ def test_the_digest_depends_on_the_private_webhook_setting() -> None:
     assert line_digest(raw, allow_private_webhooks=True) != line_digest(
         raw, allow_private_webhooks=False
     )
+
+
+class _Answers:
+    """A session that knows no line, and records which kinds were asked about."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def execute(self, statement: Any, params: dict[str, Any]) -> Any:
+        self.asked.append("agents" if "entries" in params else "users")
+        return self
+
+    def scalar(self) -> None:
+        return None
+
+    def __iter__(self) -> Any:
+        return iter(())
+
+
+def test_only_pieces_of_agent_lines_that_find_none_back_off() -> None:
+    session = _Answers()
+
+    @contextmanager
+    def transaction() -> Iterator[Any]:
+        yield session
+
+    lines = KnownLines(1, allow_private_webhooks=False)
+    users = [json.dumps(user_item(f"u{i}")).encode() for i in range(3)]
+    agents = [json.dumps(agent_item(f"bot{i}@u0")).encode() for i in range(3)]
+    for _ in range(5):  # a first load's users: nothing known, and no reason to skip agents
+        lines.look_up(transaction, users)
+    lines.look_up(transaction, agents)
+    assert session.asked == ["users"] * 5 + ["agents"]
+    session.asked.clear()
+    # The agent piece found none: the next one skips its lookups, the one after asks again.
+    lines.look_up(transaction, agents)
+    lines.look_up(transaction, agents)
+    assert session.asked == ["agents"]

@@ -24,7 +24,7 @@ from tests.identity.backfill.uploads import (
     user_item,
     wait_done,
 )
-from tests.stack import ROOT, TOKEN, Stack
+from tests.stack import ROOT, TOKEN, Stack, scalar, wait_until
 
 
 def users_with_five_agents_each(p: str, users: int) -> list[dict[str, Any]]:
@@ -164,3 +164,39 @@ def same_bucket_ids(count: int, buckets: int = 8) -> list[str]:
         ):
             found.append(candidate)
     return found
+
+
+def test_an_agent_added_behind_a_chunks_back_sends_it_one_by_one(
+    client: httpx.Client, db: psycopg.Connection[Any], database_url: str
+) -> None:
+    """A writer that adds an agent without its key's lock while a chunk inserts it: the chunk's
+    plain insert meets the unique index, and the chunk is applied again item by item."""
+    p = prefix()
+    user = user_item(f"{p}-u")
+    assert run_backfill(client, [user])["counts"]["created"] == 1
+    with psycopg.connect(database_url) as writer:
+        writer.execute(
+            "INSERT INTO agents (id, user_id, slug, display_name, version, created_at, updated_at) "
+            "VALUES (gen_random_uuid()::text, %s, 'bot', 'Before', 0, now(), now())",
+            (user["id"],),
+        )
+        started = post_ndjson(
+            client, ndjson([agent_item(f"bot@{p}-u"), agent_item(f"other@{p}-u")])
+        )
+        # The chunk's insert waits for the writer's row, then meets it once it commits.
+        wait_until(
+            lambda: scalar(
+                db,
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid' AND NOT granted",
+            )
+        )
+        writer.commit()
+    run = wait_done(client, started["id"])
+    assert run["status"] == "completed", run["error"]
+    assert run["counts"]["created"] == 1 and run["counts"]["updated"] == 1, run["counts"]
+    assert (
+        scalar(
+            db, "SELECT display_name FROM agents WHERE user_id = %s AND slug = 'bot'", (user["id"],)
+        )
+        == "bot"
+    )
