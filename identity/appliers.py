@@ -99,6 +99,9 @@ def apply_agent_upserts(session: Session, jobs: list[PendingJob]) -> list[Applie
 BATCH_APPLIERS: dict[str, BatchApplier] = {
     "user.upsert": apply_user_upserts,
     "agent.upsert": apply_agent_upserts,
+    "user.scim_create": scim_writes.create_users,
+    "user.scim_replace": scim_writes.replace_users,
+    "user.scim_patch": scim_writes.patch_users,
 }
 
 

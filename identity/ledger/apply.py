@@ -41,6 +41,7 @@ class PendingJob:
     waited: bool = False  # accepted longer ago than the drain's count_starts_after
     integrator: str | None = None  # who sent it: what it may write, and who owns what it creates
     admin: bool = True
+    checked: Any = None  # the submission's, when it is applied where it was accepted
 
     @property
     def actor(self) -> Actor:
@@ -264,6 +265,7 @@ def apply_accepted(
             row.accepted_at,
             integrator=sub.actor.integrator,
             admin=sub.actor.admin,
+            checked=sub.checked,
         )
         for sub, row in accepted  # in arrival order: each key's in seq order, and a user
         if row.id in idle  # accepted before its agent is applied before it

@@ -59,6 +59,9 @@ class Submission:
     actor: Actor = OPERATOR  # who sends it: the job's integrator, and its audit entry's
     request_id: str | None = None
     client: str | None = None  # the client's address, for the audit trail
+    # What the request's checks made of the payload (a parsed PatchOp, say), for an applier
+    # in this process to use instead of parsing the payload again; never stored.
+    checked: Any = field(default=None, compare=False, repr=False)
 
     @cached_property
     def request_hash(self) -> str:

@@ -44,9 +44,19 @@ def operations_of(patch: PatchOp[R]) -> list[dict[str, Any]]:
     return [op.model_dump(scim_ctx=Context.RESOURCE_PATCH_REQUEST) for op in patch.operations or []]
 
 
-def patched(model: type[R], resource: R, operations: list[dict[str, Any]], dialect: Dialect) -> R:
-    """`resource` with the operations of a job applied, in order."""
-    patch = parse_patch(model, {"schemas": [PATCH_SCHEMA], "Operations": operations}, dialect)
+def patched(
+    model: type[R],
+    resource: R,
+    operations: list[dict[str, Any]],
+    dialect: Dialect,
+    checked: Any = None,
+) -> R:
+    """`resource` with the operations of a job applied, in order; `checked` is the PatchOp
+    they were dumped from, when its request was checked in this process."""
+    patch = checked if isinstance(checked, PatchOp) else None
+    if patch is None:
+        body = {"schemas": [PATCH_SCHEMA], "Operations": operations}
+        patch = parse_patch(model, body, dialect)
     try:
         with POLICIES[dialect]:
             patch.patch(resource)

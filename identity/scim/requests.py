@@ -69,8 +69,10 @@ def user_submission(session: Session, request: WriteRequest) -> Submission:
             return writes.replace_submission(key, user_fields(user), if_match, idempotency_key)
         case "PATCH":
             dialect = dialect_of(request.user_agent, request.body)
-            operations = operations_of(parse_patch(ScimUser, request.body, dialect))
-            return writes.patch_submission(key, operations, dialect, if_match, idempotency_key)
+            patch = parse_patch(ScimUser, request.body, dialect)
+            return writes.patch_submission(
+                key, operations_of(patch), dialect, if_match, idempotency_key, patch
+            )
     row = queries.get_user(session, str(key.user_id), request.sees)
     require_match(if_match, row.version, "user")
     return rest_users.delete_submission(str(key.user_id), idempotency_key)

@@ -8,6 +8,7 @@ of that PUT. `If-Match` is checked at the same moment, against the version being
 
 import json
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import text
@@ -16,7 +17,9 @@ from sqlalchemy.orm import Session
 
 from identity.access import Actor, check_owner
 from identity.answers import Applied, upserted
-from identity.keys import UserKey
+from identity.errors import IdmirrorError
+from identity.keys import UserKey, parse_ledger_key
+from identity.ledger.apply import PendingJob
 from identity.ledger.jobs import Submission
 from identity.scim import errors
 from identity.scim.payloads import Dialect, patched
@@ -75,23 +78,23 @@ def patch_submission(
     dialect: Dialect,
     if_match: str | None,
     idempotency_key: str | None,
+    checked: Any = None,
 ) -> Submission:
-    """PATCH /Users/{id}: operations checked already, applied when the job's turn comes."""
+    """PATCH /Users/{id}: operations checked already (`checked`, their PatchOp), applied when
+    the job's turn comes."""
     return Submission(
         key=str(key),
         kind="user.scim_patch",
         payload={"operations": operations, "dialect": dialect, "if_match": if_match},
         idempotency_key=idempotency_key,
+        checked=checked,
     )
 
 
 _SELECT = text(f"SELECT {SCIM_USER_COLUMNS}, owner FROM users WHERE id = :id")
-_WRITE = text(
-    f"""
-    INSERT INTO users AS u (id, email, slug, plan, metadata, version, created_at, updated_at,
-                            active, user_name, external_id, scim, owner)
-    VALUES (:id, :email, :slug, 'free', '{{}}', :version, clock_timestamp(), clock_timestamp(),
-            :active, :user_name, :external_id, CAST(:scim AS jsonb), :owner)
+# A stored user is rewritten unless it is newer or already holds what is written; the new row
+# (or the rewritten one) is returned.
+_UNLESS_NEWER_OR_SAME = f"""
     ON CONFLICT (id) DO UPDATE
         SET email = excluded.email, active = excluded.active, user_name = excluded.user_name,
             external_id = excluded.external_id, scim = excluded.scim,
@@ -102,6 +105,14 @@ _WRITE = text(
               (excluded.email, excluded.active, excluded.user_name, excluded.external_id,
                excluded.scim)
     RETURNING {SCIM_USER_COLUMNS}, (xmax = 0) AS inserted
+"""
+_WRITE = text(
+    f"""
+    INSERT INTO users AS u (id, email, slug, plan, metadata, version, created_at, updated_at,
+                            active, user_name, external_id, scim, owner)
+    VALUES (:id, :email, :slug, 'free', '{{}}', :version, clock_timestamp(), clock_timestamp(),
+            :active, :user_name, :external_id, CAST(:scim AS jsonb), :owner)
+    {_UNLESS_NEWER_OR_SAME}
     """
 )
 
@@ -186,3 +197,112 @@ def patch_user(
     dialect: Dialect = payload.get("dialect", "strict")
     user = patched(ScimUser, to_scim(current, ""), payload["operations"], dialect)
     return _write(session, key, fields_of(user), version, current, actor.integrator)
+
+
+# The set-based form of the writes above, for jobs of distinct users applied together: one
+# statement reads every user, one writes them all. A slug or userName another row holds fails
+# the statement; the drain then applies the jobs one by one, where a slug is suffixed.
+_SELECT_MANY = text(f"SELECT {SCIM_USER_COLUMNS}, owner FROM users WHERE id = ANY(:ids)")
+_WRITE_MANY = text(
+    f"""
+    INSERT INTO users AS u (id, email, slug, plan, metadata, version, created_at, updated_at,
+                            active, user_name, external_id, scim, owner)
+    SELECT i.id, i.email, i.slug, 'free', '{{}}', i.version, clock_timestamp(),
+           clock_timestamp(), i.active, i.user_name, i.external_id, i.scim, i.owner
+    FROM json_to_recordset(CAST(:items AS json))
+        AS i(id uuid, email text, slug text, version bigint, active boolean, user_name text,
+             external_id text, scim jsonb, owner text)
+    {_UNLESS_NEWER_OR_SAME}
+    """
+)
+
+# What a job of each kind writes, from the user as it is (None when there is none): the
+# fields, or the job's error.
+Fields = Callable[[PendingJob, UserKey, Any], ScimUserFields]
+
+
+def _created(job: PendingJob, key: UserKey, current: Any) -> ScimUserFields:
+    if current is not None:
+        check_owner(job.actor, current.owner, "user", user_id=str(key.user_id))
+    return ScimUserFields.model_validate(job.payload["fields"])
+
+
+def _existing(job: PendingJob, key: UserKey, current: Any) -> Any:
+    if current is None:
+        raise errors.ScimNotFound("no user has this id", id=str(key.user_id))
+    check_owner(job.actor, current.owner, "user", user_id=str(key.user_id))
+    require_match(job.payload.get("if_match"), current.version, "user")
+    return current
+
+
+def _replaced(job: PendingJob, key: UserKey, current: Any) -> ScimUserFields:
+    _existing(job, key, current)
+    return ScimUserFields.model_validate(job.payload["fields"])
+
+
+def _patched(job: PendingJob, key: UserKey, current: Any) -> ScimUserFields:
+    _existing(job, key, current)
+    dialect: Dialect = job.payload.get("dialect", "strict")
+    user = patched(ScimUser, to_scim(current, ""), job.payload["operations"], dialect, job.checked)
+    return fields_of(user)
+
+
+def _write_together(
+    session: Session, jobs: list[PendingJob], fields: Fields
+) -> list[Applied | IdmirrorError]:
+    keys = [parse_ledger_key(job.key) for job in jobs]
+    assert all(isinstance(key, UserKey) for key in keys), "SCIM user jobs are addressed to users"
+    user_keys: list[UserKey] = keys  # type: ignore[assignment]  # checked just above
+    ids = [key.user_id for key in user_keys]
+    found = {row.id: row for row in session.execute(_SELECT_MANY, {"ids": ids})}
+    outcomes: list[Applied | IdmirrorError | None] = []
+    items = []
+    for job, key in zip(jobs, user_keys, strict=True):
+        current = found.get(key.user_id)
+        try:
+            wanted = fields(job, key, current)
+        except IdmirrorError as exc:
+            outcomes.append(exc)
+            continue
+        outcomes.append(None)
+        slug = current.slug if current is not None else slug_for(wanted.user_name, key.user_id)
+        items.append(
+            {
+                "id": str(key.user_id),
+                "email": wanted.email(),
+                "slug": slug,
+                "version": job.version,
+                "active": wanted.active,
+                "user_name": wanted.user_name,
+                "external_id": wanted.external_id,
+                "scim": wanted.profile,
+                "owner": job.actor.integrator,  # a new user's; a user keeps the one it has
+            }
+        )
+    written: dict[uuid.UUID, Any] = {}
+    if items:
+        rows = session.execute(_WRITE_MANY, {"items": json.dumps(items)})
+        written = {row.id: row for row in rows}
+    return [
+        outcome
+        if outcome is not None
+        else upserted(
+            written.get(key.user_id), found.get(key.user_id), job.version, ScimUserWriteOut
+        )
+        for job, key, outcome in zip(jobs, user_keys, outcomes, strict=True)
+    ]
+
+
+def create_users(session: Session, jobs: list[PendingJob]) -> list[Applied | IdmirrorError]:
+    """POST /Users jobs of distinct users, applied together."""
+    return _write_together(session, jobs, _created)
+
+
+def replace_users(session: Session, jobs: list[PendingJob]) -> list[Applied | IdmirrorError]:
+    """PUT /Users/{id} jobs of distinct users, applied together."""
+    return _write_together(session, jobs, _replaced)
+
+
+def patch_users(session: Session, jobs: list[PendingJob]) -> list[Applied | IdmirrorError]:
+    """PATCH /Users/{id} jobs of distinct users, applied together."""
+    return _write_together(session, jobs, _patched)

@@ -187,6 +187,15 @@ def upserts_with_a_bad_one(kind: str, client: httpx.Client) -> list[Submission]:
         user_slug = put_user(client)["slug"]
         good = [Submission(f"agent:ok{i}@{user_slug}", kind, BODY) for i in range(4)]
         bad = Submission(f"agent:bad@{user_slug}", kind, {"metadata": {}})
+    elif kind.startswith("user.scim_"):
+        keys = [f"user:{uuid.uuid4()}" for _ in range(5)]
+        if kind != "user.scim_create":  # a replace or a patch needs its user
+            accept_all(
+                [Submission(key, "user.scim_create", scim_job("user.scim_create")) for key in keys]
+            )
+            drain_all()
+        good = [Submission(key, kind, scim_job(kind)) for key in keys[:4]]
+        bad = Submission(keys[4], kind, {"if_match": None})
     else:
         assert kind == "user.upsert", "a new batch kind needs jobs of its own here"
         good = [
@@ -195,6 +204,14 @@ def upserts_with_a_bad_one(kind: str, client: httpx.Client) -> list[Submission]:
         ]
         bad = Submission(f"user:{uuid.uuid4()}", kind, {"slug": new_slug()})
     return [*good[:2], bad, *good[2:]]
+
+
+def scim_job(kind: str) -> dict[str, Any]:
+    """The payload of a SCIM user write of `kind` (a new userName each time)."""
+    if kind == "user.scim_patch":
+        title = {"op": "replace", "path": "title", "value": "Engineer"}
+        return {"operations": [title], "dialect": "strict", "if_match": None}
+    return {"fields": {"user_name": new_slug("scim"), "active": True}, "if_match": None}
 
 
 @pytest.mark.parametrize("kind", sorted(BATCH_APPLIERS))
@@ -206,7 +223,8 @@ def test_a_bad_job_among_others_fails_alone(kind: str, client: httpx.Client, dom
         jobs = [get_job(session, job_id).model_dump(mode="json") for job_id in ids]
     assert [j["status"] for j in jobs] == ["applied", "applied", "failed", "applied", "applied"]
     assert jobs[2]["error"]["code"] == "internal_error"
-    assert {j["outcome"] for j in jobs if j["status"] == "applied"} == {"created"}
+    made = "created" if kind.endswith(("upsert", "create")) else "updated"
+    assert {j["outcome"] for j in jobs if j["status"] == "applied"} == {made}
 
 
 def test_a_drain_notifies_each_job_it_finished_once_with_its_answer(
@@ -249,11 +267,24 @@ def test_every_batch_kind_can_be_applied_alone(
     kind: str, client: httpx.Client, domain: None
 ) -> None:
     # A batch that fails is applied again job by job: each of its kinds needs a single applier.
-    assert kind in ("agent.upsert", "user.upsert"), "a new batch kind needs a job of its own here"
+    assert kind in (
+        "agent.upsert",
+        "user.upsert",
+        "user.scim_create",
+        "user.scim_replace",
+        "user.scim_patch",
+    ), "a new batch kind needs a job of its own here"
     if kind == "agent.upsert":
         job = job_for(f"alone@{put_user(client)['slug']}", LATER)
+    elif kind.startswith("user.scim_"):
+        key = f"user:{uuid.uuid4()}"
+        if kind != "user.scim_create":
+            accept_all([Submission(key, "user.scim_create", scim_job("user.scim_create"))])
+            drain_all()
+        job = PendingJob(uuid.uuid4(), key, 2, kind, scim_job(kind), LATER, NOW_AT)
     else:
         body = {"email": "a@example.com", "slug": new_slug("alone")}
         job = PendingJob(uuid.uuid4(), f"user:{uuid.uuid4()}", 1, kind, body, LATER, NOW_AT)
     with transaction() as session:
-        assert apply_job(session, job).outcome == "created"
+        made = "created" if kind.endswith(("upsert", "create")) else "updated"
+        assert apply_job(session, job).outcome == made
