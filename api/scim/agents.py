@@ -7,12 +7,12 @@ from api.contract import scope
 from api.scim.changes import add_writes
 from api.scim.reads import Served, add_reads
 from identity.scim import queries
-from identity.scim.agents import to_scim
+from identity.scim.agents import answered, to_scim
 from identity.scim.requests import agent_submission
 
 router = APIRouter(
     prefix="/scim/v2/Agents", tags=["scim"], dependencies=[scope("scim")], include_in_schema=False
 )
-SERVED = Served(queries.get_agent, queries.find_agents, to_scim)
+SERVED = Served(queries.get_agent, queries.find_agents, to_scim, answered)
 add_reads(router, SERVED)
-add_writes(router, agent_submission, to_scim, frozenset({"POST", "PUT", "PATCH", "DELETE"}))
+add_writes(router, agent_submission, answered, frozenset({"POST", "PUT", "PATCH", "DELETE"}))

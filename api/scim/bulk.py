@@ -22,7 +22,7 @@ from identity.scim.requests import SUBMISSIONS
 router = APIRouter(
     prefix="/scim/v2", tags=["scim"], dependencies=[scope("scim")], include_in_schema=False
 )
-_TO_SCIM: dict[str, Render] = {"Users": users.to_scim, "Agents": agents.to_scim}
+_ANSWERS: dict[str, Render] = {"Users": users.answered, "Agents": agents.answered}
 
 
 async def _apply(
@@ -37,7 +37,7 @@ async def _apply(
             location = f"{base}/scim/v2/{endpoint}/{write.resource_id}"
         sub = await run_in_threadpool(SUBMISSIONS[endpoint], session, write)
         session.close()
-        response = write_answer(await record(into, sub, options), write, _TO_SCIM[endpoint], base)
+        response = write_answer(await record(into, sub, options), write, _ANSWERS[endpoint], base)
     except IdmirrorError as error:
         response = error_response(error)
     body = json.loads(bytes(response.body)) if response.body else None

@@ -7,7 +7,6 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import Response
-from scim2_models import Resource
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -18,13 +17,13 @@ from identity.db import session_factory
 from identity.ledger.jobs import Submission
 from identity.scim.errors import ScimNotFound
 from identity.scim.requests import WriteRequest
-from identity.scim.resources import dump
 
-Render = Callable[[Any, str], Resource[Any]]
+# A row (or a write's result) as its resource's SCIM JSON, at a base URL.
+Render = Callable[[Any, str], dict[str, Any]]
 
 
 def write_answer(
-    job: dict[str, Any], request: WriteRequest, to_scim: Render, base: str
+    job: dict[str, Any], request: WriteRequest, answered: Render, base: str
 ) -> Response:
     """A write's answer from its job: the resource (201 for a create), 204 for a delete, 404
     for a delete that found nothing, the job's error, or 202 while it is pending."""
@@ -32,7 +31,7 @@ def write_answer(
         if job["result"].get("outcome") == "unchanged":
             raise ScimNotFound("nothing has this id", id=request.resource_id)
         return Response(status_code=204, headers={"Idmirror-Job-Id": job["id"]})
-    render = (lambda result: dump(to_scim(result, base))) if request.method != "DELETE" else dict
+    render = (lambda result: answered(result, base)) if request.method != "DELETE" else dict
     return job_answer(job, render, created=request.method == "POST")
 
 
@@ -45,7 +44,7 @@ def _submitted(submission: Submitter, write: WriteRequest) -> Submission:
 
 
 def add_writes(
-    router: APIRouter, submission: Submitter, to_scim: Render, reading: frozenset[str]
+    router: APIRouter, submission: Submitter, answered: Render, reading: frozenset[str]
 ) -> None:
     """Add to `router` the writes of the resource type it serves. The checks of the methods
     in `reading` read the database, on the thread pool; the others are checked at once (a
@@ -74,7 +73,7 @@ def add_writes(
         else:
             sub = _submitted(submission, write)
         job = await record(into, sub, options)
-        return write_answer(job, write, to_scim, base_url(request))
+        return write_answer(job, write, answered, base_url(request))
 
     router.add_api_route("", write, methods=["POST"])
     router.add_api_route("/{resource_id}", write, methods=["PUT", "PATCH", "DELETE"])

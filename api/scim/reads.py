@@ -25,11 +25,20 @@ from identity.scim.resources import dump, etag, if_match_holds
 class Served:
     """How one resource type is read: a row by id, a page of the rows a filter matches (from
     the startIndex-th, count of them), each as an integrator sees them, and a row as its SCIM
-    resource (at a base URL)."""
+    resource (at a base URL), and as its SCIM JSON in full."""
 
     get: Callable[[Session, str, str | None], Any]
     find: Callable[[Session, str | None, int, int, str | None], Found]
     to_scim: Callable[[Any, str], Resource[Any]]
+    answered: Callable[[Any, str], dict[str, Any]]
+
+    def render(
+        self, row: Any, base: str, parameters: ResponseParameters[Any] | None
+    ) -> dict[str, Any]:
+        """A row as answered, with the attributes `parameters` ask for (all when None)."""
+        if parameters is None:
+            return self.answered(row, base)
+        return dump(self.to_scim(row, base), parameters)
 
 
 def sees(request: Request) -> str | None:
@@ -63,7 +72,7 @@ def page_answer(
     parameters = response_parameters(query.get("attributes"), query.get("excludedAttributes"))
     found = served.find(session, query.get("filter"), start, count, sees(request))
     base = base_url(request)
-    resources = [dump(served.to_scim(row, base), parameters) for row in found.rows]
+    resources = [served.render(row, base, parameters) for row in found.rows]
     return listed(resources, found.total, start)
 
 
@@ -86,7 +95,7 @@ def search_all(
         skip, wanted = max(start - 1 - total, 0), count - len(resources)
         if wanted > 0 and skip < here:
             rows = served.find(session, expression, skip + 1, wanted, owner).rows
-            resources += [dump(served.to_scim(row, base), parameters) for row in rows]
+            resources += [served.render(row, base, parameters) for row in rows]
         total += here
     if len(refused) == len(types):
         raise refused[0]
@@ -109,7 +118,7 @@ def add_reads(router: APIRouter, served: Served) -> None:
         headers = {"ETag": etag(row.version)}
         if if_none_match is not None and if_match_holds(if_none_match, row.version):
             return Response(status_code=304, headers=headers)
-        body = dump(served.to_scim(row, base_url(request)), parameters)
+        body = served.render(row, base_url(request), parameters)
         return ScimResponse(body, headers=headers)
 
     @router.get("")

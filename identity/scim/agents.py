@@ -33,7 +33,7 @@ from scim2_models import (
 
 from identity.keys import AgentKey, is_slug
 from identity.scim.errors import InvalidValue
-from identity.scim.resources import meta_of
+from identity.scim.resources import dump, meta_of
 from identity.scim.users import USERS_PATH
 from identity.settings import get_settings
 from identity.webhooks import check_webhook_url
@@ -194,3 +194,8 @@ def to_scim(row: Any, base_url: str) -> ScimAgent:
     agent.active = data.get("active")
     agent.meta = meta_of(data, "Agent", f"{base_url}{AGENTS_PATH}/{data['id']}")
     return agent
+
+
+def answered(row: Any, base_url: str) -> dict[str, Any]:
+    """An agents row (or a SCIM write's result) as answered in full."""
+    return dump(to_scim(row, base_url))
