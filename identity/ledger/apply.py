@@ -154,9 +154,7 @@ _MARK = f"""
         FROM d
         WHERE j.id = d.id AND j.status = 'pending'
         RETURNING {_JOB_COLUMNS}, j.finished_at - j.accepted_at AS latency,
-                  d.error ->> 'code' AS code,
-                  json_build_object('id', j.id, 'status', d.status,
-                                    'body', coalesce(d.result, d.error))::text AS note
+                  d.error ->> 'code' AS code
     ),
     audited AS (
         UPDATE audit a SET outcome = coalesce(m.outcome, 'failed:' || m.code, m.status)
@@ -168,10 +166,15 @@ _MARK = f"""
 _RECORD = text(
     _MARK
     + """,
+    notes AS (
+        SELECT id, json_build_object('id', id, 'status', status,
+                                     'body', coalesce(result, error))::text AS note
+        FROM marked
+    ),
     notified AS (
         SELECT count(pg_notify(:channel, CASE WHEN octet_length(note) < 7900 THEN note
                                               ELSE json_build_object('id', id)::text END))
-        FROM marked
+        FROM notes
     ),
     -- The drain's heartbeat (identity/ledger/progress.py): pending work moved just now. Every
     -- drain that finishes jobs updates the counters' rows too, so this row costs no new wait.
