@@ -36,6 +36,20 @@ def apply_upsert(
             return upsert_node_type(session, key, body, version, actor)
 
 
+# The SCIM writes: each applies a job's payload to its key at its version, for its actor.
+_SCIM_USERS = {
+    "user.scim_create": scim_writes.create_user,
+    "user.scim_replace": scim_writes.replace_user,
+    "user.scim_patch": scim_writes.patch_user,
+}
+_SCIM_AGENTS = {
+    "agent.scim_create": scim_agents.create_agent,
+    "agent.scim_replace": scim_agents.replace_agent,
+    "agent.scim_patch": scim_agents.patch_agent,
+    "agent.scim_delete": scim_agents.scim_delete_agent,
+}
+
+
 def apply_job(session: Session, job: PendingJob) -> Applied:
     """Apply one job of any kind."""
     key = parse_ledger_key(job.key)
@@ -44,20 +58,10 @@ def apply_job(session: Session, job: PendingJob) -> Applied:
             return apply_upsert(session, key, job.payload, job.version, job.actor)
         case "user.delete", UserKey():
             return delete_user(session, key, job.version, job.actor)
-        case "user.scim_create", UserKey():
-            return scim_writes.create_user(session, key, job.payload, job.version, job.actor)
-        case "user.scim_replace", UserKey():
-            return scim_writes.replace_user(session, key, job.payload, job.version, job.actor)
-        case "user.scim_patch", UserKey():
-            return scim_writes.patch_user(session, key, job.payload, job.version, job.actor)
-        case "agent.scim_create", AgentKey():
-            return scim_agents.create_agent(session, key, job.payload, job.version, job.actor)
-        case "agent.scim_replace", AgentKey():
-            return scim_agents.replace_agent(session, key, job.payload, job.version, job.actor)
-        case "agent.scim_patch", AgentKey():
-            return scim_agents.patch_agent(session, key, job.payload, job.version, job.actor)
-        case "agent.scim_delete", AgentKey():
-            return scim_agents.scim_delete_agent(session, key, job.payload, job.version, job.actor)
+        case kind, UserKey() if kind in _SCIM_USERS:
+            return _SCIM_USERS[kind](session, key, job.payload, job.version, job.actor)
+        case kind, AgentKey() if kind in _SCIM_AGENTS:
+            return _SCIM_AGENTS[kind](session, key, job.payload, job.version, job.actor)
         case "agent.delete", AgentKey():
             return delete_agent(session, key, job.version, job.actor)
         case "agent.update", AgentKey():
