@@ -15,9 +15,8 @@ from sqlalchemy.orm import Session
 from identity import audit
 from identity.access import Actor
 from identity.answers import Timestamp
-from identity.errors import JobNotFailed, JobNotFound
 from identity.ledger.jobs import JOB_BY_ID, JOB_COLUMNS, JobOut, job_rows
-from identity.ledger.retries import BULK_LIMIT, OPEN, FailedFilter, already_retried
+from identity.ledger.retries import BULK_LIMIT, OPEN, FailedFilter, failed_job
 
 
 class FailureGroup(BaseModel):
@@ -69,19 +68,9 @@ def open_failures(session: Session, where: FailedFilter, *, limit: int) -> list[
 
 def discard(session: Session, job_id: uuid.UUID, *, actor: Actor, origin: audit.Origin) -> JobOut:
     """Discard one failed job (that `actor` may see); discarding it again changes nothing."""
-    row = session.execute(
-        text(
-            "SELECT key, status, retried_by, discarded_at FROM jobs WHERE id = :id "
-            "AND (CAST(:sees AS text) IS NULL OR integrator = :sees) FOR UPDATE"
-        ),
-        {"id": job_id, "sees": actor.sees},
-    ).one_or_none()
-    if row is None:
-        raise JobNotFound("no job has this id", job_id=str(job_id))
-    if row.status != "failed":
-        raise JobNotFailed(f"only failed jobs can be discarded; this one is {row.status}")
-    if row.retried_by is not None:
-        raise already_retried(job_id, row.retried_by)
+    row = failed_job(
+        session, job_id, actor.sees, "discarded", columns="key, discarded_at", lock=True
+    )
     if row.discarded_at is None:
         session.execute(
             text("UPDATE jobs SET discarded_at = clock_timestamp() WHERE id = :id"),

@@ -61,20 +61,37 @@ class RetriesOut(BaseModel):
 def resubmission(session: Session, job_id: uuid.UUID, *, sees: str | None = None) -> Submission:
     """A new submission carrying a failed job's payload, for POST /v1/jobs/{id}/retry; only
     of a job of the integrator `sees`, if given."""
+    row = failed_job(session, job_id, sees, "retried", columns="key, kind, payload")
+    return _retry_of(job_id, row)
+
+
+def failed_job(
+    session: Session,
+    job_id: uuid.UUID,
+    sees: str | None,
+    done: str,
+    *,
+    columns: str,
+    lock: bool = False,
+) -> Any:
+    """The `columns` of a failed job that has not been retried, of the integrator `sees` (if
+    given), for it to be `done` ("retried", "discarded"), locked if `lock`: JobNotFound,
+    JobNotFailed or AlreadyRetried otherwise. A discarded job may still be retried by its id."""
     row = session.execute(
         text(
-            "SELECT key, kind, status, payload, retried_by FROM jobs WHERE id = :id "
+            f"SELECT status, retried_by, {columns} FROM jobs WHERE id = :id "
             "AND (CAST(:sees AS text) IS NULL OR integrator = :sees)"
+            + (" FOR UPDATE" if lock else "")
         ),
         {"id": job_id, "sees": sees},
     ).one_or_none()
     if row is None:
         raise JobNotFound("no job has this id", job_id=str(job_id))
     if row.status != "failed":
-        raise JobNotFailed(f"only failed jobs can be retried; this one is {row.status}")
+        raise JobNotFailed(f"only failed jobs can be {done}; this one is {row.status}")
     if row.retried_by is not None:
         raise already_retried(job_id, row.retried_by)
-    return _retry_of(job_id, row)
+    return row
 
 
 def resubmissions(session: Session, where: FailedFilter, *, limit: int) -> list[Submission]:
