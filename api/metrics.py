@@ -10,7 +10,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from identity.counters import LATENCY_BUCKETS, stored_labels
+from identity.counters import LATENCY_BUCKETS, SUMMED, stored_labels
 from identity.ledger.progress import Progress, read_progress
 from identity.settings import get_settings
 from worker.heartbeat import workers_alive
@@ -24,7 +24,7 @@ class LedgerCollector(Collector):
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
         with self._sessions() as session:
-            rows = session.execute(text("SELECT name, labels, value FROM metric_counters")).all()
+            rows = session.execute(text(SUMMED)).all()
             progress = read_progress(session, stall_after=get_settings().stall_after_seconds)
         values = {(r.name, r.labels): r.value for r in rows}
         finished, failed, backfill_items = _labelled(values)

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bench.scaling.measure import Sample
+from identity.counters import SHARDS
 
 FLUSH_MS = 1.0  # assumed: a round trip and one WAL flush of the shared Postgres (local NVMe)
 RETENTION_HOURS = 168.0  # the default IDMIRROR_JOB_RETENTION_HOURS
@@ -101,10 +102,11 @@ class Extrapolation:
 
     @property
     def hot_row_rate(self) -> float | None:
-        """Transactions that apply jobs add to the same metric_counters rows and hold them until
-        their commit is flushed: at most one such commit per flush, of the measured jobs each."""
+        """Transactions that apply jobs add to metric_counters rows and hold them until their
+        commit is flushed: at most one such commit per flush and counter shard, of the measured
+        jobs each."""
         per_commit = self.costs.jobs_per_commit
-        return None if per_commit is None else 1000 / FLUSH_MS * per_commit
+        return None if per_commit is None else SHARDS * 1000 / FLUSH_MS * per_commit
 
     @property
     def rate(self) -> float:

@@ -14,6 +14,7 @@ from bench.scaling.model import (
     costs,
 )
 from bench.upserts.render import prose
+from identity.counters import SHARDS
 
 CORES = (8, 32, 64)
 
@@ -157,9 +158,9 @@ From the costs of the run with the most API processes, for `cores` split across 
 processes, workers and Redis on stateless machines, Postgres on one machine of its own, the cores
 shared in proportion to each side's CPU per job (the load generator elsewhere). *CPU bound* =
 cores / (service CPU-seconds per job); *hot-row bound* = one applying commit per WAL flush of
-{FLUSH_MS:g} ms, times the jobs per commit measured here. Per-job costs are assumed constant:
-no gain from larger batches, no loss to contention. *ledger rows kept* = jobs/s x
-{RETENTION_HOURS:g} h of job retention.
+{FLUSH_MS:g} ms and counter shard ({SHARDS}), times the jobs per commit measured here.
+Per-job costs are assumed constant: no gain from larger batches, no loss to contention.
+*ledger rows kept* = jobs/s x {RETENTION_HOURS:g} h of job retention.
 
 {_extrapolation_table(all_costs)}
 """)

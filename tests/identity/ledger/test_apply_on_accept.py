@@ -85,7 +85,7 @@ def test_writes_to_idle_keys_are_answered_applied_and_ask_for_no_drain(
             "SELECT outcome FROM audit WHERE job_id = ANY(%s)", ([s.job_id for s in subs],)
         ).fetchall()
         counted = conn.execute(
-            "SELECT value FROM metric_counters WHERE name = 'jobs_finished_total' AND labels = %s",
+            "SELECT sum(value) FROM metric_counters WHERE name = 'jobs_finished_total' AND labels = %s",
             ('{"kind": "agent.upsert", "outcome": "created"}',),
         ).fetchone()
     assert sorted(row[0] for row in audited) == ["created", "created", "updated"]

@@ -275,9 +275,9 @@ def test_the_sweeper_forgets_old_jobs_a_batch_per_transaction_and_counts_them(
 
     def forgotten() -> float:
         row = db.execute(
-            "SELECT value FROM metric_counters WHERE name = 'jobs_forgotten_total'"
+            "SELECT sum(value) FROM metric_counters WHERE name = 'jobs_forgotten_total'"
         ).fetchone()
-        return row[0] if row else 0.0
+        return float(row[0] or 0.0) if row else 0.0
 
     key = f"user:{uuid.uuid4()}"
     for n, age in enumerate([5, 4.5, 4, 3.5, 3, 2.5, 2]):
