@@ -111,7 +111,7 @@ class Receiver(ABC):
             if candidate is not None and known.take(candidate):
                 self._unchanged[candidate.kind] += 1
                 continue
-            parsed = self._take(line, raw, candidate.digest if candidate else None)
+            parsed = self._take(line, raw, candidate.digest.hex() if candidate else None)
             if parsed is not None:
                 known.read(parsed.kind, parsed.key, parsed.slug, candidate)
         if self._unchanged.total() >= self.chunk_size:
