@@ -57,25 +57,22 @@ _USER_ID = re.compile(
 # digest and is not newer than the snapshot, else 0. Owners are found once per user.
 _AGENTS = text(
     """
-    WITH k AS MATERIALIZED (
-        SELECT n, split_part(e, '@', 1) AS slug, split_part(e, '@', 2) AS user_slug,
-               substring(CAST(:digests AS bytea) FROM 16 * n::int - 15 FOR 16) AS digest
-        FROM string_to_table(:names, ',') WITH ORDINALITY AS t (e, n)
-    ),
-    owners AS MATERIALIZED (
+    WITH owners AS MATERIALIZED (
         -- A probe of the slug index per owner, whatever the statistics say (LIMIT keeps the
         -- planner from turning it into a join over every user).
         SELECT o.id, o.slug FROM string_to_table(:user_slugs, ',') AS s (slug)
         CROSS JOIN LATERAL (SELECT u.id, u.slug FROM users u WHERE u.slug = s.slug LIMIT 1) AS o
     )
     SELECT string_agg(CASE WHEN known.hit THEN '1' ELSE '0' END, '' ORDER BY k.n)
-    FROM k LEFT JOIN owners o ON o.slug = k.user_slug
+    FROM string_to_table(:names, ',') WITH ORDINALITY AS k (name, n)
+    LEFT JOIN owners o ON o.slug = split_part(k.name, '@', 2)
     -- A probe of the key's index entry per line: as a LATERAL with LIMIT, the planner cannot
     -- turn it into a join over every agent (which statistics stale after a first load invite).
     LEFT JOIN LATERAL (
         SELECT true AS hit FROM agents a
-        WHERE a.user_id = o.id AND a.slug = k.slug AND a.deleted_at IS NULL
-          AND a.line_digest = k.digest AND a.version <= :version
+        WHERE a.user_id = o.id AND a.slug = split_part(k.name, '@', 1) AND a.deleted_at IS NULL
+          AND a.line_digest = substring(CAST(:digests AS bytea) FROM 16 * k.n::int - 15 FOR 16)
+          AND a.version <= :version
         LIMIT 1
     ) AS known ON true
     """
