@@ -5,7 +5,9 @@ chunk apply sets it, every other write clears it through the shared ON CONFLICT 
 line whose row still holds its digest, and is not newer than the run's snapshot, would be
 classified `unchanged` by the chunk apply: same fields, nothing newer. The receiver asks
 Postgres about a whole piece of input at once, counts those lines as unchanged, and validates,
-stores and applies only the others.
+stores and applies only the others. Every line of such an upload passes here, so the work per
+line is kept to a regex, a digest and one small object; each statement takes the piece's keys
+and digests as two strings and answers one character per line, in line order.
 
 What keeps the verdict the one the chunk apply would give:
 - the digest covers the line's bytes and the setting its validity depends on (private
@@ -42,6 +44,7 @@ RULES = b"1"  # bump when validation changes what a line means
 SEEN_CAPACITY = 2_000_000  # keys; past it the filter's false positives grow (2.4 MB)
 MOVING_CAPACITY = 500_000  # user slugs (0.6 MB)
 MAX_BACKOFF = 32
+DIGEST_SIZE = 16
 
 _SLUG = SLUG_RE.pattern.removeprefix("^").removesuffix("$").encode()
 _AGENT_KEY = re.compile(rb'"key"\s*:\s*"(' + _SLUG + b"@(" + _SLUG + rb'))"')
@@ -49,47 +52,54 @@ _USER_ID = re.compile(
     rb'"id"\s*:\s*"([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"'
 )
 
-# Agents: one entry per line, "slug@user_slug:digest"; answers the positions (from 1) of the
-# entries whose live agent holds that digest and is not newer than the snapshot. Owners are
-# found once per user.
+# Agents: the n-th entry of `names` ("slug@user_slug") with the n-th digest of `digests` (16
+# bytes each); answers one character per entry, in order: 1 where the live agent holds that
+# digest and is not newer than the snapshot, else 0. Owners are found once per user.
 _AGENTS = text(
     """
-    WITH k AS MATERIALIZED (
-        SELECT n, split_part(e, '@', 1) AS slug,
-               split_part(split_part(e, ':', 1), '@', 2) AS user_slug,
-               decode(split_part(e, ':', 2), 'hex') AS digest
-        FROM string_to_table(:entries, ',') WITH ORDINALITY AS t (e, n)
-    ),
-    owners AS MATERIALIZED (
+    WITH owners AS MATERIALIZED (
         -- A probe of the slug index per owner, whatever the statistics say (LIMIT keeps the
         -- planner from turning it into a join over every user).
         SELECT o.id, o.slug FROM string_to_table(:user_slugs, ',') AS s (slug)
         CROSS JOIN LATERAL (SELECT u.id, u.slug FROM users u WHERE u.slug = s.slug LIMIT 1) AS o
     )
-    SELECT string_agg(k.n::text, ',') FROM k JOIN owners o ON o.slug = k.user_slug
+    SELECT string_agg(CASE WHEN known.hit THEN '1' ELSE '0' END, '' ORDER BY k.n)
+    FROM string_to_table(:names, ',') WITH ORDINALITY AS k (name, n)
+    LEFT JOIN owners o ON o.slug = split_part(k.name, '@', 2)
     -- A probe of the key's index entry per line: as a LATERAL with LIMIT, the planner cannot
     -- turn it into a join over every agent (which statistics stale after a first load invite).
-    CROSS JOIN LATERAL (
-        SELECT FROM agents a
-        WHERE a.user_id = o.id AND a.slug = k.slug AND a.deleted_at IS NULL
-          AND a.line_digest = k.digest AND a.version <= :version
+    LEFT JOIN LATERAL (
+        SELECT true AS hit FROM agents a
+        WHERE a.user_id = o.id AND a.slug = split_part(k.name, '@', 1) AND a.deleted_at IS NULL
+          AND a.line_digest = substring(CAST(:digests AS bytea) FROM 16 * k.n::int - 15 FOR 16)
+          AND a.version <= :version
         LIMIT 1
-    ) AS known
+    ) AS known ON true
     """
 )
-# Users: the stored slug of each, and the digest it holds if it is not newer than the snapshot.
+# Users: for the n-th id of `ids` with the n-th digest, one character in the first answer, 1
+# where the row holds that digest and is not newer than the snapshot, and the slug the row has
+# now in the second (empty if there is no row), in order.
 _USERS = text(
     """
-    SELECT id::text, slug,
-           CASE WHEN version <= :version THEN encode(line_digest, 'hex') END AS digest
-    FROM users WHERE id = ANY(CAST(:ids AS uuid[]))
+    SELECT string_agg(CASE WHEN u.line_digest = k.digest THEN '1' ELSE '0' END, ''
+                      ORDER BY k.n),
+           string_agg(coalesce(u.slug, ''), ',' ORDER BY k.n)
+    FROM (
+        SELECT n, CAST(e AS uuid) AS id,
+               substring(CAST(:digests AS bytea) FROM 16 * n::int - 15 FOR 16) AS digest
+        FROM string_to_table(:ids, ',') WITH ORDINALITY AS t (e, n)
+    ) AS k
+    LEFT JOIN LATERAL (
+        SELECT u.slug, CASE WHEN u.version <= :version THEN u.line_digest END AS line_digest
+        FROM users u WHERE u.id = k.id LIMIT 1
+    ) AS u ON true
     """
 )
-
 
 _HASHERS = {
     allow: hashlib.blake2b(
-        digest_size=16, person=b"lines-" + RULES + (b"-private" if allow else b"")
+        digest_size=DIGEST_SIZE, person=b"lines-" + RULES + (b"-private" if allow else b"")
     )
     for allow in (False, True)
 }
@@ -107,16 +117,11 @@ class Candidate:
     """A line that names its key plainly enough to be looked up."""
 
     kind: str  # "user" | "agent"
-    name: str  # agents: slug@user_slug; users: the id
+    key: str  # the ledger key
     user_slug: str | None  # agents: the owner's slug
-    digest: str  # the line's digest, in hex
+    digest: bytes  # the line's digest
     known: bool = False  # the row holds this line's digest and is not newer than the snapshot
     stored_slug: str | None = None  # users: the slug the row has now
-
-    @property
-    def key(self) -> str:
-        """The ledger key."""
-        return f"{self.kind}:{self.name}"
 
 
 class KnownLines:
@@ -124,71 +129,90 @@ class KnownLines:
 
     def __init__(self, snapshot_version: int, *, allow_private_webhooks: bool) -> None:
         self.version = snapshot_version
-        self.allow_private = allow_private_webhooks
         self.seen = Bloom(SEEN_CAPACITY, 0.01)
         self.moving = Bloom(MOVING_CAPACITY, 0.01)
         self.agents_off = False
+        self._hasher = _HASHERS[allow_private_webhooks]
         self._backoff = 0
         self._skip = 0
 
-    def candidate(self, raw: bytes, *, agents: bool = True) -> Candidate | None:
+    def candidate(self, raw: bytes) -> Candidate | None:
         """The line's key and digest, if it names its key plainly (once, in canonical form)."""
-        match = _AGENT_KEY.search(raw)
-        if match is not None:
-            if not agents or self.agents_off or raw.count(b'"key"') != 1:
-                return None
-            name, user_slug = match.group(1).decode(), match.group(2).decode()
-            return Candidate("agent", name, user_slug, self._digest(raw))
-        if raw.count(b'"id"') != 1 or (match := _USER_ID.search(raw)) is None:
-            return None
-        user_id = match.group(1).decode()
-        return Candidate("user", user_id, None, self._digest(raw))
-
-    def _digest(self, raw: bytes) -> str:
-        return line_digest(raw, allow_private_webhooks=self.allow_private)
+        return self._candidates([raw], users_only=False)[0]
 
     def look_up(
         self, transaction: Callable[[], AbstractContextManager[Session]], lines: list[bytes]
     ) -> list[Candidate | None]:
         """The candidates among `lines`, marked `known` where their row holds their digest."""
-        skipping = self._skip > 0
-        if skipping:  # agents are backing off; users are looked up even so (their slugs matter)
+        users_only = self._skip > 0  # agents are backing off; users are looked up even so
+        if users_only:
             self._skip -= 1
-            found = [
-                self.candidate(raw, agents=False) if b'"user"' in raw else None for raw in lines
-            ]
-        else:
-            found = [self.candidate(raw) for raw in lines]
+        found = self._candidates(lines, users_only=users_only)
         agents = [c for c in found if c is not None and c.kind == "agent"]
         users = [c for c in found if c is not None and c.kind == "user"]
         if not agents and not users:
             return found
         with transaction() as session:
             if agents:
-                entries = ",".join(f"{c.name}:{c.digest}" for c in agents)
-                known = session.execute(
-                    _AGENTS,
-                    {
-                        "entries": entries,
-                        "user_slugs": ",".join({c.user_slug or "" for c in agents}),
-                        "version": self.version,
-                    },
-                ).scalar()
-                for position in known.split(",") if known else ():
-                    agents[int(position) - 1].known = True
-                self._back_off(found_some=bool(known))
+                found_some = self._ask_agents(session, agents)
+                self._backoff = 0 if found_some else min(max(2 * self._backoff, 1), MAX_BACKOFF)
+                self._skip = self._backoff
             if users:
-                ids = list({c.name for c in users})
-                rows = session.execute(_USERS, {"ids": ids, "version": self.version})
-                stored = {user_id: (slug, digest) for user_id, slug, digest in rows}
-                for c in users:
-                    c.stored_slug, digest = stored.get(c.name, (None, None))
-                    c.known = digest == c.digest
+                self._ask_users(session, users)
         return found
 
-    def _back_off(self, *, found_some: bool) -> None:
-        self._backoff = 0 if found_some else min(max(2 * self._backoff, 1), MAX_BACKOFF)
-        self._skip = self._backoff
+    def _candidates(self, lines: list[bytes], *, users_only: bool) -> list[Candidate | None]:
+        """Run for every line of an upload that reads known lines: a few calls per line."""
+        agents_on = not users_only and not self.agents_off
+        find_agent, find_user, hasher = _AGENT_KEY.search, _USER_ID.search, self._hasher
+        found: list[Candidate | None] = []
+        for raw in lines:
+            candidate = None
+            if users_only and b'"user"' not in raw:
+                pass
+            elif (match := find_agent(raw)) is not None:
+                if agents_on and raw.count(b'"key"') == 1:
+                    digest = hasher.copy()  # cheaper than a new one with its person
+                    digest.update(raw)
+                    name, user_slug = match.group(1, 2)
+                    candidate = Candidate(
+                        "agent", "agent:" + name.decode(), user_slug.decode(), digest.digest()
+                    )
+            elif raw.count(b'"id"') == 1 and (match := find_user(raw)) is not None:
+                digest = hasher.copy()
+                digest.update(raw)
+                key = "user:" + match.group(1).decode()
+                candidate = Candidate("user", key, None, digest.digest())
+            found.append(candidate)
+        return found
+
+    def _ask_agents(self, session: Session, agents: list[Candidate]) -> bool:
+        """Mark the agents whose live row holds their digest; whether any does."""
+        flags = session.execute(
+            _AGENTS,
+            {
+                "names": ",".join([c.key[6:] for c in agents]),  # after "agent:"
+                "digests": b"".join([c.digest for c in agents]),
+                "user_slugs": ",".join({c.user_slug or "" for c in agents}),
+                "version": self.version,
+            },
+        ).scalar_one()
+        for c, flag in zip(agents, flags, strict=True):  # one flag per agent, or it raises
+            c.known = flag == "1"
+        return "1" in flags
+
+    def _ask_users(self, session: Session, users: list[Candidate]) -> None:
+        """Mark the users whose row holds their digest, and note each one's stored slug."""
+        flags, slugs = session.execute(
+            _USERS,
+            {
+                "ids": ",".join([c.key[5:] for c in users]),  # after "user:"
+                "digests": b"".join([c.digest for c in users]),
+                "version": self.version,
+            },
+        ).one()
+        for c, flag, slug in zip(users, flags, slugs.split(","), strict=True):
+            c.known, c.stored_slug = flag == "1", slug or None
 
     def take(self, candidate: Candidate | None) -> bool:
         """Whether the line is unchanged, in input order: call once per line, and `read` for

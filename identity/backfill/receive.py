@@ -8,6 +8,7 @@ on. A pull (`pull.py`) stores every buffer together with its cursor at checkpoin
 resumed from its cursor stores nothing twice.
 """
 
+import time
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable
@@ -26,6 +27,9 @@ from identity.errors import ValidationFailed
 from identity.settings import Settings
 
 BOM = b"\xef\xbb\xbf"
+# Lines known unchanged wait for the next store this long at most (while lines come): a store
+# costs more than reading a piece of known lines, and progress needs no finer grain.
+TALLY_SECONDS = 0.5
 Transaction = Callable[[], AbstractContextManager[Session]]
 
 
@@ -71,6 +75,7 @@ class Receiver(ABC):
             else None
         )
         self._unchanged: Counter[str] = Counter()  # lines known unchanged, by kind
+        self._stored_at = 0.0  # time.monotonic() of the last store
 
     def take_work(self) -> list[Work]:
         """Messages to send: what the stored chunks made runnable."""
@@ -111,10 +116,13 @@ class Receiver(ABC):
             if candidate is not None and known.take(candidate):
                 self._unchanged[candidate.kind] += 1
                 continue
-            parsed = self._take(line, raw, candidate.digest if candidate else None)
+            parsed = self._take(line, raw, candidate.digest.hex() if candidate else None)
             if parsed is not None:
                 known.read(parsed.kind, parsed.key, parsed.slug, candidate)
-        if self._unchanged.total() >= self.chunk_size:
+        if (
+            self._unchanged.total() >= self.chunk_size
+            and time.monotonic() - self._stored_at >= TALLY_SECONDS
+        ):
             self._tally_full()
 
     def _number(self, raw: bytes | None) -> tuple[int, bytes] | None:
@@ -193,6 +201,7 @@ class Receiver(ABC):
     def _write(self, chunks: list[Chunk], state: dict[str, Any] | None = None) -> None:
         """Store the chunks with the failed and unchanged lines read so far (and `state`)."""
         batch = Batch(chunks, self._failures, self._unchanged, replace(self._order), state)
+        self._stored_at = time.monotonic()
         self._failures, self._unchanged = [], Counter()
         before = self.stored
         self.stored = (before[0] + len(chunks), before[1] + batch.lines)

@@ -104,6 +104,38 @@ def test_a_live_write_clears_the_digest_so_the_line_is_read_and_applied_again(
     assert third["counts"]["unchanged"] == 2 and chunks_stored(db, third["id"]) == 0
 
 
+def test_only_the_lines_that_changed_among_known_ones_are_read_and_applied(
+    client: httpx.Client, db: psycopg.Connection[Any]
+) -> None:
+    p = prefix()
+    users = [user_item(f"{p}-u{i}", plan="free") for i in range(4)]
+    agents = [
+        agent_item(f"bot{j}@{p}-u{i}", display_name="Old") for i in range(4) for j in range(5)
+    ]
+    run_backfill(client, [*users, *agents])
+    # Changed lines between unchanged ones, of several owners: each answer of a lookup must
+    # land on its own line.
+    users[2] = {**users[2], "plan": "pro"}
+    for n in (0, 7, 13, 19):
+        agents[n] = {**agents[n], "display_name": "New"}
+    run = run_backfill(client, [*users, *agents])
+    assert run["counts"] == {
+        "received": 24,
+        "created": 0,
+        "updated": 5,
+        "unchanged": 19,
+        "superseded": 0,
+        "failed": 0,
+    }
+    names = {a["key"]: agent_row(db, a["key"])[0] for a in agents}
+    assert names == {a["key"]: a["display_name"] for a in agents}
+    plan = scalar(db, "SELECT plan FROM users WHERE slug = %s", (f"{p}-u2",))
+    assert plan == "pro"
+
+    again = run_backfill(client, [*users, *agents])
+    assert again["counts"]["unchanged"] == 24 and chunks_stored(db, again["id"]) == 0
+
+
 def test_an_identical_live_write_keeps_the_digest(
     client: httpx.Client, db: psycopg.Connection[Any]
 ) -> None:
@@ -241,8 +273,7 @@ def test_known_lines_around_a_store_are_each_counted_once(
 def known(
     kind: str, key: str, user_slug: str | None = None, stored_slug: str | None = None
 ) -> Candidate:
-    name = key.split(":", 1)[1]
-    return Candidate(kind, name, user_slug, "00", known=True, stored_slug=stored_slug)
+    return Candidate(kind, key, user_slug, b"", known=True, stored_slug=stored_slug)
 
 
 def test_a_key_is_known_only_the_first_time_it_comes() -> None:
@@ -297,7 +328,7 @@ def test_lines_are_looked_up_only_when_they_name_their_key_plainly(
     candidate = KnownLines(1, allow_private_webhooks=False).candidate(raw)
     assert (candidate and (candidate.kind, candidate.key)) == expected
     if candidate is not None:
-        assert candidate.digest == line_digest(raw, allow_private_webhooks=False)
+        assert candidate.digest.hex() == line_digest(raw, allow_private_webhooks=False)
 
 
 def test_the_digest_depends_on_the_private_webhook_setting() -> None:
@@ -312,16 +343,18 @@ class _Answers:
 
     def __init__(self) -> None:
         self.asked: list[str] = []
+        self.entries = 0
 
     def execute(self, statement: Any, params: dict[str, Any]) -> Any:
-        self.asked.append("agents" if "entries" in params else "users")
+        self.asked.append("agents" if "names" in params else "users")
+        self.entries = len(params.get("names", params.get("ids", "")).split(","))
         return self
 
-    def scalar(self) -> None:
-        return None
+    def scalar_one(self) -> str:
+        return "0" * self.entries
 
-    def __iter__(self) -> Any:
-        return iter(())
+    def one(self) -> tuple[str, str]:
+        return "0" * self.entries, "," * (self.entries - 1)
 
 
 def test_only_pieces_of_agent_lines_that_find_none_back_off() -> None:
