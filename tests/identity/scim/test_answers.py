@@ -48,6 +48,15 @@ BODIES: dict[str, dict[str, Any]] = {
             "manager": {"value": "m-1", "$ref": "../Users/m-1"},
         },
     },
+    "empty-values": {
+        "schemas": [USER_SCHEMA],
+        "userName": "empty",
+        "externalId": "",
+        "displayName": "",
+        "name": {},
+        "phoneNumbers": [],
+        "emails": [{"value": "e@example.com", "display": ""}],
+    },
     "many-values": {
         "schemas": [USER_SCHEMA],
         "userName": "many",
