@@ -120,19 +120,9 @@ class Accepts:
 
     async def _accept_keyed(self, sub: Submission, deadline: float) -> Accepted:
         """Record a write with an Idempotency-Key in a transaction of its own, applied if its
-        key is idle; if applying fails as a whole, it is recorded pending instead."""
-        try:
-            return await self._record_keyed(sub, deadline, self._apply)
-        except DBAPIError as exc:
-            if self._apply is None or _unreachable(exc):
-                raise
-            log.warning("a write left to the workers", exc_info=True)
-            return await self._record_keyed(sub, deadline, None)
+        key is idle (or pending, see _applied_or_pending)."""
 
-    async def _record_keyed(
-        self, sub: Submission, deadline: float, apply: record.ApplyAccepted | None
-    ) -> Accepted:
-        try:
+        async def record_with(apply: record.ApplyAccepted | None) -> Accepted:
             return await self._on_connection(
                 lambda conn, again: record.accept(
                     conn,
@@ -142,10 +132,30 @@ class Accepts:
                 ),
                 deadline,
             )
+
+        try:
+            return await self._applied_or_pending(record_with, 1)
         except DBAPIError as exc:
-            if apply is None and (overloaded := _overloaded(exc)) is not None:
+            if (overloaded := _overloaded(exc)) is not None:
                 raise overloaded from exc
             raise
+
+    async def _applied_or_pending(
+        self, record_with: Callable[[record.ApplyAccepted | None], Awaitable[T]], writes: int
+    ) -> T:
+        """`record_with(applier)`, applying what it can; if applying fails as a whole (a lock
+        wait that ran out of time, a deadlock), nothing was recorded, and the writes are
+        recorded as pending jobs instead, for the workers to apply. Errors that say the
+        database is out of reach, and those of recording without applying, are raised."""
+        if self._apply is None:
+            return await record_with(None)
+        try:
+            return await record_with(self._apply)
+        except Exception as exc:
+            if _unreachable(exc):
+                raise
+            log.warning("%d writes left to the workers", writes, exc_info=True)
+        return await record_with(None)
 
     async def job(self, job_id: str) -> dict[str, Any]:
         """A job as the ledger has it now, read as writes are (for a request waiting on it)."""
@@ -174,12 +184,19 @@ class Accepts:
         """Record a batch (applying what it can, unless `apply` is false) and settle each of
         its futures."""
         subs = [queued.sub for queued in batch]
-        applier = self._apply if apply else None
-        try:
-            accepted = await self._on_connection(
+        deadline = min(q.deadline for q in batch)
+
+        async def record_with(applier: record.ApplyAccepted | None) -> list[Accepted]:
+            return await self._on_connection(
                 lambda conn, again: record.accept_many(conn, subs, again=again, apply=applier),
-                min(q.deadline for q in batch),
+                deadline,
             )
+
+        try:
+            if apply:
+                accepted = await self._applied_or_pending(record_with, len(batch))
+            else:
+                accepted = await record_with(None)
         except PoolTimeout as exc:
             # The earliest deadline of the batch has passed: the writes whose own wait is over
             # fail, the others go back to the head of the queue, in their order.
@@ -190,13 +207,6 @@ class Accepts:
         except Exception as exc:
             if _unreachable(exc):
                 _settle(batch, exc)
-                return
-            if applier is not None:
-                # Applying failed as a whole (a lock wait that ran out of time, a deadlock):
-                # nothing was recorded. The batch is recorded as pending jobs instead, and the
-                # workers apply them.
-                log.warning("%d writes left to the workers", len(batch), exc_info=True)
-                await self._write(batch, apply=False)
                 return
             if (overloaded := _overloaded(exc)) is not None:
                 _settle(batch, overloaded)  # more statements would only stall as long again
