@@ -35,6 +35,10 @@ def test_an_accept_statement_must_fit_inside_the_accept_bound() -> None:
             "a connection together",
         ),
         (
+            {"IDMIRROR_ACCEPT_WRITERS": "0"},
+            "IDMIRROR_ACCEPT_WRITERS: Input should be greater than or equal to 1",
+        ),
+        (
             {"IDMIRROR_LOG_LEVEL": "loud"},
             "IDMIRROR_LOG_LEVEL: Input should be 'DEBUG', 'INFO', 'WARNING', 'ERROR' or 'CRITICAL'",
         ),
