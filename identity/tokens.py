@@ -12,7 +12,7 @@ import secrets
 import uuid
 from datetime import datetime
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
@@ -22,6 +22,7 @@ from identity.answers import Timestamp
 from identity.errors import IntegratorNotFound, TokenNotFound, ValidationFailed
 from identity.integrators import TOKENS_CHANNEL
 from identity.pagination import Page, decode_cursor, page
+from identity.schemas import reject_nul
 
 PREFIX = "idm_"
 _COLUMNS = "id, integrator, scopes, name, created_at, expires_at, last_used_at, revoked_at"
@@ -39,6 +40,7 @@ class TokenCreate(BaseModel):
     """POST /v1/admin/tokens."""
 
     model_config = ConfigDict(extra="forbid")
+    _no_nul = model_validator(mode="before")(reject_nul)
 
     integrator: str = Field(max_length=64)
     scopes: list[str] = Field(min_length=1, max_length=len(SCOPES))

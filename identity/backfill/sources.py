@@ -21,7 +21,7 @@ from functools import lru_cache
 from typing import Any
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import text
 
 from identity.backfill.flow import Work, complete
@@ -31,6 +31,7 @@ from identity.backfill.runs import BackfillOptions, BackfillOut, create, reads_k
 from identity.backfill.store import ReceiveStopped
 from identity.db import get_engine
 from identity.errors import IdmirrorError, InvalidBackfill, ServiceUnavailable, SourceNotFound
+from identity.schemas import reject_nul
 from identity.settings import Settings, SourceSettings
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class SourceTrigger(BaseModel):
     """The JSON body of POST /v1/internal/backfills that starts a pull now."""
 
     model_config = ConfigDict(extra="forbid")
+    _no_nul = model_validator(mode="before")(reject_nul)
     source: str = Field(min_length=1, max_length=200)
 
 

@@ -264,6 +264,23 @@ def test_nul_characters_are_refused(
 
 
 @pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/v1/admin/integrators", {"name": "nul-a", "display_name": "A\u0000"}),
+        ("PATCH", "/v1/admin/integrators/nul-b", {"display_name": "B\u0000"}),
+        ("POST", "/v1/admin/tokens", {"integrator": "nul\u0000", "scopes": ["read"]}),
+        ("POST", "/v1/internal/backfills", {"source": "crm\u0000"}),
+    ],
+)
+def test_nul_characters_in_admin_and_trigger_bodies_are_refused(
+    client: httpx.Client, method: str, path: str, body: dict[str, Any]
+) -> None:
+    response = client.request(method, path, json=body)
+    error = assert_error(response, 422, "validation_error")
+    assert "NUL" in error["details"]["errors"][0]["message"]
+
+
+@pytest.mark.parametrize(
     "path, sort_key",
     [
         ("/v1/internal/users", ["not-a-uuid"]),
