@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     accept_timeout_seconds: float = Field(10.0, gt=0)
     accept_statement_timeout_seconds: float = Field(3.0, gt=0)
     max_queued_writes: int = Field(1000, ge=1)
-    accept_writers: int = Field(1, ge=1, le=16)
+    accept_writers: int = Field(2, ge=1, le=16)
     apply_on_accept: bool = True
     statement_timeout_seconds: float = Field(60.0, gt=0)
     lock_timeout_seconds: float = Field(10.0, gt=0)

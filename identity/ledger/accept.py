@@ -69,7 +69,7 @@ class Accepts:
         *,
         idempotency_ttl_hours: float,
         max_batch: int = 100,
-        writers: int = 1,
+        writers: int = 2,
         max_queued: int = 1000,
         apply: record.ApplyAccepted | None = None,
     ) -> None:
