@@ -117,22 +117,6 @@ _WRITE = text(
 )
 
 
-def _owned(session: Session, key: UserKey, actor: Actor) -> Any:
-    """The user's row, if any; OwnedByAnotherIntegrator when `actor` may not write it."""
-    row = session.execute(_SELECT, {"id": key.user_id}).one_or_none()
-    if row is not None:
-        check_owner(actor, row.owner, "user", user_id=str(key.user_id))
-    return row
-
-
-def _current(session: Session, key: UserKey, if_match: str | None, actor: Actor) -> Any:
-    row = _owned(session, key, actor)
-    if row is None:
-        raise errors.ScimNotFound("no user has this id", id=str(key.user_id))
-    require_match(if_match, row.version, "user")
-    return row
-
-
 def _write(
     session: Session,
     key: UserKey,
@@ -171,32 +155,38 @@ def _write(
     raise errors.UserNameTaken("no free slug for this userName", user_name=fields.user_name)
 
 
+def _write_one(
+    session: Session,
+    key: UserKey,
+    payload: dict[str, Any],
+    version: int,
+    actor: Actor,
+    fields: "Fields",
+) -> Applied:
+    current = session.execute(_SELECT, {"id": key.user_id}).one_or_none()
+    wanted = fields(payload, actor, key, current, None)
+    return _write(session, key, wanted, version, current, actor.integrator)
+
+
 def create_user(
     session: Session, key: UserKey, payload: dict[str, Any], version: int, actor: Actor
 ) -> Applied:
     """Create the user a POST /Users described, owned by the actor's integrator."""
-    fields = ScimUserFields.model_validate(payload["fields"])
-    current = _owned(session, key, actor)
-    return _write(session, key, fields, version, current, actor.integrator)
+    return _write_one(session, key, payload, version, actor, _created)
 
 
 def replace_user(
     session: Session, key: UserKey, payload: dict[str, Any], version: int, actor: Actor
 ) -> Applied:
     """Replace a user's SCIM attributes; ScimNotFound when it does not exist."""
-    current = _current(session, key, payload.get("if_match"), actor)
-    fields = ScimUserFields.model_validate(payload["fields"])
-    return _write(session, key, fields, version, current, actor.integrator)
+    return _write_one(session, key, payload, version, actor, _replaced)
 
 
 def patch_user(
     session: Session, key: UserKey, payload: dict[str, Any], version: int, actor: Actor
 ) -> Applied:
     """Apply PATCH operations to the user as it is now."""
-    current = _current(session, key, payload.get("if_match"), actor)
-    dialect: Dialect = payload.get("dialect", "strict")
-    user = patched(ScimUser, to_scim(current, ""), payload["operations"], dialect)
-    return _write(session, key, fields_of(user), version, current, actor.integrator)
+    return _write_one(session, key, payload, version, actor, _patched)
 
 
 # The set-based form of the writes above, for jobs of distinct users applied together: one
@@ -216,34 +206,40 @@ _WRITE_MANY = text(
     """
 )
 
-# What a job of each kind writes, from the user as it is (None when there is none): the
-# fields, or the job's error.
-Fields = Callable[[PendingJob, UserKey, Any], ScimUserFields]
+# What a write of each kind stores, given its payload, its actor, its key, the user as it is
+# (None when there is none) and the PatchOp its request was checked as (if at hand): the
+# fields, or the write's error. The same checks one by one and together.
+Fields = Callable[[dict[str, Any], Actor, UserKey, Any, Any], ScimUserFields]
 
 
-def _created(job: PendingJob, key: UserKey, current: Any) -> ScimUserFields:
+def _created(
+    payload: dict[str, Any], actor: Actor, key: UserKey, current: Any, _: Any
+) -> ScimUserFields:
     if current is not None:
-        check_owner(job.actor, current.owner, "user", user_id=str(key.user_id))
-    return ScimUserFields.model_validate(job.payload["fields"])
+        check_owner(actor, current.owner, "user", user_id=str(key.user_id))
+    return ScimUserFields.model_validate(payload["fields"])
 
 
-def _existing(job: PendingJob, key: UserKey, current: Any) -> Any:
+def _existing(payload: dict[str, Any], actor: Actor, key: UserKey, current: Any) -> None:
     if current is None:
         raise errors.ScimNotFound("no user has this id", id=str(key.user_id))
-    check_owner(job.actor, current.owner, "user", user_id=str(key.user_id))
-    require_match(job.payload.get("if_match"), current.version, "user")
-    return current
+    check_owner(actor, current.owner, "user", user_id=str(key.user_id))
+    require_match(payload.get("if_match"), current.version, "user")
 
 
-def _replaced(job: PendingJob, key: UserKey, current: Any) -> ScimUserFields:
-    _existing(job, key, current)
-    return ScimUserFields.model_validate(job.payload["fields"])
+def _replaced(
+    payload: dict[str, Any], actor: Actor, key: UserKey, current: Any, _: Any
+) -> ScimUserFields:
+    _existing(payload, actor, key, current)
+    return ScimUserFields.model_validate(payload["fields"])
 
 
-def _patched(job: PendingJob, key: UserKey, current: Any) -> ScimUserFields:
-    _existing(job, key, current)
-    dialect: Dialect = job.payload.get("dialect", "strict")
-    user = patched(ScimUser, to_scim(current, ""), job.payload["operations"], dialect, job.checked)
+def _patched(
+    payload: dict[str, Any], actor: Actor, key: UserKey, current: Any, checked: Any
+) -> ScimUserFields:
+    _existing(payload, actor, key, current)
+    dialect: Dialect = payload.get("dialect", "strict")
+    user = patched(ScimUser, to_scim(current, ""), payload["operations"], dialect, checked)
     return fields_of(user)
 
 
@@ -260,7 +256,7 @@ def _write_together(
     for job, key in zip(jobs, user_keys, strict=True):
         current = found.get(key.user_id)
         try:
-            wanted = fields(job, key, current)
+            wanted = fields(job.payload, job.actor, key, current, job.checked)
         except IdmirrorError as exc:
             outcomes.append(exc)
             continue
