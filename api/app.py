@@ -113,9 +113,12 @@ def create_app() -> FastAPI:
     )
     app.add_middleware(Edge, limits=limits, guard=guard)  # logs every answer, refusals and 500s
     errors.install(app)
-    routers = [users.router, agents.internal, agents.public, graphs.router, node_types.internal]
-    routers += [node_types.public, jobs.router, history.router, backfills.router, health.router]
-    routers += [admin.router, admin.audit, *SCIM_ROUTERS]
+    # A request is matched against the routes in this order, each router's in turn (about 2 us
+    # a route): the writes both doors take most come first.
+    scim_users, *scim_rest = SCIM_ROUTERS
+    routers = [users.router, agents.internal, agents.public, scim_users, graphs.router]
+    routers += [node_types.internal, node_types.public, jobs.router, history.router]
+    routers += [backfills.router, health.router, admin.router, admin.audit, *scim_rest]
     for router in routers:
         app.include_router(router)
     contract.install(app)

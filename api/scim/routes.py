@@ -1,4 +1,5 @@
-"""Every router of /scim/v2, in the order the app includes them."""
+"""Every router of /scim/v2, in the order the app includes them; the first, /Users, which
+providers call most, the app includes among the /v1 writes (api/app.py)."""
 
 from api.scim import agents, bulk, discovery, search, users
 
