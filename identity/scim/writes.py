@@ -29,6 +29,7 @@ from identity.scim.users import (
     ScimUser,
     ScimUserFields,
     fields_of,
+    plainly_patched,
     slug_for,
     to_scim,
 )
@@ -238,6 +239,9 @@ def _patched(
     payload: dict[str, Any], actor: Actor, key: UserKey, current: Any, checked: Any
 ) -> ScimUserFields:
     _existing(payload, actor, key, current)
+    plainly = plainly_patched(current, payload["operations"])
+    if plainly is not None:
+        return plainly
     dialect: Dialect = payload.get("dialect", "strict")
     user = patched(ScimUser, to_scim(current, ""), payload["operations"], dialect, checked)
     return fields_of(user)
