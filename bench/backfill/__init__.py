@@ -42,7 +42,7 @@ def bench(users: int, agents: int, *, keep: bool, write: bool) -> None:
             if stack.embedded
             else "Postgres and Redis from IDMIRROR_DATABASE_URL / IDMIRROR_REDIS_URL"
         )
-        floor = measure_floor(stack, user_rows, agent_rows)
+        floor, floor_cpu = measure_floor(stack, user_rows, agent_rows)
         print(f"   floor: {floor:.1f}s", flush=True)
         first = run_once(stack, path, "first run")
         second = run_once(stack, path, "unchanged re-run")
@@ -51,7 +51,7 @@ def bench(users: int, agents: int, *, keep: bool, write: bool) -> None:
     expected = users + agents
     assert first.counts["created"] == expected, first.counts
     assert second.counts["unchanged"] == expected, second.counts
-    text = render(users, agents, size, floor, first, second, facts)
+    text = render(users, agents, size, (floor, floor_cpu), first, second, facts)
     print(text)
     if write:
         write_section(SECTION, text)

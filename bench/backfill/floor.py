@@ -5,6 +5,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.backfill.runs import cpu_sampler, cpu_seconds
 from bench.stack import Stack
 
 
@@ -14,9 +15,10 @@ def _copy(conn: Any, sql: str, path: Path) -> None:
             copy.write(block)
 
 
-def measure_floor(stack: Stack, users: Path, agents: Path) -> float:
-    """COPY into staging tables, then one merge per table into copies of the real tables."""
-    with stack.pg_connect() as conn:
+def measure_floor(stack: Stack, users: Path, agents: Path) -> tuple[float, dict[str, float]]:
+    """COPY into staging tables, then one merge per table into copies of the real tables: the
+    seconds it took and the CPU-seconds each process group used."""
+    with stack.pg_connect() as conn, cpu_sampler(stack) as sampler:
         conn.execute("DROP SCHEMA IF EXISTS floor CASCADE")
         conn.execute("CREATE SCHEMA floor")
         conn.execute("CREATE TABLE floor.users (LIKE public.users INCLUDING ALL)")
@@ -70,6 +72,7 @@ def measure_floor(stack: Stack, users: Path, agents: Path) -> float:
                 (version,),
             )
         seconds = time.monotonic() - started
+    with stack.pg_connect() as conn:
         conn.execute("DROP SCHEMA floor CASCADE")
         conn.execute("CHECKPOINT")
-    return seconds
+    return seconds, cpu_seconds(sampler)

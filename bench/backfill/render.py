@@ -74,6 +74,30 @@ def _targets(floor: float, first: Run, second: Run) -> list[list[str]]:
     ]
 
 
+def _cpu(items: int, floor: tuple[float, dict[str, float]], first: Run, second: Run) -> str:
+    """CPU per line of each process group, and what the floor target leaves on these cores."""
+    groups = [("api", "API"), ("worker", "worker"), ("postgres", "Postgres"), ("bench", "client")]
+    rows = []
+    for label, cpu in (
+        ("raw floor", floor[1]),
+        ("first run", first.cpu),
+        ("unchanged re-run", second.cpu),
+    ):
+        per_line = [1e6 * cpu.get(name, 0.0) / items for name, _ in groups]
+        rows.append([label, *(f"{us:.1f}" for us in per_line), f"{sum(per_line):.1f}"])
+    cores = os.cpu_count() or 1
+    budget = 1e6 * TARGET_FLOOR_RATIO * floor[0] * cores / items
+    used = 1e6 * sum(first.cpu.values()) / items
+    headers = ["CPU us per line", *(label for _, label in groups), "total"]
+    return f"""{table(headers, rows)}
+
+CPU per line of each process group over each run (the API's threads, the worker's prefork
+processes and Postgres's backends; *client* is the benchmark's own process, which sends the
+floor's `COPY`). Within {TARGET_FLOOR_RATIO:g}x of the floor's time, {cores} cores give
+at most {budget:.1f} us of CPU per line however well the work overlaps; the first run used
+{used:.1f}."""
+
+
 def _method(users: int, agents: int, size: int) -> str:
     items = users + agents
     return f"""## Backfill from NDJSON
@@ -122,16 +146,25 @@ Celery worker with prefork concurrency {os.cpu_count()}, chunk size and buckets 
 
 
 def render(
-    users: int, agents: int, size: int, floor: float, first: Run, second: Run, facts: dict[str, str]
+    users: int,
+    agents: int,
+    size: int,
+    floor_run: tuple[float, dict[str, float]],
+    first: Run,
+    second: Run,
+    facts: dict[str, str],
 ) -> str:
-    """The whole section for the floor and both runs, on this machine."""
+    """The whole section for the floor (its seconds and CPU-seconds by group) and both runs,
+    on this machine."""
     items = users + agents
+    floor = floor_run[0]
     headers = ["run", "seconds", "items/s", "upload s", "apply s", "RSS growth MB (API / worker)"]
     blocks = [
         _method(users, agents, size),
         table(headers, _timings(items, floor, first, second)),
         table(["target", "measured", ""], _targets(floor, first, second)),
         _where_the_time_goes(items, first, second),
+        _cpu(items, floor_run, first, second),
         _machine(facts),
     ]
     return "\n\n".join(blocks)
