@@ -123,8 +123,9 @@ def apply_jobs(
     apply: Applier,
     batch_appliers: dict[str, BatchApplier],
 ) -> list[Finished]:
-    """Apply jobs given in sequence order per key: several jobs of one kind with a batch applier
-    together, every other job on its own."""
+    """Apply jobs given in sequence order per key: the jobs of a kind with a batch applier
+    together (even one alone: one savepoint and the batch statements, where its single applier
+    would nest a savepoint of its own), every other job on its own."""
     finished: list[Finished] = []
     for round_ in _rounds(jobs):
         by_kind: dict[str, list[PendingJob]] = {}
@@ -132,7 +133,7 @@ def apply_jobs(
             by_kind.setdefault(job.kind, []).append(job)
         for kind, group in by_kind.items():
             together = None
-            if kind in batch_appliers and len(group) > 1:
+            if kind in batch_appliers:
                 together = _apply_together(session, group, batch_appliers[kind])
             finished += together or [_apply_one(session, job, apply) for job in group]
     return finished
