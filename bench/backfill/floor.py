@@ -9,6 +9,36 @@ from bench.backfill.runs import cpu_sampler, cpu_seconds
 from bench.stack import Stack
 
 
+_MERGE_USERS = """
+INSERT INTO floor.users AS u (id, email, slug, plan, metadata, external_owner,
+                              version, created_at, updated_at)
+SELECT id, email, slug, plan, metadata, external_owner, %s,
+       clock_timestamp(), clock_timestamp() FROM stage_users
+ON CONFLICT (id) DO UPDATE SET email = excluded.email, slug = excluded.slug,
+    plan = excluded.plan, metadata = excluded.metadata,
+    external_owner = excluded.external_owner, version = excluded.version,
+    updated_at = clock_timestamp()
+WHERE u.version <= excluded.version
+  AND (u.email, u.slug, u.plan, u.metadata, u.external_owner) IS DISTINCT FROM
+      (excluded.email, excluded.slug, excluded.plan, excluded.metadata,
+       excluded.external_owner)
+"""
+_MERGE_AGENTS = """
+INSERT INTO floor.agents AS a (id, user_id, slug, display_name, webhook_url,
+                               metadata, version, created_at, updated_at)
+SELECT s.id, u.id, s.slug, s.display_name, s.webhook_url, s.metadata, %s,
+       clock_timestamp(), clock_timestamp()
+FROM stage_agents s JOIN floor.users u ON u.slug = s.user_slug
+ON CONFLICT (user_id, slug) WHERE deleted_at IS NULL DO UPDATE
+    SET display_name = excluded.display_name, webhook_url = excluded.webhook_url,
+        metadata = excluded.metadata, version = excluded.version,
+        updated_at = clock_timestamp()
+WHERE a.version <= excluded.version
+  AND (a.display_name, a.webhook_url, a.metadata) IS DISTINCT FROM
+      (excluded.display_name, excluded.webhook_url, excluded.metadata)
+"""
+
+
 def _copy(conn: Any, sql: str, path: Path) -> None:
     with conn.cursor().copy(sql) as copy, path.open("rb") as source:
         while block := source.read(1 << 20):
@@ -31,46 +61,14 @@ def measure_floor(stack: Stack, users: Path, agents: Path) -> tuple[float, dict[
                 "metadata jsonb, external_owner text) ON COMMIT DROP"
             )
             _copy(conn, "COPY stage_users FROM STDIN", users)
-            conn.execute(
-                """
-                INSERT INTO floor.users AS u (id, email, slug, plan, metadata, external_owner,
-                                              version, created_at, updated_at)
-                SELECT id, email, slug, plan, metadata, external_owner, %s,
-                       clock_timestamp(), clock_timestamp() FROM stage_users
-                ON CONFLICT (id) DO UPDATE SET email = excluded.email, slug = excluded.slug,
-                    plan = excluded.plan, metadata = excluded.metadata,
-                    external_owner = excluded.external_owner, version = excluded.version,
-                    updated_at = clock_timestamp()
-                WHERE u.version <= excluded.version
-                  AND (u.email, u.slug, u.plan, u.metadata, u.external_owner) IS DISTINCT FROM
-                      (excluded.email, excluded.slug, excluded.plan, excluded.metadata,
-                       excluded.external_owner)
-                """,
-                (version,),
-            )
+            conn.execute(_MERGE_USERS, (version,))
         with conn.transaction():
             conn.execute(
                 "CREATE TEMP TABLE stage_agents (id text, user_slug text, slug text, "
                 "display_name text, webhook_url text, metadata jsonb) ON COMMIT DROP"
             )
             _copy(conn, "COPY stage_agents FROM STDIN", agents)
-            conn.execute(
-                """
-                INSERT INTO floor.agents AS a (id, user_id, slug, display_name, webhook_url,
-                                               metadata, version, created_at, updated_at)
-                SELECT s.id, u.id, s.slug, s.display_name, s.webhook_url, s.metadata, %s,
-                       clock_timestamp(), clock_timestamp()
-                FROM stage_agents s JOIN floor.users u ON u.slug = s.user_slug
-                ON CONFLICT (user_id, slug) WHERE deleted_at IS NULL DO UPDATE
-                    SET display_name = excluded.display_name, webhook_url = excluded.webhook_url,
-                        metadata = excluded.metadata, version = excluded.version,
-                        updated_at = clock_timestamp()
-                WHERE a.version <= excluded.version
-                  AND (a.display_name, a.webhook_url, a.metadata) IS DISTINCT FROM
-                      (excluded.display_name, excluded.webhook_url, excluded.metadata)
-                """,
-                (version,),
-            )
+            conn.execute(_MERGE_AGENTS, (version,))
         seconds = time.monotonic() - started
     with stack.pg_connect() as conn:
         conn.execute("DROP SCHEMA floor CASCADE")
