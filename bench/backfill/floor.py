@@ -8,7 +8,6 @@ from typing import Any
 from bench.backfill.runs import cpu_sampler, cpu_seconds
 from bench.stack import Stack
 
-
 _MERGE_USERS = """
 INSERT INTO floor.users AS u (id, email, slug, plan, metadata, external_owner,
                               version, created_at, updated_at)
