@@ -105,14 +105,14 @@ class Receiver(ABC):
     def _read(self, entries: list[bytes | None]) -> None:
         """Number the lines (None: an overlong line), then read them in order: those known
         unchanged are counted, the others validated and buffered."""
-        lines = [numbered for raw in entries if (numbered := self._number(raw)) is not None]
+        numbers, lines = self._number(entries)
         if self.known is None:
-            for line, raw in lines:
+            for line, raw in zip(numbers, lines, strict=True):
                 self._take(line, raw, None)
             return
         known = self.known
-        found = known.look_up(self.transaction, [raw for _, raw in lines])
-        for (line, raw), candidate in zip(lines, found, strict=True):
+        found = known.look_up(self.transaction, lines)
+        for line, raw, candidate in zip(numbers, lines, found, strict=True):
             if candidate is not None and known.take(candidate):
                 self._unchanged[candidate.kind] += 1
                 continue
@@ -125,25 +125,34 @@ class Receiver(ABC):
         ):
             self._tally_full()
 
-    def _number(self, raw: bytes | None) -> tuple[int, bytes] | None:
-        """The line's number and its text; None for a blank or overlong line."""
-        if raw is None:
-            self._too_long()
-            return None
-        self.line += 1
-        raw = raw.strip()
-        if not raw:
-            return None
-        if self.line == 1 and raw.startswith(BOM):
-            raw = raw[len(BOM) :].strip()
-        if len(raw) > self.max_line:
-            self.line -= 1
-            self._too_long()
-            return None
-        return self.line, raw
+    def _number(self, entries: list[bytes | None]) -> tuple[list[int], list[bytes]]:
+        """The lines' numbers and texts, blank and overlong lines left out (the latter failed).
+        Two lists rather than a pair per line: every line of an upload passes here."""
+        numbers: list[int] = []
+        lines: list[bytes] = []
+        line, max_line = self.line, self.max_line
+        for raw in entries:
+            line += 1
+            if raw is None:
+                self.line = line
+                self._too_long()
+                continue
+            raw = raw.strip()
+            if not raw:
+                continue
+            if line == 1 and raw.startswith(BOM):
+                raw = raw[len(BOM) :].strip()
+            if len(raw) > max_line:
+                self.line = line
+                self._too_long()
+                continue
+            numbers.append(line)
+            lines.append(raw)
+        self.line = line
+        return numbers, lines
 
     def _too_long(self) -> None:
-        self.line += 1
+        """Line `self.line` is longer than allowed."""
         error = ValidationFailed(f"the line is longer than {self.max_line} bytes")
         self._fail(Failure(self.line, None, None, error.envelope()))
 
