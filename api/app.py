@@ -1,6 +1,7 @@
 """create_app(): the FastAPI application, run by `idmirror api` under uvicorn."""
 
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
@@ -93,6 +94,10 @@ def create_app() -> FastAPI:
         principals.use(engine)
         limiter = guard.limiter = RateLimiter(settings.require_redis_url())  # this loop's
         await waiter.start()
+        # What the start made (modules, routes, models, pools) lives as long as the process:
+        # kept out of the collector's full passes, which otherwise walk it all again as often
+        # as requests make objects (a backfill makes a few per line).
+        gc.freeze()
         yield
         await waiter.stop()
         await limiter.close()

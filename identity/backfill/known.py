@@ -4,10 +4,12 @@ A user or agent row keeps the digest of the backfill line that last wrote it (`l
 chunk apply sets it, every other write clears it through the shared ON CONFLICT clause). So a
 line whose row still holds its digest, and is not newer than the run's snapshot, would be
 classified `unchanged` by the chunk apply: same fields, nothing newer. The receiver asks
-Postgres about a whole piece of input at once, counts those lines as unchanged, and validates,
-stores and applies only the others. Every line of such an upload passes here, so the work per
-line is kept to a regex, a digest and one small object; each statement takes the piece's keys
-and digests as two strings and answers one character per line, in line order.
+Postgres about a part of the input at once (`ask`, then an `Asker`), counts those lines as
+unchanged, and validates, stores and applies only the others. Every line of such an upload
+passes here, so the work per line is kept to a regex, a digest and one small object; each
+statement takes the part's keys and digests as two strings and answers one character per line,
+in line order. A part's statements are sent without waiting for their answer (psycopg's
+pipeline mode), and answered while the receiver reads the part before.
 
 What keeps the verdict the one the chunk apply would give:
 - the digest covers the line's bytes and the setting its validity depends on (private
@@ -23,19 +25,23 @@ reach back. Agent lines counted before it were matched by the slugs of that mome
 chunks applied early are, where lines still buffered would be matched after every user
 (docs/backfills.md).
 
-Mirror runs and dry runs read every line (they need the input's items themselves). When a piece
-of agent lines finds none known (a first load), lookups back off, skipping up to 32 pieces, and
-return after the first piece that finds some.
+Mirror runs and dry runs read every line (they need the input's items themselves). When a part
+of agent lines finds none known (a first load), lookups back off, skipping up to 32 parts, and
+return after the first part that finds some.
 """
 
 import hashlib
 import re
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
+import psycopg
 from rbloom import Bloom
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from identity.keys import SLUG_RE
@@ -51,6 +57,12 @@ _AGENT_KEY = re.compile(rb'"key"\s*:\s*"(' + _SLUG + b"@(" + _SLUG + rb'))"')
 _USER_ID = re.compile(
     rb'"id"\s*:\s*"([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"'
 )
+
+
+def _psycopg_sql(statement: TextClause) -> str:
+    """The statement with psycopg's placeholders: the lookups go to psycopg itself."""
+    return str(statement.compile(dialect=PGDialect_psycopg()))  # type: ignore[no-untyped-call]
+
 
 # Agents: the n-th entry of `names` ("slug@user_slug") with the n-th digest of `digests` (16
 # bytes each); answers one character per entry, in order: 1 where the live agent holds that
@@ -77,6 +89,7 @@ _AGENTS = text(
     ) AS known ON true
     """
 )
+_AGENTS_SQL = _psycopg_sql(_AGENTS)
 # Users: for the n-th id of `ids` with the n-th digest, one character in the first answer, 1
 # where the row holds that digest and is not newer than the snapshot, and the slug the row has
 # now in the second (empty if there is no row), in order.
@@ -96,6 +109,8 @@ _USERS = text(
     ) AS u ON true
     """
 )
+
+_USERS_SQL = _psycopg_sql(_USERS)
 
 _HASHERS = {
     allow: hashlib.blake2b(
@@ -140,26 +155,23 @@ class KnownLines:
         """The line's key and digest, if it names its key plainly (once, in canonical form)."""
         return self._candidates([raw], users_only=False)[0]
 
-    def look_up(
-        self, transaction: Callable[[], AbstractContextManager[Session]], lines: list[bytes]
-    ) -> list[Candidate | None]:
-        """The candidates among `lines`, marked `known` where their row holds their digest."""
+    def ask(self, lines: list[bytes]) -> "Lookup":
+        """The candidates among `lines` and what to ask about them (an `Asker` asks)."""
         users_only = self._skip > 0  # agents are backing off; users are looked up even so
         if users_only:
             self._skip -= 1
         found = self._candidates(lines, users_only=users_only)
         agents = [c for c in found if c is not None and c.kind == "agent"]
         users = [c for c in found if c is not None and c.kind == "user"]
-        if not agents and not users:
-            return found
-        with transaction() as session:
-            if agents:
-                found_some = self._ask_agents(session, agents)
-                self._backoff = 0 if found_some else min(max(2 * self._backoff, 1), MAX_BACKOFF)
-                self._skip = self._backoff
-            if users:
-                self._ask_users(session, users)
-        return found
+        return Lookup(found, agents, users)
+
+    def settle(self, lookup: "Lookup") -> None:
+        """Back off, or not, from an answered lookup's agents; in the order of the parts."""
+        if lookup.agents:
+            self._backoff = (
+                0 if lookup.agents_found else min(max(2 * self._backoff, 1), MAX_BACKOFF)
+            )
+            self._skip = self._backoff
 
     def _candidates(self, lines: list[bytes], *, users_only: bool) -> list[Candidate | None]:
         """Run for every line of an upload that reads known lines: a few calls per line."""
@@ -186,34 +198,6 @@ class KnownLines:
             found.append(candidate)
         return found
 
-    def _ask_agents(self, session: Session, agents: list[Candidate]) -> bool:
-        """Mark the agents whose live row holds their digest; whether any does."""
-        flags = session.execute(
-            _AGENTS,
-            {
-                "names": ",".join([c.key[6:] for c in agents]),  # after "agent:"
-                "digests": b"".join([c.digest for c in agents]),
-                "user_slugs": ",".join({c.user_slug or "" for c in agents}),
-                "version": self.version,
-            },
-        ).scalar_one()
-        for c, flag in zip(agents, flags, strict=True):  # one flag per agent, or it raises
-            c.known = flag == "1"
-        return "1" in flags
-
-    def _ask_users(self, session: Session, users: list[Candidate]) -> None:
-        """Mark the users whose row holds their digest, and note each one's stored slug."""
-        flags, slugs = session.execute(
-            _USERS,
-            {
-                "ids": ",".join([c.key[5:] for c in users]),  # after "user:"
-                "digests": b"".join([c.digest for c in users]),
-                "version": self.version,
-            },
-        ).one()
-        for c, flag, slug in zip(users, flags, slugs.split(","), strict=True):
-            c.known, c.stored_slug = flag == "1", slug or None
-
     def take(self, candidate: Candidate | None) -> bool:
         """Whether the line is unchanged, in input order: call once per line, and `read` for
         every line this refuses that validation accepts."""
@@ -236,3 +220,90 @@ class KnownLines:
             self.agents_off = True  # read without asking for its stored slug
         elif candidate.stored_slug is not None:
             self.moving.add(candidate.stored_slug)
+
+
+@dataclass(slots=True)
+class Lookup:
+    """One part's candidates, the agents and users among them to ask about, and the answers'
+    cursors while they are on their way."""
+
+    found: list[Candidate | None]
+    agents: list[Candidate]
+    users: list[Candidate]
+    agents_found: bool = False  # some agent is known (set by `Asker.receive`)
+    _agents_answer: "psycopg.Cursor[Any] | None" = None
+    _users_answer: "psycopg.Cursor[Any] | None" = None
+
+
+class Asker:
+    """Sends a part's lookups without waiting for their answers, on one connection in psycopg's
+    pipeline mode, so that Postgres looks up a part while the receiver reads the part before.
+
+    One part is in flight at a time: `receive` the last part sent before sending the next (its
+    answer is flushed on request, which would come after any statement sent behind it)."""
+
+    def __init__(self, connection: "psycopg.Connection[Any]", snapshot_version: int) -> None:
+        self._connection = connection
+        self._version = snapshot_version
+
+    def send(self, lookup: Lookup) -> None:
+        """Start the part's statements (agents, users) on their way."""
+        with _as_dbapi_errors():
+            if lookup.agents:
+                lookup._agents_answer = self._connection.execute(
+                    _AGENTS_SQL,
+                    {
+                        "names": ",".join([c.key[6:] for c in lookup.agents]),  # after "agent:"
+                        "digests": b"".join([c.digest for c in lookup.agents]),
+                        "user_slugs": ",".join({c.user_slug or "" for c in lookup.agents}),
+                        "version": self._version,
+                    },
+                )
+            if lookup.users:
+                lookup._users_answer = self._connection.execute(
+                    _USERS_SQL,
+                    {
+                        "ids": ",".join([c.key[5:] for c in lookup.users]),  # after "user:"
+                        "digests": b"".join([c.digest for c in lookup.users]),
+                        "version": self._version,
+                    },
+                )
+
+    def receive(self, lookup: Lookup) -> None:
+        """Wait for the part's answers and mark its known candidates (and users' stored slugs)."""
+        with _as_dbapi_errors():
+            if (answer := lookup._agents_answer) is not None:
+                flags = _one(answer)[0]
+                for c, flag in zip(lookup.agents, flags, strict=True):  # one flag per agent
+                    c.known = flag == "1"
+                lookup.agents_found = "1" in flags
+            if (answer := lookup._users_answer) is not None:
+                flags, slugs = _one(answer)
+                for c, flag, slug in zip(lookup.users, flags, slugs.split(","), strict=True):
+                    c.known, c.stored_slug = flag == "1", slug or None
+        lookup._agents_answer = lookup._users_answer = None
+
+
+@contextmanager
+def asking(session: Session, snapshot_version: int) -> Iterator[Asker]:
+    """An `Asker` on the session's connection, in pipeline mode until the block ends."""
+    connection = session.connection().connection.driver_connection
+    assert isinstance(connection, psycopg.Connection)
+    with _as_dbapi_errors(), connection.pipeline():
+        yield Asker(connection, snapshot_version)
+
+
+def _one(cursor: "psycopg.Cursor[Any]") -> tuple[Any, ...]:
+    row = cursor.fetchone()
+    assert row is not None  # an aggregate answers one row
+    return tuple(row)
+
+
+@contextmanager
+def _as_dbapi_errors() -> Iterator[None]:
+    """psycopg's errors as SQLAlchemy's, as every other statement raises them (the API answers
+    an unreachable database with its 503)."""
+    try:
+        yield
+    except psycopg.Error as exc:
+        raise DBAPIError.instance(None, None, exc, psycopg.Error) from exc

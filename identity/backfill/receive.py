@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from identity.backfill.flow import Work, complete, finish_receiving
 from identity.backfill.items import Failure, ItemParser, Parsed, bucket_of
-from identity.backfill.known import KnownLines
+from identity.backfill.known import KnownLines, Lookup, asking
 from identity.backfill.store import Batch, Chunk, InputLost, InputOrder, store
 from identity.backfill.writer import Store
 from identity.errors import ValidationFailed
@@ -30,6 +30,9 @@ BOM = b"\xef\xbb\xbf"
 # Lines known unchanged wait for the next store this long at most (while lines come): a store
 # costs more than reading a piece of known lines, and progress needs no finer grain.
 TALLY_SECONDS = 0.5
+# Lines looked up in one statement. A piece of an upload (512 KiB, some 3,000 lines) makes a few
+# parts, and each part is looked up while the part before it is read.
+LOOKUP_LINES = 1_000
 Transaction = Callable[[], AbstractContextManager[Session]]
 
 
@@ -105,45 +108,76 @@ class Receiver(ABC):
     def _read(self, entries: list[bytes | None]) -> None:
         """Number the lines (None: an overlong line), then read them in order: those known
         unchanged are counted, the others validated and buffered."""
-        lines = [numbered for raw in entries if (numbered := self._number(raw)) is not None]
+        numbers, lines = self._number(entries)
         if self.known is None:
-            for line, raw in lines:
+            for line, raw in zip(numbers, lines, strict=True):
                 self._take(line, raw, None)
             return
-        known = self.known
-        found = known.look_up(self.transaction, [raw for _, raw in lines])
-        for (line, raw), candidate in zip(lines, found, strict=True):
-            if candidate is not None and known.take(candidate):
-                self._unchanged[candidate.kind] += 1
-                continue
-            parsed = self._take(line, raw, candidate.digest.hex() if candidate else None)
-            if parsed is not None:
-                known.read(parsed.kind, parsed.key, parsed.slug, candidate)
+        if not lines:
+            return
+        # In parts, each part's lookup on its way while the part before is read.
+        known, before = self.known, None
+        with self.transaction() as session, asking(session, known.version) as asker:
+            for start in range(0, len(lines), LOOKUP_LINES):
+                end = start + LOOKUP_LINES
+                lookup = known.ask(lines[start:end])
+                if before is not None:
+                    asker.receive(before[2])
+                asker.send(lookup)
+                if before is not None:
+                    self._read_known(*before)
+                before = numbers[start:end], lines[start:end], lookup
+            if before is not None:
+                asker.receive(before[2])
+        if before is not None:
+            self._read_known(*before)
         if (
             self._unchanged.total() >= self.chunk_size
             and time.monotonic() - self._stored_at >= TALLY_SECONDS
         ):
             self._tally_full()
 
-    def _number(self, raw: bytes | None) -> tuple[int, bytes] | None:
-        """The line's number and its text; None for a blank or overlong line."""
-        if raw is None:
-            self._too_long()
-            return None
-        self.line += 1
-        raw = raw.strip()
-        if not raw:
-            return None
-        if self.line == 1 and raw.startswith(BOM):
-            raw = raw[len(BOM) :].strip()
-        if len(raw) > self.max_line:
-            self.line -= 1
-            self._too_long()
-            return None
-        return self.line, raw
+    def _read_known(self, numbers: list[int], lines: list[bytes], lookup: Lookup) -> None:
+        """Count the part's known lines, validate and buffer the others, in order."""
+        known = self.known
+        assert known is not None
+        known.settle(lookup)
+        for line, raw, candidate in zip(numbers, lines, lookup.found, strict=True):
+            if candidate is not None and known.take(candidate):
+                self._unchanged[candidate.kind] += 1
+                continue
+            parsed = self._take(line, raw, candidate.digest.hex() if candidate else None)
+            if parsed is not None:
+                known.read(parsed.kind, parsed.key, parsed.slug, candidate)
+
+    def _number(self, entries: list[bytes | None]) -> tuple[list[int], list[bytes]]:
+        """The lines' numbers and texts, blank and overlong lines left out (the latter failed).
+        Two lists rather than a pair per line: every line of an upload passes here."""
+        numbers: list[int] = []
+        lines: list[bytes] = []
+        line, max_line = self.line, self.max_line
+        for raw in entries:
+            line += 1
+            if raw is None:
+                self.line = line
+                self._too_long()
+                continue
+            raw = raw.strip()
+            if not raw:
+                continue
+            if line == 1 and raw.startswith(BOM):
+                raw = raw[len(BOM) :].strip()
+            if len(raw) > max_line:
+                self.line = line
+                self._too_long()
+                continue
+            numbers.append(line)
+            lines.append(raw)
+        self.line = line
+        return numbers, lines
 
     def _too_long(self) -> None:
-        self.line += 1
+        """Line `self.line` is longer than allowed."""
         error = ValidationFailed(f"the line is longer than {self.max_line} bytes")
         self._fail(Failure(self.line, None, None, error.envelope()))
 
