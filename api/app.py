@@ -64,7 +64,7 @@ def _accepts(engine: AsyncEngine, dispatcher: DrainRequests, settings: Settings)
         dispatcher,
         idempotency_ttl_hours=settings.idempotency_ttl_hours,
         max_queued=settings.max_queued_writes,
-        writers=settings.accept_writers,
+        writers=settings.writers_per_process(),
         apply=apply_on_accept if settings.apply_on_accept else None,
     )
 

@@ -1,5 +1,6 @@
 """`idmirror up|api|worker|beat|flower|migrate|backfill`."""
 
+import os
 from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -88,6 +89,9 @@ def api(
     """Serve the HTTP API."""
     import uvicorn
 
+    if workers:  # every process reads its settings: they agree on how many they are
+        os.environ["IDMIRROR_API_WORKERS"] = str(workers)
+        get_settings.cache_clear()
     settings = get_settings()
     settings.require_database_url()
     settings.require_redis_url()
@@ -96,7 +100,7 @@ def api(
         factory=True,
         host=settings.host,
         port=settings.port,
-        workers=workers or settings.api_workers,
+        workers=settings.api_workers,
         log_config=logging_config(settings.log_level, settings.log_format),
         log_level=settings.log_level.lower(),
         access_log=False,  # api/access.py logs each request, with its job and request ids

@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     accept_timeout_seconds: float = Field(10.0, gt=0)
     accept_statement_timeout_seconds: float = Field(3.0, gt=0)
     max_queued_writes: int = Field(1000, ge=1)
-    accept_writers: int = Field(2, ge=1, le=16)
+    accept_writers: int = Field(2, ge=1, le=16)  # per `idmirror api`, split among its processes
     apply_on_accept: bool = True
     statement_timeout_seconds: float = Field(60.0, gt=0)
     lock_timeout_seconds: float = Field(10.0, gt=0)
@@ -142,6 +142,13 @@ class Settings(BaseSettings):
             )
         self.job_retention_hours = self.idempotency_ttl_hours
         return self
+
+    def writers_per_process(self) -> int:
+        """The batches one API process records at once: IDMIRROR_ACCEPT_WRITERS shared among
+        the `idmirror api` processes (IDMIRROR_API_WORKERS), one at least each, so that a
+        second process on the same cores makes no smaller batches, and no more commits, than
+        one."""
+        return max(1, self.accept_writers // self.api_workers)
 
     def require_database_url(self) -> str:
         if not self.database_url:

@@ -18,6 +18,16 @@ def test_an_accept_statement_must_fit_inside_the_accept_bound() -> None:
 
 
 @pytest.mark.parametrize(
+    ("writers", "processes", "each"), [(2, 1, 2), (2, 2, 1), (2, 3, 1), (8, 2, 4), (5, 2, 2)]
+)
+def test_accept_writers_are_shared_among_the_api_processes(
+    writers: int, processes: int, each: int
+) -> None:
+    settings = Settings(accept_writers=writers, api_workers=processes)
+    assert settings.writers_per_process() == each
+
+
+@pytest.mark.parametrize(
     ("environment", "line"),
     [
         (
