@@ -2,27 +2,15 @@
 when reading them would have said so (identity/backfill/known.py)."""
 
 import json
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import psycopg
 import pytest
-from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
 
-from identity.backfill import receive
-from identity.backfill.items import Parsed
 from identity.backfill.known import Candidate, KnownLines, line_digest
-from identity.backfill.receive import LOOKUP_LINES
-from identity.backfill.upload import UploadReceiver
-from identity.db import get_engine, transaction
-from identity.schemas import to_version
-from identity.settings import get_settings
 from tests.identity.backfill.uploads import (
     agent_item,
     iso,
@@ -366,96 +354,3 @@ def test_only_pieces_of_agent_lines_that_find_none_back_off() -> None:
     # The agent piece found none: the next one skips its lookups, the one after asks again.
     assert asked(agents) == []
     assert asked(agents) == ["agents"]
-
-
-class _ReadingOnly(UploadReceiver):
-    """An upload receiver that stores nothing and notes the lines it reads the long way: its
-    lookups are real, and only its verdicts are compared."""
-
-    def __init__(self, snapshot_version: int, transaction: Any = transaction) -> None:
-        super().__init__(
-            str(uuid.uuid4()), snapshot_version, get_settings(), transaction, known_lines=True
-        )
-        self.read_lines: list[int] = []
-
-    def _take(self, line: int, raw: bytes, digest: str | None) -> Parsed | None:
-        self.read_lines.append(line)
-        return super()._take(line, raw, digest)
-
-    def _write(self, chunks: Any, state: Any = None) -> None:
-        pass
-
-
-def test_lines_looked_up_in_parts_get_the_verdicts_of_one_lookup_per_piece(
-    client: httpx.Client, domain: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Each part's lookup is answered while the part before is read: every answer must still
-    land on its own line, with changed lines on both sides of a part's edge."""
-    p = prefix()
-    users = [user_item(f"{p}-u{i}") for i in range(30)]
-    agents = [agent_item(f"bot{j}@{p}-u{i}") for j in range(100) for i in range(30)]
-    run_backfill(client, [*users, *agents])
-    changed = [0, 998, 999, 1000, 1001, 2500, len(agents) - 1]
-    for n in changed:
-        agents[n] = {**agents[n], "display_name": "New"}
-    users[5] = {**users[5], "plan": "pro"}  # read: the agents of its slug are read too
-    body = ndjson([*users, *agents, agents[10]])  # a key again at the end: read
-    snapshot = to_version(datetime.now(UTC))
-
-    verdicts = []
-    for part in (7, LOOKUP_LINES, 10**6):  # many parts; the service's; one per piece
-        monkeypatch.setattr(receive, "LOOKUP_LINES", part)
-        receiver = _ReadingOnly(snapshot)
-        try:
-            receiver.feed(body)
-        finally:
-            receiver.close()
-        verdicts.append((receiver.read_lines, dict(receiver._unchanged)))
-    line_of_agent = {n: len(users) + 1 + n for n in range(len(agents))}
-    read = sorted(
-        {6, len(users) + len(agents) + 1}
-        | {line_of_agent[n] for n in changed}
-        | {line_of_agent[n] for n in range(5, len(agents), 30)}
-    )
-    unchanged = {"user": 29, "agent": len(agents) + 1 - len(read) + 1}
-    assert verdicts == [(read, unchanged)] * 3
-
-    monkeypatch.undo()
-    run = run_backfill(client, [*users, *agents, agents[10]])
-    assert run["counts"] == {
-        "received": len(users) + len(agents) + 1,
-        "created": 0,
-        "updated": 1 + len(changed),
-        "unchanged": len(users) + len(agents) - len(changed),
-        "superseded": 0,
-        "failed": 0,
-    }
-    assert client.get(f"/v1/agents/bot33@{p}-u10").json()["display_name"] == "New"  # n = 1000
-
-
-def test_a_lookup_that_fails_fails_the_read_and_its_connection_is_used_again(
-    client: httpx.Client, domain: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    p = prefix()
-    items = [user_item(f"{p}-u")] + [agent_item(f"bot{j}@{p}-u") for j in range(40)]
-    run_backfill(client, items)
-    monkeypatch.setattr(receive, "LOOKUP_LINES", 10)  # several parts in flight, one by one
-
-    @contextmanager
-    def tables_not_found() -> Iterator[Session]:
-        with transaction() as session:
-            session.execute(text("SET LOCAL search_path TO pg_catalog"))
-            yield session
-
-    snapshot = to_version(datetime.now(UTC))
-    failing = _ReadingOnly(snapshot, tables_not_found)
-    with pytest.raises(DBAPIError, match="does not exist"):
-        failing.feed(ndjson(items))
-    failing.close()
-    assert failing.read_lines == [] and not failing._unchanged
-
-    # The pool's connections came back out of pipeline mode, their transactions ended.
-    for _ in range(get_engine().pool.size() + 1):  # type: ignore[attr-defined]
-        receiver = _ReadingOnly(snapshot)
-        receiver.feed(ndjson(items))
-        assert receiver._unchanged == {"user": 1, "agent": 40}
