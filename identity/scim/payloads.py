@@ -6,6 +6,8 @@ Microsoft Entra's PATCH dialect (a `remove` whose `value` says what to remove, a
 applied only when the edge recognised Entra.
 """
 
+import contextlib
+from collections import OrderedDict
 from functools import cache
 from typing import Any, Literal, TypeVar
 
@@ -49,6 +51,65 @@ def parse_patch(model: type[R], payload: dict[str, Any], dialect: Dialect) -> Pa
 def operations_of(patch: PatchOp[R]) -> list[dict[str, Any]]:
     """A checked PatchOp's operations, as a job carries them."""
     return [op.model_dump(scim_ctx=Context.RESOURCE_PATCH_REQUEST) for op in patch.operations or []]
+
+
+# The shapes of PatchOps scim2-models accepted (the body's schemas, and each operation's op and
+# path), with what it made of each operation's op and path. Providers send the same few shapes
+# again and again with other values. The library's verdict on a PATCH whose every operation adds
+# or replaces a string depends on its shape alone (a string value is read when it is applied, not
+# when the request is checked; tests/identity/scim/test_patch_shapes.py holds it to that), so a
+# shape accepted once is not parsed again. The most recently used shapes are kept.
+_SETS = {"add", "replace"}
+_BODY_KEYS = {"schemas", "Operations"}
+_OPERATION_KEYS = {"op", "path", "value"}
+_SHAPES: OrderedDict[tuple[Any, ...], list[tuple[str, str]]] = OrderedDict()
+SHAPES_KEPT = 512
+
+
+def _shape(model: type[R], body: dict[str, Any], dialect: Dialect) -> tuple[Any, ...] | None:
+    """What a PATCH body's verdict depends on when each operation sets a string; None when an
+    operation does anything else."""
+    operations = body.get("Operations")
+    schemas = body.get("schemas")
+    if body.keys() != _BODY_KEYS or not isinstance(operations, list) or not operations:
+        return None
+    shapes = []
+    for op in operations:
+        if not isinstance(op, dict) or op.keys() != _OPERATION_KEYS:
+            return None
+        verb, path, value = op["op"], op["path"], op["value"]
+        if not (isinstance(verb, str) and verb.lower() in _SETS and isinstance(path, str)):
+            return None
+        if not isinstance(value, str):
+            return None
+        shapes.append((verb, path))
+    if not isinstance(schemas, list) or not all(isinstance(s, str) for s in schemas):
+        return None
+    return (model, dialect, tuple(schemas), tuple(shapes))
+
+
+def patch_operations(
+    model: type[R], body: dict[str, Any], dialect: Dialect
+) -> tuple[list[dict[str, Any]], PatchOp[R] | None]:
+    """A PATCH body's operations as a job carries them, checked by scim2-models, and the PatchOp
+    they were checked as (None when its shape was accepted before, and not parsed again)."""
+    shape = _shape(model, body, dialect)
+    if shape is not None and (seen := _SHAPES.get(shape)) is not None:
+        with contextlib.suppress(KeyError):  # another thread may have just dropped it
+            _SHAPES.move_to_end(shape)
+        values = [op["value"] for op in body["Operations"]]
+        return [
+            {"op": verb, "path": path, "value": value}
+            for (verb, path), value in zip(seen, values, strict=True)
+        ], None
+    patch = parse_patch(model, body, dialect)
+    operations = operations_of(patch)
+    given = [op.get("value") for op in body.get("Operations") or []]
+    if shape is not None and [op.get("value") for op in operations] == given:
+        _SHAPES[shape] = [(op["op"], op["path"]) for op in operations]
+        if len(_SHAPES) > SHAPES_KEPT:
+            _SHAPES.popitem(last=False)
+    return operations, patch
 
 
 def patched(

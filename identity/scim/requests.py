@@ -19,7 +19,7 @@ from identity.ledger.jobs import Submission
 from identity.scim import agent_writes, queries, writes
 from identity.scim.agents import ScimAgent, named_key, owner_id
 from identity.scim.agents import fields_of as agent_fields
-from identity.scim.payloads import Dialect, operations_of, parse_patch, validated
+from identity.scim.payloads import Dialect, patch_operations, validated
 from identity.scim.resources import require_match
 from identity.scim.users import ScimUser
 from identity.scim.users import fields_of as user_fields
@@ -69,9 +69,9 @@ def user_submission(session: Session, request: WriteRequest) -> Submission:
             return writes.replace_submission(key, user_fields(user), if_match, idempotency_key)
         case "PATCH":
             dialect = dialect_of(request.user_agent, request.body)
-            patch = parse_patch(ScimUser, request.body, dialect)
+            operations, patch = patch_operations(ScimUser, request.body, dialect)
             return writes.patch_submission(
-                key, operations_of(patch), dialect, if_match, idempotency_key, patch
+                key, operations, dialect, if_match, idempotency_key, patch
             )
     row = queries.get_user(session, str(key.user_id), request.sees)
     require_match(if_match, row.version, "user")
@@ -96,7 +96,7 @@ def agent_submission(session: Session, request: WriteRequest) -> Submission:
             agent_writes.check_same_key(agent, key, str(row.user_id))
             payload["fields"] = agent_fields(agent).model_dump(mode="json")
         case "PATCH":
-            payload["operations"] = operations_of(parse_patch(ScimAgent, request.body, "strict"))
+            payload["operations"] = patch_operations(ScimAgent, request.body, "strict")[0]
     kind = _AGENT_CHANGES[request.method]
     return agent_writes.change_submission(kind, key, agent_id, request.idempotency_key, **payload)
 
