@@ -125,7 +125,8 @@ a PUT) and storing the input took {first.upload_seconds:.1f} s, about
 was left after the upload took {first.seconds - first.upload_seconds:.1f} s. The re-run
 recognised its lines instead of reading them: each row keeps the digest of the backfill line that
 last wrote it, so a line whose row still holds its digest is counted unchanged after one lookup
-per piece of the upload (one index probe per line), without being validated, stored or applied
+per part of the upload (up to 1,000 lines, one index probe each, sent while the part before is
+read), without being validated, stored or applied
 (docs/backfills.md). It stored {second.chunks:,} chunks, for the few lines that went the long way
 (the Bloom filter of keys seen earlier in the input has false positives), and took
 {second.upload_seconds:.1f} s to upload, about {1e6 * second.upload_seconds / items:.0f} us per
