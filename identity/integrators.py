@@ -5,7 +5,7 @@ integrator) is announced on TOKENS_CHANNEL, so every API process drops what it c
 import uuid
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -16,7 +16,7 @@ from identity.answers import Timestamp
 from identity.errors import IntegratorExists, IntegratorNotFound, UserNotFound
 from identity.keys import SLUG_RE
 from identity.pagination import Page, decode_cursor, page, text_value
-from identity.schemas import reject_nul
+from identity.schemas import StrictBody
 
 # API processes LISTEN here and forget the tokens they resolved: one was revoked, or an
 # integrator disabled or changed.
@@ -34,23 +34,17 @@ class RateLimit(BaseModel):
     burst: int = Field(ge=1, le=10_000_000)
 
 
-class IntegratorCreate(BaseModel):
+class IntegratorCreate(StrictBody):
     """POST /v1/admin/integrators. Without `rate_limit`, the settings' default applies."""
-
-    model_config = ConfigDict(extra="forbid")
-    _no_nul = model_validator(mode="before")(reject_nul)
 
     name: str = Field(pattern=SLUG_RE.pattern, max_length=64)
     display_name: str = Field(min_length=1, max_length=255)
     rate_limit: RateLimit | None = None
 
 
-class IntegratorUpdate(BaseModel):
+class IntegratorUpdate(StrictBody):
     """PATCH /v1/admin/integrators/{name}: the fields given change; `rate_limit: null` goes
     back to the settings' default."""
-
-    model_config = ConfigDict(extra="forbid")
-    _no_nul = model_validator(mode="before")(reject_nul)
 
     display_name: str | None = Field(None, min_length=1, max_length=255)
     disabled: bool | None = None

@@ -76,12 +76,19 @@ def reject_nul(data: Any) -> Any:
     return data
 
 
-class Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+class StrictBody(BaseModel):
+    """A JSON request body: no field it does not declare, no NUL character in any text (no
+    text column can store one)."""
 
-    source_updated_at: AwareDatetime | None = None
+    model_config = ConfigDict(extra="forbid")
 
     _no_nul = model_validator(mode="before")(reject_nul)
+
+
+class Body(StrictBody):
+    model_config = ConfigDict(str_strip_whitespace=False)
+
+    source_updated_at: AwareDatetime | None = None
 
     def explicit_version(self) -> int | None:
         """The body's source_updated_at as a version; refused if it is too far ahead."""

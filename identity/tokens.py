@@ -12,7 +12,7 @@ import secrets
 import uuid
 from datetime import datetime
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, Field
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
@@ -22,7 +22,7 @@ from identity.answers import Timestamp
 from identity.errors import IntegratorNotFound, TokenNotFound, ValidationFailed
 from identity.integrators import TOKENS_CHANNEL
 from identity.pagination import Page, decode_cursor, page
-from identity.schemas import reject_nul
+from identity.schemas import StrictBody
 
 PREFIX = "idm_"
 _COLUMNS = "id, integrator, scopes, name, created_at, expires_at, last_used_at, revoked_at"
@@ -36,11 +36,8 @@ def secret_hash(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
 
 
-class TokenCreate(BaseModel):
+class TokenCreate(StrictBody):
     """POST /v1/admin/tokens."""
-
-    model_config = ConfigDict(extra="forbid")
-    _no_nul = model_validator(mode="before")(reject_nul)
 
     integrator: str = Field(max_length=64)
     scopes: list[str] = Field(min_length=1, max_length=len(SCOPES))

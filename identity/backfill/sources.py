@@ -21,7 +21,7 @@ from functools import lru_cache
 from typing import Any
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field
 from sqlalchemy import text
 
 from identity.backfill.flow import Work, complete
@@ -31,7 +31,7 @@ from identity.backfill.runs import BackfillOptions, BackfillOut, create, reads_k
 from identity.backfill.store import ReceiveStopped
 from identity.db import get_engine
 from identity.errors import IdmirrorError, InvalidBackfill, ServiceUnavailable, SourceNotFound
-from identity.schemas import reject_nul
+from identity.schemas import StrictBody
 from identity.settings import Settings, SourceSettings
 
 log = logging.getLogger(__name__)
@@ -42,11 +42,9 @@ MAX_BACKOFF_SECONDS = 30.0
 MAX_RETRY_AFTER_SECONDS = 120.0
 
 
-class SourceTrigger(BaseModel):
+class SourceTrigger(StrictBody):
     """The JSON body of POST /v1/internal/backfills that starts a pull now."""
 
-    model_config = ConfigDict(extra="forbid")
-    _no_nul = model_validator(mode="before")(reject_nul)
     source: str = Field(min_length=1, max_length=200)
 
 

@@ -22,7 +22,7 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
 from identity.errors import EmptyUpdate, InvalidOperation, ValidationFailed
-from identity.schemas import reject_nul
+from identity.schemas import StrictBody
 
 TempRef = Annotated[str, Field(min_length=1, max_length=128)]
 
@@ -79,11 +79,8 @@ Operation = CreateNode | UpdateNode | DeleteNode | CreateConnection | DeleteConn
 _OPERATION: TypeAdapter[Operation] = TypeAdapter(Annotated[Operation, Field(discriminator="op")])
 
 
-class AgentGraphUpdate(BaseModel):
+class AgentGraphUpdate(StrictBody):
     """POST/PATCH /v1/agents/{ref}/update. Operations are checked one by one, by index."""
-
-    model_config = ConfigDict(extra="forbid")
-    _no_nul = model_validator(mode="before")(reject_nul)
 
     name: str | None = Field(None, min_length=1, max_length=120)
     description: str | None = Field(None, max_length=5000)
