@@ -33,7 +33,7 @@ from scim2_models import (
 
 from identity.keys import AgentKey, is_slug
 from identity.scim.errors import InvalidValue
-from identity.scim.resources import dump, meta_of
+from identity.scim.resources import columns, dump, meta_of
 from identity.scim.users import USERS_PATH
 from identity.settings import get_settings
 from identity.webhooks import check_webhook_url
@@ -171,7 +171,7 @@ def owner_id(agent: ScimAgent) -> str | None:
 def to_scim(row: Any, base_url: str) -> ScimAgent:
     """An agents row (with its owner's slug and userName) as a SCIM Agent; `base_url` is where
     /scim/v2 is served."""
-    data = dict(row) if isinstance(row, dict) else dict(row._mapping)
+    data = columns(row)
     schemas = [AGENT_SCHEMA, *([IDMIRROR_AGENT_SCHEMA] if data.get("webhook_url") else [])]
     body: dict[str, Any] = {
         **(data.get("scim") or {}),

@@ -53,13 +53,14 @@ def operations_of(patch: PatchOp[R]) -> list[dict[str, Any]]:
     return [op.model_dump(scim_ctx=Context.RESOURCE_PATCH_REQUEST) for op in patch.operations or []]
 
 
+SETS = {"add", "replace"}  # the PATCH ops that set a value
+
 # The shapes of PatchOps scim2-models accepted (the body's schemas, and each operation's op and
 # path), with what it made of each operation's op and path. Providers send the same few shapes
 # again and again with other values. The library's verdict on a PATCH whose every operation adds
 # or replaces a string depends on its shape alone (a string value is read when it is applied, not
 # when the request is checked; tests/identity/scim/test_patch_shapes.py holds it to that), so a
 # shape accepted once is not parsed again. The most recently used shapes are kept.
-_SETS = {"add", "replace"}
 _BODY_KEYS = {"schemas", "Operations"}
 _OPERATION_KEYS = {"op", "path", "value"}
 _SHAPES: OrderedDict[tuple[Any, ...], list[tuple[str, str]]] = OrderedDict()
@@ -78,7 +79,7 @@ def _shape(model: type[R], body: dict[str, Any], dialect: Dialect) -> tuple[Any,
         if not isinstance(op, dict) or op.keys() != _OPERATION_KEYS:
             return None
         verb, path, value = op["op"], op["path"], op["value"]
-        if not (isinstance(verb, str) and verb.lower() in _SETS and isinstance(path, str)):
+        if not (isinstance(verb, str) and verb.lower() in SETS and isinstance(path, str)):
             return None
         if not isinstance(value, str):
             return None

@@ -14,7 +14,13 @@ def etag(version: int) -> str:
     return f'W/"{version}"'
 
 
-def _as_time(value: Any) -> datetime:
+def columns(row: Any) -> dict[str, Any]:
+    """A row's columns by name; a write's result (already a dict) as it is."""
+    return dict(row) if isinstance(row, dict) else dict(row._mapping)
+
+
+def as_time(value: Any) -> datetime:
+    """A row's timestamp, or a write's result's (ISO text)."""
     return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
 
 
@@ -22,8 +28,8 @@ def meta_of(data: dict[str, Any], resource_type: str, location: str) -> Meta:
     """The `meta` of a row (or a write's result) with `created_at`, `updated_at`, `version`."""
     return Meta(
         resource_type=resource_type,
-        created=_as_time(data["created_at"]),
-        last_modified=_as_time(data["updated_at"]),
+        created=as_time(data["created_at"]),
+        last_modified=as_time(data["updated_at"]),
         version=etag(int(data["version"])),
         location=location,
     )

@@ -17,7 +17,8 @@ from typing import Any
 from pydantic import BaseModel, Field, TypeAdapter
 from scim2_models import Context, Email, EnterpriseUser, User
 
-from identity.scim.resources import dump, etag, meta_of
+from identity.scim.payloads import SETS
+from identity.scim.resources import as_time, columns, dump, etag, meta_of
 from identity.users import USER_COLUMNS
 
 ScimUser = User[EnterpriseUser]
@@ -71,7 +72,6 @@ _PLAIN = {
     for field in ScimUser.model_fields.values()
     if field.annotation == (str | None) and not field.metadata
 }
-_SETS = {"add", "replace"}
 
 
 def plainly_patched(row: Any, operations: list[dict[str, Any]]) -> ScimUserFields | None:
@@ -82,10 +82,10 @@ def plainly_patched(row: Any, operations: list[dict[str, Any]]) -> ScimUserField
     names = []
     for op in operations:
         name = _PLAIN.get(str(op.get("path")).lower())
-        if op.get("op") not in _SETS or name is None or not isinstance(op.get("value"), str):
+        if op.get("op") not in SETS or name is None or not isinstance(op.get("value"), str):
             return None
         names.append(name)
-    data = dict(row) if isinstance(row, dict) else dict(row._mapping)
+    data = columns(row)
     profile: dict[str, Any] = dict(data.get("scim") or {})
     if "emails" not in profile and data.get("email"):
         email = Email(value=data["email"], primary=True)
@@ -115,7 +115,7 @@ def slug_for(user_name: str, user_id: uuid.UUID, *, suffixed: bool = False) -> s
 def to_scim(row: Any, base_url: str) -> ScimUser:
     """A users row (or a SCIM write's result) as a SCIM User; `base_url` is where /scim/v2 is
     served, for `meta.location`."""
-    data = dict(row) if isinstance(row, dict) else dict(row._mapping)
+    data = columns(row)
     profile: dict[str, Any] = dict(data.get("scim") or {})
     if "emails" not in profile and data.get("email"):
         profile["emails"] = [{"value": data["email"], "primary": True}]
@@ -134,8 +134,7 @@ _TIME = TypeAdapter(datetime)
 
 
 def _time(value: Any) -> Any:
-    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-    return _TIME.dump_python(moment, mode="json")
+    return _TIME.dump_python(as_time(value), mode="json")
 
 
 def answered(row: Any, base_url: str) -> dict[str, Any]:
@@ -146,7 +145,7 @@ def answered(row: Any, base_url: str) -> dict[str, Any]:
     here rather than validated again, which would cost a SCIM write about a tenth of its CPU.
     A user whose emails come from its `email` column (written through /v1) goes the long
     way: that address was never read as a SCIM email."""
-    data = dict(row) if isinstance(row, dict) else dict(row._mapping)
+    data = columns(row)
     profile: dict[str, Any] = data.get("scim") or {}
     if "emails" not in profile and data.get("email"):
         return dump(to_scim(row, base_url))
