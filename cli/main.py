@@ -80,6 +80,15 @@ def migrate() -> None:
     console.print("migrations applied")
 
 
+def api_settings(workers: int | None) -> Settings:
+    """The settings of `idmirror api`; `--workers` is set as IDMIRROR_API_WORKERS for every
+    process it starts, which read their settings anew and share the accept writers by it."""
+    if workers:
+        os.environ["IDMIRROR_API_WORKERS"] = str(workers)
+        get_settings.cache_clear()
+    return get_settings()
+
+
 @app.command()
 def api(
     workers: int | None = typer.Option(
@@ -89,10 +98,7 @@ def api(
     """Serve the HTTP API."""
     import uvicorn
 
-    if workers:  # every process reads its settings: they agree on how many they are
-        os.environ["IDMIRROR_API_WORKERS"] = str(workers)
-        get_settings.cache_clear()
-    settings = get_settings()
+    settings = api_settings(workers)
     settings.require_database_url()
     settings.require_redis_url()
     uvicorn.run(

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from cli.main import api_settings
+from identity.settings import get_settings
 from tests.stack import ROOT
 
 
@@ -69,3 +71,17 @@ def test_version_prints_the_installed_version() -> None:
 
     result = idmirror("--version")
     assert (result.returncode, result.stdout) == (0, f"idmirror {version('idmirror')}\n")
+
+
+def test_api_workers_from_the_command_line_reach_every_process_it_starts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("IDMIRROR_API_WORKERS", "1")
+    monkeypatch.setenv("IDMIRROR_ACCEPT_WRITERS", "2")
+    try:
+        settings = api_settings(2)
+        assert settings.api_workers == 2 and settings.writers_per_process() == 1
+        assert os.environ["IDMIRROR_API_WORKERS"] == "2"  # what uvicorn's processes inherit
+        assert api_settings(None).api_workers == 2  # without --workers, the variable says
+    finally:
+        get_settings.cache_clear()
