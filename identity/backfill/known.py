@@ -32,8 +32,8 @@ return after the first part that finds some.
 
 import hashlib
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +51,8 @@ SEEN_CAPACITY = 2_000_000  # keys; past it the filter's false positives grow (2.
 MOVING_CAPACITY = 500_000  # user slugs (0.6 MB)
 MAX_BACKOFF = 32
 DIGEST_SIZE = 16
+# How a receiver opens a transaction.
+Transaction = Callable[[], AbstractContextManager[Session]]
 
 _SLUG = SLUG_RE.pattern.removeprefix("^").removesuffix("$").encode()
 _AGENT_KEY = re.compile(rb'"key"\s*:\s*"(' + _SLUG + b"@(" + _SLUG + rb'))"')
@@ -242,15 +244,32 @@ class Asker:
     One part is in flight at a time: `receive` the last part sent before sending the next (its
     answer is flushed on request, which would come after any statement sent behind it)."""
 
-    def __init__(self, connection: "psycopg.Connection[Any]", snapshot_version: int) -> None:
-        self._connection = connection
+    def __init__(self, stack: ExitStack, transaction: Transaction, snapshot_version: int) -> None:
+        self._stack = stack
+        self._transaction = transaction
+        self._connection: psycopg.Connection[Any] | None = None
         self._version = snapshot_version
+
+    def _connect(self) -> "psycopg.Connection[Any]":
+        """The connection, in a transaction and pipeline mode from the first part that asks
+        anything (a first load's pieces of agent lines, backing off, ask nothing)."""
+        if self._connection is None:
+            session = self._stack.enter_context(self._transaction())
+            self._stack.enter_context(_as_dbapi_errors())  # as the transaction sees them
+            connection = session.connection().connection.driver_connection
+            assert isinstance(connection, psycopg.Connection)
+            self._stack.enter_context(connection.pipeline())
+            self._connection = connection
+        return self._connection
 
     def send(self, lookup: Lookup) -> None:
         """Start the part's statements (agents, users) on their way."""
+        if not lookup.agents and not lookup.users:
+            return
+        connection = self._connect()
         with _as_dbapi_errors():
             if lookup.agents:
-                lookup._agents_answer = self._connection.execute(
+                lookup._agents_answer = connection.execute(
                     _AGENTS_SQL,
                     {
                         "names": ",".join([c.key[6:] for c in lookup.agents]),  # after "agent:"
@@ -260,7 +279,7 @@ class Asker:
                     },
                 )
             if lookup.users:
-                lookup._users_answer = self._connection.execute(
+                lookup._users_answer = connection.execute(
                     _USERS_SQL,
                     {
                         "ids": ",".join([c.key[5:] for c in lookup.users]),  # after "user:"
@@ -285,12 +304,10 @@ class Asker:
 
 
 @contextmanager
-def asking(session: Session, snapshot_version: int) -> Iterator[Asker]:
-    """An `Asker` on the session's connection, in pipeline mode until the block ends."""
-    connection = session.connection().connection.driver_connection
-    assert isinstance(connection, psycopg.Connection)
-    with _as_dbapi_errors(), connection.pipeline():
-        yield Asker(connection, snapshot_version)
+def asking(transaction: Transaction, snapshot_version: int) -> Iterator[Asker]:
+    """An `Asker` whose transaction, if it asks anything, ends with the block."""
+    with _as_dbapi_errors(), ExitStack() as stack:
+        yield Asker(stack, transaction, snapshot_version)
 
 
 def _one(cursor: "psycopg.Cursor[Any]") -> tuple[Any, ...]:

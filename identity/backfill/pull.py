@@ -11,7 +11,8 @@ from typing import Any
 from sqlalchemy import text
 
 from identity.backfill.flow import Work
-from identity.backfill.receive import Receiver, Transaction
+from identity.backfill.known import Transaction
+from identity.backfill.receive import Receiver
 from identity.backfill.store import ReceiveStopped
 from identity.backfill.writer import Store
 from identity.settings import Settings

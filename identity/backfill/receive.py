@@ -11,16 +11,12 @@ resumed from its cursor stores nothing twice.
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import replace
 from typing import Any
 
-from sqlalchemy.orm import Session
-
 from identity.backfill.flow import Work, complete, finish_receiving
 from identity.backfill.items import Failure, ItemParser, Parsed, bucket_of
-from identity.backfill.known import KnownLines, Lookup, asking
+from identity.backfill.known import KnownLines, Lookup, Transaction, asking
 from identity.backfill.store import Batch, Chunk, InputLost, InputOrder, store
 from identity.backfill.writer import Store
 from identity.errors import ValidationFailed
@@ -33,7 +29,6 @@ TALLY_SECONDS = 0.5
 # Lines looked up in one statement. A piece of an upload (512 KiB, some 3,000 lines) makes a few
 # parts, and each part is looked up while the part before it is read.
 LOOKUP_LINES = 1_000
-Transaction = Callable[[], AbstractContextManager[Session]]
 
 
 class Receiver(ABC):
@@ -117,7 +112,7 @@ class Receiver(ABC):
             return
         # In parts, each part's lookup on its way while the part before is read.
         known, before = self.known, None
-        with self.transaction() as session, asking(session, known.version) as asker:
+        with asking(self.transaction, known.version) as asker:
             for start in range(0, len(lines), LOOKUP_LINES):
                 end = start + LOOKUP_LINES
                 lookup = known.ask(lines[start:end])

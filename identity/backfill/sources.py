@@ -25,8 +25,8 @@ from pydantic import Field
 from sqlalchemy import text
 
 from identity.backfill.flow import Work, complete
+from identity.backfill.known import Transaction
 from identity.backfill.pull import PullReceiver
-from identity.backfill.receive import Transaction
 from identity.backfill.runs import BackfillOptions, BackfillOut, create, reads_known
 from identity.backfill.store import ReceiveStopped
 from identity.db import get_engine

@@ -5,7 +5,8 @@ transaction that also adds to the run's counts, so progress shows while the uplo
 """
 
 from identity.backfill.flow import EARLY_KINDS, Work
-from identity.backfill.receive import Receiver, Transaction
+from identity.backfill.known import Transaction
+from identity.backfill.receive import Receiver
 from identity.backfill.writer import Store, StoreBehind
 from identity.settings import Settings
 

@@ -115,3 +115,21 @@ def test_a_lookup_that_fails_fails_the_read_and_its_connection_is_used_again(
         receiver = _ReadingOnly(snapshot)
         receiver.feed(ndjson(items))
         assert receiver._unchanged == {"user": 1, "agent": 40}
+
+
+def test_a_piece_with_nothing_to_look_up_opens_no_transaction() -> None:
+    opened = []
+
+    @contextmanager
+    def counted() -> Iterator[Session]:
+        opened.append(1)
+        with transaction() as session:
+            yield session
+
+    receiver = _ReadingOnly(to_version(datetime.now(UTC)), counted)
+    try:
+        # Lines that do not name a key plainly (the key written with an escape) ask nothing.
+        receiver.feed(b'{"type": "agent", "key": "bot\\u0031@someone"}\n' * 50)
+    finally:
+        receiver.close()
+    assert opened == [] and receiver.read_lines == list(range(1, 51))
