@@ -78,12 +78,16 @@ BodyT = TypeVar("BodyT", UserUpsert, AgentUpsert)
 def _upserts(
     jobs: list[PendingJob], key_type: type[KeyT], body_type: type[BodyT]
 ) -> list[tuple[KeyT, BodyT, int]]:
-    """Upsert jobs as their keys, bodies and versions, each parsed once."""
+    """Upsert jobs as their keys, bodies and versions, each parsed once: a job applied where
+    it was accepted takes the body its request validated, whose stored form is its payload."""
     writes = []
     for job in jobs:
         key = parse_ledger_key(job.key)
         assert isinstance(key, key_type), f"{job.kind} jobs are addressed to {key_type.__name__}s"
-        writes.append((key, body_type.model_validate(job.payload), job.version))
+        body = job.checked
+        if not isinstance(body, body_type):
+            body = body_type.model_validate(job.payload)
+        writes.append((key, body, job.version))
     return writes
 
 

@@ -272,6 +272,7 @@ def upsert_submission(
         payload=body.model_dump(mode="json"),
         explicit_version=body.explicit_version(),
         idempotency_key=idempotency_key,
+        checked=body,
     )
 
 
