@@ -7,21 +7,25 @@ they raise; the envelope's `code` enumerates every code identity/errors.py (and 
 own errors) can put in it.
 """
 
+import copy
 import re
 from collections import defaultdict
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Request
+from fastapi.dependencies.models import Dependant
 from fastapi.openapi.utils import get_openapi
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, iter_route_contexts
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
+from starlette.routing import BaseRoute
 
 import identity.backfill.store  # noqa: F401 - defines InputLost, one of the envelope's codes
 import identity.scim.errors  # noqa: F401 - SCIM's codes, which its failed jobs carry
 from api.auth import requires
 from api.errors import FRAMEWORK_CODES, OTHER_HTTP_ERROR
+from api.writes import write_options
 from identity.errors import (
     DatabaseUnavailable,
     HttpError,
@@ -242,21 +246,49 @@ def _finish_operation(operation: dict[str, Any]) -> None:
     operation["summary"] = _summary(operation["operationId"])
     for requirement in operation.get("security", []):
         operation["x-scopes"] = requirement.get(BEARER_SCHEME, [])
-    for parameter in operation.get("parameters", []):
-        if parameter["in"] == "header" and parameter["name"] in HEADER_DOCS:
-            description, constraints = HEADER_DOCS[parameter["name"]]
-            parameter["description"] = description
-            parameter["schema"] = {"type": "string", **constraints}
     responses = operation["responses"]
     default_422 = responses.get("422", {}).get("content", {}).get("application/json", {})
     if default_422.get("schema", {}).get("$ref", "").endswith("/HTTPValidationError"):
         del responses["422"]
 
 
-def _finish(document: dict[str, Any]) -> dict[str, Any]:
+def write_header_parameters() -> list[dict[str, Any]]:
+    """The write headers as an operation's parameters."""
+    return [
+        {
+            "name": name,
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string", **constraints},
+            "description": description,
+        }
+        for name, (description, constraints) in HEADER_DOCS.items()
+    ]
+
+
+def _reads_write_headers(dependant: Dependant) -> bool:
+    return any(d.call is write_options or _reads_write_headers(d) for d in dependant.dependencies)
+
+
+def _add_write_headers(document: dict[str, Any], routes: list[BaseRoute]) -> None:
+    """The write headers, as parameters of every operation whose route reads them through
+    api/writes.py write_options (which reads them from the request itself)."""
+    headers = write_header_parameters()
+    for route in iter_route_contexts(routes):  # each route with its routers' prefixes
+        original = route.original_route
+        if isinstance(original, APIRoute) and _reads_write_headers(original.dependant):
+            for method in route.methods or ():
+                # Routes left out of the document (SCIM's, which has its own) have no operation.
+                operation = document["paths"].get(route.path_format, {}).get(method.lower())
+                if operation is not None:
+                    operation.setdefault("parameters", []).extend(copy.deepcopy(headers))
+
+
+def _finish(document: dict[str, Any], routes: list[BaseRoute]) -> dict[str, Any]:
     """Summaries from operation ids, each operation's scopes as `x-scopes`, the write headers
-    described, and FastAPI's own validation error gone: this API never answers it (its 422 is
+    declared, and FastAPI's own validation error gone: this API never answers it (its 422 is
     the envelope, declared where it can happen)."""
+    _add_write_headers(document, routes)
     for operations in document["paths"].values():
         for operation in operations.values():
             _finish_operation(operation)
@@ -277,7 +309,8 @@ def install(app: FastAPI) -> None:
                     version=app.version,
                     description=app.description,
                     routes=app.routes,
-                )
+                ),
+                app.routes,
             )
         return app.openapi_schema
 

@@ -119,6 +119,25 @@ def test_writes_declare_their_job_and_their_headers(document: dict[str, Any]) ->
             assert schema["$ref"].endswith("/ErrorEnvelope"), (method, path, status)
 
 
+def test_writes_take_the_write_headers_and_reads_do_not(document: dict[str, Any]) -> None:
+    # api/writes.py reads them from the request; api/contract.py declares them on each
+    # operation whose route reads them: every write through the ledger, and the bulk retry.
+    expected = contract.write_header_parameters()
+    assert [p["name"] for p in expected] == ["prefer", "idempotency-key"]
+    taking = set()
+    for (method, path), operation in operations(document).items():
+        headers = [p for p in operation.get("parameters", []) if p["in"] == "header"]
+        if headers:
+            assert headers == expected, (method, path)
+            taking.add((method, path))
+        if "Idmirror-Job-Id" in operation["responses"].get("202", {}).get("headers", {}):
+            assert (method, path) in taking, (method, path)
+        if method == "GET":
+            assert (method, path) not in taking, (method, path)
+    assert ("POST", "/v1/jobs/retry") in taking
+    assert len(taking) == 9  # the write operations docs/api.md lists
+
+
 def test_request_bodies_carry_examples(document: dict[str, Any]) -> None:
     for (method, path), operation in operations(document).items():
         for media in operation.get("requestBody", {}).get("content", {}).values():
