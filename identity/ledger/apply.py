@@ -85,17 +85,23 @@ def _apply_one(session: Session, job: PendingJob, apply: Applier) -> Finished:
 
 
 def _apply_together(
-    session: Session, jobs: list[PendingJob], applier: BatchApplier
+    session: Session, jobs: list[PendingJob], applier: BatchApplier, *, isolated: bool
 ) -> list[Finished] | None:
-    """Apply jobs of distinct keys in one savepoint; None when they must go one by one."""
-    try:
-        with session.begin_nested():
-            outcomes = applier(session, jobs)
-    except TRANSIENT_ERRORS:
-        raise
-    except Exception:  # one bad job must fail alone: each is applied on its own instead
-        log.warning("%d %s jobs applied one by one instead", len(jobs), jobs[0].kind, exc_info=True)
-        return None
+    """Apply jobs of distinct keys together: in a savepoint, None when they must go one by one;
+    or, not `isolated`, in the transaction itself, which an error then fails as a whole."""
+    if not isolated:
+        outcomes = applier(session, jobs)
+    else:
+        try:
+            with session.begin_nested():
+                outcomes = applier(session, jobs)
+        except TRANSIENT_ERRORS:
+            raise
+        except Exception:  # one bad job must fail alone: each is applied on its own instead
+            log.warning(
+                "%d %s jobs applied one by one instead", len(jobs), jobs[0].kind, exc_info=True
+            )
+            return None
     return [
         Finished(job, None, error=outcome.envelope())
         if isinstance(outcome, IdmirrorError)
@@ -122,10 +128,13 @@ def apply_jobs(
     jobs: list[PendingJob],
     apply: Applier,
     batch_appliers: dict[str, BatchApplier],
+    *,
+    isolated: bool = True,
 ) -> list[Finished]:
     """Apply jobs given in sequence order per key: the jobs of a kind with a batch applier
     together (even one alone: one savepoint and the batch statements, where its single applier
-    would nest a savepoint of its own), every other job on its own."""
+    would nest a savepoint of its own), every other job on its own. Not `isolated`: batches
+    are applied without their savepoint, and one that fails fails the transaction."""
     finished: list[Finished] = []
     for round_ in _rounds(jobs):
         by_kind: dict[str, list[PendingJob]] = {}
@@ -134,7 +143,7 @@ def apply_jobs(
         for kind, group in by_kind.items():
             together = None
             if kind in batch_appliers:
-                together = _apply_together(session, group, batch_appliers[kind])
+                together = _apply_together(session, group, batch_appliers[kind], isolated=isolated)
             finished += together or [_apply_one(session, job, apply) for job in group]
     return finished
 
@@ -274,7 +283,10 @@ def apply_accepted(
         for sub, row in accepted  # in arrival order: each key's in seq order, and a user
         if row.id in idle  # accepted before its agent is applied before it
     ]
-    finished = apply_jobs(session, jobs, apply, batch_appliers)
+    # No savepoint around a batch (two round trips of every accept): should one fail, the
+    # accept fails with it, and its writes are recorded pending for the workers, whose drains
+    # apply a failing batch one job at a time.
+    finished = apply_jobs(session, jobs, apply, batch_appliers, isolated=False)
     rows = session.execute(_RECORD_ACCEPTED, {"decisions": _decisions(finished)}).all()
     _count(session, rows)
     return {row.id: row for row in rows}

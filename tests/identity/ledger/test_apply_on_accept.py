@@ -211,3 +211,28 @@ def test_a_keyed_write_that_cannot_be_applied_is_recorded_pending(
     assert accepted.job["status"] == "pending" and queued is True
     assert ledger(services, [keyed]) == [("pending", None)]
     assert "left to the workers" in caplog.text
+
+
+def test_a_batch_that_fails_when_applied_together_is_left_to_the_workers(
+    services: Services, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Two SCIM creates whose userNames give one slug: the statement that writes both breaks.
+    # Applied on accept without a savepoint, the accept fails with it and records both
+    # pending; a drain applies them one by one (test_user_writes), both created.
+    run = uuid.uuid4().hex[:8]
+    names = [f"Ada.Lovelace.{run}@Example.com", f"ada-lovelace-{run}@example.com"]
+    subs = [
+        Submission(
+            key=f"user:{uuid.uuid4()}",
+            kind="user.scim_create",
+            payload={"fields": {"user_name": name, "active": True}},
+        )
+        for name in names
+    ]
+
+    answers = accept(services, subs)
+
+    assert [a[0].job["status"] for a in answers] == ["pending", "pending"]
+    assert ledger(services, subs) == [("pending", None), ("pending", None)]
+    assert "2 writes left to the workers" in caplog.text
+    assert "one by one instead" not in caplog.text
