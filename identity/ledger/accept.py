@@ -144,7 +144,8 @@ class Accepts:
         self, record_with: Callable[[record.ApplyAccepted | None], Awaitable[T]], writes: int
     ) -> T:
         """`record_with(applier)`, applying what it can; if applying fails as a whole (a lock
-        wait that ran out of time, a deadlock), nothing was recorded, and the writes are
+        wait that ran out of time, a deadlock, jobs applied together that break their statement:
+        the accept takes no savepoint around them), nothing was recorded, and the writes are
         recorded as pending jobs instead, for the workers to apply. Errors that say the
         database is out of reach, and those of recording without applying, are raised."""
         if self._apply is None:

@@ -132,8 +132,8 @@ def apply_jobs(
     isolated: bool = True,
 ) -> list[Finished]:
     """Apply jobs given in sequence order per key: the jobs of a kind with a batch applier
-    together (even one alone: one savepoint and the batch statements, where its single applier
-    would nest a savepoint of its own), every other job on its own. Not `isolated`: batches
+    together (even one alone: the batch statements in one savepoint at most, where its single
+    applier would nest a savepoint of its own), every other job on its own. Not `isolated`: batches
     are applied without their savepoint, and one that fails fails the transaction."""
     finished: list[Finished] = []
     for round_ in _rounds(jobs):
