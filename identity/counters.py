@@ -3,9 +3,8 @@
 scraped."""
 
 import json
-from bisect import bisect_right
-from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
@@ -46,41 +45,45 @@ def add(session: Session, increments: Iterable[tuple[str, str, float]]) -> None:
         session.execute(_ADD, {"increments": json.dumps(rows)})
 
 
-def record_finished(
-    session: Session,
-    finished: list[tuple[str, str, float]],
-    failed: Sequence[tuple[str, str]] = (),
-) -> None:
-    """Count finished jobs by kind and outcome, their accept-to-finish latency, and the failed
-    ones by kind and error code."""
-    if not finished:
-        return
-    by_outcome = Counter((kind, outcome) for kind, outcome, _ in finished)
-    latencies = [latency for _, _, latency in finished]
-    increments = [
-        ("jobs_finished_total", stored_labels(kind=kind, outcome=outcome), float(n))
-        for (kind, outcome), n in by_outcome.items()
-    ]
-    # Cumulative buckets: a latency counts in every bucket whose bound it does not exceed.
-    ordered = sorted(latencies)
-    increments += [
-        (
-            "job_latency_seconds_bucket",
-            stored_labels(le=str(bound)),
-            float(bisect_right(ordered, bound)),
-        )
-        for bound in LATENCY_BUCKETS
-        if ordered[0] <= bound
-    ]
-    increments += [
-        ("job_latency_seconds_sum", "{}", sum(latencies)),
-        ("job_latency_seconds_count", "{}", float(len(latencies))),
-    ]
-    increments += [
-        ("jobs_failed_total", stored_labels(kind=kind, code=code), float(n))
-        for (kind, code), n in Counter(failed).items()
-    ]
-    add(session, increments)
+# The counters of finished jobs, added by the statement that marks them
+# (identity/ledger/apply.py): a CTE reading `kind, outcome, status, code, latency` from the
+# statement's CTE `marked`, so that counting costs no round trip of its own. Its labels are
+# stored_labels()'s JSON, spelled out (kinds, outcomes and error codes are ASCII names);
+# latencies count in every bucket whose bound they do not exceed, as Prometheus's cumulative
+# buckets do, and a bucket below the smallest latency is not touched.
+_BUCKETS = ", ".join(
+    f"({bound}::float8, '{stored_labels(le=str(bound))}')" for bound in LATENCY_BUCKETS
+)
+COUNT_FINISHED = f"""
+    counted AS (
+        INSERT INTO metric_counters AS c (name, labels, shard, value)
+        SELECT name, labels, pg_backend_pid() % {SHARDS}, value FROM (
+            SELECT 'jobs_finished_total' AS name,
+                   format('{{"kind": %s, "outcome": %s}}', to_json(kind),
+                          to_json(coalesce(outcome, status))) AS labels,
+                   count(*)::float8 AS value
+            FROM marked GROUP BY kind, coalesce(outcome, status)
+            UNION ALL
+            SELECT 'jobs_failed_total',
+                   format('{{"code": %s, "kind": %s}}', coalesce(to_json(code)::text, 'null'),
+                          to_json(kind)),
+                   count(*)
+            FROM marked WHERE status = 'failed' GROUP BY kind, code
+            UNION ALL
+            SELECT 'job_latency_seconds_bucket', b.labels, count(*) FILTER (WHERE s <= b.bound)
+            FROM (SELECT extract(epoch FROM latency)::float8 AS s FROM marked) m,
+                 (VALUES {_BUCKETS}) AS b(bound, labels)
+            GROUP BY b.bound, b.labels HAVING min(s) <= b.bound
+            UNION ALL
+            SELECT 'job_latency_seconds_sum', '{{}}', sum(extract(epoch FROM latency))::float8
+            FROM marked HAVING count(*) > 0
+            UNION ALL
+            SELECT 'job_latency_seconds_count', '{{}}', count(*) FROM marked HAVING count(*) > 0
+        ) i
+        ORDER BY name, labels
+        ON CONFLICT (name, labels, shard) DO UPDATE SET value = c.value + excluded.value
+    )
+"""
 
 
 def record_sweep(session: Session, reenqueued: int) -> None:

@@ -10,7 +10,7 @@ decisions are then recorded in one statement with their audit outcomes and count
 import json
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -150,9 +150,10 @@ def apply_jobs(
 
 # The drain's decisions travel as one JSON document: arrays of JSON texts would be escaped
 # element by element on the way, which costs more than applying the jobs. The statements below
-# mark the jobs still pending and give their audit entries the outcome.
+# mark the jobs still pending, give their audit entries the outcome and count them.
 _JOB_COLUMNS = ", ".join(f"j.{name}" for name in JOB_COLUMNS.split(", "))
-_MARK = f"""
+_MARK = (
+    f"""
     WITH d AS (
         SELECT * FROM json_to_recordset(CAST(:decisions AS json))
             AS d(id uuid, status text, outcome text, result json, error json)
@@ -169,8 +170,10 @@ _MARK = f"""
     audited AS (
         UPDATE audit a SET outcome = coalesce(m.outcome, 'failed:' || m.code, m.status)
         FROM marked m WHERE a.job_id = m.id AND a.outcome IS NULL
-    )
+    ),
 """
+    + counters.COUNT_FINISHED
+)
 # A drain also notifies the waiters of the jobs it marked (Postgres refuses a NOTIFY payload of
 # 8000 bytes or more; the waiter reads larger results from the ledger), and beats its heart.
 _RECORD = text(
@@ -193,12 +196,12 @@ _RECORD = text(
         SELECT 'drain', clock_timestamp() WHERE EXISTS (SELECT FROM marked)
         ON CONFLICT (name) DO UPDATE SET at = excluded.at
     )
-    SELECT m.kind, m.latency, m.outcome, m.status, m.code FROM marked m, notified
+    SELECT count FROM notified
     """
 )
 # Jobs applied where they were accepted: nobody else can be waiting for them (they were never
 # committed pending), and they moved no backlog; their rows go back to the accepting request.
-_RECORD_ACCEPTED = text(_MARK + f"SELECT {JOB_COLUMNS}, latency, code FROM marked")
+_RECORD_ACCEPTED = text(_MARK + f"SELECT {JOB_COLUMNS} FROM marked")
 
 
 def _decisions(finished: list[Finished]) -> str:
@@ -216,18 +219,10 @@ def _decisions(finished: list[Finished]) -> str:
     )
 
 
-def _count(session: Session, rows: Sequence[Any]) -> None:
-    counters.record_finished(
-        session,
-        [(r.kind, r.outcome or r.status, r.latency.total_seconds()) for r in rows],
-        failed=[(r.kind, r.code) for r in rows if r.status == "failed"],
-    )
-
-
 def record_decisions(session: Session, finished: list[Finished]) -> None:
     """Mark every job of the drain with its decision, count them, and wake their waiters."""
     params = {"decisions": _decisions(finished), "channel": NOTIFY_CHANNEL}
-    _count(session, session.execute(_RECORD, params).all())
+    session.execute(_RECORD, params)
 
 
 # Of the jobs just accepted, those whose key is idle: its lock was free, and no other job of
@@ -288,5 +283,4 @@ def apply_accepted(
     # apply a failing batch one job at a time.
     finished = apply_jobs(session, jobs, apply, batch_appliers, isolated=False)
     rows = session.execute(_RECORD_ACCEPTED, {"decisions": _decisions(finished)}).all()
-    _count(session, rows)
     return {row.id: row for row in rows}

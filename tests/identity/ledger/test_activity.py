@@ -3,24 +3,12 @@ percentiles of those that finished, and the backlog at each bucket's end, counti
 that were pending when the window began."""
 
 import uuid
-from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from identity.db import sqlalchemy_url
 from identity.ledger.activity import activity
-from tests.stack import database_url_for
-
-
-@pytest.fixture
-def session(postgres_server: str) -> Iterator[Session]:
-    url = database_url_for(postgres_server, f"idmirror_activity_{uuid.uuid4().hex[:10]}")
-    engine = create_engine(sqlalchemy_url(url))
-    with Session(engine) as opened:
-        yield opened
-    engine.dispose()
 
 
 def add_job(session: Session, accepted_ago: float, finished_ago: float | None, status: str) -> None:
