@@ -3,7 +3,7 @@
 import os
 from importlib.metadata import version
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -98,11 +98,12 @@ def api(
     """Serve the HTTP API."""
     import uvicorn
 
+    from cli.processes import serve_spread, spreads
+
     settings = api_settings(workers)
     settings.require_database_url()
     settings.require_redis_url()
-    uvicorn.run(
-        "api.app:create_app",
+    options: dict[str, Any] = dict(
         factory=True,
         host=settings.host,
         port=settings.port,
@@ -111,6 +112,10 @@ def api(
         log_level=settings.log_level.lower(),
         access_log=False,  # api/access.py logs each request, with its job and request ids
     )
+    if spreads(settings.api_workers, settings.port):
+        serve_spread(uvicorn.Config("api.app:create_app", **options))
+    else:
+        uvicorn.run("api.app:create_app", **options)
 
 
 def _banner(settings: Settings) -> list[str]:
