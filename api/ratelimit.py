@@ -52,7 +52,11 @@ for i, key in ipairs(KEYS) do
         granted = math.min(want, math.max(0, math.floor(tokens)))
     end
     tokens = tokens - granted
-    redis.call('HSET', key, 't', tostring(tokens), 'at', tostring(now))
+    -- Stored in full: tostring() keeps 14 digits, a tenth of a millisecond of the time, and
+    -- with calls that close together the refill it rounded away and back added up. A clock
+    -- stepped back refills nothing until it has caught up with the last call.
+    redis.call('HSET', key, 't', string.format('%.17g', tokens),
+               'at', string.format('%.6f', math.max(now, at)))
     redis.call('PEXPIRE', key, math.ceil(1000 * (burst - math.min(tokens, 0)) / rate) + 1000)
     out[i] = {tostring(granted), tostring(tokens)}
 end

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import redis
 
-from api.ratelimit import LEASE_SECONDS, Decision, RateLimiter
+from api.ratelimit import _SCRIPT, LEASE_SECONDS, Decision, RateLimiter
 from cli.embedded import free_port
 from identity.integrators import RateLimit
 from tests.integrators import client_for, new_integrator, new_token
@@ -191,3 +191,27 @@ def test_a_small_limit_takes_exactly_what_each_request_costs(redis_url: str) -> 
     assert [d.allowed for d in decisions] == [True] * 10 + [False] * 2
     assert [math.floor(d.tokens) for d in decisions[:10]] == list(range(9, -1, -1))
     assert decisions[-1].headers()["Retry-After"] == "1"
+
+
+def test_the_bucket_refills_by_the_time_passed_however_close_its_calls(redis_url: str) -> None:
+    # Calls a few microseconds apart, at a rate where a tenth of a millisecond is 10 tokens: a
+    # time stored rounded (as Lua's tostring() keeps 14 digits) refilled the rounded part again
+    # at each call, and two processes took more than the burst and the refill gave.
+    client = redis.Redis.from_url(redis_url)
+    script = client.register_script(_SCRIPT)
+    key = "{idmirror:rate}:" + f"close-{uuid.uuid4().hex[:8]}"
+    rate, burst = 100_000, 10
+
+    def redis_time() -> float:
+        seconds, micros = client.time()
+        return float(seconds) + micros / 1_000_000
+
+    started = redis_time()
+    with client.pipeline(transaction=False) as pipe:
+        for _ in range(2000):
+            script(keys=[key], args=[rate, burst, 1e9, 0, 0], client=pipe)
+        answers = pipe.execute()
+    ended = redis_time()
+    client.close()
+    granted = sum(float(answer[0][0]) for answer in answers)
+    assert granted <= burst + rate * (ended - started) + 1, (granted, ended - started)
