@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import Depends, Request, Security
-from fastapi.security import HTTPBearer, SecurityScopes
+from fastapi import Depends, Request
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -137,34 +136,33 @@ class Principals:
 
 # --- route dependencies ----------------------------------------------------------------------
 
-_BEARER = HTTPBearer(
-    scheme_name="bearerAuth",
-    description="IDMIRROR_INTERNAL_TOKEN (every scope), or an integrator's `idm_` token",
-    auto_error=False,
-)
 
+@dataclass(frozen=True)
+class Scope:
+    """A route's dependency on a token with scope `name` (or `admin`); its value is the
+    request's Principal, which the edge resolved before the route was chosen. A plain
+    dependency: FastAPI's security classes would parse the Authorization header once more for
+    every request; api/contract.py documents it as the operation's security requirement."""
 
-async def _principal(
-    request: Request, security_scopes: SecurityScopes, _: Any = Security(_BEARER)
-) -> Principal:
-    """The request's principal (the edge refused a request without one), if it has every
-    scope the route needs."""
-    principal: Principal | None = request.scope.get(PRINCIPAL)
-    if principal is None:
-        raise InvalidToken("missing or wrong bearer token")
-    if not all(principal.allows(scope) for scope in security_scopes.scopes):
-        REFUSED.labels("insufficient_scope").inc()
-        raise InsufficientScope(
-            f"this token lacks the scope this route needs ({', '.join(security_scopes.scopes)})",
-            required=security_scopes.scopes,
-        )
-    return principal
+    name: str
+
+    async def __call__(self, request: Request) -> Principal:
+        principal: Principal | None = request.scope.get(PRINCIPAL)
+        if principal is None:
+            raise InvalidToken("missing or wrong bearer token")
+        if not principal.allows(self.name):
+            REFUSED.labels("insufficient_scope").inc()
+            raise InsufficientScope(
+                f"this token lacks the scope this route needs ({self.name})",
+                required=[self.name],
+            )
+        return principal
 
 
 def requires(scope: str) -> Any:
     """A route's dependency on a token with `scope` (or `admin`), shown in the OpenAPI
     document as the route's security requirement; its value is the request's Principal."""
-    return Security(_principal, scopes=[scope])
+    return Depends(Scope(scope))
 
 
 async def current_principal(request: Request) -> Principal:

@@ -23,7 +23,7 @@ from starlette.routing import BaseRoute
 
 import identity.backfill.store  # noqa: F401 - defines InputLost, one of the envelope's codes
 import identity.scim.errors  # noqa: F401 - SCIM's codes, which its failed jobs carry
-from api.auth import requires
+from api.auth import Scope, requires
 from api.errors import FRAMEWORK_CODES, OTHER_HTTP_ERROR
 from api.writes import write_options
 from identity.errors import (
@@ -45,6 +45,11 @@ from identity.errors import (
 from identity.ledger.jobs import JobOut
 
 BEARER_SCHEME = "bearerAuth"
+BEARER = {
+    "type": "http",
+    "description": "IDMIRROR_INTERNAL_TOKEN (every scope), or an integrator's `idm_` token",
+    "scheme": "bearer",
+}
 
 
 def _error_classes(base: type[IdmirrorError] = IdmirrorError) -> Iterator[type[IdmirrorError]]:
@@ -266,29 +271,63 @@ def write_header_parameters() -> list[dict[str, Any]]:
     ]
 
 
-def _reads_write_headers(dependant: Dependant) -> bool:
-    return any(d.call is write_options or _reads_write_headers(d) for d in dependant.dependencies)
+def _calls(dependant: Dependant) -> Iterator[Any]:
+    """What a route's dependencies call, its sub-dependencies' included."""
+    for dependency in dependant.dependencies:
+        yield dependency.call
+        yield from _calls(dependency)
 
 
-def _add_write_headers(document: dict[str, Any], routes: list[BaseRoute]) -> None:
-    """The write headers, as parameters of every operation whose route reads them through
-    api/writes.py write_options (which reads them from the request itself)."""
-    headers = write_header_parameters()
+def _operations(
+    document: dict[str, Any], routes: list[BaseRoute]
+) -> Iterator[tuple[dict[str, Any], list[Any]]]:
+    """Each documented operation with what its route's dependencies call. Routes left out of
+    the document (SCIM's, which has its own) have no operation."""
     for route in iter_route_contexts(routes):  # each route with its routers' prefixes
         original = route.original_route
-        if isinstance(original, APIRoute) and _reads_write_headers(original.dependant):
-            for method in route.methods or ():
-                # Routes left out of the document (SCIM's, which has its own) have no operation.
-                operation = document["paths"].get(route.path_format, {}).get(method.lower())
-                if operation is not None:
-                    operation.setdefault("parameters", []).extend(copy.deepcopy(headers))
+        if not isinstance(original, APIRoute):
+            continue
+        for method in route.methods or ():
+            operation = document["paths"].get(route.path_format, {}).get(method.lower())
+            if operation is not None:
+                yield operation, list(_calls(original.dependant))
+
+
+def _add_security(operation: dict[str, Any], scopes: list[str]) -> None:
+    """The bearer scheme with `scopes` as the operation's security requirement, where FastAPI
+    puts one: after its names, before its parameters."""
+    fields = list(operation.items())
+    at = next((i for i, (name, _) in enumerate(fields) if name not in _NAMING), len(fields))
+    fields.insert(at, ("security", [{BEARER_SCHEME: scopes}]))
+    operation.clear()
+    operation.update(fields)
+
+
+_NAMING = ("tags", "summary", "description", "operationId", "deprecated")
+
+
+def _declare(document: dict[str, Any], routes: list[BaseRoute]) -> None:
+    """Each route's scope (api/auth.py Scope) as its operation's security requirement, and
+    the write headers as parameters of every operation whose route reads them through
+    api/writes.py write_options (which reads them from the request itself)."""
+    headers = write_header_parameters()
+    secured = False
+    for operation, calls in _operations(document, routes):
+        scopes = [call.name for call in calls if isinstance(call, Scope)]
+        if scopes:
+            _add_security(operation, scopes)
+            secured = True
+        if write_options in calls:
+            operation.setdefault("parameters", []).extend(copy.deepcopy(headers))
+    if secured:
+        document.setdefault("components", {})["securitySchemes"] = {BEARER_SCHEME: BEARER}
 
 
 def _finish(document: dict[str, Any], routes: list[BaseRoute]) -> dict[str, Any]:
-    """Summaries from operation ids, each operation's scopes as `x-scopes`, the write headers
-    declared, and FastAPI's own validation error gone: this API never answers it (its 422 is
-    the envelope, declared where it can happen)."""
-    _add_write_headers(document, routes)
+    """Summaries from operation ids, each operation's scopes as its security requirement and
+    as `x-scopes`, the write headers declared, and FastAPI's own validation error gone: this
+    API never answers it (its 422 is the envelope, declared where it can happen)."""
+    _declare(document, routes)
     for operations in document["paths"].values():
         for operation in operations.values():
             _finish_operation(operation)
