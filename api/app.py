@@ -123,6 +123,9 @@ def create_app() -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         static_url="/docs-assets",
+        # FastAPI's OpenTelemetry hooks, unused (the metrics are Prometheus'): left on, they
+        # look the global providers up again at every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     limits = Limits(
         settings.max_body_bytes, settings.max_graph_body_bytes, settings.body_timeout_seconds
