@@ -14,7 +14,8 @@ from typing import Any, Literal
 
 LogFormat = Literal["text", "json"]
 
-TEXT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# The process id tells apart the lines of an API's processes, or a worker's, in one stream.
+TEXT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 
 # The attributes every record has; any other one came in `extra` (uvicorn's `color_message`
 # repeats the message with terminal colours).
@@ -23,14 +24,15 @@ _STANDARD |= {"color_message"}
 
 
 class JsonFormatter(logging.Formatter):
-    """A record as one JSON object: time (UTC), level, logger, message, its extra fields, and
-    the traceback when there is one."""
+    """A record as one JSON object: time (UTC), level, logger, process id, message, its extra
+    fields, and the traceback when there is one."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
+            "pid": record.process,
             "message": record.getMessage(),
         }
         entry.update((k, v) for k, v in vars(record).items() if k not in _STANDARD)

@@ -6,10 +6,12 @@ either API process, applied by it on accept or by either worker, and the ledger 
 key its writes once each, in order. Two streams run at once: the chaos harness's mixed writes
 (each client owning its keys, sync and async, graph updates, deletes, stale writes, retries with
 Idempotency-Keys), and clients that all write the same few users, which makes the API processes
-and the workers contend for the same keys.
+and the workers contend for the same keys. The access log's pids show both API processes took
+writes.
 """
 
 import random
+import re
 import threading
 import time
 import uuid
@@ -28,6 +30,8 @@ pytestmark = pytest.mark.slow
 HOT_USERS = [uuid.uuid4() for _ in range(4)]
 HOT_CLIENTS, HOT_WRITES = 6, 40  # each client's writes, spread over the hot users
 WORKER_LOGS = ("worker.log", "worker-2.log")
+# An access line of a write answered 200 or 202, with the pid of the API process that took it.
+WRITE_TAKEN = re.compile(r"INFO \[(\d+)\] api\.access: PUT /v1/internal/\S+ 20[02] ", re.M)
 
 
 def write_hot_users(base_url: str, token: str, client: int, acknowledged: list[str]) -> None:
@@ -107,4 +111,5 @@ def test_two_api_processes_and_two_workers_keep_the_invariants(tmp_home: Path) -
     assert len(acknowledged) == HOT_CLIENTS * HOT_WRITES
     assert hot_problems == []
     assert api_log.count("Started server process") == 2
+    assert len(set(WRITE_TAKEN.findall(api_log))) == 2  # both API processes took writes
     assert all(n > 0 for n in drains), drains  # both workers applied jobs

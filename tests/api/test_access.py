@@ -46,6 +46,7 @@ def test_json_access_records_carry_status_duration_job_and_request_ids(
     write, *_ = (r for r in records if r["request_id"] == "import-7f3a")
     assert write["method"] == "PUT" and write["path"] == accepted.request.url.path
     assert write["status"] == 202 and write["level"] == "INFO"
+    assert write["pid"] == stack.processes["api"].pid  # one API process: uvicorn runs in it
     assert write["job_id"] == accepted.headers["Idmirror-Job-Id"]
     assert isinstance(write["duration_ms"], float) and write["duration_ms"] > 0
     assert write["message"].startswith(f"PUT {write['path']} 202 ")
@@ -59,5 +60,8 @@ def test_text_access_lines_say_the_same_in_one_line(own_stack: OwnStack) -> None
     stack: Stack = own_stack("api", log_level="INFO")
     answer = httpx.get(stack.base_url + "/healthz", headers={"X-Request-Id": "probe-1"})
     assert answer.status_code == 200
-    line = re.compile(r"INFO api\.access: GET /healthz 200 \d+\.\dms request=probe-1$", re.M)
+    pid = stack.processes["api"].pid  # one API process: uvicorn runs in it
+    line = re.compile(
+        rf"INFO \[{pid}\] api\.access: GET /healthz 200 \d+\.\dms request=probe-1$", re.M
+    )
     wait_until(lambda: line.search((stack.log_dir / "api.log").read_text()))
