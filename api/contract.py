@@ -293,6 +293,10 @@ def _operations(
                 yield operation, list(_calls(original.dependant))
 
 
+# What names an operation: FastAPI writes these first, then its security requirement.
+_NAMING = ("tags", "summary", "description", "operationId", "deprecated")
+
+
 def _add_security(operation: dict[str, Any], scopes: list[str]) -> None:
     """The bearer scheme with `scopes` as the operation's security requirement, where FastAPI
     puts one: after its names, before its parameters."""
@@ -301,9 +305,6 @@ def _add_security(operation: dict[str, Any], scopes: list[str]) -> None:
     fields.insert(at, ("security", [{BEARER_SCHEME: scopes}]))
     operation.clear()
     operation.update(fields)
-
-
-_NAMING = ("tags", "summary", "description", "operationId", "deprecated")
 
 
 def _declare(document: dict[str, Any], routes: list[BaseRoute]) -> None:
