@@ -293,35 +293,17 @@ def _operations(
                 yield operation, list(_calls(original.dependant))
 
 
-# What names an operation: FastAPI writes these first, then its security requirement.
-_NAMING = ("tags", "summary", "description", "operationId", "deprecated")
-
-
-def _add_security(operation: dict[str, Any], scopes: list[str]) -> None:
-    """The bearer scheme with `scopes` as the operation's security requirement, where FastAPI
-    puts one: after its names, before its parameters."""
-    fields = list(operation.items())
-    at = next((i for i, (name, _) in enumerate(fields) if name not in _NAMING), len(fields))
-    fields.insert(at, ("security", [{BEARER_SCHEME: scopes}]))
-    operation.clear()
-    operation.update(fields)
-
-
 def _declare(document: dict[str, Any], routes: list[BaseRoute]) -> None:
     """Each route's scope (api/auth.py Scope) as its operation's security requirement, and
     the write headers as parameters of every operation whose route reads them through
     api/writes.py write_options (which reads them from the request itself)."""
     headers = write_header_parameters()
-    secured = False
     for operation, calls in _operations(document, routes):
-        scopes = [call.name for call in calls if isinstance(call, Scope)]
-        if scopes:
-            _add_security(operation, scopes)
-            secured = True
+        if scopes := [call.name for call in calls if isinstance(call, Scope)]:
+            operation["security"] = [{BEARER_SCHEME: scopes}]
         if write_options in calls:
             operation.setdefault("parameters", []).extend(copy.deepcopy(headers))
-    if secured:
-        document.setdefault("components", {})["securitySchemes"] = {BEARER_SCHEME: BEARER}
+    document.setdefault("components", {})["securitySchemes"] = {BEARER_SCHEME: BEARER}
 
 
 def _finish(document: dict[str, Any], routes: list[BaseRoute]) -> dict[str, Any]:
