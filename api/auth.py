@@ -147,9 +147,7 @@ class Scope:
     name: str
 
     async def __call__(self, request: Request) -> Principal:
-        principal: Principal | None = request.scope.get(PRINCIPAL)
-        if principal is None:
-            raise InvalidToken("missing or wrong bearer token")
+        principal = await current_principal(request)
         if not principal.allows(self.name):
             REFUSED.labels("insufficient_scope").inc()
             raise InsufficientScope(
