@@ -258,9 +258,7 @@ def apply_accepted(
     no drain can die on it (its accept dies with it), and its start is not counted."""
     ids = [sub.job_id for sub, _ in accepted]
     keys = sorted({sub.key for sub, _ in accepted})
-    # Rows are tuples (Result.tuples() is deprecated, and warns at every call).
-    rows = session.execute(_IDLE, {"keys": keys, "ids": ids}).all()
-    idle: dict[uuid.UUID, int] = {job_id: version for job_id, version in rows}
+    idle: dict[uuid.UUID, int] = dict(session.execute(_IDLE, {"keys": keys, "ids": ids}).all())
     if not idle:
         return {}
     jobs = [
