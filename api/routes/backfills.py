@@ -44,7 +44,11 @@ from worker.producer import get_producer
 
 router = APIRouter(prefix="/v1/internal/backfills", tags=["backfills"])
 NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl")
-FEED_BYTES = 512 * 1024  # validated in the thread pool a piece at a time
+# An upload is validated in the thread pool a piece at a time. The first piece is small, so that
+# the first lines are read (and the first user chunks queued) soon after the upload starts; the
+# pieces then double, because each ends with a lookup of known lines that nothing overlaps.
+FIRST_PIECE_BYTES = 512 << 10
+MAX_PIECE_BYTES = 4 << 20  # about 24,000 lines of a typical upload
 MAX_JSON_BODY = 64 * 1024
 
 LOCATION = {
@@ -130,12 +134,13 @@ async def _receive(
         run_id, to_version(run.snapshot_at), get_settings(), transaction, known_lines=known_lines
     )
     try:
-        pending = bytearray()
+        pending, piece = bytearray(), FIRST_PIECE_BYTES
         async for data in request.stream():
             pending += data
-            if len(pending) >= FEED_BYTES:
+            if len(pending) >= piece:
                 await run_in_threadpool(receiver.feed, bytes(pending))
                 pending.clear()
+                piece = min(2 * piece, MAX_PIECE_BYTES)
                 if early := receiver.take_work():  # user chunks that may run already
                     await run_in_threadpool(_send, early)
         await run_in_threadpool(receiver.feed, bytes(pending))

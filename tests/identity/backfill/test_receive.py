@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import psycopg
 
+from api.routes.backfills import MAX_PIECE_BYTES
 from tests.identity.backfill.uploads import (
     NDJSON,
     agent_item,
@@ -159,6 +160,8 @@ def test_an_upload_whose_stored_chunks_were_lost_fails_with_a_clear_error(
 
     def body() -> Iterator[bytes]:
         yield ndjson([*users, agent_item(f"a@{p}-u0")])  # the agent line stores the users
+        # Blank lines (skipped) fill the receiver's largest piece: what came before is read.
+        yield (b" " * 1023 + b"\n") * (MAX_PIECE_BYTES // 1024)
         gate.wait(60)
         yield ndjson([agent_item(f"b@{p}-u1")])
 
