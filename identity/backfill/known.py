@@ -267,6 +267,9 @@ class Asker:
         if not lookup.agents and not lookup.users:
             return
         connection = self._connect()
+        # Never prepared: a prepared statement may be run with one plan made from the table
+        # sizes of its fifth run, and a plan made while `users` or `agents` was small scans
+        # the table whole for every line once a first load has filled it.
         with _as_dbapi_errors():
             if lookup.agents:
                 lookup._agents_answer = connection.execute(
@@ -277,6 +280,7 @@ class Asker:
                         "user_slugs": ",".join({c.user_slug or "" for c in lookup.agents}),
                         "version": self._version,
                     },
+                    prepare=False,
                 )
             if lookup.users:
                 lookup._users_answer = connection.execute(
@@ -286,6 +290,7 @@ class Asker:
                         "digests": b"".join([c.digest for c in lookup.users]),
                         "version": self._version,
                     },
+                    prepare=False,
                 )
 
     def receive(self, lookup: Lookup) -> None:

@@ -133,3 +133,40 @@ def test_a_piece_with_nothing_to_look_up_opens_no_transaction() -> None:
     finally:
         receiver.close()
     assert opened == [] and receiver.read_lines == list(range(1, 51))
+
+
+def test_lookups_are_planned_at_each_run_never_kept_prepared(
+    client: httpx.Client, domain: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """psycopg keeps a statement prepared from its fifth run on a connection, and PostgreSQL
+    may then run it with one plan made from the table sizes of that moment: lookups planned
+    while `users` was small (or analyzed empty) went on scanning it whole for every line as a
+    first load filled it, seconds a part. Each lookup is planned with the tables as they are."""
+    p = prefix()
+    items = []
+    for i in range(8):
+        items += [user_item(f"{p}-u{i}"), agent_item(f"bot@{p}-u{i}")]
+    run_backfill(client, items)
+    monkeypatch.setattr(receive, "LOOKUP_LINES", 2)  # eight runs of each lookup
+    prepared = []
+
+    @contextmanager
+    def noting_prepared() -> Iterator[Session]:
+        with transaction() as session:
+            yield session
+            prepared.append(
+                session.execute(
+                    text(
+                        "SELECT count(*) FROM pg_prepared_statements "  # the two lookups
+                        "WHERE statement LIKE '%string_to_table(%' AND statement LIKE '%bytea%'"
+                    )
+                ).scalar()
+            )
+
+    receiver = _ReadingOnly(to_version(datetime.now(UTC)), noting_prepared)
+    try:
+        receiver.feed(ndjson(items))
+    finally:
+        receiver.close()
+    assert receiver._unchanged == {"user": 8, "agent": 8}
+    assert prepared == [0]
