@@ -101,28 +101,28 @@ def store(
     some were lost (InputLost)."""
     if batch.state is None:  # not a pull's checkpoint, where a pull resumes: that one stays durable
         commit_without_waiting_for_disk(session)
-    claim = _claim(session, backfill_id, batch, before)
-    refused = _insert_chunks(session, backfill_id, claim.chunks - len(batch.chunks), batch.chunks)
-    if refused:
-        session.execute(
-            text("UPDATE backfills SET failed = failed + :n WHERE id = :id"),
-            {"id": backfill_id, "n": len(refused)},
-        )
+    # The rows first and the claim last: the claim locks the run's row until the commit, and
+    # workers finishing chunks of the run wait for it. A claim that fails rolls them back.
+    refused = _insert_chunks(session, backfill_id, before[0], batch.chunks)
     _insert_failures(session, backfill_id, batch.failures + refused)
     for kind, count in batch.unchanged.items():  # chunks count their own items when applied
         counters.record_backfill_items(session, kind, {"unchanged": count})
+    claim = _claim(session, backfill_id, batch, before, refused=len(refused))
     return _early_work(session, backfill_id, claim, batch.chunks)
 
 
-def _claim(session: Session, backfill_id: str, batch: Batch, before: tuple[int, int]) -> Row[Any]:
-    """Add the batch to the run's counts; raises if the run no longer receives or lost a store."""
+def _claim(
+    session: Session, backfill_id: str, batch: Batch, before: tuple[int, int], *, refused: int
+) -> Row[Any]:
+    """Add the batch to the run's counts (`refused`: its elements PostgreSQL refused); raises
+    if the run no longer receives or lost a store."""
     claim = session.execute(
         _CLAIM,
         {
             "id": backfill_id,
             "chunks": len(batch.chunks),
             "received": batch.lines,
-            "failed": len(batch.failures),
+            "failed": len(batch.failures) + refused,
             "unchanged": batch.unchanged.total(),
             "state": json.dumps(batch.state) if batch.state is not None else None,
             "agents": batch.order.agents,
@@ -148,7 +148,8 @@ def _claim(session: Session, backfill_id: str, batch: Batch, before: tuple[int, 
 def _insert_chunks(
     session: Session, backfill_id: str, last_seq: int, chunks: list[Chunk]
 ) -> list[Failure]:
-    """Insert the chunks numbered after `last_seq`; returns the elements PostgreSQL refused."""
+    """Insert the chunks numbered after `last_seq` (the run's chunks before them); returns the
+    elements PostgreSQL refused."""
     refused: list[Failure] = []
     seq = last_seq
     for kind, bucket, parts in chunks:
