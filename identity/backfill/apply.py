@@ -32,7 +32,7 @@ from identity.backfill.flow import (
     users_pending,
 )
 from identity.backfill.items import stored_key
-from identity.backfill.sql import CHUNK, KEYS, LOCK_KEYS, LOG_ITEMS, STATEMENTS
+from identity.backfill.sql import CHUNK, FAILURES, KEYS, LOCK_KEYS, LOG_ITEMS, STATEMENTS
 from identity.db import commit_without_waiting_for_disk
 from identity.errors import IdmirrorError, OwnedByAnotherIntegrator, SlugTaken, UserNotFound
 
@@ -69,10 +69,6 @@ class Outcomes:
             self.covered.append(result)
 
 
-# What an item failed for, as the set-based statements name it.
-_FAILURES = ("slug_taken", "user_not_found", "owned_by_another_integrator")
-
-
 def _error(outcome: str, slug: str) -> dict[str, Any]:
     if outcome == "owned_by_another_integrator":
         return OwnedByAnotherIntegrator(
@@ -98,19 +94,16 @@ def _set_based(
         params["ids"] = ",".join(new_agent_ids(size))
     rows = session.execute(STATEMENTS[(kind, dry)], params).all()
     out = Outcomes()
-    if kind == "agent":  # the bulk of a backfill: count, and look closer only at failures
-        out.counts.update(row[3] for row in rows)
-        missing = sum(out.counts.pop(reason, 0) for reason in _FAILURES)
-        if missing:
-            out.counts["failed"] += missing
-            out.failed = [
-                ItemResult(line, key, "failed", _error(outcome, slug))
-                for line, key, slug, outcome in rows
-                if outcome in _FAILURES
-            ]
+    if kind == "agent":  # counts by outcome, and the failed items one by one
+        for outcome, items, line, key, slug in rows:
+            if outcome in FAILURES:
+                out.counts["failed"] += 1
+                out.failed.append(ItemResult(line, key, "failed", _error(outcome, slug)))
+            else:
+                out.counts[outcome] += items
         return out
     for line, key, user_id, slug, primary, outcome in rows:
-        failed = outcome in _FAILURES
+        failed = outcome in FAILURES
         result = ItemResult(
             line,
             key,

@@ -3,16 +3,21 @@ against the stored state and writing the rest with INSERT ... ON CONFLICT DO UPD
 with no live row: a plain INSERT). A dry run uses the same classification with a SELECT in place
 of the write.
 
-Each statement returns, for every item: its line, its key, and its outcome (created, updated,
-unchanged, superseded, or the reason it failed); users also their id, slug, and whether the item
-is the one applied among several of the same key. A statement that writes also records each
-item that wrote its row or was superseded in `backfill_items`, for its key's history
-(identity/ledger/history.py); failed items are recorded as failures.
+The users statement returns, for every item: its line, its key, its outcome (created, updated,
+unchanged, superseded, or the reason it failed), its id, slug, and whether the item is the one
+applied among several of the same key. The agents statement, the bulk of a backfill, returns
+the count of each outcome and only the failed items one by one. A statement that writes also
+records each item that wrote its row or was superseded in `backfill_items`, for its key's
+history (identity/ledger/history.py); failed items are recorded as failures.
 """
 
 from sqlalchemy import text
 
 from identity import agents, users
+
+# What an item fails for, as the statements name it.
+FAILURES = ("slug_taken", "user_not_found", "owned_by_another_integrator")
+_FAILURES_SQL = "(" + ", ".join(f"'{reason}'" for reason in FAILURES) + ")"
 
 CHUNK = "FROM backfill_chunks c WHERE c.backfill_id = :backfill_id AND c.seq = :seq"
 
@@ -139,7 +144,11 @@ _AGENTS = """
         FROM classified c
         LEFT JOIN written w ON w.user_id = c.owner_id AND w.slug = c.slug AND c.action = 'write'
     ){logged}
-    SELECT * FROM outcomes
+    -- The bulk of a backfill: the items counted by outcome, and only the failed ones listed.
+    SELECT outcome, count(*) AS items, NULL::bigint AS l, NULL::text AS key, NULL::text AS slug
+    FROM outcomes WHERE outcome NOT IN {failures} GROUP BY outcome
+    UNION ALL
+    SELECT outcome, 1, l, key, slug FROM outcomes WHERE outcome IN {failures}
 """
 # A dry run applied no user: an owner is the input's user with that slug, else the stored one
 # (unless the input renames it).
@@ -204,9 +213,21 @@ STATEMENTS = {
     ("user", False): text(_USERS.format(written=_USERS_WRITE, logged=_LOGGED)),
     ("user", True): text(_USERS.format(written=_USERS_DRY, logged="")),
     ("agent", False): text(
-        _AGENTS.format(owners="", owner_rows="users", written=_AGENTS_WRITE, logged=_LOGGED)
+        _AGENTS.format(
+            owners="",
+            owner_rows="users",
+            written=_AGENTS_WRITE,
+            logged=_LOGGED,
+            failures=_FAILURES_SQL,
+        )
     ),
     ("agent", True): text(
-        _AGENTS.format(owners=_OWNERS_DRY, owner_rows="owners", written=_AGENTS_DRY, logged="")
+        _AGENTS.format(
+            owners=_OWNERS_DRY,
+            owner_rows="owners",
+            written=_AGENTS_DRY,
+            logged="",
+            failures=_FAILURES_SQL,
+        )
     ),
 }
