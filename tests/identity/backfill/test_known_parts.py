@@ -135,38 +135,35 @@ def test_a_piece_with_nothing_to_look_up_opens_no_transaction() -> None:
     assert opened == [] and receiver.read_lines == list(range(1, 51))
 
 
-def test_lookups_are_planned_at_each_run_never_kept_prepared(
-    client: httpx.Client, domain: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """psycopg keeps a statement prepared from its fifth run on a connection, and PostgreSQL
-    may then run it with one plan made from the table sizes of that moment: lookups planned
-    while `users` was small (or analyzed empty) went on scanning it whole for every line as a
-    first load filled it, seconds a part. Each lookup is planned with the tables as they are."""
-    p = prefix()
-    items = []
-    for i in range(8):
-        items += [user_item(f"{p}-u{i}"), agent_item(f"bot@{p}-u{i}")]
-    run_backfill(client, items)
-    monkeypatch.setattr(receive, "LOOKUP_LINES", 2)  # eight runs of each lookup
-    prepared = []
+def test_lookups_probe_indexes_even_on_tables_analyzed_empty(domain: None) -> None:
+    """psycopg keeps the lookups prepared, and PostgreSQL may run one plan made from the table
+    sizes of that moment: made on tables analyzed empty, it scanned `users` whole for every
+    line while a first load filled it (seconds a part). The lookups never scan the tables."""
+    schema = f"lookups_{uuid.uuid4().hex[:8]}"
+    scans = text("SELECT relname, seq_scan FROM pg_stat_xact_user_tables WHERE schemaname = :s")
+    before: list[Any] = []
+    after: list[Any] = []
 
     @contextmanager
-    def noting_prepared() -> Iterator[Session]:
+    def on_empty_tables() -> Iterator[Session]:
         with transaction() as session:
+            for table in ("users", "agents"):
+                session.execute(text(f"CREATE TABLE {schema}.{table} (LIKE {table} INCLUDING ALL)"))
+                session.execute(text(f"ANALYZE {schema}.{table}"))
+            session.execute(text(f"SET LOCAL search_path TO {schema}, public"))
+            before.extend(session.execute(scans, {"s": schema}).all())  # building the indexes
             yield session
-            prepared.append(
-                session.execute(
-                    text(
-                        "SELECT count(*) FROM pg_prepared_statements "  # the two lookups
-                        "WHERE statement LIKE '%string_to_table(%' AND statement LIKE '%bytea%'"
-                    )
-                ).scalar()
-            )
+            after.extend(session.execute(scans, {"s": schema}).all())
+            session.rollback()
 
-    receiver = _ReadingOnly(to_version(datetime.now(UTC)), noting_prepared)
+    with transaction() as session:
+        session.execute(text(f"CREATE SCHEMA {schema}"))
     try:
-        receiver.feed(ndjson(items))
-    finally:
+        receiver = _ReadingOnly(to_version(datetime.now(UTC)), on_empty_tables)
+        users = [user_item(f"u{i}") for i in range(8)]
+        receiver.feed(ndjson([*users, *(agent_item(f"bot@u{i}") for i in range(8))]))
         receiver.close()
-    assert receiver._unchanged == {"user": 8, "agent": 8}
-    assert prepared == [0]
+    finally:
+        with transaction() as session:
+            session.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    assert len(after) == 2 and sorted(after) == sorted(before)
