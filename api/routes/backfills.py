@@ -129,7 +129,7 @@ async def _receive(
     """Stream the body through the receiver: only a piece of it is ever held in memory."""
     run = await run_in_threadpool(_create, options, actor, origin_of(request))
     run_id = str(run.id)
-    known_lines = backfill.reads_known(run.mode, dry_run=run.dry_run)
+    known_lines = actor if backfill.reads_known(run.mode, dry_run=run.dry_run) else None
     receiver = UploadReceiver(
         run_id, to_version(run.snapshot_at), get_settings(), transaction, known_lines=known_lines
     )

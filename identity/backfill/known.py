@@ -14,6 +14,8 @@ pipeline mode), and answered while the receiver reads the part before.
 What keeps the verdict the one the chunk apply would give:
 - the digest covers the line's bytes and the setting its validity depends on (private
   webhooks), under a rules version to bump when validation changes;
+- a line is known only to the writer the chunk apply would let write its row: an admin, or the
+  integrator that owns the user (or the agent's user), as the apply checks before anything else;
 - a line takes this path only if its key has not come earlier in the input (a Bloom filter of
   the keys seen: a false positive merely sends a line the long way);
 - an agent is found through its owner's slug, so an agent line whose user slug an earlier user
@@ -44,6 +46,7 @@ from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from identity.access import Actor
 from identity.keys import SLUG_RE
 
 RULES = b"1"  # bump when validation changes what a line means
@@ -68,14 +71,20 @@ def _psycopg_sql(statement: TextClause) -> str:
 
 # Agents: the n-th entry of `names` ("slug@user_slug") with the n-th digest of `digests` (16
 # bytes each); answers one character per entry, in order: 1 where the live agent holds that
-# digest and is not newer than the snapshot, else 0. Owners are found once per user.
+# digest and is not newer than the snapshot, and its user is the writer's (or the writer is an
+# admin), else 0. Owners are found once per user.
 _AGENTS = text(
     """
     WITH owners AS MATERIALIZED (
         -- A probe of the slug index per owner, whatever the statistics say (LIMIT keeps the
         -- planner from turning it into a join over every user).
         SELECT o.id, o.slug FROM string_to_table(:user_slugs, ',') AS s (slug)
-        CROSS JOIN LATERAL (SELECT u.id, u.slug FROM users u WHERE u.slug = s.slug LIMIT 1) AS o
+        CROSS JOIN LATERAL (
+            SELECT u.id, u.slug FROM users u
+            WHERE u.slug = s.slug
+              AND (:admin OR u.owner IS NOT DISTINCT FROM CAST(:integrator AS text))
+            LIMIT 1
+        ) AS o
     )
     SELECT string_agg(CASE WHEN known.hit THEN '1' ELSE '0' END, '' ORDER BY k.n)
     FROM string_to_table(:names, ',') WITH ORDINALITY AS k (name, n)
@@ -93,8 +102,9 @@ _AGENTS = text(
 )
 _AGENTS_SQL = _psycopg_sql(_AGENTS)
 # Users: for the n-th id of `ids` with the n-th digest, one character in the first answer, 1
-# where the row holds that digest and is not newer than the snapshot, and the slug the row has
-# now in the second (empty if there is no row), in order.
+# where the row holds that digest, is not newer than the snapshot and is the writer's (or the
+# writer is an admin), and the slug the row has now in the second (empty if there is no row), in
+# order.
 _USERS = text(
     """
     SELECT string_agg(CASE WHEN u.line_digest = k.digest THEN '1' ELSE '0' END, ''
@@ -106,7 +116,10 @@ _USERS = text(
         FROM string_to_table(:ids, ',') WITH ORDINALITY AS t (e, n)
     ) AS k
     LEFT JOIN LATERAL (
-        SELECT u.slug, CASE WHEN u.version <= :version THEN u.line_digest END AS line_digest
+        SELECT u.slug,
+               CASE WHEN u.version <= :version
+                         AND (:admin OR u.owner IS NOT DISTINCT FROM CAST(:integrator AS text))
+                    THEN u.line_digest END AS line_digest
         FROM users u WHERE u.id = k.id LIMIT 1
     ) AS u ON true
     """
@@ -144,8 +157,11 @@ class Candidate:
 class KnownLines:
     """The lookups and the order checks of one run's receiver."""
 
-    def __init__(self, snapshot_version: int, *, allow_private_webhooks: bool) -> None:
+    def __init__(
+        self, snapshot_version: int, *, writer: Actor, allow_private_webhooks: bool
+    ) -> None:
         self.version = snapshot_version
+        self.writer = writer  # whose lines may be known: the run's
         self.seen = Bloom(SEEN_CAPACITY, 0.01)
         self.moving = Bloom(MOVING_CAPACITY, 0.01)
         self.agents_off = False
@@ -244,11 +260,15 @@ class Asker:
     One part is in flight at a time: `receive` the last part sent before sending the next (its
     answer is flushed on request, which would come after any statement sent behind it)."""
 
-    def __init__(self, stack: ExitStack, transaction: Transaction, snapshot_version: int) -> None:
+    def __init__(self, stack: ExitStack, transaction: Transaction, known: KnownLines) -> None:
         self._stack = stack
         self._transaction = transaction
         self._connection: psycopg.Connection[Any] | None = None
-        self._version = snapshot_version
+        self._common = {
+            "version": known.version,
+            "integrator": known.writer.integrator,
+            "admin": known.writer.admin,
+        }
 
     def _connect(self) -> "psycopg.Connection[Any]":
         """The connection, in a transaction and pipeline mode from the first part that asks
@@ -280,7 +300,7 @@ class Asker:
                         "names": ",".join([c.key[6:] for c in lookup.agents]),  # after "agent:"
                         "digests": b"".join([c.digest for c in lookup.agents]),
                         "user_slugs": ",".join({c.user_slug or "" for c in lookup.agents}),
-                        "version": self._version,
+                        **self._common,
                     },
                 )
             if lookup.users:
@@ -289,7 +309,7 @@ class Asker:
                     {
                         "ids": ",".join([c.key[5:] for c in lookup.users]),  # after "user:"
                         "digests": b"".join([c.digest for c in lookup.users]),
-                        "version": self._version,
+                        **self._common,
                     },
                 )
 
@@ -309,10 +329,11 @@ class Asker:
 
 
 @contextmanager
-def asking(transaction: Transaction, snapshot_version: int) -> Iterator[Asker]:
-    """An `Asker` whose transaction, if it asks anything, ends with the block."""
+def asking(transaction: Transaction, known: KnownLines) -> Iterator[Asker]:
+    """An `Asker` for `known`'s lookups whose transaction, if it asks anything, ends with the
+    block."""
     with _as_dbapi_errors(), ExitStack() as stack:
-        yield Asker(stack, transaction, snapshot_version)
+        yield Asker(stack, transaction, known)
 
 
 def _one(cursor: "psycopg.Cursor[Any]") -> tuple[Any, ...]:

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import text
 
+from identity.access import Actor
 from identity.backfill.flow import Work
 from identity.backfill.known import Transaction
 from identity.backfill.receive import Receiver
@@ -35,7 +36,7 @@ class PullReceiver(Receiver):
         *,
         first_line: int,
         stored: tuple[int, int],
-        known_lines: bool = False,
+        known_lines: Actor | None = None,
     ) -> None:
         super().__init__(
             backfill_id,

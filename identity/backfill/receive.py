@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import replace
 from typing import Any
 
+from identity.access import Actor
 from identity.backfill.flow import Work, complete, finish_receiving
 from identity.backfill.items import Failure, ItemParser, Parsed, bucket_of
 from identity.backfill.known import KnownLines, Lookup, Transaction, asking
@@ -43,8 +44,10 @@ class Receiver(ABC):
         *,
         first_line: int = 0,
         stored: tuple[int, int] = (0, 0),
-        known_lines: bool = False,
+        known_lines: Actor | None = None,
     ) -> None:
+        """`known_lines`: the run's writer, if lines it applied before may be counted unchanged
+        without reading them (known.py); None reads every line."""
         self.backfill_id = backfill_id
         self.parser = ItemParser(
             snapshot_version, allow_private_webhooks=settings.allow_private_webhooks
@@ -68,8 +71,12 @@ class Receiver(ABC):
         self._order = InputOrder()
         # Lines an earlier backfill applied, recognised by their digest (known.py).
         self.known = (
-            KnownLines(snapshot_version, allow_private_webhooks=settings.allow_private_webhooks)
-            if known_lines
+            KnownLines(
+                snapshot_version,
+                writer=known_lines,
+                allow_private_webhooks=settings.allow_private_webhooks,
+            )
+            if known_lines is not None
             else None
         )
         self._unchanged: Counter[str] = Counter()  # lines known unchanged, by kind
@@ -112,7 +119,7 @@ class Receiver(ABC):
             return
         # In parts, each part's lookup on its way while the part before is read.
         known, before = self.known, None
-        with asking(self.transaction, known.version) as asker:
+        with asking(self.transaction, known) as asker:
             for start in range(0, len(lines), LOOKUP_LINES):
                 end = start + LOOKUP_LINES
                 lookup = known.ask(lines[start:end])

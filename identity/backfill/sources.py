@@ -24,6 +24,7 @@ import httpx
 from pydantic import Field
 from sqlalchemy import text
 
+from identity.access import Actor
 from identity.backfill.flow import Work, complete
 from identity.backfill.known import Transaction
 from identity.backfill.pull import PullReceiver
@@ -216,7 +217,7 @@ def _pull(backfill_id: str, settings: Settings, transaction: Transaction) -> lis
         run = session.execute(
             text(
                 "SELECT status, source, snapshot_version, source_state, mode, dry_run, chunks, "
-                "received FROM backfills WHERE id = :id"
+                "received, integrator, admin FROM backfills WHERE id = :id"
             ),
             {"id": backfill_id},
         ).one_or_none()
@@ -230,7 +231,11 @@ def _pull(backfill_id: str, settings: Settings, transaction: Transaction) -> lis
         transaction,
         first_line=state["line"],
         stored=(run.chunks, run.received),
-        known_lines=reads_known(run.mode, dry_run=run.dry_run),
+        known_lines=(
+            Actor(run.integrator, None, run.admin)
+            if reads_known(run.mode, dry_run=run.dry_run)
+            else None
+        ),
     )
     try:
         config = source_config(settings, run.source)

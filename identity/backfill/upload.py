@@ -4,6 +4,7 @@ Stores run on a thread of their own behind the validation (`StoreBehind`), each 
 transaction that also adds to the run's counts, so progress shows while the upload goes on.
 """
 
+from identity.access import Actor
 from identity.backfill.flow import EARLY_KINDS, Work
 from identity.backfill.known import Transaction
 from identity.backfill.receive import Receiver
@@ -21,7 +22,7 @@ class UploadReceiver(Receiver):
         settings: Settings,
         transaction: Transaction,
         *,
-        known_lines: bool = False,
+        known_lines: Actor | None = None,
     ) -> None:
         super().__init__(
             backfill_id, snapshot_version, settings, transaction, known_lines=known_lines

@@ -215,3 +215,31 @@ def test_a_backfills_items_that_touch_another_integrators_identities_fail_alone(
         assert run["id"] not in alice.get("/v1/internal/backfills").text
         pull = bob.post("/v1/internal/backfills", json={"source": "crm"})
         assert error_code(pull) == "insufficient_scope"
+
+
+def test_lines_another_integrator_backfilled_are_not_known_to_an_integrator_resending_them(
+    stack: Stack, client: httpx.Client
+) -> None:
+    """An upload counts a line unchanged, without reading it, when its row holds the line's
+    digest (identity/backfill/known.py). The same bytes sent by another integrator must still
+    fail as its chunk apply would fail them, not pass as unchanged."""
+    with integrator_client(stack, client) as alice, integrator_client(stack, client) as bob:
+        slug = new_slug("held")
+        items = [
+            {"type": "user", "id": str(uuid.uuid4()), "email": "h@example.com", "slug": slug},
+            {"type": "agent", "key": f"bot@{slug}", "display_name": "Held"},
+        ]
+        body, headers = ndjson(items), {"Content-Type": "application/x-ndjson"}
+        for c, counts in ((alice, {"created": 2}), (alice, {"unchanged": 2})):
+            run = wait_backfill(
+                c, c.post("/v1/internal/backfills", content=body, headers=headers).json()["id"]
+            )
+            assert {k: v for k, v in run["counts"].items() if v and k != "received"} == counts
+        started = bob.post("/v1/internal/backfills", content=body, headers=headers)
+        run = wait_backfill(bob, started.json()["id"])
+        assert run["counts"]["unchanged"] == 0 and run["counts"]["failed"] == 2, run["counts"]
+        failures = bob.get(f"/v1/internal/backfills/{run['id']}/failures").json()["items"]
+        assert {(f["line"], f["error"]["code"]) for f in failures} == {
+            (1, "owned_by_another_integrator"),
+            (2, "owned_by_another_integrator"),
+        }

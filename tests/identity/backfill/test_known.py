@@ -10,6 +10,7 @@ import httpx
 import psycopg
 import pytest
 
+from identity.access import Actor
 from identity.backfill.known import Candidate, KnownLines, line_digest
 from tests.identity.backfill.uploads import (
     agent_item,
@@ -276,7 +277,7 @@ def known(
 
 
 def test_a_key_is_known_only_the_first_time_it_comes() -> None:
-    lines = KnownLines(1, allow_private_webhooks=False)
+    lines = KnownLines(1, writer=Actor(), allow_private_webhooks=False)
     assert lines.take(known("agent", "agent:bot@a", "a"))
     assert not lines.take(known("agent", "agent:bot@a", "a"))
     lines.read("agent", "agent:other@a", None, None)
@@ -284,7 +285,7 @@ def test_a_key_is_known_only_the_first_time_it_comes() -> None:
 
 
 def test_user_lines_that_are_read_move_their_old_and_new_slugs() -> None:
-    lines = KnownLines(1, allow_private_webhooks=False)
+    lines = KnownLines(1, writer=Actor(), allow_private_webhooks=False)
     uid = "0b7c2a0e-3f0c-4a8e-9a55-0d1c8c1f2b3a"
     lines.read("user", f"user:{uid}", "new", known("user", f"user:{uid}", stored_slug="old"))
     assert not lines.take(known("agent", "agent:bot@new", "new"))
@@ -324,7 +325,7 @@ def test_lines_are_looked_up_only_when_they_name_their_key_plainly(
     line: dict[str, Any], expected: tuple[str, str] | None
 ) -> None:
     raw = json.dumps(line).encode()
-    candidate = KnownLines(1, allow_private_webhooks=False).candidate(raw)
+    candidate = KnownLines(1, writer=Actor(), allow_private_webhooks=False).candidate(raw)
     assert (candidate and (candidate.kind, candidate.key)) == expected
     if candidate is not None:
         assert candidate.digest.hex() == line_digest(raw, allow_private_webhooks=False)
@@ -338,7 +339,7 @@ def test_the_digest_depends_on_the_private_webhook_setting() -> None:
 
 
 def test_only_pieces_of_agent_lines_that_find_none_back_off() -> None:
-    lines = KnownLines(1, allow_private_webhooks=False)
+    lines = KnownLines(1, writer=Actor(), allow_private_webhooks=False)
     users = [json.dumps(user_item(f"u{i}")).encode() for i in range(3)]
     agents = [json.dumps(agent_item(f"bot{i}@u0")).encode() for i in range(3)]
 

@@ -14,6 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from identity.access import Actor
 from identity.backfill import receive
 from identity.backfill.items import Parsed
 from identity.backfill.receive import LOOKUP_LINES
@@ -30,7 +31,7 @@ class _ReadingOnly(UploadReceiver):
 
     def __init__(self, snapshot_version: int, transaction: Any = transaction) -> None:
         super().__init__(
-            str(uuid.uuid4()), snapshot_version, get_settings(), transaction, known_lines=True
+            str(uuid.uuid4()), snapshot_version, get_settings(), transaction, known_lines=Actor()
         )
         self.read_lines: list[int] = []
 
