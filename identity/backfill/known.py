@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+import xxhash
 from rbloom import Bloom
 from sqlalchemy import TextClause, text
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
@@ -49,11 +50,10 @@ from sqlalchemy.orm import Session
 from identity.access import Actor
 from identity.keys import SLUG_RE
 
-RULES = b"1"  # bump when validation changes what a line means
+RULES = b"2"  # bump when validation or the digest changes what a line means
 SEEN_CAPACITY = 2_000_000  # keys; past it the filter's false positives grow (2.4 MB)
 MOVING_CAPACITY = 500_000  # user slugs (0.6 MB)
 MAX_BACKOFF = 32
-DIGEST_SIZE = 16
 # How a receiver opens a transaction.
 Transaction = Callable[[], AbstractContextManager[Session]]
 
@@ -127,9 +127,14 @@ _USERS = text(
 
 _USERS_SQL = _psycopg_sql(_USERS)
 
-_HASHERS = {
-    allow: hashlib.blake2b(
-        digest_size=DIGEST_SIZE, person=b"lines-" + RULES + (b"-private" if allow else b"")
+# A line's digest is XXH3's 128 bits, seeded by the rules and the setting. Not a cryptographic
+# hash, and it need not be: the lookups find only rows the run's writer may write (an agent's
+# user's owner), so lines made to collide could only make a writer's own change count as
+# unchanged, which not sending it does as well. About eight times faster than BLAKE2b on a line of
+# 200 bytes, and every line of an upload that reads known lines is digested.
+_SEEDS = {
+    allow: int.from_bytes(
+        hashlib.blake2b(b"lines-" + RULES + (b"-private" if allow else b""), digest_size=8).digest()
     )
     for allow in (False, True)
 }
@@ -137,9 +142,7 @@ _HASHERS = {
 
 def line_digest(raw: bytes, *, allow_private_webhooks: bool) -> str:
     """What a row remembers of the line that wrote it, in hex."""
-    hasher = _HASHERS[allow_private_webhooks].copy()  # cheaper than a new one with its person
-    hasher.update(raw)
-    return hasher.hexdigest()
+    return xxhash.xxh3_128_hexdigest(raw, _SEEDS[allow_private_webhooks])
 
 
 @dataclass(slots=True)
@@ -165,7 +168,7 @@ class KnownLines:
         self.seen = Bloom(SEEN_CAPACITY, 0.01)
         self.moving = Bloom(MOVING_CAPACITY, 0.01)
         self.agents_off = False
-        self._hasher = _HASHERS[allow_private_webhooks]
+        self._seed = _SEEDS[allow_private_webhooks]
         self._backoff = 0
         self._skip = 0
 
@@ -194,7 +197,8 @@ class KnownLines:
     def _candidates(self, lines: list[bytes], *, users_only: bool) -> list[Candidate | None]:
         """Run for every line of an upload that reads known lines: a few calls per line."""
         agents_on = not users_only and not self.agents_off
-        find_agent, find_user, hasher = _AGENT_KEY.search, _USER_ID.search, self._hasher
+        find_agent, find_user = _AGENT_KEY.search, _USER_ID.search
+        digest, seed = xxhash.xxh3_128_digest, self._seed
         found: list[Candidate | None] = []
         for raw in lines:
             candidate = None
@@ -202,17 +206,13 @@ class KnownLines:
                 pass
             elif (match := find_agent(raw)) is not None:
                 if agents_on and raw.count(b'"key"') == 1:
-                    digest = hasher.copy()  # cheaper than a new one with its person
-                    digest.update(raw)
                     name, user_slug = match.group(1, 2)
                     candidate = Candidate(
-                        "agent", "agent:" + name.decode(), user_slug.decode(), digest.digest()
+                        "agent", "agent:" + name.decode(), user_slug.decode(), digest(raw, seed)
                     )
             elif raw.count(b'"id"') == 1 and (match := find_user(raw)) is not None:
-                digest = hasher.copy()
-                digest.update(raw)
                 key = "user:" + match.group(1).decode()
-                candidate = Candidate("user", key, None, digest.digest())
+                candidate = Candidate("user", key, None, digest(raw, seed))
             found.append(candidate)
         return found
 
