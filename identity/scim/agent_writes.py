@@ -94,7 +94,11 @@ _CHANGE = text(
         UPDATE agents AS a
         SET display_name = :display_name, webhook_url = :webhook_url, active = :active,
             external_id = :external_id, scim = CAST(:scim AS jsonb), version = :version,
-            updated_at = clock_timestamp()
+            updated_at = clock_timestamp(),
+            -- A backfill line that wrote these no longer says what the row holds.
+            line_digest = CASE WHEN (a.display_name, a.webhook_url)
+                                    IS NOT DISTINCT FROM (:display_name, :webhook_url)
+                               THEN a.line_digest END
         WHERE a.id = :id AND a.version <= :version
           AND (a.display_name, a.webhook_url, a.active, a.external_id, a.scim)
               IS DISTINCT FROM

@@ -4,6 +4,7 @@ the same user read through /v1."""
 import httpx
 
 from tests.api.scim.conftest import SCIM_JSON, create, patch, user_body, user_name
+from tests.identity.backfill.uploads import agent_item, prefix, run_backfill, user_item
 
 
 def test_create_answers_201_with_location_etag_and_job(scim: httpx.Client) -> None:
@@ -122,3 +123,26 @@ def test_application_json_is_accepted_and_no_token_is_refused(scim: httpx.Client
     assert answer.status_code == 201
     refused = httpx.get(f"{scim.base_url}Users", headers={"Authorization": "Bearer wrong"})
     assert refused.status_code == 401 and refused.json()["status"] == "401"
+
+
+def test_a_scim_write_to_backfilled_identities_makes_their_lines_read_again(
+    scim: httpx.Client, client: httpx.Client
+) -> None:
+    """A backfill line counts unchanged, unread, while its row holds the line's digest
+    (identity/backfill/known.py): a SCIM write of the fields the line sets must clear it, so
+    that sending the line again writes them back as the long way does."""
+    slug = prefix()
+    user, agent = user_item(slug), agent_item(f"bot@{slug}", display_name="Backfilled")
+    assert run_backfill(client, [user, agent])["counts"]["created"] == 2
+    agent_id = client.get(f"/v1/agents/bot@{slug}").json()["id"]
+    email = [{"value": "scim@example.com", "primary": True}]
+    for path, operation in (
+        (f"Users/{user['id']}", {"op": "replace", "path": "emails", "value": email}),
+        (f"Agents/{agent_id}", {"op": "replace", "path": "displayName", "value": "By SCIM"}),
+    ):
+        answer = scim.patch(path, json=patch([operation]))
+        assert answer.status_code == 200, answer.text
+    again = run_backfill(client, [user, agent])["counts"]
+    assert again["updated"] == 2 and again["unchanged"] == 0, again
+    assert client.get(f"/v1/internal/users/{user['id']}").json()["email"] == user["email"]
+    assert client.get(f"/v1/agents/bot@{slug}").json()["display_name"] == "Backfilled"
