@@ -144,13 +144,14 @@ class Receiver(ABC):
         known = self.known
         assert known is not None
         known.settle(lookup)
-        for line, raw, candidate in zip(numbers, lines, lookup.found, strict=True):
-            if candidate is not None and known.take(candidate):
-                self._unchanged[candidate.kind] += 1
-                continue
-            parsed = self._take(line, raw, candidate.digest.hex() if candidate else None)
+        found, index, end = lookup.found, 0, len(lines)
+        while (index := known.take_run(found, index, self._unchanged)) < end:
+            candidate = found[index]
+            digest = candidate.digest.hex() if candidate else None
+            parsed = self._take(numbers[index], lines[index], digest)
             if parsed is not None:
                 known.read(parsed.kind, parsed.key, parsed.slug, candidate)
+            index += 1
 
     def _number(self, entries: list[bytes | None]) -> tuple[list[int], list[bytes]]:
         """The lines' numbers and texts, blank and overlong lines left out (the latter failed).

@@ -2,6 +2,7 @@
 when reading them would have said so (identity/backfill/known.py)."""
 
 import json
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -276,25 +277,47 @@ def known(
     return Candidate(kind, key, user_slug, b"", known=True, stored_slug=stored_slug)
 
 
+def take(lines: KnownLines, candidate: Candidate) -> bool:
+    """Whether `lines` takes the candidate as unchanged, a part of one line."""
+    return lines.take_run([candidate], 0, Counter()) == 1
+
+
 def test_a_key_is_known_only_the_first_time_it_comes() -> None:
     lines = KnownLines(1, writer=Actor(), allow_private_webhooks=False)
-    assert lines.take(known("agent", "agent:bot@a", "a"))
-    assert not lines.take(known("agent", "agent:bot@a", "a"))
+    assert take(lines, known("agent", "agent:bot@a", "a"))
+    assert not take(lines, known("agent", "agent:bot@a", "a"))
     lines.read("agent", "agent:other@a", None, None)
-    assert not lines.take(known("agent", "agent:other@a", "a"))
+    assert not take(lines, known("agent", "agent:other@a", "a"))
+
+
+def test_a_run_of_known_lines_stops_at_the_first_line_refused_and_counts_what_it_took() -> None:
+    lines, counts = KnownLines(1, writer=Actor(), allow_private_webhooks=False), Counter[str]()
+    uid = "3b7c2a0e-3f0c-4a8e-9a55-0d1c8c1f2b3a"
+    part = [
+        known("user", f"user:{uid}"),
+        known("agent", "agent:bot@a", "a"),
+        None,  # not looked up
+        known("agent", "agent:bot@a", "a"),  # its key again
+        known("agent", "agent:bot2@a", "a"),
+        Candidate("agent", "agent:bot3@a", "a", b""),  # looked up, not known
+    ]
+    assert lines.take_run(part, 0, counts) == 2 and counts == {"user": 1, "agent": 1}
+    assert lines.take_run(part, 3, counts) == 3
+    assert lines.take_run(part, 4, counts) == 5 and counts == {"user": 1, "agent": 2}
+    assert lines.take_run(part, 6, counts) == 6
 
 
 def test_user_lines_that_are_read_move_their_old_and_new_slugs() -> None:
     lines = KnownLines(1, writer=Actor(), allow_private_webhooks=False)
     uid = "0b7c2a0e-3f0c-4a8e-9a55-0d1c8c1f2b3a"
     lines.read("user", f"user:{uid}", "new", known("user", f"user:{uid}", stored_slug="old"))
-    assert not lines.take(known("agent", "agent:bot@new", "new"))
-    assert not lines.take(known("agent", "agent:bot@old", "old"))
-    assert lines.take(known("agent", "agent:bot@other", "other"))
+    assert not take(lines, known("agent", "agent:bot@new", "new"))
+    assert not take(lines, known("agent", "agent:bot@old", "old"))
+    assert take(lines, known("agent", "agent:bot@other", "other"))
     # A user read without a lookup (its stored slug unknown) turns agents off for the run.
     lines.read("user", "user:1b7c2a0e-3f0c-4a8e-9a55-0d1c8c1f2b3a", "x", None)
-    assert not lines.take(known("agent", "agent:bot2@other", "other"))
-    assert lines.take(known("user", "user:2b7c2a0e-3f0c-4a8e-9a55-0d1c8c1f2b3a"))
+    assert not take(lines, known("agent", "agent:bot2@other", "other"))
+    assert take(lines, known("user", "user:2b7c2a0e-3f0c-4a8e-9a55-0d1c8c1f2b3a"))
 
 
 @pytest.mark.parametrize(
