@@ -181,11 +181,10 @@ class ItemParser:
         self.snapshot_version = snapshot_version
         self.allow_private = allow_private_webhooks
 
-    def parse(self, line: int, raw: bytes, digest: str | None = None) -> Parsed | Failure:
-        """`digest`: the line's digest in hex, if the caller has it already."""
-        return self.parse_plain(line, raw, digest) or self.parse_with_models(line, raw, digest)
+    def parse(self, line: int, raw: bytes) -> Parsed | Failure:
+        return self.parse_plain(line, raw) or self.parse_with_models(line, raw)
 
-    def parse_plain(self, line: int, raw: bytes, digest: str | None = None) -> Parsed | None:
+    def parse_plain(self, line: int, raw: bytes) -> Parsed | None:
         """An agent or user line that plainly passes every rule, read without the models (the
         same verdict and stored element in less time); else None."""
         obj = plain_object(raw)
@@ -197,7 +196,7 @@ class ItemParser:
             if user is None:
                 return None
             user_key, fields = user
-            stored = _user_element(line, version, digest or self._digest(raw), fields)
+            stored = _user_element(line, version, self._digest(raw, user_key), fields)
             return Parsed("user", user_key, stored, fields["slug"])
         agent = plain_agent(raw, obj)
         if agent is None:
@@ -205,11 +204,9 @@ class ItemParser:
         key, url = agent
         if url is not None and _webhook_verdict(_origin(url), self.allow_private):
             return None
-        return Parsed("agent", key, self._agent_element(line, version, raw, digest))
+        return Parsed("agent", key, self._agent_element(line, version, raw, key))
 
-    def parse_with_models(
-        self, line: int, raw: bytes, digest: str | None = None
-    ) -> Parsed | Failure:
+    def parse_with_models(self, line: int, raw: bytes) -> Parsed | Failure:
         """Any line, validated by the models of the PUT bodies."""
         try:
             json_input.check(raw, "line")
@@ -237,9 +234,9 @@ class ItemParser:
                 return Failure(line, kind, key, exc.envelope())
         match item:
             case AgentItem():
-                return self._agent(line, raw, item, version, digest)
+                return self._agent(line, raw, item, version)
             case UserItem():
-                return self._user(line, raw, item, version, digest)
+                return self._user(line, raw, item, version)
             case NodeTypeItem():
                 return self._node_type(line, raw, item, version)
 
@@ -268,9 +265,7 @@ class ItemParser:
             return Failure(line, "node_type", None, ValidationFailed(str(exc)).envelope())
         return Parsed("node_type", str(key), stored)
 
-    def _user(
-        self, line: int, raw: bytes, item: UserItem, version: int, digest: str | None
-    ) -> Parsed | Failure:
+    def _user(self, line: int, raw: bytes, item: UserItem, version: int) -> Parsed | Failure:
         try:
             key = UserKey.parse(item.id)
             _storable(raw, item)
@@ -282,16 +277,14 @@ class ItemParser:
                 "metadata": item.metadata,
                 "external_owner": item.external_owner,
             }
-            stored = _user_element(line, version, digest or self._digest(raw), fields)
+            stored = _user_element(line, version, self._digest(raw, str(key)), fields)
         except IdmirrorError as exc:
             return Failure(line, "user", _guess_identity(raw)[1], exc.envelope())
         except ValueError as exc:  # an integer or float json cannot write back
             return Failure(line, "user", None, ValidationFailed(str(exc)).envelope())
         return Parsed("user", str(key), stored, item.slug)
 
-    def _agent(
-        self, line: int, raw: bytes, item: AgentItem, version: int, digest: str | None
-    ) -> Parsed | Failure:
+    def _agent(self, line: int, raw: bytes, item: AgentItem, version: int) -> Parsed | Failure:
         try:
             key = AgentKey.parse(item.key)
             if item.webhook_url is not None:
@@ -299,14 +292,14 @@ class ItemParser:
             _storable(raw, item)
         except IdmirrorError as exc:
             return Failure(line, "agent", f"agent:{item.key}", exc.envelope())
-        return Parsed("agent", str(key), self._agent_element(line, version, raw, digest))
+        return Parsed("agent", str(key), self._agent_element(line, version, raw, str(key)))
 
-    def _digest(self, raw: bytes) -> str:
-        return line_digest(raw, allow_private_webhooks=self.allow_private)
+    def _digest(self, raw: bytes, key: str) -> str:
+        return line_digest(raw, key, allow_private_webhooks=self.allow_private)
 
-    def _agent_element(self, line: int, version: int, raw: bytes, digest: str | None) -> bytes:
+    def _agent_element(self, line: int, version: int, raw: bytes, key: str) -> bytes:
         """An agent as a chunk stores it: the line itself, after its number, version and digest."""
-        digest = digest or self._digest(raw)
+        digest = self._digest(raw, key)
         return b'{"l":%d,"v":%d,"h":"%s","d":%s}' % (line, version, digest.encode(), raw)
 
 

@@ -50,7 +50,7 @@ from sqlalchemy.orm import Session
 
 from identity.access import Actor
 
-RULES = b"2"  # bump when validation or the digest changes what a line means
+RULES = b"3"  # bump when validation or the digest changes what a line means
 SEEN_CAPACITY = 2_000_000  # keys; past it the filter's false positives grow (2.4 MB)
 MOVING_CAPACITY = 500_000  # user slugs (0.6 MB)
 MAX_BACKOFF = 32
@@ -130,7 +130,11 @@ _USERS = text(
 
 _USERS_SQL = _psycopg_sql(_USERS)
 
-# A line's digest is XXH3's 128 bits, seeded by the rules and the setting. Not a cryptographic
+# A line's digest is XXH3's 128 bits over the line and the key it names, seeded by the rules and
+# the setting. The key is in it because a lookup finds the row through the key its pattern took
+# from the line, and an agent's through its user's slug, which may move: a line whose key text
+# misleads the pattern (an escaped "key" beside a plain one in metadata) must not find the row
+# its real key wrote, should its user take that other slug later. Not a cryptographic
 # hash, and it need not be: the lookups find only rows the run's writer may write (an agent's
 # user's owner), so lines made to collide could only make a writer's own change count as
 # unchanged, which not sending it does as well. About eight times faster than BLAKE2b on a line of
@@ -143,9 +147,10 @@ _SEEDS = {
 }
 
 
-def line_digest(raw: bytes, *, allow_private_webhooks: bool) -> str:
-    """What a row remembers of the line that wrote it, in hex."""
-    return xxhash.xxh3_128_hexdigest(raw, _SEEDS[allow_private_webhooks])
+def line_digest(raw: bytes, key: str, *, allow_private_webhooks: bool) -> str:
+    """What a row remembers of the line that wrote it as `key` (a ledger key), in hex."""
+    named = raw + b"\n" + key.partition(":")[2].encode()
+    return xxhash.xxh3_128_hexdigest(named, _SEEDS[allow_private_webhooks])
 
 
 @dataclass(slots=True)
@@ -210,12 +215,14 @@ class KnownLines:
             elif (match := find_agent(raw)) is not None:
                 if agents_on and raw.count(b'"key"') == 1:
                     name, user_slug = match.group(1, 2)
+                    named = raw + b"\n" + name  # as line_digest has it
                     candidate = Candidate(
-                        "agent", "agent:" + name.decode(), user_slug.decode(), digest(raw, seed)
+                        "agent", "agent:" + name.decode(), user_slug.decode(), digest(named, seed)
                     )
             elif raw.count(b'"id"') == 1 and (match := find_user(raw)) is not None:
-                key = "user:" + match.group(1).decode()
-                candidate = Candidate("user", key, None, digest(raw, seed))
+                uid = match.group(1)
+                named = raw + b"\n" + uid
+                candidate = Candidate("user", "user:" + uid.decode(), None, digest(named, seed))
             found.append(candidate)
         return found
 

@@ -113,7 +113,7 @@ class Receiver(ABC):
         numbers, lines = self._number(entries)
         if self.known is None:
             for line, raw in zip(numbers, lines, strict=True):
-                self._take(line, raw, None)
+                self._take(line, raw)
             return
         if not lines:
             return
@@ -147,8 +147,7 @@ class Receiver(ABC):
         found, index, end = lookup.found, 0, len(lines)
         while (index := known.take_run(found, index, self._unchanged)) < end:
             candidate = found[index]
-            digest = candidate.digest.hex() if candidate else None
-            parsed = self._take(numbers[index], lines[index], digest)
+            parsed = self._take(numbers[index], lines[index])
             if parsed is not None:
                 known.read(parsed.kind, parsed.key, parsed.slug, candidate)
             index += 1
@@ -184,9 +183,9 @@ class Receiver(ABC):
         error = ValidationFailed(f"the line is longer than {self.max_line} bytes")
         self._fail(Failure(self.line, None, None, error.envelope()))
 
-    def _take(self, line: int, raw: bytes, digest: str | None) -> Parsed | None:
+    def _take(self, line: int, raw: bytes) -> Parsed | None:
         """Validate a line and buffer what it stores; None if it failed."""
-        parsed = self.parser.parse(line, raw, digest)
+        parsed = self.parser.parse(line, raw)
         if isinstance(parsed, Failure):
             self._fail(parsed)
             return None

@@ -163,7 +163,7 @@ def test_an_item_dated_too_far_ahead_of_the_clock_fails_with_its_line() -> None:
 def test_plain_agent_and_user_lines_skip_the_models() -> None:
     parser = ItemParser(SNAPSHOT, allow_private_webhooks=False)
     raw = agent_line(webhook_url="https://hooks.example.com/scout")
-    digest = line_digest(raw, allow_private_webhooks=False).encode()
+    digest = line_digest(raw, "agent:scout@govind", allow_private_webhooks=False).encode()
     assert parser.parse_plain(3, raw) == Parsed(
         "agent", "agent:scout@govind", b'{"l":3,"v":%d,"h":"%s","d":%s}' % (SNAPSHOT, digest, raw)
     )

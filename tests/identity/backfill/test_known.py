@@ -186,6 +186,28 @@ def test_an_agent_whose_owner_slug_an_earlier_user_line_moves_is_read(
     assert agent_row(db, f"bot@{p}-b")[0] == "Owner's bot"
 
 
+def test_a_line_whose_key_misleads_the_pattern_does_not_find_the_row_its_real_key_wrote(
+    client: httpx.Client, db: psycopg.Connection[Any]
+) -> None:
+    """The pattern takes the only plain "key" of this line, the one in metadata; validation
+    reads the escaped one. Once the owner has moved to the metadata's slug, that slug leads to
+    the very row the line wrote: the line must be read, and fail as its real key now does."""
+    p = prefix()
+    owner = user_item(f"{p}-s")
+    line = (
+        f'{{"type": "agent", "\\u006bey": "bot@{p}-s", "display_name": "Bot", '
+        f'"metadata": {{"key": "bot@{p}-t"}}}}'
+    )
+    assert run_backfill(client, [owner, line])["counts"]["created"] == 2
+    body = {"email": owner["email"], "slug": f"{p}-t"}
+    moved = client.put(f"/v1/internal/users/{owner['id']}", json=body)
+    assert moved.status_code == 200, moved.text
+    assert agent_row(db, f"bot@{p}-t")[0] == "Bot"
+
+    again = run_backfill(client, [line])
+    assert again["counts"]["unchanged"] == 0 and again["counts"]["failed"] == 1, again["counts"]
+
+
 def test_a_deleted_agent_is_not_known(client: httpx.Client, db: psycopg.Connection[Any]) -> None:
     p = prefix()
     items = [user_item(f"{p}-u"), agent_item(f"bot@{p}-u")]
@@ -351,13 +373,15 @@ def test_lines_are_looked_up_only_when_they_name_their_key_plainly(
     candidate = KnownLines(1, writer=Actor(), allow_private_webhooks=False).candidate(raw)
     assert (candidate and (candidate.kind, candidate.key)) == expected
     if candidate is not None:
-        assert candidate.digest.hex() == line_digest(raw, allow_private_webhooks=False)
+        digest = line_digest(raw, candidate.key, allow_private_webhooks=False)
+        assert candidate.digest.hex() == digest
 
 
 def test_the_digest_depends_on_the_private_webhook_setting() -> None:
     raw = json.dumps(agent_item("bot@govind", webhook_url="http://10.0.0.5/hook")).encode()
-    assert line_digest(raw, allow_private_webhooks=True) != line_digest(
-        raw, allow_private_webhooks=False
+    key = "agent:bot@govind"
+    assert line_digest(raw, key, allow_private_webhooks=True) != line_digest(
+        raw, key, allow_private_webhooks=False
     )
 
 

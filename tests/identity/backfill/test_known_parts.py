@@ -35,9 +35,9 @@ class _ReadingOnly(UploadReceiver):
         )
         self.read_lines: list[int] = []
 
-    def _take(self, line: int, raw: bytes, digest: str | None) -> Parsed | None:
+    def _take(self, line: int, raw: bytes) -> Parsed | None:
         self.read_lines.append(line)
-        return super()._take(line, raw, digest)
+        return super()._take(line, raw)
 
     def _write(self, chunks: Any, state: Any = None) -> None:
         pass
