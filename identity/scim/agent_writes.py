@@ -95,10 +95,8 @@ _CHANGE = text(
         SET display_name = :display_name, webhook_url = :webhook_url, active = :active,
             external_id = :external_id, scim = CAST(:scim AS jsonb), version = :version,
             updated_at = clock_timestamp(),
-            -- A backfill line that wrote these no longer says what the row holds.
-            line_digest = CASE WHEN (a.display_name, a.webhook_url)
-                                    IS NOT DISTINCT FROM (:display_name, :webhook_url)
-                               THEN a.line_digest END
+            -- The row no longer holds what a backfill line wrote, nor that line's version.
+            line_digest = NULL
         WHERE a.id = :id AND a.version <= :version
           AND (a.display_name, a.webhook_url, a.active, a.external_id, a.scim)
               IS DISTINCT FROM

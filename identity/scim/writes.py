@@ -100,8 +100,8 @@ _UNLESS_NEWER_OR_SAME = f"""
         SET email = excluded.email, active = excluded.active, user_name = excluded.user_name,
             external_id = excluded.external_id, scim = excluded.scim,
             version = excluded.version, updated_at = clock_timestamp(),
-            -- A backfill line that wrote the email no longer says what the row holds.
-            line_digest = CASE WHEN u.email = excluded.email THEN u.line_digest END
+            -- The row no longer holds what a backfill line wrote, nor that line's version.
+            line_digest = NULL
         WHERE u.version <= excluded.version
           AND (u.email, u.active, u.user_name, u.external_id, u.scim)
               IS DISTINCT FROM

@@ -1,10 +1,12 @@
 """/scim/v2/Users: create, read, replace, patch, deactivate and delete, each write a job, and
 the same user read through /v1."""
 
+from datetime import UTC, datetime, timedelta
+
 import httpx
 
 from tests.api.scim.conftest import SCIM_JSON, create, patch, user_body, user_name
-from tests.identity.backfill.uploads import agent_item, prefix, run_backfill, user_item
+from tests.identity.backfill.uploads import agent_item, iso, prefix, run_backfill, user_item
 
 
 def test_create_answers_201_with_location_etag_and_job(scim: httpx.Client) -> None:
@@ -146,3 +148,20 @@ def test_a_scim_write_to_backfilled_identities_makes_their_lines_read_again(
     assert again["updated"] == 2 and again["unchanged"] == 0, again
     assert client.get(f"/v1/internal/users/{user['id']}").json()["email"] == user["email"]
     assert client.get(f"/v1/agents/bot@{slug}").json()["display_name"] == "Backfilled"
+
+
+def test_a_scim_write_of_other_fields_makes_older_backfill_lines_superseded(
+    scim: httpx.Client, client: httpx.Client
+) -> None:
+    """A SCIM write that leaves the line's fields alone still makes the row newer than a line
+    of an earlier `source_updated_at`: read again, such lines are superseded, not unchanged."""
+    slug, yesterday = prefix(), iso(datetime.now(UTC) - timedelta(days=1))
+    user = user_item(slug, source_updated_at=yesterday)
+    agent = agent_item(f"bot@{slug}", source_updated_at=yesterday)
+    assert run_backfill(client, [user, agent])["counts"]["created"] == 2
+    agent_id = client.get(f"/v1/agents/bot@{slug}").json()["id"]
+    for path in (f"Users/{user['id']}", f"Agents/{agent_id}"):
+        answer = scim.patch(path, json=patch([{"op": "replace", "path": "active", "value": False}]))
+        assert answer.status_code == 200, answer.text
+    again = run_backfill(client, [user, agent])["counts"]
+    assert again["superseded"] == 2 and again["unchanged"] == 0, again
