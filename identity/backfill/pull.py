@@ -45,7 +45,9 @@ class PullReceiver(Receiver):
             transaction,
             first_line=first_line,
             stored=stored,
-            known_lines=known_lines,
+            # Resumed from a checkpoint, the pull has forgotten the lines before it (the keys
+            # seen, the slugs moved), which counting lines known keeps in order: it reads them.
+            known_lines=known_lines if first_line == 0 else None,
         )
         self._records: list[bytes | None] = []  # read at the next page end
 

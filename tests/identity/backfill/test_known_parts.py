@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from identity.access import Actor
 from identity.backfill import receive
 from identity.backfill.items import Parsed
+from identity.backfill.pull import PullReceiver
 from identity.backfill.receive import LOOKUP_LINES
 from identity.backfill.upload import UploadReceiver
 from identity.db import get_engine, transaction
@@ -168,3 +169,40 @@ def test_lookups_probe_indexes_even_on_tables_analyzed_empty(domain: None) -> No
         with transaction() as session:
             session.execute(text(f"DROP SCHEMA {schema} CASCADE"))
     assert len(after) == 2 and sorted(after) == sorted(before)
+
+
+class _PullReading(PullReceiver):
+    """A pull receiver from `first_line` on that notes the lines it reads the long way."""
+
+    def __init__(self, first_line: int) -> None:
+        snapshot = to_version(datetime.now(UTC))
+        super().__init__(
+            str(uuid.uuid4()),
+            snapshot,
+            get_settings(),
+            transaction,
+            first_line=first_line,
+            stored=(0, 0),
+            known_lines=Actor(),
+        )
+        self.read_lines: list[int] = []
+
+    def _take(self, line: int, raw: bytes) -> Parsed | None:
+        self.read_lines.append(line)
+        return super()._take(line, raw)
+
+
+def test_a_pull_resumed_from_a_checkpoint_reads_every_line(
+    client: httpx.Client, domain: None
+) -> None:
+    """Counting lines known keeps their order by what came before them in the input (keys seen,
+    slugs moved); a pull resumed from its checkpoint has forgotten that, so it reads them all."""
+    p = prefix()
+    items = [user_item(f"{p}-u"), agent_item(f"bot@{p}-u")]
+    run_backfill(client, items)
+    verdicts = []
+    for first_line in (0, 40):  # a pull's start, and one resumed after 40 lines
+        receiver = _PullReading(first_line)
+        receiver._read(list(ndjson(items).splitlines()))
+        verdicts.append((dict(receiver._unchanged), receiver.read_lines))
+    assert verdicts == [({"user": 1, "agent": 1}, []), ({}, [41, 42])]
