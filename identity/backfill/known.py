@@ -33,6 +33,7 @@ return after the first part that finds some.
 """
 
 import hashlib
+import importlib.metadata
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -139,12 +140,26 @@ _USERS_SQL = _psycopg_sql(_USERS)
 # user's owner), so lines made to collide could only make a writer's own change count as
 # unchanged, which not sending it does as well. About eight times faster than BLAKE2b on a line of
 # 200 bytes, and every line of an upload that reads known lines is digested.
-_SEEDS = {
-    allow: int.from_bytes(
-        hashlib.blake2b(b"lines-" + RULES + (b"-private" if allow else b""), digest_size=8).digest()
-    )
-    for allow in (False, True)
-}
+# What a line's verdict also depends on: the libraries that validate it (an upgrade that
+# changes how an email is normalised or which webhook host passes must not leave rows known).
+VALIDATORS = ("pydantic", "pydantic-core", "email-validator", "idna", "msgspec")
+
+
+def _seed(allow_private_webhooks: bool) -> int:
+    versions = ",".join(f"{name}={_version(name)}" for name in VALIDATORS)
+    private = b"-private" if allow_private_webhooks else b""
+    personal = b"lines-" + RULES + private + b"-" + versions.encode()
+    return int.from_bytes(hashlib.blake2b(personal, digest_size=8).digest())
+
+
+def _version(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "none"
+
+
+_SEEDS = {allow: _seed(allow) for allow in (False, True)}
 
 
 def line_digest(raw: bytes, key: str, *, allow_private_webhooks: bool) -> str:

@@ -1,6 +1,7 @@
 """Lines an earlier backfill applied are counted unchanged without being read again, and only
 when reading them would have said so (identity/backfill/known.py)."""
 
+import importlib.metadata
 import json
 from collections import Counter
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ import psycopg
 import pytest
 
 from identity.access import Actor
+from identity.backfill import known as known_lines
 from identity.backfill.known import Candidate, KnownLines, line_digest
 from tests.identity.backfill.uploads import (
     agent_item,
@@ -383,6 +385,22 @@ def test_the_digest_depends_on_the_private_webhook_setting() -> None:
     assert line_digest(raw, key, allow_private_webhooks=True) != line_digest(
         raw, key, allow_private_webhooks=False
     )
+
+
+def test_the_digest_depends_on_the_versions_of_the_libraries_that_validate_lines(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An upgrade of email-validator may normalise an email otherwise: the rows a line wrote
+    before must not pass for what the line means now."""
+    installed = importlib.metadata.version
+    before = known_lines._seed(False)
+    for name in known_lines.VALIDATORS:
+        monkeypatch.setattr(
+            importlib.metadata, "version", lambda d, n=name: "0.0.1" if d == n else installed(d)
+        )
+        assert known_lines._seed(False) != before, name
+    monkeypatch.undo()
+    assert known_lines._seed(False) == before
 
 
 def test_only_pieces_of_agent_lines_that_find_none_back_off() -> None:
