@@ -22,10 +22,11 @@ What keeps the verdict the one the chunk apply would give:
   line of the input may give or take (the line's slug and the user's stored one) goes the long
   way too; a user line read without a lookup turns the agent path off for the rest of the run.
 
-The one case where the verdict can differ: a user line that comes after agent lines does not
-reach back. Agent lines counted before it were matched by the slugs of that moment, as agent
-chunks applied early are, where lines still buffered would be matched after every user
-(docs/backfills.md).
+Where the verdict can differ (docs/backfills.md): a user line that comes after agent lines does
+not reach back (agent lines counted before it were matched by the slugs of that moment, as agent
+chunks applied early are, where lines still buffered would be matched after every user); and a
+known line whose key comes again later counts unchanged where one chunk holding both would count
+it superseded (the row ends the same).
 
 Mirror runs and dry runs read every line (they need the input's items themselves). When a part
 of agent lines finds none known (a first load), lookups back off, skipping up to 32 parts, and
