@@ -12,8 +12,9 @@ in line order. A part's statements are sent without waiting for their answer (ps
 pipeline mode), and answered while the receiver reads the part before.
 
 What keeps the verdict the one the chunk apply would give:
-- the digest covers the line's bytes and the setting its validity depends on (private
-  webhooks), under a rules version to bump when validation changes;
+- the digest covers the line's bytes and the key it wrote, and its seed what the line's validity
+  depends on: the private webhooks setting, the versions of Python and of the libraries that
+  validate it, and a rules version to bump when validation changes;
 - a line is known only to the writer the chunk apply would let write its row: an admin, or the
   integrator that owns the user (or the agent's user), as the apply checks before anything else;
 - a line takes this path only if its key has not come earlier in the input (a Bloom filter of
@@ -35,6 +36,7 @@ return after the first part that finds some.
 
 import hashlib
 import importlib.metadata
+import platform
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -59,9 +61,10 @@ MAX_BACKOFF = 32
 # How a receiver opens a transaction.
 Transaction = Callable[[], AbstractContextManager[Session]]
 
-# A key's text, not its rules: a line that was applied named a valid key, and the row found
-# through any other text cannot hold the line's digest (only this line's bytes give it), so a
-# looser pattern only sends more lines the long way, and costs less to match than SLUG_RE's.
+# A key's text, not its rules: a row holds a line's digest only if that line wrote it as the key
+# the digest covers (`line_digest`), so a key taken from the line's text that is not the one the
+# line was applied as finds no row holding the candidate's digest. A looser pattern only sends
+# more lines the long way, and costs less to match than SLUG_RE's.
 _SLUG = rb"[a-z0-9-]{1,64}"  # a slug's characters and length (identity/keys.py)
 _AGENT_KEY = re.compile(rb'"key"\s*:\s*"(' + _SLUG + b"@(" + _SLUG + rb'))"')
 _USER_ID = re.compile(
@@ -132,22 +135,17 @@ _USERS = text(
 
 _USERS_SQL = _psycopg_sql(_USERS)
 
-# A line's digest is XXH3's 128 bits over the line and the key it names, seeded by the rules and
-# the setting. The key is in it because a lookup finds the row through the key its pattern took
-# from the line, and an agent's through its user's slug, which may move: a line whose key text
-# misleads the pattern (an escaped "key" beside a plain one in metadata) must not find the row
-# its real key wrote, should its user take that other slug later. Not a cryptographic
-# hash, and it need not be: the lookups find only rows the run's writer may write (an agent's
-# user's owner), so lines made to collide could only make a writer's own change count as
-# unchanged, which not sending it does as well. About eight times faster than BLAKE2b on a line of
-# 200 bytes, and every line of an upload that reads known lines is digested.
-# What a line's verdict also depends on: the libraries that validate it (an upgrade that
-# changes how an email is normalised or which webhook host passes must not leave rows known).
+# What a line's verdict also depends on, besides its bytes and the setting: the libraries that
+# validate it and Python's own (`ipaddress` judges webhook hosts); an upgrade that changes how an
+# email is normalised or which webhook host passes must not leave rows known.
 VALIDATORS = ("pydantic", "pydantic-core", "email-validator", "idna", "msgspec")
 
 
 def _seed(allow_private_webhooks: bool) -> int:
-    versions = ",".join(f"{name}={_version(name)}" for name in VALIDATORS)
+    versions = ",".join(
+        [f"python={platform.python_version()}"]
+        + [f"{name}={_version(name)}" for name in VALIDATORS]
+    )
     private = b"-private" if allow_private_webhooks else b""
     personal = b"lines-" + RULES + private + b"-" + versions.encode()
     return int.from_bytes(hashlib.blake2b(personal, digest_size=8).digest())
@@ -163,6 +161,15 @@ def _version(distribution: str) -> str:
 _SEEDS = {allow: _seed(allow) for allow in (False, True)}
 
 
+# A line's digest is XXH3's 128 bits over the line and the key it wrote, seeded as above. The key
+# is in it because a lookup finds the row through the key its pattern took from the line, and an
+# agent's through its user's slug, which may move: a line whose key text misleads the pattern (an
+# escaped "key" beside a plain one in metadata) must not find the row its real key wrote, should
+# its user take that other slug later. Not a cryptographic hash, and it need not be: the lookups
+# find only rows the run's writer may write (an agent's user's owner), so lines made to collide
+# could only make a writer's own change count as unchanged, which not sending it does as well.
+# About eight times faster than BLAKE2b on a line of 200 bytes, and every line of an upload that
+# reads known lines is digested.
 def line_digest(raw: bytes, key: str, *, allow_private_webhooks: bool) -> str:
     """What a row remembers of the line that wrote it as `key` (a ledger key), in hex."""
     named = raw + b"\n" + key.partition(":")[2].encode()
@@ -259,8 +266,10 @@ class KnownLines:
                 break
             seen.add(candidate.key)
             index += 1
-        counts["user"] += users
-        counts["agent"] += index - start - users
+        if users:  # a count of zero would make `counts` look like something to store
+            counts["user"] += users
+        if agents := index - start - users:
+            counts["agent"] += agents
         return index
 
     def read(self, kind: str, key: str, slug: str | None, candidate: Candidate | None) -> None:

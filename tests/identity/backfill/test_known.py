@@ -14,6 +14,7 @@ import pytest
 
 from identity.access import Actor
 from identity.backfill import known as known_lines
+from identity.backfill.items import ItemParser, Parsed
 from identity.backfill.known import Candidate, KnownLines, line_digest
 from tests.identity.backfill.uploads import (
     agent_item,
@@ -327,6 +328,8 @@ def test_a_run_of_known_lines_stops_at_the_first_line_refused_and_counts_what_it
     ]
     assert lines.take_run(part, 0, counts) == 2 and counts == {"user": 1, "agent": 1}
     assert lines.take_run(part, 3, counts) == 3
+    untouched = Counter[str]()
+    assert lines.take_run(part, 2, untouched) == 2 and not untouched  # nothing to store
     assert lines.take_run(part, 4, counts) == 5 and counts == {"user": 1, "agent": 2}
     assert lines.take_run(part, 6, counts) == 6
 
@@ -377,6 +380,19 @@ def test_lines_are_looked_up_only_when_they_name_their_key_plainly(
     if candidate is not None:
         digest = line_digest(raw, candidate.key, allow_private_webhooks=False)
         assert candidate.digest.hex() == digest
+
+
+def test_a_candidate_is_digested_as_the_parser_digests_the_line_it_stores() -> None:
+    """The lookup matches the candidate's digest against the one the chunk apply stored, which
+    the parser computed from the key it validated."""
+    parser = ItemParser(1, allow_private_webhooks=False)
+    for item in (user_item("govind"), agent_item("bot@govind", display_name="B")):
+        raw = json.dumps(item).encode()
+        candidate = KnownLines(1, writer=Actor(), allow_private_webhooks=False).candidate(raw)
+        parsed = parser.parse(1, raw)
+        assert candidate is not None and isinstance(parsed, Parsed)
+        assert candidate.key == parsed.key
+        assert candidate.digest.hex() == json.loads(parsed.stored)["h"]
 
 
 def test_the_digest_depends_on_the_private_webhook_setting() -> None:
