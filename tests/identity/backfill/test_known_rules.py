@@ -1,0 +1,157 @@
+"""The rules of known lines that need no database: which lines are looked up, what their digest
+covers, and in which order known lines are taken (identity/backfill/known.py)."""
+
+import importlib.metadata
+import json
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from identity.access import Actor
+from identity.backfill import known as known_lines
+from identity.backfill.items import ItemParser, Parsed
+from identity.backfill.known import Candidate, KnownLines, line_digest
+from tests.identity.backfill.uploads import agent_item, user_item
+
+
+def known(
+    kind: str, key: str, user_slug: str | None = None, stored_slug: str | None = None
+) -> Candidate:
+    return Candidate(kind, key, user_slug, b"", known=True, stored_slug=stored_slug)
+
+
+def take(lines: KnownLines, candidate: Candidate) -> bool:
+    """Whether `lines` takes the candidate as unchanged, a part of one line."""
+    return lines.take_run([candidate], 0, Counter()) == 1
+
+
+def test_a_key_is_known_only_the_first_time_it_comes() -> None:
+    lines = KnownLines(1, writer=Actor(), allow_private_webhooks=False)
+    assert take(lines, known("agent", "agent:bot@a", "a"))
+    assert not take(lines, known("agent", "agent:bot@a", "a"))
+    lines.read("agent", "agent:other@a", None, None)
+    assert not take(lines, known("agent", "agent:other@a", "a"))
+
+
+def test_a_run_of_known_lines_stops_at_the_first_line_refused_and_counts_what_it_took() -> None:
+    lines, counts = KnownLines(1, writer=Actor(), allow_private_webhooks=False), Counter[str]()
+    uid = "3b7c2a0e-3f0c-4a8e-9a55-0d1c8c1f2b3a"
+    part = [
+        known("user", f"user:{uid}"),
+        known("agent", "agent:bot@a", "a"),
+        None,  # not looked up
+        known("agent", "agent:bot@a", "a"),  # its key again
+        known("agent", "agent:bot2@a", "a"),
+        Candidate("agent", "agent:bot3@a", "a", b""),  # looked up, not known
+    ]
+    assert lines.take_run(part, 0, counts) == 2 and counts == {"user": 1, "agent": 1}
+    assert lines.take_run(part, 3, counts) == 3
+    untouched = Counter[str]()
+    assert lines.take_run(part, 2, untouched) == 2 and not untouched  # nothing to store
+    assert lines.take_run(part, 4, counts) == 5 and counts == {"user": 1, "agent": 2}
+    assert lines.take_run(part, 6, counts) == 6
+
+
+def test_user_lines_that_are_read_move_their_old_and_new_slugs() -> None:
+    lines = KnownLines(1, writer=Actor(), allow_private_webhooks=False)
+    uid = "0b7c2a0e-3f0c-4a8e-9a55-0d1c8c1f2b3a"
+    lines.read("user", f"user:{uid}", "new", known("user", f"user:{uid}", stored_slug="old"))
+    assert not take(lines, known("agent", "agent:bot@new", "new"))
+    assert not take(lines, known("agent", "agent:bot@old", "old"))
+    assert take(lines, known("agent", "agent:bot@other", "other"))
+    # A user read without a lookup (its stored slug unknown) turns agents off for the run.
+    lines.read("user", "user:1b7c2a0e-3f0c-4a8e-9a55-0d1c8c1f2b3a", "x", None)
+    assert not take(lines, known("agent", "agent:bot2@other", "other"))
+    assert take(lines, known("user", "user:2b7c2a0e-3f0c-4a8e-9a55-0d1c8c1f2b3a"))
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (
+            {"type": "agent", "key": "bot@govind", "display_name": "B"},
+            ("agent", "agent:bot@govind"),
+        ),
+        (
+            {"key": "bot@govind", "type": "agent", "display_name": "B"},
+            ("agent", "agent:bot@govind"),
+        ),
+        ({"type": "agent", "key": "bot@govind", "metadata": {"key": "x"}}, None),
+        ({"type": "agent", "key": "Bot@govind"}, None),
+        (
+            {"type": "user", "id": "0b7c2a0e-3f0c-4a8e-9a55-0d1c8c1f2b3a", "slug": "g"},
+            ("user", "user:0b7c2a0e-3f0c-4a8e-9a55-0d1c8c1f2b3a"),
+        ),
+        ({"type": "user", "id": "0B7C2A0E-3F0C-4A8E-9A55-0D1C8C1F2B3A", "slug": "g"}, None),
+        (
+            {"type": "user", "id": "0b7c2a0e-3f0c-4a8e-9a55-0d1c8c1f2b3a", "metadata": {"id": 1}},
+            None,
+        ),
+    ],
+)
+def test_lines_are_looked_up_only_when_they_name_their_key_plainly(
+    line: dict[str, Any], expected: tuple[str, str] | None
+) -> None:
+    raw = json.dumps(line).encode()
+    candidate = KnownLines(1, writer=Actor(), allow_private_webhooks=False).candidate(raw)
+    assert (candidate and (candidate.kind, candidate.key)) == expected
+    if candidate is not None:
+        digest = line_digest(raw, candidate.key, allow_private_webhooks=False)
+        assert candidate.digest.hex() == digest
+
+
+def test_a_candidate_is_digested_as_the_parser_digests_the_line_it_stores() -> None:
+    """The lookup matches the candidate's digest against the one the chunk apply stored, which
+    the parser computed from the key it validated."""
+    parser = ItemParser(1, allow_private_webhooks=False)
+    for item in (user_item("govind"), agent_item("bot@govind", display_name="B")):
+        raw = json.dumps(item).encode()
+        candidate = KnownLines(1, writer=Actor(), allow_private_webhooks=False).candidate(raw)
+        parsed = parser.parse(1, raw)
+        assert candidate is not None and isinstance(parsed, Parsed)
+        assert candidate.key == parsed.key
+        assert candidate.digest.hex() == json.loads(parsed.stored)["h"]
+
+
+def test_the_digest_depends_on_the_private_webhook_setting() -> None:
+    raw = json.dumps(agent_item("bot@govind", webhook_url="http://10.0.0.5/hook")).encode()
+    key = "agent:bot@govind"
+    assert line_digest(raw, key, allow_private_webhooks=True) != line_digest(
+        raw, key, allow_private_webhooks=False
+    )
+
+
+def test_the_digest_depends_on_the_versions_of_the_libraries_that_validate_lines(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An upgrade of email-validator may normalise an email otherwise: the rows a line wrote
+    before must not pass for what the line means now."""
+    installed = importlib.metadata.version
+    before = known_lines._seed(False)
+    for name in known_lines.VALIDATORS:
+        monkeypatch.setattr(
+            importlib.metadata, "version", lambda d, n=name: "0.0.1" if d == n else installed(d)
+        )
+        assert known_lines._seed(False) != before, name
+    monkeypatch.undo()
+    assert known_lines._seed(False) == before
+
+
+def test_only_pieces_of_agent_lines_that_find_none_back_off() -> None:
+    lines = KnownLines(1, writer=Actor(), allow_private_webhooks=False)
+    users = [json.dumps(user_item(f"u{i}")).encode() for i in range(3)]
+    agents = [json.dumps(agent_item(f"bot{i}@u0")).encode() for i in range(3)]
+
+    def asked(piece: list[bytes]) -> list[str]:
+        """What the piece's lookup asks about; each answer finds nothing."""
+        lookup = lines.ask(piece)
+        lines.settle(lookup)
+        return ["agents"] * bool(lookup.agents) + ["users"] * bool(lookup.users)
+
+    # A first load's users: nothing known, and no reason to skip agents.
+    assert [asked(users) for _ in range(5)] == [["users"]] * 5
+    assert asked(agents) == ["agents"]
+    # The agent piece found none: the next one skips its lookups, the one after asks again.
+    assert asked(agents) == []
+    assert asked(agents) == ["agents"]
