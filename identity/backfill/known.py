@@ -77,20 +77,24 @@ def _psycopg_sql(statement: TextClause) -> str:
     return str(statement.compile(dialect=PGDialect_psycopg()))  # type: ignore[no-untyped-call]
 
 
+# The users whose rows (and agents) the run's writer may write: every one for an admin, else its
+# integrator's. The complement of what the chunk apply fails as `owned_by_another_integrator`
+# (identity/backfill/sql.py), which it checks before anything else.
+_WRITERS = "(:admin OR u.owner IS NOT DISTINCT FROM CAST(:integrator AS text))"
+
 # Agents: the n-th entry of `names` ("slug@user_slug") with the n-th digest of `digests` (16
 # bytes each); answers one character per entry, in order: 1 where the live agent holds that
 # digest and is not newer than the snapshot, and its user is the writer's (or the writer is an
 # admin), else 0. Owners are found once per user.
 _AGENTS = text(
-    """
+    f"""
     WITH owners AS MATERIALIZED (
         -- A probe of the slug index per owner, whatever the statistics say (LIMIT keeps the
         -- planner from turning it into a join over every user).
         SELECT o.id, o.slug FROM string_to_table(:user_slugs, ',') AS s (slug)
         CROSS JOIN LATERAL (
             SELECT u.id, u.slug FROM users u
-            WHERE u.slug = s.slug
-              AND (:admin OR u.owner IS NOT DISTINCT FROM CAST(:integrator AS text))
+            WHERE u.slug = s.slug AND {_WRITERS}
             LIMIT 1
         ) AS o
     )
@@ -114,7 +118,7 @@ _AGENTS_SQL = _psycopg_sql(_AGENTS)
 # writer is an admin), and the slug the row has now in the second (empty if there is no row), in
 # order.
 _USERS = text(
-    """
+    f"""
     SELECT string_agg(CASE WHEN u.line_digest = k.digest THEN '1' ELSE '0' END, ''
                       ORDER BY k.n),
            string_agg(coalesce(u.slug, ''), ',' ORDER BY k.n)
@@ -125,9 +129,8 @@ _USERS = text(
     ) AS k
     LEFT JOIN LATERAL (
         SELECT u.slug,
-               CASE WHEN u.version <= :version
-                         AND (:admin OR u.owner IS NOT DISTINCT FROM CAST(:integrator AS text))
-                    THEN u.line_digest END AS line_digest
+               CASE WHEN u.version <= :version AND {_WRITERS} THEN u.line_digest END
+                   AS line_digest
         FROM users u WHERE u.id = k.id LIMIT 1
     ) AS u ON true
     """
