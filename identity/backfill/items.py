@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, TypeAdapter, ValidationError, model_validator
 
 from identity import json_input
-from identity.backfill.known import line_digest
+from identity.backfill.digests import line_digest
 from identity.backfill.plain import plain_agent, plain_object, plain_user, version_of
 from identity.errors import IdmirrorError, InvalidWebhookUrl, ValidationFailed
 from identity.keys import AgentKey, LedgerKey, NodeTypeKey, UserKey

@@ -12,9 +12,8 @@ in line order. A part's statements are sent without waiting for their answer (ps
 pipeline mode), and answered while the receiver reads the part before.
 
 What keeps the verdict the one the chunk apply would give:
-- the digest covers the line's bytes and the key it wrote, and its seed what the line's validity
-  depends on: the private webhooks setting, the versions of Python and of the libraries that
-  validate it, and a rules version to bump when validation changes;
+- the digest covers the line's bytes, the key it wrote and what its validity depends on
+  (digests.py);
 - a line is known only to the writer the chunk apply would let write its row: an admin, or the
   integrator that owns the user (or the agent's user), as the apply checks before anything else;
 - a line takes this path only if its key has not come earlier in the input (a Bloom filter of
@@ -34,9 +33,6 @@ of agent lines finds none known (a first load), lookups back off, skipping up to
 return after the first part that finds some.
 """
 
-import hashlib
-import importlib.metadata
-import platform
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -53,8 +49,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from identity.access import Actor
+from identity.backfill.digests import SEEDS
 
-RULES = b"3"  # bump when validation or the digest changes what a line means
 SEEN_CAPACITY = 2_000_000  # keys; past it the filter's false positives grow (2.4 MB)
 MOVING_CAPACITY = 500_000  # user slugs (0.6 MB)
 MAX_BACKOFF = 32
@@ -62,7 +58,7 @@ MAX_BACKOFF = 32
 Transaction = Callable[[], AbstractContextManager[Session]]
 
 # A key's text, not its rules: a row holds a line's digest only if that line wrote it as the key
-# the digest covers (`line_digest`), so a key taken from the line's text that is not the one the
+# the digest covers (digests.py), so a key taken from the line's text that is not the one the
 # line was applied as finds no row holding the candidate's digest. A looser pattern only sends
 # more lines the long way, and costs less to match than SLUG_RE's.
 _SLUG = rb"[a-z0-9-]{1,64}"  # a slug's characters and length (identity/keys.py)
@@ -138,46 +134,6 @@ _USERS = text(
 
 _USERS_SQL = _psycopg_sql(_USERS)
 
-# What a line's verdict also depends on, besides its bytes and the setting: the libraries that
-# validate it and Python's own (`ipaddress` judges webhook hosts); an upgrade that changes how an
-# email is normalised or which webhook host passes must not leave rows known.
-VALIDATORS = ("pydantic", "pydantic-core", "email-validator", "idna", "msgspec")
-
-
-def _seed(allow_private_webhooks: bool) -> int:
-    versions = ",".join(
-        [f"python={platform.python_version()}"]
-        + [f"{name}={_version(name)}" for name in VALIDATORS]
-    )
-    private = b"-private" if allow_private_webhooks else b""
-    personal = b"lines-" + RULES + private + b"-" + versions.encode()
-    return int.from_bytes(hashlib.blake2b(personal, digest_size=8).digest())
-
-
-def _version(distribution: str) -> str:
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return "none"
-
-
-_SEEDS = {allow: _seed(allow) for allow in (False, True)}
-
-
-# A line's digest is XXH3's 128 bits over the line and the key it wrote, seeded as above. The key
-# is in it because a lookup finds the row through the key its pattern took from the line, and an
-# agent's through its user's slug, which may move: a line whose key text misleads the pattern (an
-# escaped "key" beside a plain one in metadata) must not find the row its real key wrote, should
-# its user take that other slug later. Not a cryptographic hash, and it need not be: the lookups
-# find only rows the run's writer may write (an agent's user's owner), so lines made to collide
-# could only make a writer's own change count as unchanged, which not sending it does as well.
-# About eight times faster than BLAKE2b on a line of 200 bytes, and every line of an upload that
-# reads known lines is digested.
-def line_digest(raw: bytes, key: str, *, allow_private_webhooks: bool) -> str:
-    """What a row remembers of the line that wrote it as `key` (a ledger key), in hex."""
-    named = raw + b"\n" + key.partition(":")[2].encode()
-    return xxhash.xxh3_128_hexdigest(named, _SEEDS[allow_private_webhooks])
-
 
 @dataclass(slots=True)
 class Candidate:
@@ -202,7 +158,7 @@ class KnownLines:
         self.seen = Bloom(SEEN_CAPACITY, 0.01)
         self.moving = Bloom(MOVING_CAPACITY, 0.01)
         self.agents_off = False
-        self._seed = _SEEDS[allow_private_webhooks]
+        self._seed = SEEDS[allow_private_webhooks]
         self._backoff = 0
         self._skip = 0
 
@@ -241,7 +197,7 @@ class KnownLines:
             elif (match := find_agent(raw)) is not None:
                 if agents_on and raw.count(b'"key"') == 1:
                     name, user_slug = match.group(1, 2)
-                    named = raw + b"\n" + name  # as line_digest has it
+                    named = raw + b"\n" + name  # as digests.line_digest has it
                     candidate = Candidate(
                         "agent", "agent:" + name.decode(), user_slug.decode(), digest(named, seed)
                     )

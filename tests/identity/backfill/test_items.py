@@ -4,8 +4,8 @@ import json
 
 import pytest
 
+from identity.backfill.digests import line_digest
 from identity.backfill.items import Failure, ItemParser, Parsed
-from identity.backfill.known import line_digest
 
 SNAPSHOT = 1_700_000_000_000_000
 _IDNA_LABEL = "xn--" + ("\u4e2d" * 35).encode("punycode").decode()  # 35 CJK characters

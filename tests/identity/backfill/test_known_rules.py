@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 
 from identity.access import Actor
-from identity.backfill import known as known_lines
+from identity.backfill import digests
+from identity.backfill.digests import line_digest
 from identity.backfill.items import ItemParser, Parsed
-from identity.backfill.known import Candidate, KnownLines, line_digest
+from identity.backfill.known import Candidate, KnownLines
 from tests.identity.backfill.uploads import agent_item, user_item
 
 
@@ -128,14 +129,14 @@ def test_the_digest_depends_on_the_versions_of_the_libraries_that_validate_lines
     """An upgrade of email-validator may normalise an email otherwise: the rows a line wrote
     before must not pass for what the line means now."""
     installed = importlib.metadata.version
-    before = known_lines._seed(False)
-    for name in known_lines.VALIDATORS:
+    before = digests._seeds()[False]
+    for name in digests.VALIDATORS:
         monkeypatch.setattr(
             importlib.metadata, "version", lambda d, n=name: "0.0.1" if d == n else installed(d)
         )
-        assert known_lines._seed(False) != before, name
+        assert digests._seeds()[False] != before, name
     monkeypatch.undo()
-    assert known_lines._seed(False) == before
+    assert digests._seeds()[False] == before
 
 
 def test_only_pieces_of_agent_lines_that_find_none_back_off() -> None:
