@@ -18,7 +18,7 @@ from identity.access import Actor
 from identity.backfill import receive
 from identity.backfill.items import Parsed
 from identity.backfill.pull import PullReceiver
-from identity.backfill.receive import LOOKUP_LINES
+from identity.backfill.receive import LOOKUP_LINES, Receiver
 from identity.backfill.upload import UploadReceiver
 from identity.db import get_engine, transaction
 from identity.schemas import to_version
@@ -26,19 +26,24 @@ from identity.settings import get_settings
 from tests.identity.backfill.uploads import agent_item, ndjson, prefix, run_backfill, user_item
 
 
-class _ReadingOnly(UploadReceiver):
-    """An upload receiver that stores nothing and notes the lines it reads the long way: its
-    lookups are real, and only its verdicts are compared."""
+class _NotingReads(Receiver):
+    """A receiver that notes the lines it reads the long way (its lookups are real)."""
+
+    read_lines: list[int]
+
+    def _take(self, line: int, raw: bytes) -> Parsed | None:
+        self.read_lines.append(line)
+        return super()._take(line, raw)
+
+
+class _ReadingOnly(_NotingReads, UploadReceiver):
+    """An upload receiver that stores nothing: only its verdicts are compared."""
 
     def __init__(self, snapshot_version: int, transaction: Any = transaction) -> None:
         super().__init__(
             str(uuid.uuid4()), snapshot_version, get_settings(), transaction, known_lines=Actor()
         )
-        self.read_lines: list[int] = []
-
-    def _take(self, line: int, raw: bytes) -> Parsed | None:
-        self.read_lines.append(line)
-        return super()._take(line, raw)
+        self.read_lines = []
 
     def _write(self, chunks: Any, state: Any = None) -> None:
         pass
@@ -171,8 +176,8 @@ def test_lookups_probe_indexes_even_on_tables_analyzed_empty(domain: None) -> No
     assert len(after) == 2 and sorted(after) == sorted(before)
 
 
-class _PullReading(PullReceiver):
-    """A pull receiver from `first_line` on that notes the lines it reads the long way."""
+class _PullReading(_NotingReads, PullReceiver):
+    """A pull receiver from `first_line` on."""
 
     def __init__(self, first_line: int) -> None:
         snapshot = to_version(datetime.now(UTC))
@@ -185,11 +190,7 @@ class _PullReading(PullReceiver):
             stored=(0, 0),
             known_lines=Actor(),
         )
-        self.read_lines: list[int] = []
-
-    def _take(self, line: int, raw: bytes) -> Parsed | None:
-        self.read_lines.append(line)
-        return super()._take(line, raw)
+        self.read_lines = []
 
 
 def test_a_pull_resumed_from_a_checkpoint_reads_every_line(
