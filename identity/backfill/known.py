@@ -288,6 +288,9 @@ class Asker:
             # run), and PostgreSQL may then run one plan made from the table sizes of that
             # moment: made while `users` or `agents` was small, or analyzed empty, it scans the
             # table whole for every line once a first load has filled it. Index probes only.
+            # Such a plan could also read whole any index of `agents` partial on what the lookup
+            # asks (`deleted_at IS NULL`) but for the key's own, agents_live_key: there is none
+            # (migration 0015; tests/identity/backfill/test_known_plans.py).
             connection.execute("SET LOCAL enable_seqscan = off")
             self._connection = connection
         return self._connection

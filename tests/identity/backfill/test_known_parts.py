@@ -142,40 +142,6 @@ def test_a_piece_with_nothing_to_look_up_opens_no_transaction() -> None:
     assert opened == [] and receiver.read_lines == list(range(1, 51))
 
 
-def test_lookups_probe_indexes_even_on_tables_analyzed_empty(domain: None) -> None:
-    """psycopg keeps the lookups prepared, and PostgreSQL may run one plan made from the table
-    sizes of that moment: made on tables analyzed empty, it scanned `users` whole for every
-    line while a first load filled it (seconds a part). The lookups never scan the tables."""
-    schema = f"lookups_{uuid.uuid4().hex[:8]}"
-    scans = text("SELECT relname, seq_scan FROM pg_stat_xact_user_tables WHERE schemaname = :s")
-    before: list[Any] = []
-    after: list[Any] = []
-
-    @contextmanager
-    def on_empty_tables() -> Iterator[Session]:
-        with transaction() as session:
-            for table in ("users", "agents"):
-                session.execute(text(f"CREATE TABLE {schema}.{table} (LIKE {table} INCLUDING ALL)"))
-                session.execute(text(f"ANALYZE {schema}.{table}"))
-            session.execute(text(f"SET LOCAL search_path TO {schema}, public"))
-            before.extend(session.execute(scans, {"s": schema}).all())  # building the indexes
-            yield session
-            after.extend(session.execute(scans, {"s": schema}).all())
-            session.rollback()
-
-    with transaction() as session:
-        session.execute(text(f"CREATE SCHEMA {schema}"))
-    try:
-        receiver = _ReadingOnly(to_version(datetime.now(UTC)), on_empty_tables)
-        users = [user_item(f"u{i}") for i in range(8)]
-        receiver.feed(ndjson([*users, *(agent_item(f"bot@u{i}") for i in range(8))]))
-        receiver.close()
-    finally:
-        with transaction() as session:
-            session.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-    assert len(after) == 2 and sorted(after) == sorted(before)
-
-
 class _PullReading(_NotingReads, PullReceiver):
     """A pull receiver from `first_line` on."""
 
