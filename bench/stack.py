@@ -22,6 +22,7 @@ from pathlib import Path
 import psutil
 import psycopg
 import redis
+from psycopg import sql
 
 from cli.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from cli.main import run_migrations
@@ -90,6 +91,9 @@ class Stack:
 
     config: StackConfig = field(default_factory=StackConfig)
     keep: bool = False
+    # Server settings for every session of the database (ALTER DATABASE ... SET), made before the
+    # services start: for a database of the stack's own, not one that outlives it.
+    database_settings: dict[str, str] = field(default_factory=dict)
 
     home: Path = field(init=False)
     database_url: str = field(init=False)
@@ -133,6 +137,10 @@ class Stack:
             redis_url = self._redis.start()
         self.database_url, self.redis_url = database_url, redis_url
         run_migrations(database_url)
+        with psycopg.connect(self.pg_conninfo, autocommit=True) as conn:
+            for name, value in self.database_settings.items():  # none unless asked
+                statement = f"ALTER DATABASE {{}} SET {name} = {{}}"
+                conn.execute(sql.SQL(statement).format(sql.Identifier(conn.info.dbname), value))
 
         self.port = free_port()
         self.env = {
