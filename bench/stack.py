@@ -137,10 +137,12 @@ class Stack:
             redis_url = self._redis.start()
         self.database_url, self.redis_url = database_url, redis_url
         run_migrations(database_url)
-        with psycopg.connect(self.pg_conninfo, autocommit=True) as conn:
-            for name, value in self.database_settings.items():  # none unless asked
-                statement = f"ALTER DATABASE {{}} SET {name} = {{}}"
-                conn.execute(sql.SQL(statement).format(sql.Identifier(conn.info.dbname), value))
+        if self.database_settings:
+            with psycopg.connect(self.pg_conninfo, autocommit=True) as conn:
+                for name, value in self.database_settings.items():
+                    statement = f"ALTER DATABASE {{}} SET {name} = {{}}"
+                    target = sql.Identifier(conn.info.dbname)
+                    conn.execute(sql.SQL(statement).format(target, value))
 
         self.port = free_port()
         self.env = {
