@@ -6,10 +6,11 @@ line whose row still holds its digest, and is not newer than the run's snapshot,
 classified `unchanged` by the chunk apply: same fields, nothing newer. The receiver asks
 Postgres about a part of the input at once (`ask`, then an `Asker`), counts those lines as
 unchanged, and validates, stores and applies only the others. Every line of such an upload
-passes here, so the work per line is kept to a regex, a digest and one small object; each
-statement takes the part's keys and digests as two strings and answers one character per line,
-in line order. A part's statements are sent without waiting for their answer (psycopg's
-pipeline mode), and answered while the receiver reads the part before.
+passes here, so the work per line is kept to a regex, a digest and a tuple (no decoding, no
+object of a class); each statement takes the part's keys and digests as two strings and answers
+one character per line, in line order. A part's statements are sent without waiting for their
+answer (psycopg's pipeline mode), on one of two connections in turn: Postgres looks up two parts
+at once while the receiver reads the part before them.
 
 What keeps the verdict the one the chunk apply would give:
 - the digest covers the line's bytes, the key it wrote and what its validity depends on
@@ -35,9 +36,9 @@ return after the first part that finds some.
 
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sized
 from contextlib import AbstractContextManager, ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -54,6 +55,10 @@ from identity.backfill.digests import SEEDS
 SEEN_CAPACITY = 2_000_000  # keys; past it the filter's false positives grow (2.4 MB)
 MOVING_CAPACITY = 500_000  # user slugs (0.6 MB)
 MAX_BACKOFF = 32
+# Connections that look up parts at once, each one part at a time: a part's lookup costs
+# Postgres more than reading the part costs the receiver, and with one connection the receiver
+# of a re-sent upload waited for answers for about two fifths of its time.
+LANES = 2
 # How a receiver opens a transaction.
 Transaction = Callable[[], AbstractContextManager[Session]]
 
@@ -135,16 +140,18 @@ _USERS = text(
 _USERS_SQL = _psycopg_sql(_USERS)
 
 
-@dataclass(slots=True)
-class Candidate:
-    """A line that names its key plainly enough to be looked up."""
+# A line that names its key plainly enough to be looked up: (name, user_slug, digest, slot).
+# `name` is its key after the kind ("slug@user_slug", or a user's id), `user_slug` an agent's
+# owner (None for a user), `digest` the line's, and `slot` its place among its part's agents or
+# users, where the lookup's answer has its flag. A plain tuple of the line's bytes: every line of
+# a re-sent upload makes one, and an object of a class holding decoded strings cost about 0.4 us
+# more a line, where finding and digesting the key cost about 0.8.
+Candidate = tuple[bytes, bytes | None, bytes, int]
 
-    kind: str  # "user" | "agent"
-    key: str  # the ledger key
-    user_slug: str | None  # agents: the owner's slug
-    digest: bytes  # the line's digest
-    known: bool = False  # the row holds this line's digest and is not newer than the snapshot
-    stored_slug: str | None = None  # users: the slug the row has now
+
+def name_of(key: str) -> bytes:
+    """A ledger key ("agent:bot@govind") as a candidate names it (b"bot@govind")."""
+    return key.partition(":")[2].encode()
 
 
 class KnownLines:
@@ -172,16 +179,15 @@ class KnownLines:
         if users_only:
             self._skip -= 1
         found = self._candidates(lines, users_only=users_only)
-        agents = [c for c in found if c is not None and c.kind == "agent"]
-        users = [c for c in found if c is not None and c.kind == "user"]
-        return Lookup(found, agents, users)
+        agents = [c for c in found if c is not None and c[1] is not None]
+        users = [c for c in found if c is not None and c[1] is None]
+        return Lookup(found, agents, users, "0" * len(agents), "0" * len(users))
 
     def settle(self, lookup: "Lookup") -> None:
         """Back off, or not, from an answered lookup's agents; in the order of the parts."""
         if lookup.agents:
-            self._backoff = (
-                0 if lookup.agents_found else min(max(2 * self._backoff, 1), MAX_BACKOFF)
-            )
+            found = "1" in lookup.agents_known
+            self._backoff = 0 if found else min(max(2 * self._backoff, 1), MAX_BACKOFF)
             self._skip = self._backoff
 
     def _candidates(self, lines: list[bytes], *, users_only: bool) -> list[Candidate | None]:
@@ -190,6 +196,7 @@ class KnownLines:
         find_agent, find_user = _AGENT_KEY.search, _USER_ID.search
         digest, seed = xxhash.xxh3_128_digest, self._seed
         found: list[Candidate | None] = []
+        agents = users = 0  # the slots taken
         for raw in lines:
             candidate = None
             if users_only and b'"user"' not in raw:
@@ -197,33 +204,36 @@ class KnownLines:
             elif (match := find_agent(raw)) is not None:
                 if agents_on and raw.count(b'"key"') == 1:
                     name, user_slug = match.group(1, 2)
-                    named = raw + b"\n" + name  # as digests.line_digest has it
-                    candidate = Candidate(
-                        "agent", "agent:" + name.decode(), user_slug.decode(), digest(named, seed)
-                    )
+                    # As digests.line_digest has it.
+                    candidate = (name, user_slug, digest(raw + b"\n" + name, seed), agents)
+                    agents += 1
             elif raw.count(b'"id"') == 1 and (match := find_user(raw)) is not None:
-                uid = match.group(1)
-                named = raw + b"\n" + uid
-                candidate = Candidate("user", "user:" + uid.decode(), None, digest(named, seed))
+                name = match.group(1)
+                candidate = (name, None, digest(raw + b"\n" + name, seed), users)
+                users += 1
             found.append(candidate)
         return found
 
-    def take_run(self, found: list[Candidate | None], start: int, counts: Counter[str]) -> int:
+    def take_run(self, lookup: "Lookup", start: int, counts: Counter[str]) -> int:
         """Take a part's lines from `start` on as unchanged, in input order, counting them by
-        kind in `counts`, up to the first one refused: its index (`len(found)` if none). Call
-        `read` for that line if validation accepts it, then go on after it. One loop, not a call
-        per line: every line of a re-run passes here."""
+        kind in `counts`, up to the first one refused: its index (`len(lookup.found)` if none).
+        Call `read` for that line if validation accepts it, then go on after it. One loop, not
+        a call per line: every line of a re-run passes here."""
+        found, agents_known, users_known = lookup.found, lookup.agents_known, lookup.users_known
         seen, moving, agents_off = self.seen, self.moving, self.agents_off
         index, end, users = start, len(found), 0
         while index < end:
             candidate = found[index]
-            if candidate is None or not candidate.known or candidate.key in seen:
+            if candidate is None:
                 break
-            if candidate.kind == "user":
+            name, user_slug, _, slot = candidate
+            if user_slug is None:
+                if users_known[slot] != "1" or name in seen:
+                    break
                 users += 1
-            elif agents_off or candidate.user_slug in moving:
+            elif agents_off or agents_known[slot] != "1" or user_slug in moving or name in seen:
                 break
-            seen.add(candidate.key)
+            seen.add(name)
             index += 1
         if users:  # a count of zero would make `counts` look like something to store
             counts["user"] += users
@@ -231,83 +241,97 @@ class KnownLines:
             counts["agent"] += agents
         return index
 
-    def read(self, kind: str, key: str, slug: str | None, candidate: Candidate | None) -> None:
-        """A line went the long way as `key`: later lines of that key must too, and a user's
-        slugs, the new and the stored one, may now belong to someone else."""
-        self.seen.add(key)
+    def read(self, kind: str, key: str, slug: str | None, lookup: "Lookup", index: int) -> None:
+        """Line `index` of the part went the long way as `key`: later lines of that key must
+        too, and a user's slugs, the new and the stored one, may now belong to someone else."""
+        name = name_of(key)
+        self.seen.add(name)
         if kind != "user":
             return
         if slug is not None:
-            self.moving.add(slug)
-        if candidate is None or candidate.key != key:
+            self.moving.add(slug.encode())
+        candidate = lookup.found[index]
+        if candidate is None or candidate[1] is not None or candidate[0] != name:
             self.agents_off = True  # read without asking for its stored slug
-        elif candidate.stored_slug is not None:
-            self.moving.add(candidate.stored_slug)
+        elif stored := lookup.stored_slugs[candidate[3]]:
+            self.moving.add(stored.encode())
 
 
 @dataclass(slots=True)
 class Lookup:
-    """One part's candidates, the agents and users among them to ask about, and the answers'
-    cursors while they are on their way."""
+    """One part's candidates, the agents and users among them to ask about, the answers (a
+    flag per agent and per user, "1" where known, "0" until answered), and their cursors while
+    they are on their way."""
 
-    found: list[Candidate | None]
+    found: list[Candidate | None]  # a line's candidate, or None if it names no key plainly
     agents: list[Candidate]
     users: list[Candidate]
-    agents_found: bool = False  # some agent is known (set by `Asker.receive`)
+    agents_known: str
+    users_known: str
+    stored_slugs: list[str] = field(default_factory=list)  # a user's slug now ("": no row)
     _agents_answer: "psycopg.Cursor[Any] | None" = None
     _users_answer: "psycopg.Cursor[Any] | None" = None
 
 
 class Asker:
-    """Sends a part's lookups without waiting for their answers, on one connection in psycopg's
-    pipeline mode, so that Postgres looks up a part while the receiver reads the part before.
+    """Sends parts' lookups without waiting for their answers, in psycopg's pipeline mode, on
+    `LANES` connections in turn, so that Postgres looks up the next parts while the receiver
+    reads the part before them.
 
-    One part is in flight at a time: `receive` the last part sent before sending the next (its
-    answer is flushed on request, which would come after any statement sent behind it)."""
+    Each connection has one part in flight (its answer is flushed on request, which would come
+    after any statement sent behind it): `receive` the parts in the order they were sent, and
+    keep at most `LANES` of them unanswered."""
 
     def __init__(self, stack: ExitStack, transaction: Transaction, known: KnownLines) -> None:
         self._stack = stack
         self._transaction = transaction
-        self._connection: psycopg.Connection[Any] | None = None
+        self._lanes: list[psycopg.Connection[Any]] = []
+        self._sent = 0  # parts sent: the next one goes to lane `_sent % LANES`
         self._common = {
             "version": known.version,
             "integrator": known.writer.integrator,
             "admin": known.writer.admin,
         }
 
+    def _lane(self) -> "psycopg.Connection[Any]":
+        """The next part's connection, opened when first needed (a first load's pieces of agent
+        lines, backing off, ask nothing)."""
+        lane = self._sent % LANES
+        if lane == len(self._lanes):
+            self._lanes.append(self._connect())
+        self._sent += 1
+        return self._lanes[lane]
+
     def _connect(self) -> "psycopg.Connection[Any]":
-        """The connection, in a transaction and pipeline mode from the first part that asks
-        anything (a first load's pieces of agent lines, backing off, ask nothing)."""
-        if self._connection is None:
-            session = self._stack.enter_context(self._transaction())
-            self._stack.enter_context(_as_dbapi_errors())  # as the transaction sees them
-            connection = session.connection().connection.driver_connection
-            assert isinstance(connection, psycopg.Connection)
-            self._stack.enter_context(connection.pipeline())
-            # psycopg keeps the lookups prepared (planning each costs about a sixth of its
-            # run), and PostgreSQL may then run one plan made from the table sizes of that
-            # moment: made while `users` or `agents` was small, or analyzed empty, it scans the
-            # table whole for every line once a first load has filled it. Index probes only.
-            # Such a plan could also read whole any index of `agents` partial on what the lookup
-            # asks (`deleted_at IS NULL`) but for the key's own, agents_live_key: there is none
-            # (migration 0015; tests/identity/backfill/test_known_plans.py).
-            connection.execute("SET LOCAL enable_seqscan = off")
-            self._connection = connection
-        return self._connection
+        """A connection of its own transaction, in pipeline mode."""
+        session = self._stack.enter_context(self._transaction())
+        self._stack.enter_context(_as_dbapi_errors())  # as the transaction sees them
+        connection = session.connection().connection.driver_connection
+        assert isinstance(connection, psycopg.Connection)
+        self._stack.enter_context(connection.pipeline())
+        # psycopg keeps the lookups prepared (planning each costs about a sixth of its run), and
+        # PostgreSQL may then run one plan made from the table sizes of that moment: made while
+        # `users` or `agents` was small, or analyzed empty, it scans the table whole for every
+        # line once a first load has filled it. Index probes only. Such a plan could also read
+        # whole any index of `agents` partial on what the lookup asks (`deleted_at IS NULL`) but
+        # for the key's own, agents_live_key: there is none (migration 0015;
+        # tests/identity/backfill/test_known_plans.py).
+        connection.execute("SET LOCAL enable_seqscan = off")
+        return connection
 
     def send(self, lookup: Lookup) -> None:
         """Start the part's statements (agents, users) on their way."""
         if not lookup.agents and not lookup.users:
             return
-        connection = self._connect()
+        connection = self._lane()
         with _as_dbapi_errors():
             if lookup.agents:
                 lookup._agents_answer = connection.execute(
                     _AGENTS_SQL,
                     {
-                        "names": ",".join([c.key[6:] for c in lookup.agents]),  # after "agent:"
-                        "digests": b"".join([c.digest for c in lookup.agents]),
-                        "user_slugs": ",".join({c.user_slug or "" for c in lookup.agents}),
+                        "names": b",".join([c[0] for c in lookup.agents]).decode(),
+                        "digests": b"".join([c[2] for c in lookup.agents]),
+                        "user_slugs": b",".join({c[1] or b"" for c in lookup.agents}).decode(),
                         **self._common,
                     },
                 )
@@ -315,31 +339,38 @@ class Asker:
                 lookup._users_answer = connection.execute(
                     _USERS_SQL,
                     {
-                        "ids": ",".join([c.key[5:] for c in lookup.users]),  # after "user:"
-                        "digests": b"".join([c.digest for c in lookup.users]),
+                        "ids": b",".join([c[0] for c in lookup.users]).decode(),
+                        "digests": b"".join([c[2] for c in lookup.users]),
                         **self._common,
                     },
                 )
 
     def receive(self, lookup: Lookup) -> None:
-        """Wait for the part's answers and mark its known candidates (and users' stored slugs)."""
+        """Wait for the part's answers: which candidates are known, and users' stored slugs."""
         with _as_dbapi_errors():
             if (answer := lookup._agents_answer) is not None:
                 flags = _one(answer)[0]
-                for c, flag in zip(lookup.agents, flags, strict=True):  # one flag per agent
-                    c.known = flag == "1"
-                lookup.agents_found = "1" in flags
+                _one_each(flags, lookup.agents)
+                lookup.agents_known = flags
             if (answer := lookup._users_answer) is not None:
                 flags, slugs = _one(answer)
-                for c, flag, slug in zip(lookup.users, flags, slugs.split(","), strict=True):
-                    c.known, c.stored_slug = flag == "1", slug or None
+                stored = slugs.split(",")
+                _one_each(flags, lookup.users)
+                _one_each(stored, lookup.users)
+                lookup.users_known, lookup.stored_slugs = flags, stored
         lookup._agents_answer = lookup._users_answer = None
+
+
+def _one_each(answer: Sized, asked: list[Candidate]) -> None:
+    """An answer has one entry per candidate asked about, or none of it is trusted."""
+    if len(answer) != len(asked):
+        raise ValueError(f"{len(answer)} answers for {len(asked)} lines")
 
 
 @contextmanager
 def asking(transaction: Transaction, known: KnownLines) -> Iterator[Asker]:
-    """An `Asker` for `known`'s lookups whose transaction, if it asks anything, ends with the
-    block."""
+    """An `Asker` for `known`'s lookups whose transactions (one per connection it opened) end
+    with the block."""
     with _as_dbapi_errors(), ExitStack() as stack:
         yield Asker(stack, transaction, known)
 

@@ -10,14 +10,14 @@ resumed from its cursor stores nothing twice.
 
 import time
 from abc import ABC, abstractmethod
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import replace
 from typing import Any
 
 from identity.access import Actor
 from identity.backfill.flow import Work, complete, finish_receiving
 from identity.backfill.items import Failure, ItemParser, Parsed, bucket_of
-from identity.backfill.known import KnownLines, Lookup, Transaction, asking
+from identity.backfill.known import LANES, KnownLines, Lookup, Transaction, asking
 from identity.backfill.store import Batch, Chunk, InputLost, InputOrder, store
 from identity.backfill.writer import Store
 from identity.errors import ValidationFailed
@@ -27,8 +27,8 @@ BOM = b"\xef\xbb\xbf"
 # Lines known unchanged wait for the next store this long at most (while lines come): a store
 # costs more than reading a piece of known lines, and progress needs no finer grain.
 TALLY_SECONDS = 0.5
-# Lines looked up in one statement. A piece of an upload (512 KiB, some 3,000 lines) makes a few
-# parts, and each part is looked up while the part before it is read.
+# Lines looked up in one statement. A piece of an upload (512 KiB, some 3,000 lines, growing to
+# 4 MiB) makes a few parts, and the next parts are looked up while one is read.
 LOOKUP_LINES = 1_000
 
 
@@ -117,21 +117,22 @@ class Receiver(ABC):
             return
         if not lines:
             return
-        # In parts, each part's lookup on its way while the part before is read.
-        known, before = self.known, None
+        # In parts, the lookups of the next parts (up to LANES) on their way while one is read.
+        known, flight = self.known, deque[tuple[list[int], list[bytes], Lookup]]()
         with asking(self.transaction, known) as asker:
             for start in range(0, len(lines), LOOKUP_LINES):
                 end = start + LOOKUP_LINES
-                lookup = known.ask(lines[start:end])
+                part = numbers[start:end], lines[start:end], known.ask(lines[start:end])
+                before = flight.popleft() if len(flight) == LANES else None
                 if before is not None:
-                    asker.receive(before[2])
-                asker.send(lookup)
+                    asker.receive(before[2])  # frees its lane for this part
+                asker.send(part[2])
+                flight.append(part)
                 if before is not None:
                     self._read_known(*before)
-                before = numbers[start:end], lines[start:end], lookup
-            if before is not None:
-                asker.receive(before[2])
-        if before is not None:
+            for _, _, lookup in flight:
+                asker.receive(lookup)
+        for before in flight:
             self._read_known(*before)
         if (
             self._unchanged.total() >= self.chunk_size
@@ -144,12 +145,11 @@ class Receiver(ABC):
         known = self.known
         assert known is not None
         known.settle(lookup)
-        found, index, end = lookup.found, 0, len(lines)
-        while (index := known.take_run(found, index, self._unchanged)) < end:
-            candidate = found[index]
+        index, end = 0, len(lines)
+        while (index := known.take_run(lookup, index, self._unchanged)) < end:
             parsed = self._take(numbers[index], lines[index])
             if parsed is not None:
-                known.read(parsed.kind, parsed.key, parsed.slug, candidate)
+                known.read(parsed.kind, parsed.key, parsed.slug, lookup, index)
             index += 1
 
     def _number(self, entries: list[bytes | None]) -> tuple[list[int], list[bytes]]:

@@ -9,10 +9,12 @@ from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 
 import psycopg
+import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from identity.access import Actor
+from identity.backfill import known as known_module
 from identity.backfill.known import KnownLines, asking
 from identity.db import transaction
 from identity.schemas import to_version
@@ -95,7 +97,7 @@ def test_lookups_probe_indexes_even_on_tables_analyzed_empty(domain: None) -> No
 
 
 def test_a_plan_made_on_empty_tables_probes_a_key_per_line_once_they_are_full(
-    domain: None,
+    domain: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A plan made while `agents` was empty read a whole index of live agents for every line
     once a first load had filled the table (20 to 50 seconds a part, the upload stalled): any
@@ -104,11 +106,12 @@ def test_a_plan_made_on_empty_tables_probes_a_key_per_line_once_they_are_full(
     lines = ndjson([agent_item(f"bot{i}@u{i}") for i in range(8)]).splitlines()
     known = _known()
     reads: Reads = {}
+    monkeypatch.setattr(known_module, "LANES", 1)  # both lookups on the connection of the plan
     with asking(_copies(reads, generic_plans=True), known) as asker:
         empty = known.ask(lines)
         asker.send(empty)
         asker.receive(empty)  # the plan is made now, on empty tables
-        connection = asker._connect()
+        (connection,) = asker._lanes
         for statement in _FILL:
             connection.execute(statement)
         full = known.ask(lines)

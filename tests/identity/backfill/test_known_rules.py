@@ -12,40 +12,56 @@ from identity.access import Actor
 from identity.backfill import digests
 from identity.backfill.digests import line_digest
 from identity.backfill.items import ItemParser, Parsed
-from identity.backfill.known import Candidate, KnownLines
+from identity.backfill.known import Candidate, KnownLines, Lookup, name_of
 from tests.identity.backfill.uploads import agent_item, user_item
 
 
-def known(
-    kind: str, key: str, user_slug: str | None = None, stored_slug: str | None = None
-) -> Candidate:
-    return Candidate(kind, key, user_slug, b"", known=True, stored_slug=stored_slug)
+def answered(*lines: tuple[str, bool] | None, stored: dict[str, str] | None = None) -> Lookup:
+    """A part's lookup as its answer left it: each line not looked up (None), or looked up as
+    (ledger key, known); `stored` gives users' slugs as their rows have them."""
+    found: list[Candidate | None] = []
+    agents: list[Candidate] = []
+    users: list[Candidate] = []
+    flags = {"agent": "", "user": ""}
+    for line in lines:
+        candidate = None
+        if line is not None:
+            key, known = line
+            kind, name = key.split(":")[0], name_of(key)
+            asked = agents if kind == "agent" else users
+            user_slug = name.partition(b"@")[2] if kind == "agent" else None
+            candidate = (name, user_slug, b"", len(asked))
+            asked.append(candidate)
+            flags[kind] += "1" if known else "0"
+        found.append(candidate)
+    slugs = [(stored or {}).get(f"user:{c[0].decode()}", "") for c in users]
+    return Lookup(found, agents, users, flags["agent"], flags["user"], slugs)
 
 
-def take(lines: KnownLines, candidate: Candidate) -> bool:
-    """Whether `lines` takes the candidate as unchanged, a part of one line."""
-    return lines.take_run([candidate], 0, Counter()) == 1
+def take(lines: KnownLines, key: str) -> bool:
+    """Whether `lines` takes a known line of `key` as unchanged, a part of one line."""
+    return lines.take_run(answered((key, True)), 0, Counter()) == 1
 
 
 def test_a_key_is_known_only_the_first_time_it_comes() -> None:
     lines = KnownLines(1, writer=Actor(), allow_private_webhooks=False)
-    assert take(lines, known("agent", "agent:bot@a", "a"))
-    assert not take(lines, known("agent", "agent:bot@a", "a"))
-    lines.read("agent", "agent:other@a", None, None)
-    assert not take(lines, known("agent", "agent:other@a", "a"))
+    assert take(lines, "agent:bot@a")
+    assert not take(lines, "agent:bot@a")
+    lines.read("agent", "agent:other@a", None, answered(None), 0)
+    assert not take(lines, "agent:other@a")
 
 
 def test_a_run_of_known_lines_stops_at_the_first_line_refused_and_counts_what_it_took() -> None:
     lines, counts = KnownLines(1, writer=Actor(), allow_private_webhooks=False), Counter[str]()
     uid = "3b7c2a0e-3f0c-4a8e-9a55-0d1c8c1f2b3a"
-    part = [
-        known("user", f"user:{uid}"),
-        known("agent", "agent:bot@a", "a"),
+    part = answered(
+        (f"user:{uid}", True),
+        ("agent:bot@a", True),
         None,  # not looked up
-        known("agent", "agent:bot@a", "a"),  # its key again
-        known("agent", "agent:bot2@a", "a"),
-        Candidate("agent", "agent:bot3@a", "a", b""),  # looked up, not known
-    ]
+        ("agent:bot@a", True),  # its key again
+        ("agent:bot2@a", True),
+        ("agent:bot3@a", False),  # looked up, not known
+    )
     assert lines.take_run(part, 0, counts) == 2 and counts == {"user": 1, "agent": 1}
     assert lines.take_run(part, 3, counts) == 3
     untouched = Counter[str]()
@@ -56,15 +72,24 @@ def test_a_run_of_known_lines_stops_at_the_first_line_refused_and_counts_what_it
 
 def test_user_lines_that_are_read_move_their_old_and_new_slugs() -> None:
     lines = KnownLines(1, writer=Actor(), allow_private_webhooks=False)
-    uid = "0b7c2a0e-3f0c-4a8e-9a55-0d1c8c1f2b3a"
-    lines.read("user", f"user:{uid}", "new", known("user", f"user:{uid}", stored_slug="old"))
-    assert not take(lines, known("agent", "agent:bot@new", "new"))
-    assert not take(lines, known("agent", "agent:bot@old", "old"))
-    assert take(lines, known("agent", "agent:bot@other", "other"))
+    key = "user:0b7c2a0e-3f0c-4a8e-9a55-0d1c8c1f2b3a"
+    lines.read("user", key, "new", answered((key, True), stored={key: "old"}), 0)
+    assert not take(lines, "agent:bot@new")
+    assert not take(lines, "agent:bot@old")
+    assert take(lines, "agent:bot@other")
     # A user read without a lookup (its stored slug unknown) turns agents off for the run.
-    lines.read("user", "user:1b7c2a0e-3f0c-4a8e-9a55-0d1c8c1f2b3a", "x", None)
-    assert not take(lines, known("agent", "agent:bot2@other", "other"))
-    assert take(lines, known("user", "user:2b7c2a0e-3f0c-4a8e-9a55-0d1c8c1f2b3a"))
+    lines.read("user", "user:1b7c2a0e-3f0c-4a8e-9a55-0d1c8c1f2b3a", "x", answered(None), 0)
+    assert not take(lines, "agent:bot2@other")
+    assert take(lines, "user:2b7c2a0e-3f0c-4a8e-9a55-0d1c8c1f2b3a")
+
+
+def test_a_user_read_as_another_key_than_it_was_asked_as_turns_agents_off() -> None:
+    """Its stored slug, asked for another key, says nothing of the row it wrote."""
+    lines = KnownLines(1, writer=Actor(), allow_private_webhooks=False)
+    asked = "user:0b7c2a0e-3f0c-4a8e-9a55-0d1c8c1f2b3a"
+    part = answered((asked, False), stored={asked: "old"})
+    lines.read("user", "user:1b7c2a0e-3f0c-4a8e-9a55-0d1c8c1f2b3a", "new", part, 0)
+    assert not take(lines, "agent:bot@other")
 
 
 @pytest.mark.parametrize(
@@ -96,10 +121,15 @@ def test_lines_are_looked_up_only_when_they_name_their_key_plainly(
 ) -> None:
     raw = json.dumps(line).encode()
     candidate = KnownLines(1, writer=Actor(), allow_private_webhooks=False).candidate(raw)
-    assert (candidate and (candidate.kind, candidate.key)) == expected
-    if candidate is not None:
-        digest = line_digest(raw, candidate.key, allow_private_webhooks=False)
-        assert candidate.digest.hex() == digest
+    if candidate is None:
+        assert expected is None
+        return
+    name, user_slug, digest, _ = candidate
+    kind = "user" if user_slug is None else "agent"
+    assert (kind, f"{kind}:{name.decode()}") == expected
+    if user_slug is not None:
+        assert user_slug == name.partition(b"@")[2]
+    assert digest.hex() == line_digest(raw, f"{kind}:{name.decode()}", allow_private_webhooks=False)
 
 
 def test_a_candidate_is_digested_as_the_parser_digests_the_line_it_stores() -> None:
@@ -111,8 +141,8 @@ def test_a_candidate_is_digested_as_the_parser_digests_the_line_it_stores() -> N
         candidate = KnownLines(1, writer=Actor(), allow_private_webhooks=False).candidate(raw)
         parsed = parser.parse(1, raw)
         assert candidate is not None and isinstance(parsed, Parsed)
-        assert candidate.key == parsed.key
-        assert candidate.digest.hex() == json.loads(parsed.stored)["h"]
+        assert candidate[0] == name_of(parsed.key)
+        assert candidate[2].hex() == json.loads(parsed.stored)["h"]
 
 
 def test_the_digest_depends_on_the_private_webhook_setting() -> None:
