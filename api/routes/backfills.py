@@ -1,5 +1,6 @@
 """POST/GET /v1/internal/backfills: bulk upserts from an NDJSON upload or an upstream source."""
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -118,6 +119,30 @@ def _get(backfill_id: str) -> BackfillOut:
         return backfill.get_backfill(session, backfill_id)
 
 
+class _Feeder:
+    """Feeds an upload's pieces to its receiver on a worker thread, one at a time, while the
+    event loop reads the next piece: the client sends on while the piece before is validated
+    (about a tenth of a re-sent upload's time was spent reading between pieces)."""
+
+    def __init__(self, receiver: UploadReceiver) -> None:
+        self._receiver = receiver
+        self._feeding: asyncio.Task[None] | None = None
+
+    async def feed(self, piece: bytes) -> list[Work]:
+        """Start feeding `piece` once the piece before is fed; returns the work that one made
+        runnable (user chunks that may run already). Raises the error of the piece before."""
+        await self.settle()
+        early = self._receiver.take_work()  # no piece is being fed: the receiver is ours
+        self._feeding = asyncio.create_task(run_in_threadpool(self._receiver.feed, piece))
+        return early
+
+    async def settle(self) -> None:
+        """Wait until the piece on its way, if any, is fed; raise its error."""
+        feeding, self._feeding = self._feeding, None
+        if feeding is not None:
+            await feeding
+
+
 def _interrupted(backfill_id: str) -> None:
     with transaction() as session:
         interrupt_upload(session, backfill_id)
@@ -133,16 +158,19 @@ async def _receive(
     receiver = UploadReceiver(
         run_id, to_version(run.snapshot_at), get_settings(), transaction, known_lines=known_lines
     )
+    feeder = _Feeder(receiver)
     try:
-        pending, piece = bytearray(), FIRST_PIECE_BYTES
-        async for data in request.stream():
-            pending += data
-            if len(pending) >= piece:
-                await run_in_threadpool(receiver.feed, bytes(pending))
-                pending.clear()
-                piece = min(2 * piece, MAX_PIECE_BYTES)
-                if early := receiver.take_work():  # user chunks that may run already
-                    await run_in_threadpool(_send, early)
+        try:
+            pending, piece = bytearray(), FIRST_PIECE_BYTES
+            async for data in request.stream():
+                pending += data
+                if len(pending) >= piece:
+                    if early := await feeder.feed(bytes(pending)):
+                        await run_in_threadpool(_send, early)
+                    pending.clear()
+                    piece = min(2 * piece, MAX_PIECE_BYTES)
+        finally:
+            await feeder.settle()  # whatever ended the reading, the receiver is idle after it
         await run_in_threadpool(receiver.feed, bytes(pending))
         work = await run_in_threadpool(_finish, receiver)
     except ReceiveStopped:  # cancelled while uploading

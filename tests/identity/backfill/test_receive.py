@@ -1,20 +1,22 @@
 """While the input still arrives: a cancel stops the run; agent chunks are applied only once every
 user before them is in place, and never at the cost of an agent whose user line comes later."""
 
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import psycopg
 
-from api.routes.backfills import MAX_PIECE_BYTES
+from api.routes.backfills import FIRST_PIECE_BYTES, MAX_PIECE_BYTES
 from tests.identity.backfill.uploads import (
     NDJSON,
     agent_item,
     failures,
     ndjson,
+    post_ndjson,
     prefix,
     user_item,
     wait_done,
@@ -193,3 +195,42 @@ def test_an_upload_whose_stored_chunks_were_lost_fails_with_a_clear_error(
     assert answer.json()["error"]["code"] == "backfill_input_lost"
     run = client.get(f"/v1/internal/backfills/{backfill_id}").json()
     assert run["status"] == "failed" and run["error"]["code"] == "backfill_input_lost"
+
+
+def test_an_upload_whose_client_goes_away_fails_as_interrupted_and_frees_its_receiver(
+    client: httpx.Client,
+) -> None:
+    """The client leaves while a piece is being validated and the next one is being read: the
+    run fails as interrupted once the piece is fed, and nothing after the cut is applied."""
+    p = prefix()
+    users = [user_item(f"{p}-u{i}") for i in range(50)]
+    agents = [agent_item(f"a{i}@{p}-u{i % 50}") for i in range(12_000)]
+    body = ndjson(users + agents)  # the first agent line stores the users: received counts
+    sent = body[: FIRST_PIECE_BYTES + 64 * 1024]  # a piece to feed, and some of the next
+    assert len(sent) < len(body)
+    receiving = "/v1/internal/backfills?status=receiving&limit=100"
+    before = {run["id"] for run in client.get(receiving).json()["items"]}
+    url = client.base_url
+    with socket.create_connection((url.host, url.port), timeout=30) as connection:
+        head = (
+            "POST /v1/internal/backfills HTTP/1.1\r\n"
+            f"Host: {url.host}\r\n"
+            f"Authorization: {client.headers['Authorization']}\r\n"
+            "Content-Type: application/x-ndjson\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n"
+        )
+        connection.sendall(head.encode() + b"%x\r\n" % len(sent) + sent + b"\r\n")
+
+        def received() -> dict[str, Any] | None:
+            for run in client.get(receiving).json()["items"]:
+                if run["id"] not in before and run["counts"]["received"] > 0:
+                    return cast(dict[str, Any], run)
+            return None
+
+        run = wait_until(received)  # the first piece is stored: gone, mid-upload
+    done = wait_done(client, run["id"])
+    assert done["status"] == "failed" and done["error"]["code"] == "upload_interrupted"
+    assert client.get(f"/v1/agents/{agents[-1]['key']}").status_code == 404
+    # Its receiver let go of everything: the whole input goes through.
+    again = post_ndjson(client, body)
+    assert wait_done(client, again["id"])["status"] == "completed"
