@@ -128,19 +128,25 @@ class _Feeder:
         self._receiver = receiver
         self._feeding: asyncio.Task[None] | None = None
 
-    async def feed(self, piece: bytes) -> list[Work]:
-        """Start feeding `piece` once the piece before is fed; returns the work that one made
-        runnable (user chunks that may run already). Raises the error of the piece before."""
+    async def feed(self, piece: bytes) -> None:
+        """Start feeding `piece` once the piece before is fed. Raises the error of the piece
+        before."""
         await self.settle()
-        early = self._receiver.take_work()  # no piece is being fed: the receiver is ours
-        self._feeding = asyncio.create_task(run_in_threadpool(self._receiver.feed, piece))
-        return early
+        self._feeding = asyncio.create_task(run_in_threadpool(_feed, self._receiver, piece))
 
     async def settle(self) -> None:
         """Wait until the piece on its way, if any, is fed; raise its error."""
         feeding, self._feeding = self._feeding, None
         if feeding is not None:
             await feeding
+
+
+def _feed(receiver: UploadReceiver, piece: bytes) -> None:
+    """Feed a piece, then queue at once what it made runnable (user chunks that may run already),
+    not when the next piece has come: a client may pause between pieces."""
+    receiver.feed(piece)
+    if early := receiver.take_work():
+        _send(early)
 
 
 def _interrupted(backfill_id: str) -> None:
@@ -165,8 +171,7 @@ async def _receive(
             async for data in request.stream():
                 pending += data
                 if len(pending) >= piece:
-                    if early := await feeder.feed(bytes(pending)):
-                        await run_in_threadpool(_send, early)
+                    await feeder.feed(bytes(pending))
                     pending.clear()
                     piece = min(2 * piece, MAX_PIECE_BYTES)
         finally:
