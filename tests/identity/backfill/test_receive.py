@@ -11,6 +11,7 @@ import httpx
 import psycopg
 
 from api.routes.backfills import FIRST_PIECE_BYTES, MAX_PIECE_BYTES
+from tests.conftest import OwnStack
 from tests.identity.backfill.uploads import (
     NDJSON,
     agent_item,
@@ -80,26 +81,29 @@ def test_cancel_while_receiving_stops_the_run_and_applies_nothing_more(
 
 
 def test_agents_after_their_users_are_applied_while_the_input_still_arrives(
-    client: httpx.Client, db: psycopg.Connection[Any]
+    own_stack: OwnStack,
 ) -> None:
-    p = prefix()
-    users = [user_item(f"{p}-u{i}") for i in range(20)]
-    agents = [agent_item(f"a{i}@{p}-u{i % 20}") for i in range(15_000)]
-    run, answer = upload_in_two_parts(
-        client, ndjson(users + agents), ndjson([agent_item(f"last@{p}-u0")])
-    )
+    """No beat runs, so no sweeper: only the upload itself can queue the chunks applied while
+    the rest of the input is held back."""
+    with own_stack("api", "worker").client() as client:
+        p = prefix()
+        users = [user_item(f"{p}-u{i}") for i in range(20)]
+        agents = [agent_item(f"a{i}@{p}-u{i % 20}") for i in range(15_000)]
+        run, answer = upload_in_two_parts(
+            client, ndjson(users + agents), ndjson([agent_item(f"last@{p}-u0")])
+        )
 
-    def applied_early() -> dict[str, Any] | None:
-        now = client.get(f"/v1/internal/backfills/{run['id']}").json()
-        return now if now["counts"]["created"] >= 20 + 5_000 else None
+        def applied_early() -> dict[str, Any] | None:
+            now = client.get(f"/v1/internal/backfills/{run['id']}").json()
+            return now if now["counts"]["created"] >= 20 + 5_000 else None
 
-    during = wait_until(applied_early, timeout=60)
-    assert during["status"] == "receiving"
-    answer()
-    done = wait_done(client, run["id"])
-    assert done["status"] == "completed"
-    assert done["counts"]["created"] == 15_021 and done["counts"]["failed"] == 0
-    assert client.get(f"/v1/agents/last@{p}-u0").status_code == 200
+        during = wait_until(applied_early, timeout=60)
+        assert during["status"] == "receiving"
+        answer()
+        done = wait_done(client, run["id"])
+        assert done["status"] == "completed"
+        assert done["counts"]["created"] == 15_021 and done["counts"]["failed"] == 0
+        assert client.get(f"/v1/agents/last@{p}-u0").status_code == 200
 
 
 def test_an_agent_whose_user_line_comes_later_is_not_failed(
