@@ -53,5 +53,11 @@ SEEDS = _seeds()
 # reads known lines is digested.
 def line_digest(raw: bytes, key: str, *, allow_private_webhooks: bool) -> str:
     """What a row remembers of the line that wrote it as `key` (a ledger key), in hex."""
-    named = raw + b"\n" + key.partition(":")[2].encode()
+    named = raw + b"\n" + name_of(key)
     return xxhash.xxh3_128_hexdigest(named, SEEDS[allow_private_webhooks])
+
+
+def name_of(key: str) -> bytes:
+    """A ledger key ("agent:bot@govind") as a digest covers it, and a lookup names it
+    (b"bot@govind")."""
+    return key.partition(":")[2].encode()

@@ -50,7 +50,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from identity.access import Actor
-from identity.backfill.digests import SEEDS
+from identity.backfill.digests import SEEDS, name_of
 
 SEEN_CAPACITY = 2_000_000  # keys; past it the filter's false positives grow (2.4 MB)
 MOVING_CAPACITY = 500_000  # user slugs (0.6 MB)
@@ -149,11 +149,6 @@ _USERS_SQL = _psycopg_sql(_USERS)
 Candidate = tuple[bytes, bytes | None, bytes, int]
 
 
-def name_of(key: str) -> bytes:
-    """A ledger key ("agent:bot@govind") as a candidate names it (b"bot@govind")."""
-    return key.partition(":")[2].encode()
-
-
 class KnownLines:
     """The lookups and the order checks of one run's receiver."""
 
@@ -171,17 +166,14 @@ class KnownLines:
 
     def candidate(self, raw: bytes) -> Candidate | None:
         """The line's key and digest, if it names its key plainly (once, in canonical form)."""
-        return self._candidates([raw], users_only=False)[0]
+        return self._candidates([raw], users_only=False).found[0]
 
     def ask(self, lines: list[bytes]) -> "Lookup":
         """The candidates among `lines` and what to ask about them (an `Asker` asks)."""
         users_only = self._skip > 0  # agents are backing off; users are looked up even so
         if users_only:
             self._skip -= 1
-        found = self._candidates(lines, users_only=users_only)
-        agents = [c for c in found if c is not None and c[1] is not None]
-        users = [c for c in found if c is not None and c[1] is None]
-        return Lookup(found, agents, users, "0" * len(agents), "0" * len(users))
+        return self._candidates(lines, users_only=users_only)
 
     def settle(self, lookup: "Lookup") -> None:
         """Back off, or not, from an answered lookup's agents; in the order of the parts."""
@@ -190,13 +182,15 @@ class KnownLines:
             self._backoff = 0 if found else min(max(2 * self._backoff, 1), MAX_BACKOFF)
             self._skip = self._backoff
 
-    def _candidates(self, lines: list[bytes], *, users_only: bool) -> list[Candidate | None]:
-        """Run for every line of an upload that reads known lines: a few calls per line."""
+    def _candidates(self, lines: list[bytes], *, users_only: bool) -> "Lookup":
+        """Run for every line of an upload that reads known lines: a few calls per line. A
+        candidate's slot is its place in the lookup's list of its kind."""
         agents_on = not users_only and not self.agents_off
         find_agent, find_user = _AGENT_KEY.search, _USER_ID.search
         digest, seed = xxhash.xxh3_128_digest, self._seed
         found: list[Candidate | None] = []
-        agents = users = 0  # the slots taken
+        agents: list[Candidate] = []
+        users: list[Candidate] = []
         for raw in lines:
             candidate = None
             if users_only and b'"user"' not in raw:
@@ -205,14 +199,14 @@ class KnownLines:
                 if agents_on and raw.count(b'"key"') == 1:
                     name, user_slug = match.group(1, 2)
                     # As digests.line_digest has it.
-                    candidate = (name, user_slug, digest(raw + b"\n" + name, seed), agents)
-                    agents += 1
+                    candidate = (name, user_slug, digest(raw + b"\n" + name, seed), len(agents))
+                    agents.append(candidate)
             elif raw.count(b'"id"') == 1 and (match := find_user(raw)) is not None:
                 name = match.group(1)
-                candidate = (name, None, digest(raw + b"\n" + name, seed), users)
-                users += 1
+                candidate = (name, None, digest(raw + b"\n" + name, seed), len(users))
+                users.append(candidate)
             found.append(candidate)
-        return found
+        return Lookup(found, agents, users, "0" * len(agents), "0" * len(users))
 
     def take_run(self, lookup: "Lookup", start: int, counts: Counter[str]) -> int:
         """Take a part's lines from `start` on as unchanged, in input order, counting them by

@@ -10,9 +10,9 @@ import pytest
 
 from identity.access import Actor
 from identity.backfill import digests
-from identity.backfill.digests import line_digest
+from identity.backfill.digests import line_digest, name_of
 from identity.backfill.items import ItemParser, Parsed
-from identity.backfill.known import Candidate, KnownLines, Lookup, name_of
+from identity.backfill.known import Candidate, KnownLines, Lookup
 from tests.identity.backfill.uploads import agent_item, user_item
 
 
