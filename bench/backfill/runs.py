@@ -76,9 +76,9 @@ def run_once(stack: Stack, path: Path, label: str) -> Run:
         while run["status"] in ("receiving", "running"):
             time.sleep(0.2)
             run = client.get(f"/v1/internal/backfills/{run['id']}").json()
-        seconds = datetime.fromisoformat(run["finished_at"]).timestamp() - started_at
     if run["status"] != "completed":
         raise RuntimeError(f"the backfill ended {run['status']}: {run.get('error')}")
+    seconds = datetime.fromisoformat(run["finished_at"]).timestamp() - started_at
     with stack.pg_connect() as conn:
         row = conn.execute("SELECT chunks FROM backfills WHERE id = %s", (run["id"],)).fetchone()
     chunks = row[0] if row else 0
