@@ -24,6 +24,7 @@ from starlette.routing import BaseRoute
 import identity.backfill.store  # noqa: F401 - defines InputLost, one of the envelope's codes
 import identity.scim.errors  # noqa: F401 - SCIM's codes, which its failed jobs carry
 from api.auth import Scope, requires
+from api.direct import direct
 from api.errors import FRAMEWORK_CODES, OTHER_HTTP_ERROR
 from api.writes import write_options
 from identity.errors import (
@@ -205,10 +206,11 @@ def is_json(content_type: str | None) -> bool:
 
 
 class JsonRoute(APIRoute):
-    """A route whose JSON body, sent as another media type, is answered 415, not 422."""
+    """A route whose JSON body, sent as another media type, is answered 415, not 422, and
+    whose plain requests have their arguments resolved by api/direct.py."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
+        handler = direct(self, super().get_route_handler(), is_json)
         if self.body_field is None:
             return handler
 
