@@ -53,6 +53,14 @@ def app_of(route_class: type[APIRoute]) -> FastAPI:
         body = {"id": item_id, "item": item.model_dump(), "tag": tag, "seen": seen}
         return JSONResponse({**body, "again": again, "path": request.url.path})
 
+    @router.put("/uncached/{item_id}")
+    async def uncached(
+        item_id: str,
+        first: dict[str, int] = Depends(caller, use_cache=False),
+        second: dict[str, int] = Depends(caller, use_cache=False),
+    ) -> Response:
+        return JSONResponse({"id": item_id, "calls": [first["calls"], second["calls"]]})
+
     @router.get("/queried/{item_id}")
     async def queried(item_id: str, limit: int = Query(5)) -> Response:
         return JSONResponse({"id": item_id, "limit": limit})
@@ -98,6 +106,7 @@ REQUESTS: dict[str, tuple[str, str, bytes, dict[str, str], bool]] = {
     "empty body": ("PUT", "/items/a1", b"", JSON, False),
     "denied and invalid": ("PUT", "/items/a1", b"{}", {**JSON, "x-deny": "1"}, True),
     "query route": ("GET", "/queried/q1?limit=7", b"", {}, False),
+    "uncached dependency": ("PUT", "/uncached/u1", b"", {}, False),
 }
 
 
