@@ -12,7 +12,7 @@ import time
 from abc import ABC, abstractmethod
 from collections import Counter, deque
 from dataclasses import replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from identity.access import Actor
 from identity.backfill.flow import Work, complete, finish_receiving
@@ -30,6 +30,15 @@ TALLY_SECONDS = 0.5
 # Lines looked up in one statement. A piece of an upload (512 KiB, some 3,000 lines, growing to
 # 4 MiB) makes a few parts, and the next parts are looked up while one is read.
 LOOKUP_LINES = 1_000
+
+
+class _Part(NamedTuple):
+    """Up to LOOKUP_LINES lines of a piece, read in turn: their numbers in the input, their
+    bytes, and the lookup of those that name their key plainly."""
+
+    numbers: list[int]
+    lines: list[bytes]
+    lookup: Lookup
 
 
 class Receiver(ABC):
@@ -118,31 +127,31 @@ class Receiver(ABC):
         if not lines:
             return
         # In parts, the lookups of the next parts (up to LANES) on their way while one is read.
-        known, flight = self.known, deque[tuple[list[int], list[bytes], Lookup]]()
+        known, flight = self.known, deque[_Part]()
         with asking(self.transaction, known) as asker:
             for start in range(0, len(lines), LOOKUP_LINES):
                 end = start + LOOKUP_LINES
-                part = numbers[start:end], lines[start:end], known.ask(lines[start:end])
+                part = _Part(numbers[start:end], lines[start:end], known.ask(lines[start:end]))
                 before = flight.popleft() if len(flight) == LANES else None
                 if before is not None:
-                    asker.receive(before[2])  # frees its lane for this part
-                asker.send(part[2])
+                    asker.receive(before.lookup)  # frees its lane for this part
+                asker.send(part.lookup)
                 flight.append(part)
                 if before is not None:
-                    self._read_known(*before)
-            for _, _, lookup in flight:
-                asker.receive(lookup)
+                    self._read_known(before)
+            for part in flight:
+                asker.receive(part.lookup)
         for before in flight:
-            self._read_known(*before)
+            self._read_known(before)
         if (
             self._unchanged.total() >= self.chunk_size
             and time.monotonic() - self._stored_at >= TALLY_SECONDS
         ):
             self._tally_full()
 
-    def _read_known(self, numbers: list[int], lines: list[bytes], lookup: Lookup) -> None:
+    def _read_known(self, part: _Part) -> None:
         """Count the part's known lines, validate and buffer the others, in order."""
-        known = self.known
+        known, (numbers, lines, lookup) = self.known, part
         assert known is not None
         known.settle(lookup)
         index, end = 0, len(lines)
