@@ -140,9 +140,9 @@ class Stack:
         if self.database_settings:
             with psycopg.connect(self.pg_conninfo, autocommit=True) as conn:
                 for name, value in self.database_settings.items():
-                    statement = f"ALTER DATABASE {{}} SET {name} = {{}}"
-                    target = sql.Identifier(conn.info.dbname)
-                    conn.execute(sql.SQL(statement).format(target, value))
+                    setting = sql.SQL(".").join(map(sql.Identifier, name.split(".")))
+                    statement = sql.SQL("ALTER DATABASE {} SET {} = {}")
+                    conn.execute(statement.format(sql.Identifier(conn.info.dbname), setting, value))
 
         self.port = free_port()
         self.env = {
