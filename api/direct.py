@@ -25,7 +25,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
-_PLAIN = object()  # a request FastAPI's handler must take
 
 
 @dataclass(frozen=True)
@@ -64,7 +63,8 @@ class _Plan:
     body: tuple[str, type[BaseModel]] | None
     is_json: Callable[[str | None], bool]
 
-    async def arguments(self, request: Request) -> dict[str, Any] | object:
+    async def arguments(self, request: Request) -> dict[str, Any] | None:
+        """The endpoint's arguments; None if the request is not the plain case."""
         values = await self.endpoint.arguments(request, {})
         for name, key in self.path:
             values[name] = request.path_params[key]
@@ -72,19 +72,19 @@ class _Plan:
             values[name] = request.headers.get(header)
         if self.body is not None:
             body = await self._body(request, self.body[1])
-            if body is _PLAIN:
-                return _PLAIN
+            if body is None:
+                return None
             values[self.body[0]] = body
         return values
 
-    async def _body(self, request: Request, model: type[BaseModel]) -> BaseModel | object:
+    async def _body(self, request: Request, model: type[BaseModel]) -> BaseModel | None:
         if not self.is_json(request.headers.get("content-type")):
-            return _PLAIN
+            return None
         data = await request.body()
         try:
-            return model.model_validate(json.loads(data)) if data else _PLAIN
+            return model.model_validate(json.loads(data)) if data else None
         except ValueError:  # not JSON, or not valid (pydantic's ValidationError is one)
-            return _PLAIN
+            return None
 
 
 def direct(route: APIRoute, handler: Handler, is_json: Callable[[str | None], bool]) -> Handler:
@@ -99,9 +99,8 @@ def direct(route: APIRoute, handler: Handler, is_json: Callable[[str | None], bo
         if request.app.dependency_overrides:
             return await handler(request)
         values = await plan.arguments(request)
-        if values is _PLAIN:
+        if values is None:
             return await handler(request)
-        assert isinstance(values, dict)
         response: Response = await endpoint(**values)
         return response
 
@@ -151,10 +150,9 @@ def _call(found: Dependant) -> _Call | None:
     needs = []
     for dependency in found.dependencies:
         need = _call(dependency)
-        plain = not (dependency.path_params or dependency.header_params or dependency.body_params)
-        if need is None or not plain or not _only_plain_parameters(dependency):
-            return None
-        if not dependency.use_cache:  # called anew each time it is named: left to FastAPI
+        # A dependency of the request alone (and of other such dependencies), called once per
+        # request; one declared `use_cache=False` is called anew each time it is named.
+        if need is None or not _of_the_request_alone(dependency) or not dependency.use_cache:
             return None
         needs.append((dependency.name, need))
     return _Call(call, tuple(needs), found.request_param_name)
@@ -164,15 +162,27 @@ def _only_plain_parameters(found: Dependant) -> bool:
     """No query or cookie parameters, nothing but the request among FastAPI's own objects, and
     path and header parameters as text with no checks of their own."""
     return (
-        not found.query_params
-        and not found.cookie_params
-        and found.websocket_param_name is None
+        not (found.query_params or found.cookie_params)
+        and _no_framework_objects(found)
+        and all(_is_text(field, required=True) for field in found.path_params)
+        and all(_is_text(field, required=False) for field in found.header_params)
+    )
+
+
+def _of_the_request_alone(found: Dependant) -> bool:
+    """No parameters of its own but the request."""
+    own = (found.path_params, found.query_params, found.header_params, found.cookie_params)
+    return not (any(own) or found.body_params) and _no_framework_objects(found)
+
+
+def _no_framework_objects(found: Dependant) -> bool:
+    """None of FastAPI's own objects among its parameters but the request."""
+    return (
+        found.websocket_param_name is None
         and found.http_connection_param_name is None
         and found.response_param_name is None
         and found.background_tasks_param_name is None
         and found.security_scopes_param_name is None
-        and all(_is_text(field, required=True) for field in found.path_params)
-        and all(_is_text(field, required=False) for field in found.header_params)
     )
 
 
