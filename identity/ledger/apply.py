@@ -150,7 +150,11 @@ def apply_jobs(
 
 # The drain's decisions travel as one JSON document: arrays of JSON texts would be escaped
 # element by element on the way, which costs more than applying the jobs. The statements below
-# mark the jobs still pending, give their audit entries the outcome and count them.
+# mark the jobs still pending, give their audit entries the outcome and count them. The jobs are
+# found by their ids (:ids, the decisions' ids again), through the primary key: joined with the
+# decisions alone, which Postgres takes for a hundred rows, they were read by a scan of the
+# whole pending index, whose entries include every job marked since the table's last vacuum,
+# and a mark cost more the more jobs were pending or had been marked.
 _JOB_COLUMNS = ", ".join(f"j.{name}" for name in JOB_COLUMNS.split(", "))
 _MARK = (
     f"""
@@ -163,7 +167,7 @@ _MARK = (
         SET status = d.status, outcome = d.outcome, result = d.result, error = d.error,
             attempts = j.attempts + 1, finished_at = clock_timestamp()
         FROM d
-        WHERE j.id = d.id AND j.status = 'pending'
+        WHERE j.id = ANY(CAST(:ids AS uuid[])) AND j.id = d.id AND j.status = 'pending'
         RETURNING {_JOB_COLUMNS}, j.finished_at - j.accepted_at AS latency,
                   d.error ->> 'code' AS code
     ),
@@ -205,8 +209,9 @@ _RECORD = text(
 _RECORD_ACCEPTED = text(_MARK + f"SELECT {JOB_COLUMNS} FROM marked")
 
 
-def _decisions(finished: list[Finished]) -> str:
-    return json.dumps(
+def _decisions(finished: list[Finished]) -> dict[str, Any]:
+    """The parameters of a statement that marks `finished`."""
+    decisions = json.dumps(
         [
             {
                 "id": str(f.job.id),
@@ -218,12 +223,12 @@ def _decisions(finished: list[Finished]) -> str:
             for f in finished
         ]
     )
+    return {"decisions": decisions, "ids": [f.job.id for f in finished]}
 
 
 def record_decisions(session: Session, finished: list[Finished]) -> None:
     """Mark every job of the drain with its decision, count them, and wake their waiters."""
-    params = {"decisions": _decisions(finished), "channel": NOTIFY_CHANNEL}
-    session.execute(_RECORD, params)
+    session.execute(_RECORD, {**_decisions(finished), "channel": NOTIFY_CHANNEL})
 
 
 # Of the jobs just accepted, those whose key is idle: its lock was free, and no other job of
@@ -281,5 +286,5 @@ def apply_accepted(
     # accept fails with it, and its writes are recorded pending for the workers, whose drains
     # apply a failing batch one job at a time.
     finished = apply_jobs(session, jobs, apply, batch_appliers, isolated=False)
-    rows = session.execute(_RECORD_ACCEPTED, {"decisions": _decisions(finished)}).all()
+    rows = session.execute(_RECORD_ACCEPTED, _decisions(finished)).all()
     return {row.id: row for row in rows}
