@@ -12,7 +12,7 @@ from identity.errors import IdmirrorError
 from identity.graph.operations import GraphUpdateJob
 from identity.graph.service import update_agent_graph
 from identity.keys import AgentKey, LedgerKey, NodeTypeKey, UserKey, parse_ledger_key
-from identity.ledger.apply import BatchApplier, PendingJob, apply_accepted
+from identity.ledger.apply import BatchApplier, Finished, PendingJob, apply_accepted
 from identity.ledger.jobs import Submission
 from identity.node_types import NodeTypeUpsert, upsert_node_type
 from identity.schemas import AgentUpsert, UserUpsert
@@ -136,7 +136,11 @@ APPLIED_ON_ACCEPT = frozenset(
 
 def apply_on_accept(
     session: Session, accepted: list[tuple[Submission, Any]]
-) -> dict[uuid.UUID, Any]:
-    """Apply the jobs just accepted whose kinds allow it, where their keys are idle."""
-    chosen = [pair for pair in accepted if pair[0].kind in APPLIED_ON_ACCEPT]
+) -> dict[uuid.UUID, Finished]:
+    """Apply the writes being accepted whose kinds allow it, where their keys are idle. A key
+    with a write of another kind among them is not: that write is left pending."""
+    left = {sub.key for sub, _ in accepted if sub.kind not in APPLIED_ON_ACCEPT}
+    chosen = [
+        pair for pair in accepted if pair[0].kind in APPLIED_ON_ACCEPT and pair[0].key not in left
+    ]
     return apply_accepted(session, chosen, apply_job, BATCH_APPLIERS) if chosen else {}

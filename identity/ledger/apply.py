@@ -204,9 +204,6 @@ _RECORD = text(
     SELECT count FROM notified
     """
 )
-# Jobs applied where they were accepted: nobody else can be waiting for them (they were never
-# committed pending), and they moved no backlog; their rows go back to the accepting request.
-_RECORD_ACCEPTED = text(_MARK + f"SELECT {JOB_COLUMNS} FROM marked")
 
 
 def _decisions(finished: list[Finished]) -> dict[str, Any]:
@@ -231,20 +228,20 @@ def record_decisions(session: Session, finished: list[Finished]) -> None:
     session.execute(_RECORD, {**_decisions(finished), "channel": NOTIFY_CHANNEL})
 
 
-# Of the jobs just accepted, those whose key is idle: its lock was free, and no other job of
-# it is pending. One statement: a drain that commits between the statement's snapshot and its
-# try-lock leaves its jobs looking pending, so the key looks busy and stays the drain's; a key
-# never looks idle while it is not (a job of it accepted after these waits on key_heads).
+# Of the keys of writes being accepted, those that are idle: their lock was free, and no job
+# of them is pending. (The writes' own jobs are not recorded yet; identity/ledger/record.py
+# numbers them first and records them once decided.) One statement: a drain that commits
+# between the statement's snapshot and its try-lock leaves its jobs looking pending, so the key
+# looks busy and stays the drain's; a key never looks idle while it is not (a write to it
+# accepted after these waits on key_heads).
 _IDLE = text(
     """
     WITH locked AS MATERIALIZED (
         SELECT k FROM unnest(CAST(:keys AS text[])) AS k
         WHERE pg_try_advisory_xact_lock(hashtextextended(k, 0))
     )
-    SELECT j.id, j.version FROM jobs j JOIN locked ON j.key = locked.k
-    WHERE j.id = ANY(:ids) AND NOT EXISTS (
-        SELECT FROM jobs o WHERE o.key = j.key AND o.status = 'pending' AND o.id <> ALL(:ids)
-    )
+    SELECT k FROM locked
+    WHERE NOT EXISTS (SELECT FROM jobs o WHERE o.key = locked.k AND o.status = 'pending')
     """
 )
 
@@ -254,37 +251,36 @@ def apply_accepted(
     accepted: list[tuple[Submission, Any]],
     apply: Applier,
     batch_appliers: dict[str, BatchApplier],
-) -> dict[uuid.UUID, Any]:
-    """Apply jobs in the transaction that accepted them, where their keys are idle, as a
-    drain would; the rest stay pending for the workers. `accepted` pairs each submission with
-    its new job row; the rows of the jobs applied are returned by id.
+) -> dict[uuid.UUID, Finished]:
+    """Apply writes in the transaction that accepts them, where their keys are idle, as a
+    drain would; the rest are left pending for the workers. `accepted` pairs each submission
+    with the numbers its job takes (seq, version, accepted_at), in arrival order; what was
+    decided for each write applied is returned by job id, to be recorded with it.
 
-    A job applied here has not been committed pending: nobody waits for it but its request,
-    no drain can die on it (its accept dies with it), and its start is not counted."""
-    ids = [sub.job_id for sub, _ in accepted]
+    A job applied here is never committed pending: nobody waits for it but its request, no
+    drain can die on it (its accept dies with it), and its start is not counted."""
     keys = sorted({sub.key for sub, _ in accepted})
-    idle: dict[uuid.UUID, int] = dict(session.execute(_IDLE, {"keys": keys, "ids": ids}).all())
+    idle = set(session.scalars(_IDLE, {"keys": keys}))
     if not idle:
         return {}
     jobs = [
         PendingJob(
-            row.id,
+            sub.job_id,
             sub.key,
-            row.seq,
+            numbers.seq,
             sub.kind,
             sub.payload,
-            idle[row.id],
-            row.accepted_at,
+            numbers.version,
+            numbers.accepted_at,
             integrator=sub.actor.integrator,
             admin=sub.actor.admin,
             checked=sub.checked,
         )
-        for sub, row in accepted  # in arrival order: each key's in seq order, and a user
-        if row.id in idle  # accepted before its agent is applied before it
+        for sub, numbers in accepted  # in arrival order: each key's in seq order, and a user
+        if sub.key in idle  # accepted before its agent is applied before it
     ]
     # No savepoint around a batch (two round trips of every accept): should one fail, the
     # accept fails with it, and its writes are recorded pending for the workers, whose drains
     # apply a failing batch one job at a time.
     finished = apply_jobs(session, jobs, apply, batch_appliers, isolated=False)
-    rows = session.execute(_RECORD_ACCEPTED, _decisions(finished)).all()
-    return {row.id: row for row in rows}
+    return {f.job.id: f for f in finished}

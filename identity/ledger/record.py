@@ -17,51 +17,114 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import Session
 
+from identity import counters
 from identity.errors import IdempotencyKeyReused
+from identity.ledger.apply import Finished
 from identity.ledger.jobs import JOB_BY_ID, JOB_COLUMNS, Accepted, Submission, job_out, job_rows
 
-# Several writes accepted together take one statement. Each key's row in key_heads is bumped
-# once, by the number of its jobs in the statement (rows locked in key order, so two such
-# statements cannot deadlock each other), and its jobs take consecutive seqs and versions in the
-# order they were given: the same numbers accepting them one after the other would give.
-# Its text is kept compact: pg_stat_activity shows a statement's first kilobyte, and what it
-# does (INSERT INTO jobs) should be in it.
-_ACCEPT = job_rows(
-    " ".join(
-        f"""
-    WITH items AS (
-        SELECT * FROM json_to_recordset(CAST(:items AS json))
-            AS i(n int, id uuid, key text, kind text, payload jsonb, hash text, version bigint,
-                 integrator text, token uuid, admin bool, request text, client text)
-    ),
-    audited AS (
-        INSERT INTO audit (integrator, token_id, action, key, job_id, request_id, client)
-        SELECT integrator, token, kind, key, id, request, client FROM items ORDER BY n
-    ),
-    counts AS (SELECT key, count(*) AS c FROM items GROUP BY key),
+# Several writes accepted together are numbered in one statement (_ACCEPT or _NUMBER below).
+# Each key's row in key_heads is bumped once, by the number of its jobs in the statement (rows
+# locked in key order, so two such statements cannot deadlock each other), and its jobs take
+# consecutive seqs and versions in the order they were given: the same numbers accepting them
+# one after the other would give. `items` (n, key, version: the write's explicit version or
+# null) comes before it.
+_NUMBERED = """
     head AS (
         INSERT INTO key_heads AS h (key, last_seq, last_version)
-        SELECT key, c, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint + c - 1
-        FROM counts ORDER BY key
+        SELECT key, count(*),
+               (extract(epoch FROM clock_timestamp()) * 1000000)::bigint + count(*) - 1
+        FROM items GROUP BY key ORDER BY key
         ON CONFLICT (key) DO UPDATE
             SET last_seq = h.last_seq + excluded.last_seq,
                 last_version = greatest(h.last_version + excluded.last_seq, excluded.last_version)
         RETURNING key, last_seq, last_version
     ),
     numbered AS (
-        SELECT i.*, c.c, row_number() OVER (PARTITION BY i.key ORDER BY i.n) AS r
-        FROM items i JOIN counts c USING (key)
+        SELECT i.*, last_seq - count(*) OVER keys + row_number() OVER taken AS job_seq,
+               coalesce(version, last_version - count(*) OVER keys + row_number() OVER taken)
+                   AS job_version
+        FROM items i JOIN head USING (key)
+        WINDOW keys AS (PARTITION BY key), taken AS (keys ORDER BY n)
     )
-    INSERT INTO jobs (id, key, seq, kind, payload, payload_hash, version, integrator,
-                      token_id, admin)
-    SELECT nb.id, nb.key, h.last_seq - nb.c + nb.r, nb.kind, nb.payload, nb.hash,
-           coalesce(nb.version, h.last_version - nb.c + nb.r), nb.integrator, nb.token,
-           nb.admin
-    FROM numbered nb JOIN head h USING (key)
-    ORDER BY nb.n
-    RETURNING {JOB_COLUMNS}
+"""
+# A write's fields, as json_to_recordset reads them from the items of _insert and _record.
+_ITEM = (
+    "n int, id uuid, key text, kind text, payload jsonb, hash text, version bigint, "
+    "integrator text, token uuid, admin bool, request text, client text"
+)
+# Writes recorded as pending jobs, with their audit entries. Its text is kept compact:
+# pg_stat_activity shows a statement's first kilobyte, and what it does (INSERT INTO jobs)
+# should be in it.
+_ACCEPT = job_rows(
+    " ".join(
+        f"""
+    WITH items AS (SELECT * FROM json_to_recordset(CAST(:items AS json)) AS i({_ITEM})),
+    {_NUMBERED},
+    inserted AS (
+        INSERT INTO jobs (id, key, seq, kind, payload, payload_hash, version, integrator,
+                          token_id, admin)
+        SELECT id, key, job_seq, kind, payload, hash, job_version, integrator, token, admin
+        FROM numbered ORDER BY n
+        RETURNING {JOB_COLUMNS}
+    ),
+    audited AS (
+        INSERT INTO audit (integrator, token_id, action, key, job_id, request_id, client)
+        SELECT integrator, token, kind, key, id, request, client FROM items ORDER BY n
+    )
+    SELECT {JOB_COLUMNS} FROM inserted
     """.split()
     )
+)
+# Writes applied where they are accepted take their numbers first (seq, version, accepted_at:
+# their keys' rows stay locked to the commit), and are recorded once decided, by _DECIDED.
+_NUMBER = text(
+    " ".join(
+        f"""
+    WITH items AS (
+        SELECT * FROM json_to_recordset(CAST(:items AS json))
+            AS i(n int, key text, version bigint)
+    ),
+    {_NUMBERED}
+    SELECT job_seq AS seq, job_version AS version, clock_timestamp() AS accepted_at
+    FROM numbered ORDER BY n
+    """.split()
+    )
+)
+# The jobs of writes numbered by _NUMBER, inserted as decided: applied or failed, with their
+# audit entries' outcomes and their counts (the columns _MARK gives identity/counters.py), or
+# pending, for the workers. No row is written twice: a job inserted pending and then marked
+# would add to the pending indexes and leave a dead row behind for every write.
+_JOB_COLUMNS = ", ".join(f"j.{name}" for name in JOB_COLUMNS.split(", "))
+_DECIDED = job_rows(
+    f"""
+    WITH d AS (
+        SELECT * FROM json_to_recordset(CAST(:items AS json))
+            AS d({_ITEM}, seq bigint, accepted_at timestamptz, status text, outcome text,
+                 result json, error json)
+    ),
+    inserted AS (
+        INSERT INTO jobs AS j (id, key, seq, kind, payload, payload_hash, version, integrator,
+                               token_id, admin, status, outcome, result, error, attempts,
+                               accepted_at, finished_at)
+        SELECT id, key, seq, kind, payload, hash, version, integrator, token, admin, status,
+               outcome, result, error, (status <> 'pending')::int, accepted_at,
+               CASE WHEN status <> 'pending' THEN clock_timestamp() END
+        FROM d ORDER BY n
+        RETURNING {_JOB_COLUMNS}, j.finished_at - j.accepted_at AS latency,
+                  j.error ->> 'code' AS code
+    ),
+    marked AS (SELECT * FROM inserted WHERE status <> 'pending'),
+    audited AS (
+        INSERT INTO audit (integrator, token_id, action, key, job_id, request_id, client,
+                           outcome)
+        SELECT integrator, token, kind, key, id, request, client,
+               CASE WHEN status <> 'pending'
+                    THEN coalesce(outcome, 'failed:' || (error ->> 'code'), status) END
+        FROM d ORDER BY n
+    ),
+    {counters.COUNT_FINISHED}
+    SELECT {JOB_COLUMNS} FROM inserted
+    """
 )
 # A job row as the accept path reads it: SQLAlchemy's Row finds a column by name through
 # __getattr__, several times slower than a field of a named tuple, and each accepted write's
@@ -82,35 +145,66 @@ _IDEMPOTENCY_RECORD = text(
 )
 
 
-async def _insert(conn: AsyncConnection, subs: list[Submission]) -> list[Any]:
-    """Insert the submissions' jobs; their rows, in the order given."""
-    items = json.dumps(
-        [
-            {
-                "n": n,
-                "id": str(sub.job_id),
-                "key": sub.key,
-                "kind": sub.kind,
-                "payload": sub.payload,
-                "hash": sub.request_hash,
-                "version": sub.explicit_version,
-                "integrator": sub.actor.integrator,
-                "token": sub.actor.token_id and str(sub.actor.token_id),
-                "admin": sub.actor.admin,
-                "request": sub.request_id,
-                "client": sub.client,
-            }
-            for n, sub in enumerate(subs)
-        ]
-    )
-    result = await conn.execute(_ACCEPT, {"items": items})
+def _item(n: int, sub: Submission) -> dict[str, Any]:
+    return {
+        "n": n,
+        "id": str(sub.job_id),
+        "key": sub.key,
+        "kind": sub.kind,
+        "payload": sub.payload,
+        "hash": sub.request_hash,
+        "version": sub.explicit_version,
+        "integrator": sub.actor.integrator,
+        "token": sub.actor.token_id and str(sub.actor.token_id),
+        "admin": sub.actor.admin,
+        "request": sub.request_id,
+        "client": sub.client,
+    }
+
+
+async def _inserted(
+    conn: AsyncConnection, statement: Any, subs: list[Submission], items: list[dict[str, Any]]
+) -> list[Any]:
+    """Insert the submissions' jobs with `statement`, given their `items`; their rows, in the
+    order given."""
+    result = await conn.execute(statement, {"items": json.dumps(items)})
     by_id = {row.id: row for row in map(_job_row, result.all())}
     return [by_id[sub.job_id] for sub in subs]
 
 
-# Applies jobs in the transaction that accepts them (identity/ledger/apply.py apply_accepted,
-# given its appliers): the rows of those it applied, by id.
-ApplyAccepted = Callable[[Session, list[tuple[Submission, Any]]], dict[uuid.UUID, Any]]
+async def _insert(conn: AsyncConnection, subs: list[Submission]) -> list[Any]:
+    """Insert the submissions' jobs, pending; their rows, in the order given."""
+    return await _inserted(conn, _ACCEPT, subs, [_item(n, sub) for n, sub in enumerate(subs)])
+
+
+# Applies writes in the transaction that accepts them, given each one's numbers
+# (identity/ledger/apply.py apply_accepted, given its appliers): what it decided, by job id.
+ApplyAccepted = Callable[[Session, list[tuple[Submission, Any]]], dict[uuid.UUID, Finished]]
+
+
+async def _record(conn: AsyncConnection, subs: list[Submission], apply: ApplyAccepted) -> list[Any]:
+    """Number the writes, apply those `apply` can, and record every one as decided (pending,
+    if it was not applied); their rows, in the order given. In a transaction."""
+    numbering = [
+        {"n": n, "key": sub.key, "version": sub.explicit_version} for n, sub in enumerate(subs)
+    ]
+    numbers = (await conn.execute(_NUMBER, {"items": json.dumps(numbering)})).all()
+    decided = await conn.run_sync(_in_session, apply, list(zip(subs, numbers, strict=True)))
+    items = []
+    for n, (sub, taken) in enumerate(zip(subs, numbers, strict=True)):
+        item = _item(n, sub)
+        item.update(seq=taken.seq, version=taken.version, accepted_at=taken.accepted_at.isoformat())
+        if (finished := decided.get(sub.job_id)) is None:
+            item["status"] = "pending"
+        else:
+            item.update(
+                status=finished.status,
+                outcome=finished.outcome,
+                result=finished.result,
+                error=finished.error,
+            )
+        items.append(item)
+    return await _inserted(conn, _DECIDED, subs, items)
 
 
 async def accept_many(
@@ -145,14 +239,13 @@ async def _accept_and_apply(
     key is answered applied, with the commit that records it."""
     await conn.execution_options(isolation_level="READ COMMITTED")
     async with conn.begin():
-        rows = await _insert(conn, subs)
-        applied = await conn.run_sync(_in_session, apply, list(zip(subs, rows, strict=True)))
-    return [Accepted(job=job_out(applied.get(row.id, row)), reused=False) for row in rows]
+        rows = await _record(conn, subs, apply)
+    return [Accepted(job=job_out(row), reused=False) for row in rows]
 
 
 def _in_session(
     connection: Connection, apply: ApplyAccepted, accepted: list[tuple[Submission, Any]]
-) -> dict[uuid.UUID, Any]:
+) -> dict[uuid.UUID, Finished]:
     # The session joins the connection's transaction: the commit is the accept's.
     with Session(bind=connection) as session:
         return apply(session, accepted)
@@ -213,11 +306,9 @@ async def accept(
                     job_id=str(previous.job_id),
                 )
             return Accepted(job=await read_job(conn, previous.job_id), reused=True)
-        (row,) = await _insert(conn, [sub])
+        (row,) = await (_insert(conn, [sub]) if apply is None else _record(conn, [sub], apply))
         record = {"key": stored_key, "hash": request_hash, "job_id": sub.job_id}
         await conn.execute(_IDEMPOTENCY_RECORD, record)
-        if apply is not None:
-            row = (await conn.run_sync(_in_session, apply, [(sub, row)])).get(row.id, row)
     return Accepted(job=job_out(row), reused=False)
 
 

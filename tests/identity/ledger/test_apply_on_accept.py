@@ -79,6 +79,12 @@ def test_writes_to_idle_keys_are_answered_applied_and_ask_for_no_drain(
     ]
     assert jobs[2]["result"]["plan"] == "pro" and jobs[2]["finished_at"] is not None
     assert ledger(services, subs) == [(j["status"], j["outcome"]) for j in jobs]
+    assert [(j["key"], j["seq"]) for j in jobs] == [
+        (subs[0].key, 1),
+        (subs[1].key, 1),
+        (subs[0].key, 2),
+    ]
+    assert all(j["attempts"] == 1 and j["finished_at"] >= j["accepted_at"] for j in jobs)
     assert drain_messages(services) == 0
     with psycopg.connect(services[0]) as conn:
         audited = conn.execute(
@@ -134,6 +140,14 @@ def test_a_kind_left_to_the_workers_holds_back_the_writes_after_it(services: Ser
     answers = accept(services, [update, after])
 
     assert [a[0].job["status"] for a in answers] == ["pending", "pending"]
+    assert [a[0].job["seq"] for a in answers] == [2, 3]
+    assert {(a[0].job["attempts"], a[0].job["finished_at"]) for a in answers} == {(0, None)}
+    with psycopg.connect(services[0]) as conn:
+        audited = conn.execute(
+            "SELECT action, outcome FROM audit WHERE job_id = ANY(%s) ORDER BY id",
+            ([update.job_id, after.job_id],),
+        ).fetchall()
+    assert audited == [("agent.update", None), ("agent.upsert", None)]
 
 
 def test_a_write_refused_when_applied_fails_alone(services: Services) -> None:
