@@ -6,6 +6,7 @@ a job that is not applied on accept stays pending and shows it.
 """
 
 import asyncio
+import time
 import uuid
 from typing import Any
 
@@ -96,6 +97,43 @@ def test_writes_to_idle_keys_are_answered_applied_and_ask_for_no_drain(
         ).fetchone()
     assert sorted(row[0] for row in audited) == ["created", "created", "updated"]
     assert counted is not None and counted[0] >= 1
+
+
+def _rows_written(services: Services) -> dict[str, tuple[int, int]]:
+    """(rows inserted, rows updated) in `jobs` and `audit`, as the server's statistics count
+    them. A backend reports its counts when it ends, at the latest."""
+    with psycopg.connect(services[0]) as conn:
+        rows = conn.execute(
+            "SELECT relname, n_tup_ins, n_tup_upd FROM pg_stat_user_tables "
+            "WHERE relname IN ('jobs', 'audit')"
+        ).fetchall()
+    return {name: (inserted, updated) for name, inserted, updated in rows}
+
+
+def test_a_write_applied_on_accept_writes_its_job_and_audit_rows_once(
+    services: Services,
+) -> None:
+    """Inserted pending and then marked, each job row would also enter the pending indexes and
+    leave a dead row behind."""
+    before = _rows_written(services)
+    user_id = uuid.uuid4()
+    slug = f"once-{user_id.hex[:8]}"
+    subs = [user_write(user_id, slug), agent_write(f"agent:a@{slug}", "A")]
+    subs.append(user_write(user_id, slug, plan="pro"))
+
+    answers = accept(services, subs)  # its connections are closed when it returns
+
+    assert [a[0].job["status"] for a in answers] == ["applied"] * 3
+    written = {}
+    for _ in range(100):  # until the accept's backend has reported
+        written = {
+            table: (ins - before[table][0], upd - before[table][1])
+            for table, (ins, upd) in _rows_written(services).items()
+        }
+        if written["jobs"][0] >= len(subs):
+            break
+        time.sleep(0.1)
+    assert written == {"jobs": (3, 0), "audit": (3, 0)}
 
 
 def test_a_write_behind_a_pending_job_of_its_key_stays_pending_and_asks_for_a_drain(
