@@ -156,6 +156,9 @@ def apply_jobs(
 # whole pending index, whose entries include every job marked since the table's last vacuum,
 # and a mark cost more the more jobs were pending or had been marked.
 _JOB_COLUMNS = ", ".join(f"j.{name}" for name in JOB_COLUMNS.split(", "))
+# The outcome a finished job's audit entry is given, from its row as marked (`m`: the job's
+# columns and its error's code); identity/ledger/record.py's _DECIDED gives it too.
+AUDIT_OUTCOME = "coalesce(m.outcome, 'failed:' || m.code, m.status)"
 _MARK = (
     f"""
     WITH d AS (
@@ -172,7 +175,7 @@ _MARK = (
                   d.error ->> 'code' AS code
     ),
     audited AS (
-        UPDATE audit a SET outcome = coalesce(m.outcome, 'failed:' || m.code, m.status)
+        UPDATE audit a SET outcome = {AUDIT_OUTCOME}
         FROM marked m WHERE a.job_id = m.id AND a.outcome IS NULL
     ),
 """

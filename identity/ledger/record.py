@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from identity import counters
 from identity.errors import IdempotencyKeyReused
-from identity.ledger.apply import Finished
+from identity.ledger.apply import AUDIT_OUTCOME, Finished
 from identity.ledger.jobs import JOB_BY_ID, JOB_COLUMNS, Accepted, Submission, job_out, job_rows
 
 # Several writes accepted together are numbered in one statement (_ACCEPT or _NUMBER below).
@@ -91,10 +91,9 @@ _NUMBER = text(
     )
 )
 # The jobs of writes numbered by _NUMBER, inserted as decided: applied or failed, with their
-# audit entries' outcomes and their counts (the columns _MARK gives identity/counters.py), or
-# pending, for the workers. No row is written twice: a job inserted pending and then marked
+# audit entries' outcomes and their counts (given the columns _MARK gives identity/counters.py),
+# or pending, for the workers. No row is written twice: a job inserted pending and then marked
 # would add to the pending indexes and leave a dead row behind for every write.
-_JOB_COLUMNS = ", ".join(f"j.{name}" for name in JOB_COLUMNS.split(", "))
 _DECIDED = job_rows(
     f"""
     WITH d AS (
@@ -103,24 +102,21 @@ _DECIDED = job_rows(
                  result json, error json)
     ),
     inserted AS (
-        INSERT INTO jobs AS j (id, key, seq, kind, payload, payload_hash, version, integrator,
-                               token_id, admin, status, outcome, result, error, attempts,
-                               accepted_at, finished_at)
+        INSERT INTO jobs (id, key, seq, kind, payload, payload_hash, version, integrator,
+                          token_id, admin, status, outcome, result, error, attempts,
+                          accepted_at, finished_at)
         SELECT id, key, seq, kind, payload, hash, version, integrator, token, admin, status,
                outcome, result, error, (status <> 'pending')::int, accepted_at,
                CASE WHEN status <> 'pending' THEN clock_timestamp() END
         FROM d ORDER BY n
-        RETURNING {_JOB_COLUMNS}, j.finished_at - j.accepted_at AS latency,
-                  j.error ->> 'code' AS code
+        RETURNING {JOB_COLUMNS}, finished_at - accepted_at AS latency, error ->> 'code' AS code
     ),
     marked AS (SELECT * FROM inserted WHERE status <> 'pending'),
     audited AS (
         INSERT INTO audit (integrator, token_id, action, key, job_id, request_id, client,
                            outcome)
-        SELECT integrator, token, kind, key, id, request, client,
-               CASE WHEN status <> 'pending'
-                    THEN coalesce(outcome, 'failed:' || (error ->> 'code'), status) END
-        FROM d ORDER BY n
+        SELECT d.integrator, d.token, d.kind, d.key, d.id, d.request, d.client, {AUDIT_OUTCOME}
+        FROM d LEFT JOIN marked m USING (id) ORDER BY d.n
     ),
     {counters.COUNT_FINISHED}
     SELECT {JOB_COLUMNS} FROM inserted
