@@ -206,6 +206,22 @@ def test_a_write_refused_when_applied_fails_alone(services: Services) -> None:
     assert answers[0][0].job["status"] == "failed"
     assert answers[0][0].job["error"]["code"] == "owned_by_another_integrator"
     assert answers[1][0].job["status"] == "applied"
+    assert answers[0][0].job["attempts"] == 1 and answers[0][0].job["finished_at"] is not None
+    with psycopg.connect(services[0]) as conn:
+        audited = conn.execute(
+            "SELECT job_id, outcome FROM audit WHERE job_id = ANY(%s)",
+            ([refused.job_id, fine.job_id],),
+        ).fetchall()
+        counted = conn.execute(
+            "SELECT sum(value) FROM metric_counters WHERE name = 'jobs_failed_total' "
+            "AND labels = %s",
+            ('{"code": "owned_by_another_integrator", "kind": "user.upsert"}',),
+        ).fetchone()
+    assert dict(audited) == {
+        refused.job_id: "failed:owned_by_another_integrator",
+        fine.job_id: "created",
+    }
+    assert counted is not None and counted[0] == 1
 
 
 def test_a_write_with_an_idempotency_key_is_applied_on_accept_too(services: Services) -> None:
