@@ -24,6 +24,7 @@ import psycopg
 import redis
 from psycopg import sql
 
+from bench import statements
 from cli.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from cli.main import run_migrations
 from identity.db import libpq_url
@@ -94,12 +95,16 @@ class Stack:
     # Server settings for every session of the database (ALTER DATABASE ... SET), made before the
     # services start: for a database of the stack's own, not one that outlives it.
     database_settings: dict[str, str] = field(default_factory=dict)
+    # Count Postgres's time by statement (bench/statements.py): the embedded server is started
+    # again with pg_stat_statements preloaded; an external one must preload it itself.
+    statement_stats: bool = False
 
     home: Path = field(init=False)
     database_url: str = field(init=False)
     redis_url: str = field(init=False)
     port: int = field(init=False)
     embedded: bool = field(init=False, default=False)
+    counts_statements: bool = field(init=False, default=False)  # statement_stats, and it works
     env: dict[str, str] = field(init=False, default_factory=dict)  # of every process it starts
     processes: dict[str, subprocess.Popen[bytes]] = field(init=False, default_factory=dict)
     _postgres: EmbeddedPostgres | None = field(init=False, default=None)
@@ -132,11 +137,19 @@ class Stack:
             self._postgres = EmbeddedPostgres(self.home / "postgres")
             database_url = self._postgres.start()
             self.embedded = True
+            if self.statement_stats:
+                with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+                    conn.execute("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
+                self._postgres.stop()
+                database_url = self._postgres.start()
         if not redis_url:
             self._redis = EmbeddedRedis(self.home / "redis")
             redis_url = self._redis.start()
         self.database_url, self.redis_url = database_url, redis_url
         run_migrations(database_url)
+        if self.statement_stats:
+            with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+                self.counts_statements = statements.enable(conn)
         if self.database_settings:
             with psycopg.connect(self.pg_conninfo, autocommit=True) as conn:
                 for name, value in self.database_settings.items():

@@ -11,8 +11,11 @@ section of docs/benchmarks.md.
 import argparse
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
+from bench import statements
 from bench.backfill.floor import measure_floor
 from bench.backfill.inputs import write_floor_input, write_input
 from bench.backfill.render import render
@@ -23,6 +26,21 @@ from bench.report import write_section
 from bench.stack import Stack, StackConfig
 
 SECTION = "backfill"
+T = TypeVar("T")
+
+
+def _counted(
+    stack: Stack, usage: dict[str, statements.Usage], name: str, measure: Callable[[], T]
+) -> T:
+    """Run `measure`, keeping Postgres's time by statement over it as `usage[name]`."""
+    if not stack.counts_statements:
+        return measure()
+    with stack.pg_connect() as conn:
+        statements.reset(conn)
+    result = measure()
+    with stack.pg_connect() as conn:
+        usage[name] = statements.take(conn)
+    return result
 
 
 def bench(users: int, agents: int, *, keep: bool, write: bool) -> None:
@@ -33,7 +51,8 @@ def bench(users: int, agents: int, *, keep: bool, write: bool) -> None:
     size = write_input(path, users, agents)
     write_floor_input(path, user_rows, agent_rows)
     load_before = os.getloadavg()
-    with Stack(StackConfig(), keep=keep) as stack:
+    usage: dict[str, statements.Usage] = {}
+    with Stack(StackConfig(), keep=keep, statement_stats=True) as stack:
         with stack.pg_connect() as conn:
             facts = machine(conn)
         facts["load_before"] = " ".join(f"{v:.2f}" for v in load_before)
@@ -42,16 +61,18 @@ def bench(users: int, agents: int, *, keep: bool, write: bool) -> None:
             if stack.embedded
             else "Postgres and Redis from IDMIRROR_DATABASE_URL / IDMIRROR_REDIS_URL"
         )
-        floor, floor_cpu = measure_floor(stack, user_rows, agent_rows)
+        floor, floor_cpu = _counted(
+            stack, usage, "floor", lambda: measure_floor(stack, user_rows, agent_rows)
+        )
         print(f"   floor: {floor:.1f}s", flush=True)
-        first = run_once(stack, path, "first run")
-        second = run_once(stack, path, "unchanged re-run")
+        first = _counted(stack, usage, "first", lambda: run_once(stack, path, "first run"))
+        second = _counted(stack, usage, "rerun", lambda: run_once(stack, path, "unchanged re-run"))
         facts["load_after"] = " ".join(f"{v:.2f}" for v in os.getloadavg())
         note_core_speed_at_end(facts)
     expected = users + agents
     assert first.counts["created"] == expected, first.counts
     assert second.counts["unchanged"] == expected, second.counts
-    text = render(users, agents, size, (floor, floor_cpu), first, second, facts)
+    text = render(users, agents, size, (floor, floor_cpu), first, second, facts, usage)
     print(text)
     if write:
         write_section(SECTION, text)

@@ -5,6 +5,7 @@ import os
 
 from bench.backfill.runs import Run
 from bench.report import table
+from bench.statements import OTHER, Usage
 
 TARGET_FLOOR_RATIO = 1.3  # the first target was 3x
 TARGET_RERUN_SPEEDUP = 8.0  # the first target was 3x
@@ -98,6 +99,31 @@ at most {budget:.1f} us of CPU per line however well the work overlaps; the firs
 {used:.1f}."""
 
 
+def _statements(items: int, usage: dict[str, Usage]) -> str:
+    """Postgres's time per line by statement in each window (floor, first run, re-run)."""
+    windows = ("floor", "first", "rerun")
+    if not all(name in usage for name in windows):
+        return ""
+    per_line = {w: {k: 1e3 * ms / items for k, ms in usage[w].ms.items()} for w in windows}
+    shown = {k for w in windows for k, us in per_line[w].items() if us >= 0.05} - {OTHER}
+    order = sorted(shown, key=lambda k: (-per_line["first"].get(k, 0.0), k))
+    rows = []
+    for name in [*order, OTHER]:
+        cells = [f"{per_line[w].get(name, 0.0):.2f}" for w in windows]
+        wal = usage["first"].wal.get(name, 0) / items
+        rows.append([name, *cells, f"{wal:,.0f}"])
+    totals = [f"{sum(per_line[w].values()):.2f}" for w in windows]
+    rows.append(["total", *totals, f"{sum(usage['first'].wal.values()) / items:,.0f}"])
+    headers = ["Postgres us per line, by statement", "floor", "first run", "re-run", "WAL B/line"]
+    return f"""{table(headers, rows)}
+
+Execution time of Postgres's top-level statements in each window, per line of the input (from
+`pg_stat_statements`, loaded for this benchmark; *WAL* is the first run's). It is the time each
+backend spent in the statement, so it counts waits for a lock or for a core beside its CPU, and
+a statement's foreign-key checks and the key-history rows it inserts are part of it. Statements
+under 0.05 us a line are counted in *other*, with the beat's and the sweeper's."""
+
+
 def _method(users: int, agents: int, size: int) -> str:
     items = users + agents
     return f"""## Backfill from NDJSON
@@ -154,6 +180,7 @@ def render(
     first: Run,
     second: Run,
     facts: dict[str, str],
+    usage: dict[str, Usage] | None = None,
 ) -> str:
     """The whole section for the floor (its seconds and CPU-seconds by group) and both runs,
     on this machine."""
@@ -166,6 +193,7 @@ def render(
         table(["target", "measured", ""], _targets(floor, first, second)),
         _where_the_time_goes(items, first, second),
         _cpu(items, floor_run, first, second),
+        _statements(items, usage or {}),
         _machine(facts),
     ]
-    return "\n\n".join(blocks)
+    return "\n\n".join(block for block in blocks if block)
