@@ -99,6 +99,7 @@ class Settings(BaseSettings):
     backfill_chunk_bytes: int = Field(4 * 1024 * 1024, ge=64 * 1024)
     backfill_buffer_bytes: int = Field(32 * 1024 * 1024, ge=1024 * 1024)
     backfill_buckets: int = Field(8, ge=1, le=256)
+    backfill_lock_budget: int = Field(4096, ge=1)
     backfill_max_line_bytes: int = Field(1024 * 1024, ge=1024)
     backfill_receive_timeout_seconds: float = Field(600.0, gt=0)
     prune_max_fraction: float = Field(0.1, ge=0, le=1)

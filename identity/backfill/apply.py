@@ -32,6 +32,7 @@ from identity.backfill.flow import (
     users_pending,
 )
 from identity.backfill.items import stored_key
+from identity.backfill.slots import take_slot
 from identity.backfill.sql import CHUNK, FAILURES, KEYS, LOCK_KEYS, LOG_ITEMS, STATEMENTS
 from identity.db import commit_without_waiting_for_disk
 from identity.errors import IdmirrorError, OwnedByAnotherIntegrator, SlugTaken, UserNotFound
@@ -232,7 +233,9 @@ def _record_covered_users(session: Session, backfill_id: str, results: list[Item
 
 
 def _lock_keys(session: Session, kind: str, backfill_id: str, seq: int) -> None:
-    """The advisory locks live writes take on these keys, in one global order (no deadlock)."""
+    """The advisory locks live writes take on these keys, in one global order (no deadlock),
+    once the chunk has an apply slot (slots.py)."""
+    take_slot(session, seq)
     session.execute(text(LOCK_KEYS.format(key=KEYS[kind])), _chunk_params(backfill_id, seq))
 
 

@@ -15,6 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from identity.backfill.flow import RUN_COLUMNS, Work, advance, complete, step
+from identity.backfill.slots import take_slot
 from identity.errors import PruneThresholdExceeded
 
 SAMPLE = 20
@@ -165,6 +166,19 @@ def _drift(session: Session, run: Any, max_fraction: float, batch: int) -> list[
     return _prune_batch(session, run, batch)
 
 
+def _lock_keys(session: Session, keys: list[str]) -> None:
+    """The live-delete locks of `keys`, in one global order, once the step has an apply slot
+    (slots.py)."""
+    take_slot(session, 0)
+    session.execute(
+        text(
+            "SELECT count(pg_advisory_xact_lock(h)) FROM (SELECT DISTINCT "
+            "hashtextextended(k, 0) AS h FROM unnest(CAST(:keys AS text[])) AS k ORDER BY 1) AS o"
+        ),
+        {"keys": keys},
+    )
+
+
 def _prune_batch(session: Session, run: Any, batch: int) -> list[Work]:
     rows = session.execute(
         text(
@@ -179,14 +193,7 @@ def _prune_batch(session: Session, run: Any, batch: int) -> list[Work]:
         complete(session, run.id)
         return []
     ids, keys = [r.agent_id for r in rows], [r.key for r in rows]
-    # The live-delete locks, in one global order; then nothing newer than the snapshot goes.
-    session.execute(
-        text(
-            "SELECT count(pg_advisory_xact_lock(h)) FROM (SELECT DISTINCT "
-            "hashtextextended(k, 0) AS h FROM unnest(CAST(:keys AS text[])) AS k ORDER BY 1) AS o"
-        ),
-        {"keys": keys},
-    )
+    _lock_keys(session, keys)  # then nothing newer than the snapshot goes
     pruned = set(
         session.execute(
             text(

@@ -1,0 +1,81 @@
+"""Backfill chunks hold their keys' advisory locks a few at a time, however many workers apply
+them: no more chunks at once than the lock budget has room for (identity/backfill/slots.py), so
+a scaled-out worker fleet cannot fill Postgres's shared lock table."""
+
+import time
+from typing import Any
+
+import psycopg
+
+from identity.backfill.slots import SLOT_CLASS
+from identity.db import libpq_url
+from tests.conftest import OwnStack
+from tests.identity.backfill.uploads import (
+    agent_item,
+    ndjson,
+    post_ndjson,
+    prefix,
+    user_item,
+    wait_done,
+)
+from tests.stack import scalar, wait_until
+
+# Backends other than the caller's that hold or wait for a key's lock (one-key advisory locks),
+# and those waiting for an apply slot (two-key advisory locks of SLOT_CLASS).
+_KEY_LOCKERS = """
+    SELECT count(DISTINCT pid) FROM pg_locks
+    WHERE locktype = 'advisory' AND objsubid = 1 AND pid <> pg_backend_pid()
+      AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+"""
+_SLOT_WAITERS = """
+    SELECT count(DISTINCT pid) FROM pg_locks
+    WHERE locktype = 'advisory' AND objsubid = 2 AND classid = %s AND NOT granted
+"""
+
+
+def test_chunks_past_the_lock_budget_wait_for_a_slot_before_taking_any_key(
+    own_stack: OwnStack,
+) -> None:
+    # Chunks of 10 and a budget of 20 locks: 2 slots for 4 worker processes.
+    stack = own_stack(
+        "api",
+        "worker",
+        worker_args=["--concurrency", "4"],
+        backfill_chunk_size="10",
+        backfill_lock_budget="20",
+    )
+    p = prefix()
+    users = [user_item(f"{p}-u{i}") for i in range(4)]
+    agents = [agent_item(f"a{i}@{p}-u{i % 4}") for i in range(200)]
+    with (
+        psycopg.connect(libpq_url(stack.database_url), autocommit=True) as holder,
+        psycopg.connect(libpq_url(stack.database_url), autocommit=True) as watcher,
+        stack.client() as client,
+    ):
+        # Every agent's key is busy, as if live writes held them: each agent chunk that gets a
+        # slot waits on its first key while it holds the slot.
+        holder.execute(
+            "SELECT count(pg_advisory_lock(hashtextextended(k, 0))) FROM unnest(%s::text[]) k",
+            ([f"agent:{a['key']}" for a in agents],),
+        )
+        holder_pid = holder.info.backend_pid
+        run = post_ndjson(client, ndjson(users + agents))
+
+        def lockers() -> tuple[int, int]:
+            keys = scalar(watcher, _KEY_LOCKERS) - 1  # the holder's own locks
+            return keys, scalar(watcher, _SLOT_WAITERS, (SLOT_CLASS,))
+
+        def stalled() -> tuple[int, int] | None:
+            now = lockers()
+            return now if now[1] >= 2 else None
+
+        # Two chunks wait on their keys; the other two processes wait for a slot.
+        assert wait_until(stalled) == (2, 2)
+        time.sleep(1)
+        assert lockers() == (2, 2)
+        assert scalar(watcher, "SELECT count(*) FROM agents") == 0
+        holder.execute("SELECT pg_advisory_unlock_all()")
+        done: dict[str, Any] = wait_done(client, run["id"])
+        assert holder_pid == holder.info.backend_pid
+    assert done["status"] == "completed"
+    assert done["counts"]["created"] == 204 and done["counts"]["failed"] == 0
