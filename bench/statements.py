@@ -20,6 +20,7 @@ LABELS: tuple[tuple[str, str], ...] = (
     (r"COPY stage_", "floor: COPY into staging"),
     (r"h text, d jsonb\)", "apply an agents chunk (classify, write, key history, FK checks)"),
     (r"h text, id uuid", "apply a users chunk (classify, write, key history)"),
+    (r"advisory_xact_lock\([^(),]+,", "take an apply slot"),  # the two-key form
     (r"pg_advisory_xact_lock", "lock a chunk's keys"),
     (r"INSERT INTO backfill_chunks", "store a chunk (its lines as JSON)"),
     (r"DELETE FROM backfill_chunks", "delete a finished run's chunks"),

@@ -10,7 +10,7 @@ from sqlalchemy import TextClause
 from bench.backfill.floor import _MERGE_AGENTS, _MERGE_USERS
 from bench.backfill.render import _statements
 from bench.statements import OTHER, Usage, enable, label
-from identity.backfill import sql
+from identity.backfill import slots, sql
 from identity.backfill.known import _AGENTS_SQL, _USERS_SQL
 from identity.backfill.store import _CHUNK
 
@@ -26,6 +26,8 @@ def _text(statement: TextClause | str) -> str:
         (sql.STATEMENTS[("agent", True)], "apply an agents chunk"),
         (sql.STATEMENTS[("user", False)], "apply a users chunk"),
         (sql.LOCK_KEYS.format(key=sql.KEYS["agent"]), "lock a chunk's keys"),
+        (slots._ANY_FREE, "take an apply slot"),
+        (slots._WAIT, "take an apply slot"),
         (_CHUNK, "store a chunk"),
         (_AGENTS_SQL, "look up known lines: agents"),
         (_USERS_SQL, "look up known lines: users"),
