@@ -58,7 +58,6 @@ def test_chunks_past_the_lock_budget_wait_for_a_slot_before_taking_any_key(
             "SELECT count(pg_advisory_lock(hashtextextended(k, 0))) FROM unnest(%s::text[]) k",
             ([f"agent:{a['key']}" for a in agents],),
         )
-        holder_pid = holder.info.backend_pid
         run = post_ndjson(client, ndjson(users + agents))
 
         def lockers() -> tuple[int, int]:
@@ -76,6 +75,5 @@ def test_chunks_past_the_lock_budget_wait_for_a_slot_before_taking_any_key(
         assert scalar(watcher, "SELECT count(*) FROM agents") == 0
         holder.execute("SELECT pg_advisory_unlock_all()")
         done: dict[str, Any] = wait_done(client, run["id"])
-        assert holder_pid == holder.info.backend_pid
     assert done["status"] == "completed"
     assert done["counts"]["created"] == 204 and done["counts"]["failed"] == 0
