@@ -5,6 +5,7 @@ a scaled-out worker fleet cannot fill Postgres's shared lock table."""
 import time
 from typing import Any
 
+import httpx
 import psycopg
 
 from identity.backfill.slots import SLOT_CLASS
@@ -15,6 +16,7 @@ from tests.identity.backfill.uploads import (
     ndjson,
     post_ndjson,
     prefix,
+    run_backfill,
     user_item,
     wait_done,
 )
@@ -77,3 +79,33 @@ def test_chunks_past_the_lock_budget_wait_for_a_slot_before_taking_any_key(
         done: dict[str, Any] = wait_done(client, run["id"])
     assert done["status"] == "completed"
     assert done["counts"]["created"] == 204 and done["counts"]["failed"] == 0
+
+
+# Backends that wait for a key's lock while holding an apply slot.
+_KEY_WAITERS_WITH_A_SLOT = """
+    SELECT count(DISTINCT k.pid) FROM pg_locks k JOIN pg_locks s ON s.pid = k.pid
+    WHERE k.locktype = 'advisory' AND k.objsubid = 1 AND NOT k.granted
+      AND s.locktype = 'advisory' AND s.objsubid = 2 AND s.classid = %s AND s.granted
+"""
+
+
+def test_a_prune_step_takes_an_apply_slot_before_its_keys(
+    client: httpx.Client, db: psycopg.Connection[Any]
+) -> None:
+    p = prefix()
+    user = user_item(f"{p}-u")
+    keys = [f"a{i}@{p}-u" for i in range(20)]
+    assert run_backfill(client, [user] + [agent_item(k) for k in keys])["status"] == "completed"
+    with psycopg.connect(db.info.dsn, autocommit=True) as holder:
+        # The key of the one agent the mirror run will prune is busy, as if a live write held it.
+        holder.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (f"agent:{keys[-1]}",))
+        run = post_ndjson(
+            client, ndjson([user] + [agent_item(k) for k in keys[:-1]]), mode="mirror", prune=True
+        )
+        # The prune step waits for that key holding a slot, which it took first.
+        assert wait_until(lambda: scalar(db, _KEY_WAITERS_WITH_A_SLOT, (SLOT_CLASS,)) or None) == 1
+        assert client.get(f"/v1/internal/backfills/{run['id']}").json()["status"] == "running"
+        holder.execute("SELECT pg_advisory_unlock_all()")
+    done = wait_done(client, run["id"])
+    assert done["status"] == "completed", done
+    assert done["drift"]["pruned"] == 1
