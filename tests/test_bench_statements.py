@@ -70,12 +70,13 @@ def test_a_run_without_counts_has_no_table() -> None:
     assert _statements(1_000, {"first": Usage()}) == ""
 
 
-def test_a_server_without_the_library_preloaded_counts_nothing(database_url: str) -> None:
-    with psycopg.connect(database_url.replace("+psycopg", ""), autocommit=True) as conn:
-        loaded = conn.execute("SHOW shared_preload_libraries").fetchone()
-        if loaded is not None and "pg_stat_statements" in str(loaded[0]):
-            pytest.skip("this server preloads pg_stat_statements")
-        assert enable(conn) is False
-        assert conn.execute(
-            "SELECT count(*) FROM pg_extension WHERE extname = 'pg_stat_statements'"
-        ).fetchone() == (0,)
+def test_a_server_without_the_library_preloaded_counts_nothing(
+    db: psycopg.Connection[Any],
+) -> None:
+    loaded = db.execute("SHOW shared_preload_libraries").fetchone()
+    if loaded is not None and "pg_stat_statements" in str(loaded[0]):
+        pytest.skip("this server preloads pg_stat_statements")
+    assert enable(db) is False
+    assert db.execute(
+        "SELECT count(*) FROM pg_extension WHERE extname = 'pg_stat_statements'"
+    ).fetchone() == (0,)
